@@ -1,0 +1,44 @@
+# make setup: .venv with lineside and everything the demo and tests need (idempotent)
+# make demo:  the textile demo line on the embedded starter pack (console on http://127.0.0.1:8080)
+# make test:  the test suite, browser tests included (installs Debian chromium if missing)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SECONDS ?=
+
+.PHONY: setup demo test chromium lint pack clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch==2.13.0 first, pinned, so nothing pulls a CUDA build (the build extra only rebuilds the starter pack)
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[build,datasets,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/lineside demo $(if $(SECONDS),--seconds $(SECONDS),)
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser tests"; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver) \
+	  || (sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver); }
+
+test: setup chromium
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check edge tests models
+	$(BIN)/mypy edge
+
+pack: setup
+	$(BIN)/python models/build_starter.py --out models/starter
+
+clean:
+	rm -rf var test-output .pytest_cache

@@ -1,0 +1,75 @@
+"""Anomaly maps: zero-shot (patches vs class texts) ⊕ few-shot (patches vs the line's good-reference memory bank).
+
+Both scores are computed per patch at every stride of the pack, put on one scale with the good-image statistics the
+profile holds (z-scores), weighted, brought to the finest grid and averaged over strides. The frame's anomaly score
+is the map's maximum.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edge.vlm.runtime import ImageEmbedding
+
+RawScores = dict[int, dict[str, np.ndarray]]  # stride -> {"few": [h, w], "zero": [h, w]}
+
+
+def zero_shot_scores(patches: np.ndarray, class_embeddings: np.ndarray, logit_scale: float) -> np.ndarray:
+    """1 − p(good) per patch; patches [h, w, D], class_embeddings [C, D] with 'good' first."""
+    h, w, d = patches.shape
+    logits = logit_scale * (patches.reshape(-1, d) @ class_embeddings.T)
+    logits -= logits.max(axis=1, keepdims=True)
+    prob = np.exp(logits)
+    p_good = prob[:, 0] / prob.sum(axis=1)
+    return (1.0 - p_good).reshape(h, w)
+
+
+def few_shot_scores(patches: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """1 − cosine similarity to the nearest good-reference patch; bank [M, D] unit-norm."""
+    h, w, d = patches.shape
+    nearest = (patches.reshape(-1, d) @ bank.T).max(axis=1)
+    return (1.0 - nearest).reshape(h, w)
+
+
+def raw_scores(emb: ImageEmbedding, bank: dict[int, np.ndarray], class_embeddings: np.ndarray,
+               logit_scale: float) -> RawScores:
+    out: RawScores = {}
+    for stride, patches in emb.patches.items():
+        scores = {"zero": zero_shot_scores(patches, class_embeddings, logit_scale)}
+        if stride in bank and bank[stride].size:
+            scores["few"] = few_shot_scores(patches, bank[stride])
+        out[stride] = scores
+    return out
+
+
+def combine(raw: RawScores, patch_stats: dict[int, dict[str, tuple[float, float]]],
+            weights: dict[str, float]) -> np.ndarray:
+    """One anomaly map on the finest stride's grid, in good-image standard deviations."""
+    finest = min(raw)
+    shape = raw[finest]["zero"].shape
+    total: np.ndarray = np.zeros(shape, np.float32)
+    n = 0
+    for stride, modes in raw.items():
+        per_stride: np.ndarray = np.zeros(modes["zero"].shape, np.float32)
+        weight_sum = 0.0
+        for mode, score in modes.items():
+            weight = weights.get(mode, 0.0)
+            if weight <= 0:
+                continue
+            mean, std = patch_stats[stride][mode]
+            per_stride += weight * (score - mean) / max(std, 1e-6)
+            weight_sum += weight
+        if weight_sum == 0:
+            continue
+        per_stride /= weight_sum
+        if per_stride.shape != shape:
+            per_stride = cv2.resize(per_stride, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+        total += per_stride
+        n += 1
+    return total / max(n, 1)
+
+
+def smooth(anomaly_map: np.ndarray) -> np.ndarray:
+    """3×3 mean, so that one noisy patch does not decide a frame; regions and frame score both use it."""
+    return cv2.blur(anomaly_map, (3, 3), borderType=cv2.BORDER_REPLICATE)

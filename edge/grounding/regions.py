@@ -1,0 +1,104 @@
+"""Regions from an anomaly map, and a caption for each: class, where, how big, best description.
+
+A region's class and description come from its own embedding (the mean of the patch embeddings inside it) scored
+against every state of every defect class: the class with the best ensemble score wins, and the description is the
+best of that class's states (best-of-N by image–text score).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge.vlm.prompts import TextBank
+
+_ROWS = ("upper", "middle", "lower")
+_COLS = ("left", "center", "right")
+MAX_REGIONS = 8
+
+
+def location_word(cx: float, cy: float, width: int, height: int) -> str:
+    """3×3 grid word for a point: 'upper-left', 'upper', …, 'center', …, 'lower-right'."""
+    row = _ROWS[min(int(3 * cy / height), 2)]
+    col = _COLS[min(int(3 * cx / width), 2)]
+    if row == "middle" and col == "center":
+        return "center"
+    if row == "middle":
+        return col
+    if col == "center":
+        return row
+    return f"{row}-{col}"
+
+
+@dataclass(frozen=True, slots=True)
+class FoundRegion:
+    x: int
+    y: int
+    w: int
+    h: int
+    area_px: int
+    area_pct: float
+    peak: float
+    defect_class: str
+    class_probs: dict[str, float]
+    location: str
+    description: str
+    caption_score: float
+
+    @property
+    def caption(self) -> str:
+        return f"{self.defect_class}, {self.location}, {self.w}×{self.h} px ({self.area_pct:.1f} %)"
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def classify_embedding(embedding: np.ndarray, text: TextBank, logit_scale: float) -> dict[str, float]:
+    """Defect-class probabilities (good excluded) of one unit-norm embedding."""
+    sims = text.class_embeddings[1:] @ embedding
+    return dict(zip(text.defect_classes, _softmax(logit_scale * sims).tolist(), strict=True))
+
+
+def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray, frame_w: int, frame_h: int,
+                 text: TextBank, logit_scale: float, min_area_pct: float = 0.02) -> list[FoundRegion]:
+    """Connected components of the map above threshold, in frame pixels, largest peak first."""
+    grid_h, grid_w = smoothed_map.shape
+    up = cv2.resize(smoothed_map, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
+    mask = (up > threshold).astype(np.uint8)
+    if not mask.any():
+        return []
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    frame_area = frame_w * frame_h
+    grid_mask_all = cv2.resize(labels.astype(np.float32), (grid_w, grid_h), interpolation=cv2.INTER_NEAREST)
+    found = []
+    for label in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[label])
+        if 100.0 * area / frame_area < min_area_pct and area < 9:
+            continue
+        inside = labels == label
+        peak = float(up[inside].max())
+        # the region's embedding: its patches weighted by how anomalous they are
+        cells = grid_mask_all == label
+        if not cells.any():
+            cy, cx = int((y + h / 2) * grid_h / frame_h), int((x + w / 2) * grid_w / frame_w)
+            cells = np.zeros((grid_h, grid_w), bool)
+            cells[min(cy, grid_h - 1), min(cx, grid_w - 1)] = True
+        weights = np.clip(smoothed_map[cells] - threshold, 1e-3, None)[:, None]
+        emb = (patches[cells] * weights).sum(axis=0)
+        emb /= max(float(np.linalg.norm(emb)), 1e-12)
+        probs = classify_embedding(emb, text, logit_scale)
+        cls = max(probs, key=probs.__getitem__)
+        state_scores = text.state_embeddings[cls] @ emb
+        best = int(state_scores.argmax())
+        ys, xs = np.nonzero(inside)
+        found.append(FoundRegion(
+            x=x, y=y, w=w, h=h, area_px=area, area_pct=round(100.0 * area / frame_area, 3), peak=peak,
+            defect_class=cls, class_probs=probs,
+            location=location_word(float(xs.mean()), float(ys.mean()), frame_w, frame_h),
+            description=text.states[cls][best], caption_score=float(state_scores[best])))
+    found.sort(key=lambda r: r.peak, reverse=True)
+    return found[:MAX_REGIONS]

@@ -1,0 +1,159 @@
+"""The line profile: what one product line knows, versioned on disk.
+
+    <profile dir>/CURRENT          name of the version in use (replaced atomically)
+    <profile dir>/v0001/profile.json   vocabulary, thresholds, good-score statistics, provenance
+    <profile dir>/v0001/bank.npz       good-reference memory bank, one float16 array per patch stride
+
+A profile is fit with one model pack (its embeddings live in that pack's space); loading it with another pack is
+refused with a message that says to calibrate again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+DEFAULT_VOCAB = Path(__file__).with_name("default_vocab.yaml")
+GOOD = "good"
+
+
+class ProfileError(RuntimeError):
+    """A line profile that cannot be used; one line naming the profile and the problem."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    templates: list[str]
+    classes: dict[str, list[str]]  # class -> states; must contain "good" and at least one defect class
+
+    @property
+    def defect_classes(self) -> list[str]:
+        return [c for c in self.classes if c != GOOD]
+
+    def prompts(self, cls: str) -> list[list[str]]:
+        """For each state of a class, its sentence in every template."""
+        return [[t.format(state) for t in self.templates] for state in self.classes[cls]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"templates": self.templates, "classes": self.classes}
+
+
+def parse_vocabulary(data: Any, source: str) -> Vocabulary:
+    if not isinstance(data, dict) or not isinstance(data.get("classes"), dict):
+        raise ProfileError(f"{source}: vocabulary needs 'classes:' (class -> list of descriptions)")
+    templates = data.get("templates") or ["{}"]
+    if not all(isinstance(t, str) and "{}" in t for t in templates):
+        raise ProfileError(f"{source}: every template needs one '{{}}' where the description goes")
+    classes: dict[str, list[str]] = {}
+    for name, states in data["classes"].items():
+        if not isinstance(states, list) or not states or not all(isinstance(s, str) and s for s in states):
+            raise ProfileError(f"{source}: class '{name}' needs a non-empty list of descriptions")
+        classes[str(name)] = [str(s) for s in states]
+    if GOOD not in classes:
+        raise ProfileError(f"{source}: vocabulary needs a '{GOOD}' class")
+    if len(classes) < 2:
+        raise ProfileError(f"{source}: vocabulary needs at least one defect class besides '{GOOD}'")
+    return Vocabulary(list(templates), classes)
+
+
+def load_vocabulary(path: Path | None = None) -> Vocabulary:
+    path = path or DEFAULT_VOCAB
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ProfileError(f"{path}: cannot read vocabulary: {exc}") from None
+    return parse_vocabulary(data, str(path))
+
+
+@dataclass
+class LineProfile:
+    line_id: str
+    version: str
+    pack_version: str
+    vocabulary: Vocabulary
+    bank: dict[int, np.ndarray]  # stride -> [M, D] float32 unit-norm good patch embeddings
+    # per stride, per mode ("few", "zero"): mean and std of patch scores over good images, to put them on one scale
+    patch_stats: dict[int, dict[str, tuple[float, float]]]
+    anomaly_threshold: float  # frame score above this = defect
+    anomaly_scale: float  # spread of good frame scores, for the distance-to-threshold term
+    weights: dict[str, float] = field(default_factory=lambda: {"few": 0.5, "zero": 0.5})
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created_wall: float = field(default_factory=time.time)
+
+    def describe(self) -> str:
+        return f"{self.line_id}@{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "line_id": self.line_id, "version": self.version, "pack_version": self.pack_version,
+            "created_wall": self.created_wall, "vocabulary": self.vocabulary.to_dict(),
+            "patch_stats": {str(s): {m: list(v) for m, v in st.items()} for s, st in self.patch_stats.items()},
+            "anomaly_threshold": self.anomaly_threshold, "anomaly_scale": self.anomaly_scale,
+            "weights": self.weights, "metrics": self.metrics,
+            "bank_sizes": {str(s): int(b.shape[0]) for s, b in self.bank.items()},
+        }
+
+
+def _next_version(directory: Path) -> str:
+    existing = [int(p.name[1:]) for p in directory.glob("v[0-9][0-9][0-9][0-9]") if p.is_dir()]
+    return f"v{max(existing, default=0) + 1:04d}"
+
+
+def save_profile(profile: LineProfile, directory: Path) -> str:
+    """Write `profile` as the next version under `directory` and make it CURRENT; returns the version."""
+    directory.mkdir(parents=True, exist_ok=True)
+    profile.version = _next_version(directory)
+    staging = directory / f".{profile.version}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    (staging / "profile.json").write_text(json.dumps(profile.to_json(), indent=2))
+    arrays: dict[str, Any] = {f"s{s}": b.astype(np.float16) for s, b in profile.bank.items()}
+    np.savez(staging / "bank.npz", **arrays)
+    os.replace(staging, directory / profile.version)
+    tmp = directory / ".CURRENT.tmp"
+    tmp.write_text(profile.version + "\n")
+    os.replace(tmp, directory / "CURRENT")
+    return profile.version
+
+
+def current_version(directory: Path) -> str | None:
+    try:
+        return (directory / "CURRENT").read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def load_profile(directory: Path, pack_version: str | None = None) -> LineProfile:
+    """Load the CURRENT version; refuse one fit with another pack than `pack_version`."""
+    directory = Path(directory)
+    version = current_version(directory)
+    if version is None:
+        raise ProfileError(f"line profile {directory}: no profile yet — run `lineside calibrate --good DIR` first")
+    vdir = directory / version
+    try:
+        data = json.loads((vdir / "profile.json").read_text())
+        with np.load(vdir / "bank.npz") as npz:
+            bank = {int(k[1:]): npz[k].astype(np.float32) for k in npz.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ProfileError(f"line profile {vdir}: unreadable: {exc}") from None
+    if pack_version is not None and data["pack_version"] != pack_version:
+        raise ProfileError(
+            f"line profile {vdir} was fit with model pack {data['pack_version']} but the daemon runs "
+            f"{pack_version}: run `lineside calibrate` again for this pack")
+    return LineProfile(
+        line_id=data["line_id"], version=data["version"], pack_version=data["pack_version"],
+        vocabulary=parse_vocabulary(data["vocabulary"], str(vdir / "profile.json")), bank=bank,
+        patch_stats={int(s): {m: (float(v[0]), float(v[1])) for m, v in st.items()}
+                     for s, st in data["patch_stats"].items()},
+        anomaly_threshold=float(data["anomaly_threshold"]), anomaly_scale=float(data["anomaly_scale"]),
+        weights=dict(data.get("weights", {"few": 0.5, "zero": 0.5})), metrics=dict(data.get("metrics", {})),
+        created_wall=float(data.get("created_wall", 0.0)),
+    )

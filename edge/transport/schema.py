@@ -1,0 +1,116 @@
+"""The review item as it travels from edge to station, and its wire format.
+
+On the wire an item is a ZeroMQ multipart message ``[b"item", header_json, jpeg]`` (the JPEG travels as raw bytes,
+not base64). The station answers ``[b"ack", frame_id]`` once the item is committed, or
+``[b"err", frame_id_or_empty, reason]`` when the message cannot be accepted (it is then counted and logged there;
+the edge keeps such an item in its outbox's ``rejected/`` folder for a person to look at, never drops it silently).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+KIND_ITEM = b"item"
+KIND_ACK = b"ack"
+KIND_ERR = b"err"
+MAX_JPEG_BYTES = 32 * 1024 * 1024
+
+ReviewReason = Literal["uncertain", "unknown_frame", "sampled"]
+
+
+class WireError(ValueError):
+    """A message that does not follow the schema; the text says what is wrong."""
+
+
+class Region(BaseModel):
+    """One defect region in frame pixel coordinates, with its caption."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+    w: int = Field(gt=0)
+    h: int = Field(gt=0)
+    area_px: int = Field(ge=0)
+    area_pct: float = Field(ge=0, le=100)
+    peak: float = Field(description="peak anomaly score in the region")
+    defect_class: str
+    location: str = Field(description="3x3 grid word: upper-left … lower-right")
+    caption: str = Field(description='e.g. "crack, upper-left, 34×12 px (0.6 %)"')
+    description: str = Field(description="best prompt variant of the class for this region")
+    caption_score: float = Field(description="image–text score of the best description")
+
+
+class ReviewItem(BaseModel):
+    """A frame the edge could not decide alone, with everything a reviewer needs to judge it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    frame_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$",
+                          description="unique across lines: <line>:<source>:<boot>:<seq>")
+    line_id: str = Field(min_length=1, max_length=100)
+    source_id: str = Field(min_length=1, max_length=100)
+    seq: int = Field(ge=0)
+    captured_wall: float = Field(description="epoch seconds when the frame was captured")
+    decided_wall: float = Field(description="epoch seconds when the edge decided")
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    verdict: str = Field(description="'good' or the defect class the model chose")
+    class_scores: dict[str, float] = Field(description="softmax over 'good' and each defect class")
+    anomaly_score: float
+    anomaly_threshold: float
+    uncertainty: float = Field(ge=0, le=1)
+    reason: ReviewReason = "uncertain"
+    regions: list[Region] = Field(default_factory=list)
+    pack_version: str
+    profile_version: str
+
+
+def encode_item(item: ReviewItem, jpeg: bytes) -> list[bytes]:
+    """Multipart frames for one review item."""
+    return [KIND_ITEM, item.model_dump_json().encode(), jpeg]
+
+
+def decode_item(frames: list[bytes]) -> tuple[ReviewItem, bytes]:
+    """Parse ``[b"item", header, jpeg]``; raise WireError naming what is wrong."""
+    if len(frames) != 3:
+        raise WireError(f"expected 3 frames (kind, header, jpeg), got {len(frames)}")
+    kind, header, jpeg = frames
+    if kind != KIND_ITEM:
+        raise WireError(f"unknown message kind {kind[:20]!r}")
+    if not jpeg.startswith(b"\xff\xd8"):
+        raise WireError("image is not a JPEG")
+    if len(jpeg) > MAX_JPEG_BYTES:
+        raise WireError(f"image too large ({len(jpeg)} bytes > {MAX_JPEG_BYTES})")
+    try:
+        data = json.loads(header)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"header is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise WireError("header is not a JSON object")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise WireError(f"schema_version {data.get('schema_version')!r} not supported (want {SCHEMA_VERSION})")
+    try:
+        item = ReviewItem.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(header)"
+        raise WireError(f"header field {where}: {first['msg']}") from None
+    return item, jpeg
+
+
+def frame_id_of(frames: list[bytes]) -> str:
+    """Best-effort frame id of a (possibly malformed) item message, for error replies and logs."""
+    if len(frames) >= 2:
+        try:
+            data = json.loads(frames[1])
+            if isinstance(data, dict) and isinstance(data.get("frame_id"), str):
+                return data["frame_id"][:200]
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            pass
+    return ""

@@ -1,0 +1,63 @@
+import numpy as np
+
+from edge.grounding.anomaly import combine, few_shot_scores, smooth, zero_shot_scores
+from edge.grounding.regions import find_regions, location_word
+from edge.vlm.prompts import TextBank
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _bank(dim: int = 16) -> TextBank:
+    rng = np.random.default_rng(0)
+    classes = ["good", "spot", "scratch"]
+    states = {c: _unit(rng.standard_normal((2, dim))).astype(np.float32) for c in classes}
+    class_emb = np.stack([_unit(states[c].mean(0)) for c in classes]).astype(np.float32)
+    return TextBank(classes, class_emb, states, {c: [f"{c} a", f"{c} b"] for c in classes})
+
+
+def test_location_words_cover_the_grid() -> None:
+    assert location_word(5, 5, 300, 300) == "upper-left"
+    assert location_word(150, 5, 300, 300) == "upper"
+    assert location_word(150, 150, 300, 300) == "center"
+    assert location_word(295, 150, 300, 300) == "right"
+    assert location_word(295, 299, 300, 300) == "lower-right"
+
+
+def test_region_box_caption_and_class_come_from_the_patches() -> None:
+    text = _bank()
+    grid = np.zeros((32, 32), np.float32)
+    grid[4:8, 20:26] = 5.0  # a hot area in the upper right of the grid
+    patches = np.tile(text.class_embeddings[0], (32, 32, 1))
+    patches[4:8, 20:26] = text.state_embeddings["scratch"][1]  # those patches look like "scratch b"
+    regions = find_regions(grid, threshold=2.5, patches=patches, frame_w=256, frame_h=256, text=text,
+                           logit_scale=50.0)
+    assert len(regions) == 1
+    r = regions[0]
+    assert 150 <= r.x <= 170 and 25 <= r.y <= 40 and 40 <= r.w <= 56 and 24 <= r.h <= 40
+    assert r.defect_class == "scratch" and r.description == "scratch b"
+    assert r.location == "upper-right"
+    assert r.caption.startswith(f"scratch, upper-right, {r.w}×{r.h} px (")
+
+
+def test_no_region_below_threshold() -> None:
+    text = _bank()
+    patches = np.tile(text.class_embeddings[0], (8, 8, 1))
+    assert find_regions(np.zeros((8, 8), np.float32), 1.0, patches, 64, 64, text, 50.0) == []
+
+
+def test_scores_and_combination() -> None:
+    text = _bank()
+    patches = np.tile(text.class_embeddings[0], (4, 4, 1))
+    patches[1, 1] = text.class_embeddings[1]
+    zero = zero_shot_scores(patches, text.class_embeddings, 50.0)
+    assert zero[1, 1] > 0.9 and zero[0, 0] < 0.1
+    few = few_shot_scores(patches, text.class_embeddings[:1])
+    assert few[0, 0] < 1e-5 and few[1, 1] > 0.1
+    fine = {"zero": zero, "few": few}
+    coarse = {"zero": zero[::2, ::2], "few": few[::2, ::2]}
+    stats = {s: {"zero": (0.0, 1.0), "few": (0.0, 1.0)} for s in (8, 16)}
+    combined = combine({8: fine, 16: coarse}, stats, {"few": 0.5, "zero": 0.5})
+    assert combined.shape == (4, 4)
+    assert np.unravel_index(smooth(combined).argmax(), (4, 4)) in {(1, 1), (0, 0), (0, 1), (1, 0)}

@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.profile.calibrate import coreset
+from edge.profile.profile import (
+    LineProfile,
+    ProfileError,
+    load_profile,
+    load_vocabulary,
+    parse_vocabulary,
+    save_profile,
+)
+
+
+def _profile() -> LineProfile:
+    rng = np.random.default_rng(0)
+    bank = {8: rng.standard_normal((20, 4)).astype(np.float32)}
+    return LineProfile(line_id="l1", version="", pack_version="starter@1", vocabulary=load_vocabulary(), bank=bank,
+                       patch_stats={8: {"zero": (0.1, 0.2), "few": (0.3, 0.4)}}, anomaly_threshold=2.0,
+                       anomaly_scale=0.5)
+
+
+def test_versions_are_written_side_by_side_and_current_moves(tmp_path: Path) -> None:
+    first = save_profile(_profile(), tmp_path)
+    second = save_profile(_profile(), tmp_path)
+    assert (first, second) == ("v0001", "v0002")
+    loaded = load_profile(tmp_path, pack_version="starter@1")
+    assert loaded.version == "v0002" and loaded.anomaly_threshold == 2.0
+    assert loaded.patch_stats[8]["few"] == (0.3, 0.4)
+    np.testing.assert_allclose(loaded.bank[8], _profile().bank[8], atol=1e-2)  # stored as float16
+
+
+def test_profile_of_another_pack_is_refused(tmp_path: Path) -> None:
+    save_profile(_profile(), tmp_path)
+    with pytest.raises(ProfileError, match="lineside calibrate` again"):
+        load_profile(tmp_path, pack_version="other@2")
+
+
+def test_missing_profile_says_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match="lineside calibrate"):
+        load_profile(tmp_path / "none")
+
+
+def test_vocabulary_needs_good_and_a_defect() -> None:
+    with pytest.raises(ProfileError, match="'good'"):
+        parse_vocabulary({"classes": {"spot": ["x"]}}, "v.yaml")
+    with pytest.raises(ProfileError, match="at least one defect"):
+        parse_vocabulary({"classes": {"good": ["x"]}}, "v.yaml")
+    with pytest.raises(ProfileError, match="template"):
+        parse_vocabulary({"templates": ["no slot"], "classes": {"good": ["x"], "spot": ["y"]}}, "v.yaml")
+    vocab = load_vocabulary()
+    assert "good" in vocab.classes and vocab.defect_classes
+
+
+def test_coreset_keeps_outliers_and_has_the_asked_size() -> None:
+    rng = np.random.default_rng(1)
+    feats = np.concatenate([rng.standard_normal((500, 8)) * 0.01, [[10.0] * 8]]).astype(np.float32)
+    picked = coreset(feats, 20)
+    assert picked.shape == (20, 8)
+    assert any(np.allclose(row, 10.0) for row in picked)
