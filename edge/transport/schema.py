@@ -53,7 +53,7 @@ class ReviewItem(BaseModel):
     schema_version: int = SCHEMA_VERSION
     frame_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$",
                           description="unique across lines: <line>:<source>:<boot>:<seq>")
-    line_id: str = Field(min_length=1, max_length=100)
+    line_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     source_id: str = Field(min_length=1, max_length=100)
     seq: int = Field(ge=0)
     captured_wall: float = Field(description="epoch seconds when the frame was captured")

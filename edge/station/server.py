@@ -1,0 +1,114 @@
+"""The station process: store + ingest thread + console web server, started and stopped together."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from edge.config import StationConfig
+from edge.station.console import create_app
+from edge.station.ingest import IngestServer
+from edge.station.store import Store
+
+log = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_S = 15.0
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class StationError(RuntimeError):
+    """The station could not start, or one of its parts died while running."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for the console (port 0 picks a free one), IPv4 or IPv6 as the host asks."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StationError(f"console cannot resolve {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise StationError(f"console cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run_station(cfg: StationConfig, stop: threading.Event | None = None,
+                on_ready: Callable[[str, str], None] | None = None) -> None:
+    """Run the review station until ``stop`` is set (or SIGTERM/SIGINT in the main thread); then shut down.
+
+    ``on_ready(console_url, ingest_endpoint)`` is called once the console and the ingest socket both listen.
+    Raises StationError when a part cannot start or dies while running (after shutting the rest down).
+    """
+    stop = stop or threading.Event()
+    store = Store(cfg.database_url, cfg.storage_dir)
+    ingest: IngestServer | None = None
+    server: uvicorn.Server | None = None
+    http_thread: threading.Thread | None = None
+    previous_handlers: dict[signal.Signals, Any] = {}
+    try:
+        ingest = IngestServer(store, cfg.ingest_bind)
+        sock = _listen(cfg.http_host, cfg.http_port)
+        app = create_app(store, cfg.storage_dir, ingest_counters=lambda: ingest.counters if ingest else {})
+        server = uvicorn.Server(uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=3))
+        http_thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="station-http",
+                                       daemon=True)
+        ingest.start()
+        http_thread.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not server.started:
+            if not http_thread.is_alive():
+                raise StationError("console web server exited during start-up (see the log above)")
+            if time.monotonic() > deadline:
+                raise StationError(f"console web server not up after {STARTUP_TIMEOUT_S:.0f} s")
+            time.sleep(0.02)
+
+        if threading.current_thread() is threading.main_thread():
+            def _on_signal(signum: int, _frame: FrameType | None) -> None:
+                log.info("station: %s received, stopping", signal.Signals(signum).name)
+                stop.set()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous_handlers[sig] = signal.signal(sig, _on_signal)
+
+        console_url = _url(sock)
+        log.info("station ready: console %s, ingest %s, database %s, images %s",
+                 console_url, ingest.endpoint, cfg.database_url, cfg.storage_dir)
+        if on_ready is not None:
+            on_ready(console_url, ingest.endpoint)
+        while not stop.wait(0.5):
+            if not ingest.is_alive():
+                raise StationError("station ingest thread died")
+            if not http_thread.is_alive():
+                raise StationError("station console web server died")
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+        if ingest is not None:
+            ingest.stop(SHUTDOWN_TIMEOUT_S)
+        if server is not None and http_thread is not None:
+            server.should_exit = True
+            http_thread.join(SHUTDOWN_TIMEOUT_S)
+            if http_thread.is_alive():
+                log.error("station: console web server did not stop within %.0f s", SHUTDOWN_TIMEOUT_S)
+        store.close()
+        log.info("station stopped")

@@ -1,0 +1,361 @@
+"""The station's store: review items, their regions and people's reviews, in a SQL database plus image files.
+
+SQLite today, PostgreSQL later: the engine comes from a URL, the models use portable types only.
+
+Durability. The station acknowledges an item to the edge only after ``add_item`` has returned, and an ack
+tells the edge it may delete its own copy. So a committed item must survive a power cut, otherwise the frame
+is lost on both sides. On SQLite that is why every connection runs ``journal_mode=WAL`` with
+``synchronous=FULL``: in WAL mode, ``NORMAL`` only syncs at checkpoints, so the last transactions before a
+power cut can vanish even though their commits returned; ``FULL`` fsyncs the WAL at every commit. The image
+file is written and fsynced (see ``imagefiles``) *before* the row that points at it is committed, so a
+committed row always has its image.
+
+Concurrency. The ingest thread and the console write at the same time. Writes on SQLite start with
+``BEGIN IMMEDIATE`` (take the write lock up front, wait up to ``busy_timeout``), so a read-then-write
+transaction never fails half-way with SQLITE_BUSY when another writer got in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from edge.station import imagefiles
+from edge.station.tables import (
+    DECISIONS,
+    STATUS_PENDING,
+    STATUS_REVIEWED,
+    Base,
+    RegionRow,
+    ReviewItemRow,
+    ReviewRow,
+)
+from edge.transport.schema import ReviewItem
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+GOOD = "good"
+
+
+class ItemNotFound(LookupError):
+    """No review item with that id."""
+
+
+class ReviewError(ValueError):
+    """A review that cannot be recorded; the text says why (shown to the reviewer / API client)."""
+
+
+@dataclass(frozen=True)
+class RegionView:
+    x: int
+    y: int
+    w: int
+    h: int
+    area_px: int
+    area_pct: float
+    peak: float
+    defect_class: str
+    location: str
+    caption: str
+    description: str
+    caption_score: float
+
+
+@dataclass(frozen=True)
+class ReviewView:
+    id: int
+    item_id: int
+    decision: str
+    final_verdict: str
+    defect_class: str | None
+    reviewer: str
+    created_wall: float
+    seconds_spent: float | None
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """A review item as the console and the API see it (detached from any DB session)."""
+
+    id: int
+    frame_id: str
+    line_id: str
+    source_id: str
+    seq: int
+    captured_wall: float
+    decided_wall: float
+    received_wall: float
+    width: int
+    height: int
+    verdict: str
+    class_scores: dict[str, float]
+    anomaly_score: float
+    anomaly_threshold: float
+    uncertainty: float
+    reason: str
+    pack_version: str
+    profile_version: str
+    image_path: str
+    status: str
+    regions: list[RegionView] = field(default_factory=list)
+    reviews: list[ReviewView] = field(default_factory=list)
+
+    @property
+    def top_caption(self) -> str:
+        """Caption of the strongest region ('' when the model found none)."""
+        if not self.regions:
+            return ""
+        return max(self.regions, key=lambda r: r.peak).caption
+
+    @property
+    def latest_review(self) -> ReviewView | None:
+        return self.reviews[-1] if self.reviews else None
+
+    @property
+    def classes(self) -> list[str]:
+        """The labels a reviewer may choose: the keys of class_scores, in the order the model gave them."""
+        return list(self.class_scores)
+
+
+def _region_view(r: RegionRow) -> RegionView:
+    return RegionView(x=r.x, y=r.y, w=r.w, h=r.h, area_px=r.area_px, area_pct=r.area_pct, peak=r.peak,
+                      defect_class=r.defect_class, location=r.location, caption=r.caption,
+                      description=r.description, caption_score=r.caption_score)
+
+
+def _review_view(r: ReviewRow) -> ReviewView:
+    return ReviewView(id=r.id, item_id=r.item_id, decision=r.decision, final_verdict=r.final_verdict,
+                      defect_class=r.defect_class, reviewer=r.reviewer, created_wall=r.created_wall,
+                      seconds_spent=r.seconds_spent)
+
+
+def _item_view(row: ReviewItemRow) -> ItemView:
+    return ItemView(
+        id=row.id, frame_id=row.frame_id, line_id=row.line_id, source_id=row.source_id, seq=row.seq,
+        captured_wall=row.captured_wall, decided_wall=row.decided_wall, received_wall=row.received_wall,
+        width=row.width, height=row.height, verdict=row.verdict,
+        class_scores={str(k): float(v) for k, v in row.class_scores.items()},
+        anomaly_score=row.anomaly_score, anomaly_threshold=row.anomaly_threshold, uncertainty=row.uncertainty,
+        reason=row.reason, pack_version=row.pack_version, profile_version=row.profile_version,
+        image_path=row.image_path, status=row.status,
+        regions=[_region_view(r) for r in row.regions], reviews=[_review_view(r) for r in row.reviews])
+
+
+def _group_counts(session: Session, column: Any, where: Any = None) -> dict[str, int]:
+    query = select(column, func.count()).group_by(column)
+    if where is not None:
+        query = query.where(where)
+    return {str(key): int(n) for key, n in session.execute(query)}
+
+
+def _install_sqlite_pragmas(engine: Engine) -> None:
+    """Per-connection SQLite settings (see the module docstring), and BEGIN IMMEDIATE for write sessions."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # the driver must not open transactions itself; "begin" below does
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _make_engine(database_url: str) -> Engine:
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        _install_sqlite_pragmas(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """Review items in a database, their images as files under ``storage_dir``."""
+
+    def __init__(self, database_url: str, storage_dir: Path | str) -> None:
+        self.storage_dir = Path(storage_dir)
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = _make_engine(database_url)
+        self._write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        Base.metadata.create_all(self.engine)  # migrations come later; until then the schema is created here
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    # ---- ingest ----
+
+    def has_frame(self, frame_id: str) -> bool:
+        with self._read() as s:
+            return s.scalar(select(ReviewItemRow.id).where(ReviewItemRow.frame_id == frame_id)) is not None
+
+    def add_item(self, item: ReviewItem, jpeg: bytes) -> bool:
+        """Store an item exactly once: True when it was new, False when that frame_id was already stored.
+
+        Either way, on return the item is durable and may be acknowledged. A known frame_id writes nothing
+        (not even the image). Two concurrent inserts of the same frame_id are settled by the UNIQUE
+        constraint: the loser gets False. The image is written before the commit; if the commit fails the
+        file stays (harmless, overwritten by the retry) and the exception propagates so that the caller does
+        not ack.
+        """
+        if self.has_frame(item.frame_id):
+            return False
+        relative = imagefiles.relative_image_path(item.line_id, item.frame_id)
+        imagefiles.write_atomic(imagefiles.resolve(self.storage_dir, relative), jpeg)
+        row = ReviewItemRow(
+            frame_id=item.frame_id, line_id=item.line_id, source_id=item.source_id, seq=item.seq,
+            captured_wall=item.captured_wall, decided_wall=item.decided_wall, received_wall=time.time(),
+            width=item.width, height=item.height, verdict=item.verdict, class_scores=dict(item.class_scores),
+            anomaly_score=item.anomaly_score, anomaly_threshold=item.anomaly_threshold,
+            uncertainty=item.uncertainty, reason=item.reason, pack_version=item.pack_version,
+            profile_version=item.profile_version, image_path=relative, status=STATUS_PENDING,
+            regions=[RegionRow(**r.model_dump()) for r in item.regions])
+        try:
+            with self._write() as s:
+                s.add(row)
+        except IntegrityError:
+            if self.has_frame(item.frame_id):
+                return False
+            raise
+        return True
+
+    # ---- queries ----
+
+    def list_items(self, status: str | None = STATUS_PENDING, limit: int = 50,
+                   offset: int = 0) -> list[ItemView]:
+        """Items in queue order (most uncertain first, then oldest); ``status=None`` lists all."""
+        query = (select(ReviewItemRow)
+                 .options(selectinload(ReviewItemRow.regions), selectinload(ReviewItemRow.reviews))
+                 .order_by(ReviewItemRow.uncertainty.desc(), ReviewItemRow.id)
+                 .limit(limit).offset(offset))
+        if status is not None:
+            query = query.where(ReviewItemRow.status == status)
+        with self._read() as s:
+            return [_item_view(row) for row in s.scalars(query)]
+
+    def queue(self, limit: int = 50, offset: int = 0) -> list[ItemView]:
+        """The review queue: pending items, most uncertain first."""
+        return self.list_items(STATUS_PENDING, limit, offset)
+
+    def next_pending_id(self, exclude: int | None = None) -> int | None:
+        """Id of the item at the head of the queue (other than ``exclude``); None when the queue is empty."""
+        query = (select(ReviewItemRow.id).where(ReviewItemRow.status == STATUS_PENDING)
+                 .order_by(ReviewItemRow.uncertainty.desc(), ReviewItemRow.id).limit(1))
+        if exclude is not None:
+            query = query.where(ReviewItemRow.id != exclude)
+        with self._read() as s:
+            return s.scalar(query)
+
+    def get_item(self, item_id: int) -> ItemView | None:
+        with self._read() as s:
+            row = s.get(ReviewItemRow, item_id,
+                        options=[selectinload(ReviewItemRow.regions), selectinload(ReviewItemRow.reviews)])
+            return _item_view(row) if row is not None else None
+
+    def image_file(self, item_id: int) -> Path | None:
+        """The image file of an item, looked up by id (never from a client-supplied path)."""
+        with self._read() as s:
+            relative = s.scalar(select(ReviewItemRow.image_path).where(ReviewItemRow.id == item_id))
+        return None if relative is None else imagefiles.resolve(self.storage_dir, relative)
+
+    def counts(self) -> dict[str, Any]:
+        """Items by status and by model verdict, pending items by verdict, and the number of reviews."""
+        with self._read() as s:
+            by_status = _group_counts(s, ReviewItemRow.status)
+            by_verdict = _group_counts(s, ReviewItemRow.verdict)
+            pending_by_verdict = _group_counts(s, ReviewItemRow.verdict,
+                                               ReviewItemRow.status == STATUS_PENDING)
+            reviews = s.scalar(select(func.count()).select_from(ReviewRow)) or 0
+        return {
+            "items": sum(by_status.values()),
+            "by_status": {STATUS_PENDING: by_status.get(STATUS_PENDING, 0),
+                          STATUS_REVIEWED: by_status.get(STATUS_REVIEWED, 0)},
+            "by_verdict": by_verdict,
+            "pending_by_verdict": pending_by_verdict,
+            "reviews": reviews,
+        }
+
+    def ping(self) -> None:
+        """Raise if the database cannot be queried."""
+        with self._read() as s:
+            s.scalar(select(func.count()).select_from(ReviewItemRow).limit(1))
+
+    # ---- reviews ----
+
+    def add_review(self, item_id: int, decision: str, reviewer: str, defect_class: str | None = None,
+                   seconds_spent: float | None = None, now: float | None = None) -> ReviewView:
+        """Record a person's answer and mark the item reviewed. Reviewing again adds a row; the latest wins.
+
+        - ``accept``: the model's verdict is right (final verdict = the item's verdict).
+        - ``reject``: the model called a defect but the part is good (final verdict = 'good'); not valid for
+          an item the model already called good — use ``relabel`` to name its defect.
+        - ``relabel``: the part is ``defect_class`` (one of the item's class_scores keys, 'good' included).
+        """
+        if decision not in DECISIONS:
+            raise ReviewError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
+        reviewer = reviewer.strip()
+        if not reviewer or len(reviewer) > 100:
+            raise ReviewError("reviewer must be 1 to 100 characters")
+        if seconds_spent is not None and not 0 <= seconds_spent < 86_400:
+            raise ReviewError(f"seconds_spent {seconds_spent} out of range")
+        defect_class = (defect_class or "").strip() or None
+        with self._write() as s:
+            row = s.get(ReviewItemRow, item_id)
+            if row is None:
+                raise ItemNotFound(f"no review item {item_id}")
+            classes = list(row.class_scores)
+            if decision == "relabel":
+                if defect_class is None:
+                    raise ReviewError("relabel needs defect_class")
+                if defect_class not in classes:
+                    raise ReviewError(f"unknown class {defect_class!r} for item {item_id}; "
+                                      f"use one of {', '.join(classes)}")
+                final = defect_class
+            else:
+                if defect_class is not None:
+                    raise ReviewError(f"defect_class is only for relabel, not {decision}")
+                if decision == "accept":
+                    final = row.verdict
+                elif row.verdict == GOOD:
+                    raise ReviewError(f"item {item_id} is already verdict 'good'; "
+                                      "to mark it defective use relabel with a class")
+                else:
+                    final = GOOD
+            review = ReviewRow(item_id=row.id, decision=decision, final_verdict=final,
+                               defect_class=None if final == GOOD else final, reviewer=reviewer,
+                               created_wall=time.time() if now is None else now, seconds_spent=seconds_spent)
+            s.add(review)
+            row.status = STATUS_REVIEWED
+            s.flush()
+            return _review_view(review)

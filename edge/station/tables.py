@@ -1,0 +1,105 @@
+"""The station's tables, as SQLAlchemy 2 typed declarative models.
+
+Portable SQL only (no SQLite-specific types), so the same models run on SQLite today and on PostgreSQL by
+changing the database URL. Times are epoch seconds (float), as on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+STATUS_PENDING = "pending"
+STATUS_REVIEWED = "reviewed"
+DECISIONS = ("accept", "reject", "relabel")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ReviewItemRow(Base):
+    """One frame routed to review; written once per frame_id, however often it arrives."""
+
+    __tablename__ = "review_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    frame_id: Mapped[str] = mapped_column(String(200), unique=True)
+    line_id: Mapped[str] = mapped_column(String(100), index=True)
+    source_id: Mapped[str] = mapped_column(String(100))
+    seq: Mapped[int] = mapped_column(Integer)
+    captured_wall: Mapped[float] = mapped_column(Float)
+    decided_wall: Mapped[float] = mapped_column(Float)
+    received_wall: Mapped[float] = mapped_column(Float)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(100))
+    class_scores: Mapped[dict[str, Any]] = mapped_column(JSON)
+    anomaly_score: Mapped[float] = mapped_column(Float)
+    anomaly_threshold: Mapped[float] = mapped_column(Float)
+    uncertainty: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(32))
+    pack_version: Mapped[str] = mapped_column(String(100))
+    profile_version: Mapped[str] = mapped_column(String(100))
+    image_path: Mapped[str] = mapped_column(String(400), doc="relative to the station's storage_dir")
+    status: Mapped[str] = mapped_column(String(16), default=STATUS_PENDING)
+
+    regions: Mapped[list[RegionRow]] = relationship(
+        back_populates="item", cascade="all, delete-orphan", order_by="RegionRow.id")
+    reviews: Mapped[list[ReviewRow]] = relationship(
+        back_populates="item", cascade="all, delete-orphan", order_by="ReviewRow.id")
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ('{STATUS_PENDING}', '{STATUS_REVIEWED}')",
+                        name="ck_review_items_status"),
+    )
+
+
+# The review queue: pending first, most uncertain first, oldest first among equals.
+Index("ix_review_items_queue", ReviewItemRow.status, ReviewItemRow.uncertainty.desc(), ReviewItemRow.id)
+
+
+class RegionRow(Base):
+    """A defect region of an item, in frame pixel coordinates, with its caption."""
+
+    __tablename__ = "regions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), index=True)
+    x: Mapped[int] = mapped_column(Integer)
+    y: Mapped[int] = mapped_column(Integer)
+    w: Mapped[int] = mapped_column(Integer)
+    h: Mapped[int] = mapped_column(Integer)
+    area_px: Mapped[int] = mapped_column(Integer)
+    area_pct: Mapped[float] = mapped_column(Float)
+    peak: Mapped[float] = mapped_column(Float)
+    defect_class: Mapped[str] = mapped_column(String(100))
+    location: Mapped[str] = mapped_column(String(32))
+    caption: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    caption_score: Mapped[float] = mapped_column(Float)
+
+    item: Mapped[ReviewItemRow] = relationship(back_populates="regions")
+
+
+class ReviewRow(Base):
+    """A person's answer about an item. An item reviewed twice keeps both rows; the latest one wins."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), index=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    final_verdict: Mapped[str] = mapped_column(String(100), doc="'good' or the defect class")
+    defect_class: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    reviewer: Mapped[str] = mapped_column(String(100))
+    created_wall: Mapped[float] = mapped_column(Float)
+    seconds_spent: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    item: Mapped[ReviewItemRow] = relationship(back_populates="reviews")
+
+    __table_args__ = (
+        CheckConstraint("decision IN ('accept', 'reject', 'relabel')", name="ck_reviews_decision"),
+    )
