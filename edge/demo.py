@@ -1,0 +1,113 @@
+"""`lineside demo`: a textile line from nothing to review items in the console, on the embedded starter pack.
+
+First run: calibrates a demo line profile from 50 good images of the textile train split. Every run: lays the
+textile test split out as a folder source (links, in a fixed shuffled order so good and defective parts mix),
+starts the station (ZeroMQ ingest + console) in this process and the daemon over that folder at ~10 fps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.config import LineConfig, ModelConfig, SourceConfig, StationConfig, TransportConfig
+from edge.datasets import textile_split
+from edge.profile.profile import current_version, load_vocabulary
+
+log = logging.getLogger("edge.demo")
+PACK_DIR = Path(__file__).resolve().parent.parent / "models" / "starter"
+DEMO_GOOD_IMAGES = 50
+
+
+def default_pack_dir() -> Path:
+    env = os.environ.get("LINESIDE_PACK")
+    return Path(env) if env else PACK_DIR
+
+
+def lay_out_frames(directory: Path, seed: int = 0) -> int:
+    """Link the textile test split into `directory` as 00000.jpg, 00001.jpg, … in a fixed shuffled order."""
+    files = [p for p, _ in textile_split("test")]
+    order = np.random.default_rng(seed).permutation(len(files))
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, j in enumerate(order):
+        link = directory / f"{i:05d}{files[j].suffix}"
+        if not link.exists():
+            link.symlink_to(files[j])
+    return len(files)
+
+
+def demo_configs(workdir: Path, http_port: int, fps: float,
+                 ingest_port: int = 5571) -> tuple[LineConfig, StationConfig]:
+    endpoint = f"tcp://127.0.0.1:{ingest_port}"
+    line = LineConfig(
+        id="textile-demo",
+        source=SourceConfig(kind="folder", id="cam0", path=workdir / "frames", fps=fps, loop=True),
+        model=ModelConfig(pack=default_pack_dir(), provider="cpu"),
+        profile=workdir / "profile",
+        transport=TransportConfig(station=endpoint, outbox_dir=workdir / "outbox"),
+        status_file=workdir / "daemon-status.json",
+        decision_log=workdir / "decisions.jsonl",
+    )
+    station = StationConfig(ingest_bind=endpoint, http_port=http_port,
+                            database_url=f"sqlite:///{workdir / 'station.db'}", storage_dir=workdir / "images")
+    return line, station
+
+
+def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080, fps: float = 10.0,
+             progress: Callable[[Iterable[Any], str], Iterable[Any]] | None = None,
+             ingest_port: int = 5571) -> dict[str, Any]:
+    from edge.daemon import Daemon
+    from edge.profile.calibrate import calibrate
+    from edge.station.server import run_station
+    from edge.station.store import Store
+    from edge.vlm.pack import load_pack
+
+    workdir = workdir.resolve()
+    line_cfg, station_cfg = demo_configs(workdir, http_port, fps, ingest_port)
+    n_frames = lay_out_frames(workdir / "frames")
+    if current_version(line_cfg.profile) is None:
+        good = [p for p, label in textile_split("train") if label == "nominal"]
+        good = [good[i] for i in np.random.default_rng(0).permutation(len(good))[:DEMO_GOOD_IMAGES]]
+        print(f"calibrating the demo line profile from {len(good)} good textile images …", flush=True)
+        calibrate(load_pack(line_cfg.model.pack), load_vocabulary(), good, line_cfg.id, line_cfg.profile,
+                  provider=line_cfg.model.provider, progress=progress or (lambda items, _label: items))
+
+    stop_station = threading.Event()
+    ready = threading.Event()
+    urls: dict[str, str] = {}
+
+    def on_ready(console_url: str, ingest: str) -> None:
+        urls.update(console=console_url, ingest=ingest)
+        ready.set()
+
+    station_thread = threading.Thread(target=run_station, args=(station_cfg, stop_station, on_ready),
+                                      name="StationServer", daemon=True)
+    station_thread.start()
+    if not ready.wait(30):
+        raise RuntimeError(f"the demo station did not start within 30 s (is port {http_port} or "
+                           f"{ingest_port} in use?)")
+    daemon = Daemon(line_cfg)
+    print(f"console: {urls['console']}   (ingest {urls['ingest']}; {n_frames} test frames at {fps:g} fps"
+          f"{'' if seconds is None else f' for {seconds:g} s'}; Ctrl-C stops)", flush=True)
+    if threading.current_thread() is threading.main_thread():
+        daemon.install_signal_handlers()
+    started = time.monotonic()
+    status = daemon.run(seconds=seconds)
+    elapsed = time.monotonic() - started
+    stop_station.set()
+    station_thread.join(timeout=15)
+    store = Store(station_cfg.database_url, station_cfg.storage_dir)
+    try:
+        items = store.counts()["items"]
+    finally:
+        store.close()
+    return {"frames": status["frames"], "seconds": elapsed, "fps": status["frames"] / max(elapsed, 1e-9),
+            "routed": status["routed"], "auto": status["auto"], "station_items": items,
+            "console": urls["console"], "outbox_depth": status["outbox"]["depth"]}

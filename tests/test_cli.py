@@ -1,0 +1,101 @@
+"""What a line engineer sees when something is wrong: one clear line, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import PACK, REPO, free_port, line_config, run_lineside
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def test_bad_config_key(tmp_path: Path) -> None:
+    config = line_config(tmp_path, tmp_path, free_port(), free_port())
+    data = yaml.safe_load(config.read_text())
+    data["line"]["routing"]["review_treshold"] = 0.4
+    config.write_text(yaml.safe_dump(data))
+    _assert_one_line_error(run_lineside("run", "--config", str(config)), str(config),
+                           "line.routing.review_treshold", "unknown key")
+
+
+def test_missing_model_file(tmp_path: Path, calibrated_profile: Path) -> None:
+    pack = tmp_path / "pack"
+    shutil.copytree(PACK, pack)
+    (pack / "text.onnx").unlink()
+    config = line_config(tmp_path, tmp_path, free_port(), free_port(), model={"pack": str(pack)})
+    _assert_one_line_error(run_lineside("run", "--config", str(config)), "missing model file text.onnx")
+
+
+def test_tampered_model_file(tmp_path: Path) -> None:
+    pack = tmp_path / "pack"
+    shutil.copytree(PACK, pack)
+    with open(pack / "image.onnx", "ab") as f:
+        f.write(b"\0")
+    config = line_config(tmp_path, tmp_path, free_port(), free_port(), model={"pack": str(pack)})
+    _assert_one_line_error(run_lineside("run", "--config", str(config)), "image.onnx", "sha256")
+
+
+def test_missing_profile_says_to_calibrate(tmp_path: Path) -> None:
+    config = line_config(tmp_path, tmp_path, free_port(), free_port())
+    _assert_one_line_error(run_lineside("run", "--config", str(config)), "lineside calibrate")
+
+
+def test_unreadable_image_in_calibration_is_named_and_skipped(tmp_path: Path,
+                                                              textile_images: dict[str, Path]) -> None:
+    good = tmp_path / "good"
+    shutil.copytree(textile_images["good"], good)
+    (good / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    config = line_config(tmp_path, tmp_path, free_port(), free_port())
+    result = run_lineside("calibrate", "--config", str(config), "--good", str(good), "--limit", "8")
+    assert result.returncode == 0, result.stderr
+    [line] = [x for x in result.stderr.splitlines() if "broken.jpg" in x]
+    assert "unreadable image" in line and "skipped" in line
+
+
+def test_calibration_with_only_unreadable_images_fails_clearly(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    good.mkdir()
+    for i in range(4):
+        (good / f"{i}.png").write_bytes(b"garbage")
+    config = line_config(tmp_path, tmp_path, free_port(), free_port())
+    _assert_one_line_error(run_lineside("calibrate", "--config", str(config), "--good", str(good)),
+                           "could be read")
+
+
+def test_unreadable_frame_in_the_stream_is_counted_not_fatal(tmp_path: Path, calibrated_profile: Path,
+                                                             textile_images: dict[str, Path]) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for p in sorted(textile_images["test_nominal"].iterdir())[:3]:
+        shutil.copy(p, frames / p.name)
+    (frames / "zz_broken.jpg").write_bytes(b"not an image at all")
+    shutil.copytree(calibrated_profile, tmp_path / "profile")
+    config = line_config(tmp_path, frames, free_port(), free_port())
+    result = run_lineside("run", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert any("zz_broken.jpg" in line for line in result.stderr.splitlines())
+    import json
+    status = json.loads(result.stdout.strip().splitlines()[-1])
+    assert status["frames"] == 3 and status["capture"]["corrupt"] == 1
+
+
+def test_runtime_never_imports_torch() -> None:
+    code = ("import sys, edge.daemon, edge.cli, edge.station.server, edge.demo; "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+            "assert not bad, bad; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
