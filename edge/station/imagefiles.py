@@ -11,11 +11,13 @@ disk before the database row that points at it is committed.
 
 from __future__ import annotations
 
-import os
 import re
-import threading
 import zlib
 from pathlib import Path
+
+from edge.durable import write_atomic
+
+__all__ = ["ImagePathError", "relative_image_path", "resolve", "write_atomic"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -48,30 +50,3 @@ def resolve(storage_dir: Path, relative: str) -> Path:
     if not path.is_relative_to(root):
         raise ImagePathError(f"image path {relative!r} leaves the storage directory {root}")
     return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``: durable on return (power loss included), never half-written."""
-    directory = path.parent
-    if not directory.is_dir():
-        directory.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(directory.parent)
-    tmp = directory / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)

@@ -2,13 +2,13 @@
 
 Layout under the outbox directory::
 
-    tmp/        items being written (never read; cleared at start)
-    pending/    one file per item waiting for an ack, named <enqueue time ns>-<frame id>.item (FIFO by name)
+    pending/    one file per item waiting for an ack, named <enqueue time ns>-<frame id>.item (FIFO by name);
+                hidden temp files of a write that was interrupted are removed at start
     rejected/   items the station refused as malformed: kept for a person to look at, counted, never dropped
 
-A file is written to tmp/, fsynced, renamed into pending/ and the directory fsynced, so after ``put`` returns the
-item survives kill -9 and power loss. On ack the file is unlinked; if that unlink is lost the item is sent again
-and the station, which writes each frame id once, acks the duplicate.
+A file is written to a temp file, fsynced, renamed into place and the directory fsynced (`edge.durable`), so after
+``put`` returns the item survives kill -9 and power loss. On ack the file is unlinked; if that unlink is lost the
+item is sent again and the station, which writes each frame id once, acks the duplicate.
 
 File format: 4-byte big-endian header length, the JSON header, then the JPEG bytes.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import struct
 import threading
@@ -26,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.durable import remove_stale_temp_files, write_atomic
 from edge.transport.schema import ReviewItem
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,6 @@ class PendingItem:
     jpeg: bytes
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _safe_name(frame_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in frame_id)[:150]
 
@@ -62,14 +54,12 @@ class Outbox:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        self.tmp_dir = self.directory / "tmp"
         self.pending_dir = self.directory / "pending"
         self.rejected_dir = self.directory / "rejected"
         try:
-            for d in (self.tmp_dir, self.pending_dir, self.rejected_dir):
+            for d in (self.pending_dir, self.rejected_dir):
                 d.mkdir(parents=True, exist_ok=True)
-            for stale in self.tmp_dir.iterdir():
-                stale.unlink()
+            remove_stale_temp_files(self.pending_dir)
         except OSError as exc:
             raise OutboxError(f"outbox {self.directory}: {exc.strerror}") from None
         self._lock = threading.Lock()
@@ -86,20 +76,11 @@ class Outbox:
         """Write an item durably; returns its outbox name. Raises OutboxError if it cannot be written."""
         header = item.model_dump_json().encode()
         name = f"{time.time_ns():020d}-{_safe_name(item.frame_id)}{SUFFIX}"
-        tmp = self.tmp_dir / name
         try:
-            with open(tmp, "wb") as f:
-                f.write(_LEN.pack(len(header)))
-                f.write(header)
-                f.write(jpeg)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.pending_dir / name)
-            _fsync_dir(self.pending_dir)
+            write_atomic(self.pending_dir / name, b"".join((_LEN.pack(len(header)), header, jpeg)))
         except OSError as exc:
             with self._lock:
                 self.counters["write_errors"] += 1
-            tmp.unlink(missing_ok=True)
             raise OutboxError(f"outbox {self.directory}: cannot write {item.frame_id}: {exc.strerror}") from None
         with self._lock:
             self._queue.append(name)

@@ -21,12 +21,12 @@ def test_items_survive_a_restart_in_order(tmp_path: Path, item_factory, jpeg_fac
     box = Outbox(tmp_path / "outbox")
     names = [box.put(item_factory(i), jpeg_factory(i)) for i in range(5)]
     box.take(2)  # in flight when the process dies: still on disk
-    (tmp_path / "outbox" / "tmp" / "half-written.item").write_bytes(b"partial")
+    (tmp_path / "outbox" / "pending" / ".half-written.item.1.1.tmp").write_bytes(b"partial")
     reopened = Outbox(tmp_path / "outbox")
     assert reopened.depth() == 5
     assert reopened.counters["recovered"] == 5
     assert reopened.take(10) == names
-    assert not list((tmp_path / "outbox" / "tmp").iterdir())
+    assert not list((tmp_path / "outbox" / "pending").glob(".*"))
 
 
 def test_corrupt_item_file_is_kept_in_rejected_and_counted(tmp_path: Path, item_factory, jpeg_factory) -> None:

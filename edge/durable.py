@@ -1,0 +1,45 @@
+"""Files that survive kill -9 and power loss: written whole or not at all, durable when the call returns."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a hidden temp file in the same directory, fsync, rename, fsync the directory."""
+    directory = path.parent
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        fsync_dir(directory.parent)
+    tmp = directory / f".{path.name}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(directory)
+
+
+def remove_stale_temp_files(directory: Path) -> int:
+    """Temp files a killed writer left behind; returns how many were removed."""
+    stale = list(directory.glob(f".*{TMP_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
