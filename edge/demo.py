@@ -19,7 +19,7 @@ import numpy as np
 
 from edge.config import LineConfig, ModelConfig, SourceConfig, StationConfig, TransportConfig
 from edge.datasets import textile_split
-from edge.profile.profile import current_version, load_vocabulary
+from edge.profile.profile import ProfileError, current_version, load_profile, load_vocabulary
 
 log = logging.getLogger("edge.demo")
 PACK_DIR = Path(__file__).resolve().parent.parent / "models" / "starter"
@@ -60,6 +60,17 @@ def demo_configs(workdir: Path, http_port: int, fps: float,
     return line, station
 
 
+def _profile_fits(profile_dir: Path, pack_version: str) -> bool:
+    """A demo profile exists and was fit with this pack (a rebuilt pack needs a new calibration)."""
+    if current_version(profile_dir) is None:
+        return False
+    try:
+        load_profile(profile_dir, pack_version=pack_version)
+    except ProfileError:
+        return False
+    return True
+
+
 def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080, fps: float = 10.0,
              progress: Callable[[Iterable[Any], str], Iterable[Any]] | None = None,
              ingest_port: int = 5571) -> dict[str, Any]:
@@ -72,11 +83,12 @@ def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080,
     workdir = workdir.resolve()
     line_cfg, station_cfg = demo_configs(workdir, http_port, fps, ingest_port)
     n_frames = lay_out_frames(workdir / "frames")
-    if current_version(line_cfg.profile) is None:
+    pack = load_pack(line_cfg.model.pack)
+    if not _profile_fits(line_cfg.profile, pack.version):
         good = [p for p, label in textile_split("train") if label == "nominal"]
         good = [good[i] for i in np.random.default_rng(0).permutation(len(good))[:DEMO_GOOD_IMAGES]]
         print(f"calibrating the demo line profile from {len(good)} good textile images …", flush=True)
-        calibrate(load_pack(line_cfg.model.pack), load_vocabulary(), good, line_cfg.id, line_cfg.profile,
+        calibrate(pack, load_vocabulary(), good, line_cfg.id, line_cfg.profile,
                   provider=line_cfg.model.provider, progress=progress or (lambda items, _label: items))
 
     stop_station = threading.Event()
