@@ -140,10 +140,11 @@ def test_text_onnx_reproduces_reference(manifest, reference, text_session):
     # int8 kernels may differ slightly between CPUs: compare by cosine as well as elementwise
     np.testing.assert_allclose(emb, reference["text_embedding"], atol=5e-3)
     assert (emb * reference["text_embedding_onnx_fp32"]).sum(1).min() > 0.98
-    # a single prompt without padding gives the same embedding as in the padded batch
-    (single,) = text_session.run([txt["output"]], {"input_ids": ids[:1, : int(mask[0].sum())],
-                                                   "attention_mask": mask[:1, : int(mask[0].sum())]})
-    assert float((single[0] * emb[0]).sum()) > 0.999
+    # a single prompt without padding gives nearly the embedding it has in the padded batch (dynamic int8 picks
+    # one activation scale per tensor over the whole batch, so batch composition moves it slightly)
+    n0 = int(mask[0].sum())
+    (single,) = text_session.run([txt["output"]], {"input_ids": ids[:1, :n0], "attention_mask": mask[:1, :n0]})
+    assert float((single[0] * emb[0]).sum()) > 0.98
 
 
 def test_zero_shot_sanity(manifest, reference, image_session, text_session):
