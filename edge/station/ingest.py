@@ -5,21 +5,39 @@ answers ``[b"ack", frame_id]`` only after the item is committed (a duplicate is 
 stored), or ``[b"err", frame_id_or_empty, reason]`` for a message that can never be accepted. When storing
 fails for a reason that may pass (disk full, database locked too long) it answers nothing: the edge keeps the
 item and retries. Every outcome has a counter; no input stops the loop.
+
+CURVE. Given the station's secret key file and a folder of allowed edge public keys, the ROUTER is a CURVE server
+and a ZAP handler (its own ZeroMQ context, so two stations in one process do not share one) accepts only those
+keys. A plaintext peer or an unknown key never gets a message through; each refused handshake counts in
+``auth_rejected`` (socket monitor) and is logged, rate-limited, with the peer's address and key where ZeroMQ tells
+them (see ``edge.transport.handshake``). Every log line about a message names the peer by its address (and its
+public key under CURVE), not only by the ROUTER's routing id.
+
+WAL. SQLite checkpoints its write-ahead log by itself every ~1,000 pages, but never shrinks the file, and a
+checkpoint that a reader blocked leaves the WAL to grow. So once the socket has been quiet for
+``checkpoint_idle_s`` after storing something, the loop runs ``PRAGMA wal_checkpoint(TRUNCATE)`` (with a short
+busy timeout, so a console reader delays it rather than the next item): the WAL goes back to zero bytes while
+nobody is waiting. A checkpoint that could not finish is tried again at the next quiet moment.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
 
 import zmq
 
+from edge.transport.handshake import HandshakeWatch, LoggingAuthenticator, RateLimitedLog
+from edge.transport.keys import KeyFileError, count_public_keys, load_secret, make_curve_server
 from edge.transport.schema import KIND_ACK, KIND_ERR, ReviewItem, WireError, decode_item, frame_id_of
 
 log = logging.getLogger(__name__)
 
-COUNTER_NAMES = ("received", "stored", "duplicates", "malformed", "errors")
+COUNTER_NAMES = ("received", "stored", "duplicates", "malformed", "errors", "auth_rejected", "checkpoints")
 
 
 class ItemSink(Protocol):
@@ -34,27 +52,66 @@ class IngestServer(threading.Thread):
     """Receives items on a ROUTER socket bound at construction; ``start()`` serves, ``stop()`` ends it."""
 
     def __init__(self, store: ItemSink, bind: str, *, poll_ms: int = 100,
-                 context: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
+                 context: zmq.Context[zmq.Socket[bytes]] | None = None,
+                 curve_secret_key: Path | None = None, allowed_keys_dir: Path | None = None,
+                 checkpoint: Callable[[], bool] | None = None, checkpoint_idle_s: float = 1.0) -> None:
         super().__init__(name="station-ingest", daemon=True)
         self._store = store
         self._poll_ms = poll_ms
+        self._checkpoint = checkpoint
+        self._checkpoint_idle_s = checkpoint_idle_s
+        self._writes_since_checkpoint = 0
+        self._last_message = time.monotonic()
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
-        self._context = context or zmq.Context.instance()
+        self._refusals = RateLimitedLog(log)
+        self.curve = curve_secret_key is not None
+        if self.curve != (allowed_keys_dir is not None):
+            raise IngestError("station CURVE needs both curve_secret_key and allowed_keys_dir")
+        self._auth: LoggingAuthenticator | None = None
+        self._own_context = context is None and self.curve  # one ZAP handler per context: give CURVE its own
+        self._context = zmq.Context() if self._own_context else (context or zmq.Context.instance())
         self._socket: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         try:
+            if curve_secret_key is not None and allowed_keys_dir is not None:
+                self._start_curve(curve_secret_key, allowed_keys_dir)
             self._socket.bind(bind)
+        except KeyFileError as exc:
+            self._close_all()
+            raise IngestError(f"station ingest cannot set up CURVE: {exc}") from exc
         except zmq.ZMQError as exc:
-            self._socket.close()
+            self._close_all()
             raise IngestError(f"station ingest cannot bind {bind}: {exc}") from exc
+        self._watch = HandshakeWatch(self._socket)
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        log.info("ingest listening on %s", self.endpoint)
+        log.info("ingest listening on %s (%s)", self.endpoint,
+                 f"CURVE, keys allowed from {allowed_keys_dir}" if self.curve else "plaintext, no authentication")
+
+    def _start_curve(self, secret_file: Path, allowed_dir: Path) -> None:
+        own = load_secret(secret_file)
+        if count_public_keys(allowed_dir) == 0:
+            log.warning("ingest: allowed_keys_dir %s holds no *.key file: every edge will be refused", allowed_dir)
+        self._auth = LoggingAuthenticator(self._context)
+        self._auth.start()
+        # Any address may try; the key decides. The allow-list folder is read at start (restart to add a key).
+        self._auth.configure_curve(domain="*", location=str(allowed_dir))
+        make_curve_server(self._socket, own)
+
+    def _close_all(self) -> None:
+        if not self._socket.closed:
+            self._socket.close()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_context:
+            self._context.term()
 
     @property
     def counters(self) -> dict[str, int]:
-        """A snapshot of the counters: received, stored, duplicates, malformed, errors."""
+        """A snapshot of the counters: received, stored, duplicates, malformed, errors, auth_rejected (refused
+        handshakes: plaintext peers and unknown keys under CURVE), checkpoints (WAL truncations)."""
         with self._lock:
             return dict(self._counters)
 
@@ -70,15 +127,23 @@ class IngestServer(threading.Thread):
             if self.is_alive():
                 log.error("ingest thread did not stop within %.1f s", timeout)
         elif not self._socket.closed:
-            self._socket.close()
+            self._watch.close()
+            self._close_all()
 
     def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._watch.socket, zmq.POLLIN)
         try:
             while not self._stop_event.is_set():
                 try:
-                    if not self._socket.poll(self._poll_ms, zmq.POLLIN):
+                    ready = dict(poller.poll(self._poll_ms))
+                    if self._watch.socket in ready:
+                        self._count_refusals()
+                    if self._socket not in ready:
+                        self._checkpoint_if_idle()
                         continue
-                    message = self._socket.recv_multipart()
+                    raw = self._socket.recv_multipart(copy=False)
                 except zmq.ContextTerminated:
                     log.warning("ingest: ZeroMQ context terminated, stopping")
                     return
@@ -87,14 +152,37 @@ class IngestServer(threading.Thread):
                     log.error("ingest: receive failed: %s", exc)
                     self._stop_event.wait(self._poll_ms / 1000)
                     continue
-                self._handle(message)
+                self._handle([f.bytes for f in raw], _peer_name(raw[-1], raw[0].bytes))
         finally:
-            self._socket.close()
+            self._watch.close()
+            self._close_all()
             log.info("ingest stopped; counters %s", self.counters)
 
-    def _handle(self, message: list[bytes]) -> None:
+    def _checkpoint_if_idle(self) -> None:
+        if (self._checkpoint is None or self._writes_since_checkpoint == 0
+                or time.monotonic() - self._last_message < self._checkpoint_idle_s):
+            return
+        try:
+            done = self._checkpoint()
+        except Exception as exc:  # a failed checkpoint loses nothing; the WAL still holds every commit
+            self._count("errors")
+            log.error("ingest: WAL checkpoint failed: %s: %s", type(exc).__name__, exc)
+            done = False
+        if done:
+            self._writes_since_checkpoint = 0
+            self._count("checkpoints")
+        else:  # a reader held it up: try at the next quiet moment, not at every poll
+            self._last_message = time.monotonic()
+
+    def _count_refusals(self) -> None:
+        for failure in self._watch.read():
+            self._count("auth_rejected")
+            self._refusals.warning(failure.kind, "ingest: refused a connection on %s: %s", self.endpoint,
+                                   failure.detail)
+
+    def _handle(self, message: list[bytes], peer: str) -> None:
         identity, frames = message[0], message[1:]
-        peer = identity.hex()
+        self._last_message = time.monotonic()
         self._count("received")
         try:
             item, jpeg = decode_item(frames)
@@ -117,6 +205,7 @@ class IngestServer(threading.Thread):
                       "will retry", item.frame_id, peer, item.line_id, type(exc).__name__, exc)
             return
         self._count("stored" if new else "duplicates")
+        self._writes_since_checkpoint += new
         self._reply(identity, [KIND_ACK, item.frame_id.encode()])
 
     def _reply(self, identity: bytes, frames: list[bytes]) -> None:
@@ -125,3 +214,45 @@ class IngestServer(threading.Thread):
         except zmq.ZMQError as exc:
             self._count("errors")
             log.error("ingest: cannot reply %r to peer %s: %s", frames[0], identity.hex(), exc)
+
+
+def sqlite_wal_checkpoint(engine: Any, busy_timeout_ms: int = 200) -> bool:
+    """``PRAGMA wal_checkpoint(TRUNCATE)`` on a SQLite engine; True when it completed (other databases: True).
+
+    Runs on a raw autocommit connection (a checkpoint cannot run inside a transaction) with a short busy timeout,
+    restored afterwards, so a long console read makes it give up rather than hold the ingest loop.
+    """
+    if engine.dialect.name != "sqlite":
+        return True
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        try:
+            previous = cur.execute("PRAGMA busy_timeout").fetchone()[0]
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            try:
+                busy, _log, _done = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                cur.execute(f"PRAGMA busy_timeout={int(previous)}")
+        finally:
+            cur.close()
+    finally:
+        raw.close()
+    return busy == 0
+
+
+def _peer_name(frame: zmq.Frame, identity: bytes) -> str:
+    """``address`` (plus ``key=…`` under CURVE) of the sender of a message, for log lines; routing id as a fallback.
+
+    ZeroMQ keeps both as message properties (Peer-Address from the TCP connection, User-Id from the ZAP reply).
+    """
+    parts: list[str] = []
+    for prop, fmt in (("Peer-Address", "{}"), ("User-Id", "key={}")):
+        try:
+            value = frame.get(prop)
+        except zmq.ZMQError:  # not a TCP peer (inproc) or no ZAP: the property does not exist
+            continue
+        if value:
+            parts.append(fmt.format(value))
+    parts.append(f"id={identity.hex()}")
+    return " ".join(parts)

@@ -15,7 +15,7 @@ import uvicorn
 
 from edge.config import StationConfig
 from edge.station.console import create_app
-from edge.station.ingest import IngestServer
+from edge.station.ingest import IngestServer, sqlite_wal_checkpoint
 from edge.station.store import Store
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,14 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
     http_thread: threading.Thread | None = None
     previous_handlers: dict[signal.Signals, Any] = {}
     try:
-        ingest = IngestServer(store, cfg.ingest_bind)
+        ingest = IngestServer(store, cfg.ingest_bind, curve_secret_key=cfg.curve_secret_key,
+                              allowed_keys_dir=cfg.allowed_keys_dir,
+                              checkpoint=(lambda: sqlite_wal_checkpoint(store.engine))
+                              if cfg.wal_checkpoint_idle_s > 0 else None,
+                              checkpoint_idle_s=cfg.wal_checkpoint_idle_s)
         sock = _listen(cfg.http_host, cfg.http_port)
-        app = create_app(store, cfg.storage_dir, ingest_counters=lambda: ingest.counters if ingest else {})
+        app = create_app(store, cfg.storage_dir, ingest_counters=lambda: ingest.counters if ingest else {},
+                         config=cfg)
         server = uvicorn.Server(uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=3))
         http_thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="station-http",

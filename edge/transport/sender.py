@@ -4,6 +4,11 @@ Lazy Pirate in spirit (zguide lpclient.py): send, wait for acks with a timeout; 
 taken as unreachable, the DEALER is closed with LINGER 0 (its queue is thrown away — the items are still on disk) and
 a fresh socket is opened after a backoff. The station being away is not an error for the daemon: it is logged once
 when the state changes, shown in the status, and the outbox holds the frames until it is back.
+
+CURVE: with ``curve_secret_key`` and ``station_public_key`` set, the DEALER is a CURVE client (the keys are read in
+the constructor, so a missing file fails at start-up). A station that refuses this edge's key looks like an
+unreachable one — the items wait — but the state says "refused" and why (from the socket monitor), so the fix (copy
+this edge's public key into the station's allowed_keys_dir) is in the log line, not a guess.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import time
 import zmq
 
 from edge.config import TransportConfig
+from edge.transport.handshake import HandshakeWatch
+from edge.transport.keys import KeyPair, load_public, load_secret, make_curve_client
 from edge.transport.outbox import Outbox
 from edge.transport.schema import KIND_ACK, KIND_ERR, KIND_ITEM
 
@@ -32,8 +39,14 @@ class OutboxSender(threading.Thread):
         self._in_flight: dict[str, tuple[str, float]] = {}  # frame_id -> (outbox name, sent at)
         self.state = "connecting"
         self.state_detail = ""
-        self.counters = {"sent": 0, "acks": 0, "timeouts": 0, "reconnects": 0, "errors": 0, "unknown_acks": 0}
+        self.counters = {"sent": 0, "acks": 0, "timeouts": 0, "reconnects": 0, "errors": 0, "unknown_acks": 0,
+                         "handshake_failures": 0}
         self._lock = threading.Lock()
+        self._curve: tuple[KeyPair, bytes] | None = None
+        if cfg.curve_secret_key is not None and cfg.station_public_key is not None:
+            # KeyFileError here, at start-up, names the file
+            self._curve = (load_secret(cfg.curve_secret_key), load_public(cfg.station_public_key))
+        self._watch: HandshakeWatch | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -46,8 +59,10 @@ class OutboxSender(threading.Thread):
 
     def _set_state(self, state: str, detail: str = "") -> None:
         """Log only when the state changes (not on every retry), so an outage is one line in the log."""
+        if state == "unreachable" and self.state == "refused":
+            return  # the failed handshake is the better explanation; keep it until an ack proves otherwise
         if state != self.state:
-            level = logging.WARNING if state == "unreachable" else logging.INFO
+            level = logging.WARNING if state in ("unreachable", "refused") else logging.INFO
             log.log(level, "station %s: %s%s", self.cfg.station, state, f" ({detail})" if detail else "")
         self.state = state
         self.state_detail = detail
@@ -59,8 +74,32 @@ class OutboxSender(threading.Thread):
         sock.setsockopt(zmq.SNDHWM, self.cfg.max_in_flight * 2)
         sock.setsockopt(zmq.RECONNECT_IVL, 200)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.cfg.retry_max_s * 1000))
+        if self._curve is not None:
+            make_curve_client(sock, *self._curve)
+        self._watch = HandshakeWatch(sock)
         sock.connect(self.cfg.station)
         return sock
+
+    def _close(self, sock: zmq.Socket) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        sock.close(linger=0)
+
+    def _check_handshakes(self) -> None:
+        """Say why the station does not answer when the handshake itself failed (wrong or unknown key)."""
+        if self._watch is None:
+            return
+        for failure in self._watch.read():
+            with self._lock:
+                self.counters["handshake_failures"] += 1
+            if failure.kind == "auth":
+                public = self._curve[0].public.decode() if self._curve else "(none: plaintext)"
+                self._set_state("refused", f"station refused this edge's CURVE key {public}; add its .key file "
+                                "to the station's allowed_keys_dir")
+            else:
+                self._set_state("refused", f"handshake with the station failed: {failure.detail}; both sides "
+                                "must have CURVE on (with matching keys) or both off")
 
     def run(self) -> None:
         backoff = self.cfg.retry_initial_s
@@ -70,6 +109,8 @@ class OutboxSender(threading.Thread):
         try:
             while not self._stopping.is_set():
                 try:
+                    self.outbox.flush_if_due()  # fsync "batch": items become durable within ~0.2 s
+                    self._check_handshakes()
                     self._fill(sock)
                     events = dict(poller.poll(100))
                     if sock in events:
@@ -86,7 +127,7 @@ class OutboxSender(threading.Thread):
                         self._set_state("unreachable", f"no ack within {self.cfg.ack_timeout_s:g} s; "
                                         "items are held in the outbox")
                         poller.unregister(sock)
-                        sock.close(linger=0)
+                        self._close(sock)
                         if self._stopping.wait(backoff * (1 + 0.1 * random.random())):
                             break
                         backoff = min(backoff * 2, self.cfg.retry_max_s)
@@ -100,7 +141,8 @@ class OutboxSender(threading.Thread):
                     log.exception("outbox sender: unexpected error; retrying")
                     self._stopping.wait(1.0)
         finally:
-            sock.close(linger=0)
+            self._close(sock)
+            self.outbox.flush()
 
     def _fill(self, sock: zmq.Socket) -> None:
         room = self.cfg.max_in_flight - len(self._in_flight)

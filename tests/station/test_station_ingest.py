@@ -54,7 +54,8 @@ def test_items_are_acked_after_they_are_stored(ingest, dealer, store, make_item,
         assert reply == [b"ack", item.frame_id.encode()]
         assert any(i.frame_id == item.frame_id for i in store.queue())  # committed before the ack
     assert [i.frame_id for i in store.queue()] == [items[1].frame_id, items[0].frame_id]
-    assert ingest.counters == {"received": 2, "stored": 2, "duplicates": 0, "malformed": 0, "errors": 0}
+    assert ingest.counters == {"received": 2, "stored": 2, "duplicates": 0, "malformed": 0, "errors": 0,
+                               "auth_rejected": 0, "checkpoints": 0}
 
 
 def test_duplicate_is_acked_but_stored_once(ingest, dealer, store, make_item, jpeg):

@@ -1,0 +1,122 @@
+"""Alembic migrations of the station database: a new database is built by them, a database at head reopens without
+change, a database from before migrations is adopted, and the migrations agree with ``edge/station/tables.py``."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+
+from edge.station import migrations
+from edge.station.store import Store
+from edge.station.tables import Base
+
+
+def _schema(db: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(db) as conn:
+        return sorted(conn.execute("SELECT type, name, coalesce(sql, '') FROM sqlite_master"))
+
+
+def test_a_new_database_gets_every_table_at_head(tmp_path: Path):
+    store = Store(f"sqlite:///{tmp_path / 'new.db'}", tmp_path / "images")
+    try:
+        tables = set(inspect(store.engine).get_table_names())
+        assert set(Base.metadata.tables) <= tables
+        assert migrations.current_revision(store.engine) == migrations.head_revision()
+    finally:
+        store.close()
+
+
+def test_a_database_at_head_reopens_without_change(tmp_path: Path, make_item, jpeg):
+    db = tmp_path / "station.db"
+    store = Store(f"sqlite:///{db}", tmp_path / "images")
+    store.add_item(make_item(), jpeg())
+    store.close()
+    before = _schema(db)
+    again = Store(f"sqlite:///{db}", tmp_path / "images")
+    try:
+        assert migrations.upgrade(again.engine) == migrations.head_revision()  # the fast path: nothing to do
+        assert again.counts()["items"] == 1
+    finally:
+        again.close()
+    assert _schema(db) == before
+
+
+def test_the_migrations_agree_with_the_tables(tmp_path: Path):
+    """`alembic check`: autogenerate finds nothing to add, drop or alter between the migrated schema and the models.
+    When this fails after a change to tables.py, write the revision (see edge.station.migrations)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'check.db'}")
+    try:
+        migrations.upgrade(engine)
+        with engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    finally:
+        engine.dispose()
+    assert diffs == [], "tables.py and the migrations differ; add a revision"
+
+
+def test_a_database_from_before_migrations_is_adopted(tmp_path: Path, make_item, jpeg):
+    db = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{db}")
+    Base.metadata.create_all(engine)  # what Store did before migrations existed
+    engine.dispose()
+    store = Store(f"sqlite:///{db}", tmp_path / "images")
+    try:
+        assert migrations.current_revision(store.engine) == migrations.head_revision()
+        assert store.add_item(make_item(), jpeg())
+    finally:
+        store.close()
+
+
+def test_first_revision_then_upgrade_keeps_the_data(tmp_path: Path, make_item, jpeg):
+    from alembic import command
+
+    db = tmp_path / "v1.db"
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        cfg = migrations.alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, migrations.FIRST_REVISION)
+    engine.dispose()
+    assert {"review_items", "regions", "reviews"} <= set(inspect(create_engine(f"sqlite:///{db}")).get_table_names())
+    store = Store(f"sqlite:///{db}", tmp_path / "images")
+    try:
+        item = make_item()
+        assert store.add_item(item, jpeg())
+        assert store.has_frame(item.frame_id)
+    finally:
+        store.close()
+
+
+def test_a_database_from_a_newer_version_is_a_clear_error(tmp_path: Path):
+    db = tmp_path / "future.db"
+    Store(f"sqlite:///{db}", tmp_path / "images").close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(migrations.MigrationError, match="'9999'.*newer version"):
+        Store(f"sqlite:///{db}", tmp_path / "images")
+
+
+def test_migrations_cli_reports_head(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    subprocess.run([sys.executable, "-m", "edge.station.migrations", "--url", url, "upgrade", "head"], check=True,
+                   capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "edge.station.migrations", "--url", url, "current"], check=True,
+                         capture_output=True, text=True)
+    assert migrations.head_revision() in out.stdout + out.stderr
+
+
+def test_migrations_ship_with_the_package():
+    """The wheel carries what Alembic needs at run time (package data in pyproject.toml)."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    data = pyproject["tool"]["setuptools"]["package-data"]["edge"]
+    assert "station/migrations/script.py.mako" in data and "station/migrations/versions/*.py" in data
+    assert (migrations.MIGRATIONS_DIR / "versions").is_dir()
