@@ -74,6 +74,22 @@ class TransportConfig(StrictModel):
     retry_max_s: float = Field(15.0, gt=0)
     max_in_flight: int = Field(32, ge=1)
     drain_timeout_s: float = Field(10.0, ge=0, description="at shutdown, wait this long for acks")
+    outbox_max_items: int | None = Field(None, ge=1, description="outbox bound by count; None = unbounded")
+    outbox_max_bytes: int | None = Field(None, ge=1, description="outbox bound by bytes on disk; None = unbounded")
+    outbox_full_policy: Literal["drop_oldest", "refuse_newest"] = Field(
+        "drop_oldest", description="when full: evict the oldest waiting item, or refuse the new one")
+    outbox_fsync: Literal["always", "batch"] = Field(
+        "always", description="always: each item durable when put returns; batch: fsync every N puts or 100 ms")
+    curve_secret_key: Path | None = Field(None, description="this edge's CURVE secret file (NAME.key_secret)")
+    station_public_key: Path | None = Field(None, description="the station's CURVE public file (NAME.key)")
+
+    @model_validator(mode="after")
+    def _curve_whole_or_off(self) -> TransportConfig:
+        if (self.curve_secret_key is None) != (self.station_public_key is None):
+            have, missing = (("curve_secret_key", "station_public_key") if self.station_public_key is None
+                             else ("station_public_key", "curve_secret_key"))
+            raise ValueError(f"CURVE is half configured: {have} is set but {missing} is not; set both or neither")
+        return self
 
 
 class LineConfig(StrictModel):
@@ -93,6 +109,24 @@ class StationConfig(StrictModel):
     http_port: int = Field(8080, ge=0, le=65535)
     database_url: str = Field("sqlite:///var/station/station.db")
     storage_dir: Path = Field(Path("var/station/images"), description="review images, one JPEG file per frame")
+    session_secret_file: Path | None = Field(
+        None, description="key that signs console session cookies; default <storage_dir>/session.secret, "
+        "made on first start (mode 0600)")
+    session_hours: float = Field(12.0, gt=0, le=24 * 30, description="console login lasts this long")
+    lease_minutes: float = Field(5.0, gt=0, le=24 * 60,
+                                 description="opening an item claims it for this long (renewed while open)")
+    curve_secret_key: Path | None = Field(None, description="the station's CURVE secret file (NAME.key_secret)")
+    allowed_keys_dir: Path | None = Field(None, description="folder of allowed edge CURVE public files (*.key)")
+    wal_checkpoint_idle_s: float = Field(
+        1.0, ge=0, description="SQLite: truncate the WAL after ingest has been quiet this long; 0 = off")
+
+    @model_validator(mode="after")
+    def _curve_whole_or_off(self) -> StationConfig:
+        if (self.curve_secret_key is None) != (self.allowed_keys_dir is None):
+            have, missing = (("curve_secret_key", "allowed_keys_dir") if self.allowed_keys_dir is None
+                             else ("allowed_keys_dir", "curve_secret_key"))
+            raise ValueError(f"CURVE is half configured: {have} is set but {missing} is not; set both or neither")
+        return self
 
 
 class Config(StrictModel):

@@ -115,7 +115,7 @@ class Daemon:
     def __init__(self, cfg: LineConfig, inspector: Inspector | None = None) -> None:
         self.cfg = cfg
         self.inspector = inspector or load_inspector(cfg)
-        self.outbox = Outbox(cfg.transport.outbox_dir)
+        self.outbox = Outbox.from_config(cfg.transport)
         self.sender = OutboxSender(self.outbox, cfg.transport)
         # files wait for us, a camera does not: replay every file, but keep only the newest frame of a live source
         self.capture = CaptureThread(cfg.source, deliver_all=cfg.source.kind in ("folder", "video"))
@@ -142,12 +142,15 @@ class Daemon:
         self.counters["routed" if routed else "auto"] += 1
         self.by_verdict[result.verdict] = self.by_verdict.get(result.verdict, 0) + 1
         versions = self.inspector.versions
+        queued = False
         if routed:
             ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.routing.jpeg_quality])
             try:
                 if not ok:
                     raise OutboxError(f"JPEG encoding failed for frame {frame_id}")
-                self.outbox.put(review_item(self.cfg, frame, frame_id, result, versions), jpeg.tobytes())
+                # None = a full outbox refused it; the outbox has counted and logged that
+                queued = self.outbox.put(review_item(self.cfg, frame, frame_id, result, versions),
+                                         jpeg.tobytes()) is not None
             except OutboxError as exc:
                 self.counters["outbox_errors"] += 1
                 log.error("line %s camera %s frame %s stage outbox: %s", self.cfg.id, frame.source_id, frame_id, exc)
@@ -155,7 +158,7 @@ class Daemon:
             self._decision_log.write(json.dumps({
                 "frame_id": frame_id, "wall": frame.wall_ts, "origin": frame.origin, "verdict": result.verdict,
                 "anomaly_score": round(result.anomaly_score, 4), "uncertainty": round(result.uncertainty.value, 4),
-                "routed": routed, "pack": versions[0], "profile": versions[1]}) + "\n")
+                "routed": routed, "queued": queued, "pack": versions[0], "profile": versions[1]}) + "\n")
 
     def status(self) -> dict[str, Any]:
         elapsed = max(time.monotonic() - self.started_mono, 1e-9)

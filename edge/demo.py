@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -60,6 +61,35 @@ def demo_configs(workdir: Path, http_port: int, fps: float,
     return line, station
 
 
+DEMO_USER = "demo"
+
+
+class DemoError(RuntimeError):
+    """The demo cannot start; the message says why and what to do."""
+
+
+def demo_login(station_cfg: StationConfig, workdir: Path) -> tuple[str, str]:
+    """The demo's console login: an admin user made on first run with a random password kept in the workdir."""
+    from edge.station.store import Store
+    from edge.station.users import UserError, add_user, list_users
+
+    secret_file = workdir / "demo-login.txt"
+    store = Store(station_cfg.database_url, station_cfg.storage_dir)
+    try:
+        if any(u.username == DEMO_USER for u in list_users(store)) and secret_file.exists():
+            return DEMO_USER, secret_file.read_text().strip()
+        password = secrets.token_urlsafe(9)
+        try:
+            add_user(store, DEMO_USER, password, role="admin")
+        except UserError:  # the user exists but its password file was lost: make a new demo user name
+            raise DemoError(f"demo user exists without {secret_file}; delete {workdir} to start afresh") from None
+        secret_file.write_text(password + "\n")
+        secret_file.chmod(0o600)
+        return DEMO_USER, password
+    finally:
+        store.close()
+
+
 def _profile_fits(profile_dir: Path, pack_version: str) -> bool:
     """A demo profile exists and was fit with this pack (a rebuilt pack needs a new calibration)."""
     if current_version(profile_dir) is None:
@@ -91,6 +121,7 @@ def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080,
         calibrate(pack, load_vocabulary(), good, line_cfg.id, line_cfg.profile,
                   provider=line_cfg.model.provider, progress=progress or (lambda items, _label: items))
 
+    user, password = demo_login(station_cfg, workdir)
     stop_station = threading.Event()
     ready = threading.Event()
     urls: dict[str, str] = {}
@@ -103,10 +134,11 @@ def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080,
                                       name="StationServer", daemon=True)
     station_thread.start()
     if not ready.wait(30):
-        raise RuntimeError(f"the demo station did not start within 30 s (is port {http_port} or "
+        raise DemoError(f"the demo station did not start within 30 s (is port {http_port} or "
                            f"{ingest_port} in use?)")
     daemon = Daemon(line_cfg)
-    print(f"console: {urls['console']}   (ingest {urls['ingest']}; {n_frames} test frames at {fps:g} fps"
+    print(f"console: {urls['console']}   login: {user} / {password}", flush=True)
+    print(f"  (ingest {urls['ingest']}; {n_frames} test frames at {fps:g} fps"
           f"{'' if seconds is None else f' for {seconds:g} s'}; Ctrl-C stops)", flush=True)
     if threading.current_thread() is threading.main_thread():
         daemon.install_signal_handlers()

@@ -30,12 +30,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from edge.station import imagefiles
+from edge.station import audit, imagefiles, migrations
+from edge.station.queue import QueueFilter, head_query, make_cursor, page_query
 from edge.station.tables import (
     DECISIONS,
     STATUS_PENDING,
     STATUS_REVIEWED,
-    Base,
+    LeaseRow,
     RegionRow,
     ReviewItemRow,
     ReviewRow,
@@ -54,6 +55,25 @@ class ItemNotFound(LookupError):
 
 class ReviewError(ValueError):
     """A review that cannot be recorded; the text says why (shown to the reviewer / API client)."""
+
+
+class LeaseConflict(RuntimeError):
+    """Someone else holds a live lease on the item; the text names them and until when."""
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    item_id: int
+    username: str
+    claimed_wall: float
+    expires_wall: float
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    items: list[ItemView]
+    next_cursor: str | None  # None on the last page
+    total: int  # items matching the filter (leases of others not subtracted)
 
 
 @dataclass(frozen=True)
@@ -152,6 +172,40 @@ def _item_view(row: ReviewItemRow) -> ItemView:
         regions=[_region_view(r) for r in row.regions], reviews=[_review_view(r) for r in row.reviews])
 
 
+def _review_json(r: ReviewRow | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {"id": r.id, "decision": r.decision, "final_verdict": r.final_verdict, "defect_class": r.defect_class,
+            "reviewer": r.reviewer, "created_wall": r.created_wall, "seconds_spent": r.seconds_spent}
+
+
+def _lease_view(row: LeaseRow) -> LeaseView:
+    return LeaseView(item_id=row.item_id, username=row.username, claimed_wall=row.claimed_wall,
+                     expires_wall=row.expires_wall)
+
+
+def _take_lease(s: Session, item_id: int, username: str, minutes: float, now: float) -> LeaseView:
+    """Inside a write transaction: give ``username`` the lease (new, renewed or taken over once expired)."""
+    row = s.get(LeaseRow, item_id)
+    expires = now + minutes * 60
+    if row is None:
+        row = LeaseRow(item_id=item_id, username=username, claimed_wall=now, expires_wall=expires)
+        s.add(row)
+        audit.record(s, username, "lease", item_id, None, {"expires_wall": expires}, now=now)
+    elif row.username == username and row.expires_wall > now:
+        row.expires_wall = expires  # a renewal: the clock of time spent keeps running, no audit row
+    elif row.expires_wall <= now:
+        before = {"username": row.username, "expires_wall": row.expires_wall}
+        row.username, row.claimed_wall, row.expires_wall = username, now, expires
+        audit.record(s, username, "lease", item_id, before, {"expires_wall": expires}, now=now)
+    else:
+        raise LeaseConflict(f"item {item_id} is being reviewed by {row.username} until "
+                            f"{time.strftime('%H:%M:%S', time.localtime(row.expires_wall))}; "
+                            "take the next item instead")
+    s.flush()
+    return _lease_view(row)
+
+
 def _group_counts(session: Session, column: Any, where: Any = None) -> dict[str, int]:
     query = select(column, func.count()).group_by(column)
     if where is not None:
@@ -199,10 +253,16 @@ class Store:
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self.engine = _make_engine(database_url)
         self._write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
-        Base.metadata.create_all(self.engine)  # migrations come later; until then the schema is created here
+        migrations.upgrade(self._write_engine)  # new database: created by the migrations; at head: one query
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def session(self, write: bool = False) -> Iterator[Session]:
+        """A session for the station's other modules (users, export); ``write=True`` is one transaction."""
+        with self._write() if write else self._read() as s:
+            yield s
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
@@ -277,6 +337,87 @@ class Store:
         with self._read() as s:
             return s.scalar(query)
 
+    def queue_page(self, flt: QueueFilter, username: str | None = None, limit: int = 50,
+                   after: tuple[float, int] | None = None, now: float | None = None, offset: int = 0) -> QueuePage:
+        """One page of the filtered queue, hiding items someone other than ``username`` is reviewing.
+
+        Page with ``after`` (the previous page's ``next_cursor``): it stays fast however deep the page is.
+        ``offset`` is kept for old API clients and costs a walk over the skipped rows.
+        """
+        now = time.time() if now is None else now
+        query = page_query(flt, username, now, limit + 1, after).offset(offset).options(
+            selectinload(ReviewItemRow.regions), selectinload(ReviewItemRow.reviews))
+        with self._read() as s:
+            rows = list(s.scalars(query))
+            total = s.scalar(select(func.count()).select_from(ReviewItemRow).where(*flt.conditions())) or 0
+            more = len(rows) > limit
+            rows = rows[:limit]
+            items = [_item_view(row) for row in rows]
+        return QueuePage(items=items, next_cursor=make_cursor(flt.sort, rows[-1]) if more else None,
+                         total=int(total))
+
+    def filter_choices(self) -> dict[str, list[str]]:
+        """Values present in the data, for the queue's filter drop-downs."""
+        with self._read() as s:
+            return {name: sorted(str(v) for v in s.scalars(select(column).distinct()))
+                    for name, column in (("line", ReviewItemRow.line_id), ("verdict", ReviewItemRow.verdict),
+                                         ("reason", ReviewItemRow.reason))}
+
+    # ---- leases ----
+
+    def lease_of(self, item_id: int, now: float | None = None) -> LeaseView | None:
+        """The live lease on an item, None when it is free (no lease or an expired one)."""
+        now = time.time() if now is None else now
+        with self._read() as s:
+            row = s.get(LeaseRow, item_id)
+            return _lease_view(row) if row is not None and row.expires_wall > now else None
+
+    def claim(self, item_id: int, username: str, minutes: float, now: float | None = None) -> LeaseView:
+        """Take (or renew) the lease on an item for ``minutes``; LeaseConflict if someone else holds it."""
+        now = time.time() if now is None else now
+        with self._write() as s:
+            if s.get(ReviewItemRow, item_id) is None:
+                raise ItemNotFound(f"no review item {item_id}")
+            return _take_lease(s, item_id, username, minutes, now)
+
+    def claim_next(self, username: str, minutes: float, flt: QueueFilter | None = None,
+                   exclude: int | None = None, now: float | None = None) -> int | None:
+        """Lease the head of the queue for ``username`` and return its id (None when nothing is left).
+
+        Finding the head and taking its lease happen in one write transaction; on SQLite that transaction
+        holds the database's write lock from its first statement (BEGIN IMMEDIATE), so two reviewers asking at
+        the same moment are served one after the other and can never be handed the same item.
+        """
+        now = time.time() if now is None else now
+        with self._write() as s:
+            item_id = s.scalar(head_query(flt or QueueFilter(), username, now, exclude))
+            if item_id is not None:
+                _take_lease(s, item_id, username, minutes, now)
+            return item_id
+
+    def peek_next(self, username: str, exclude: int | None = None, now: float | None = None) -> int | None:
+        """The item ``claim_next`` would most likely hand out, without leasing it (for prefetching its image)."""
+        with self._read() as s:
+            return s.scalar(head_query(QueueFilter(), username, time.time() if now is None else now, exclude))
+
+    def release(self, item_id: int, username: str) -> None:
+        """Give up my lease on an item (no-op if I do not hold it)."""
+        with self._write() as s:
+            row = s.get(LeaseRow, item_id)
+            if row is not None and row.username == username:
+                s.delete(row)
+
+    def audit_log(self, limit: int = 100, item_id: int | None = None,
+                  username: str | None = None) -> list[audit.AuditEntry]:
+        with self._read() as s:
+            return [audit.entry(row) for row in s.scalars(audit.recent_query(limit, item_id, username))]
+
+    def record(self, username: str, action: str, item_id: int | None = None, before: Any = None,
+               after: Any = None) -> None:
+        """An audit row for a change that has no other row (login, logout)."""
+        with self._write() as s:
+            audit.record(s, username, action, item_id, before, after)
+
     def get_item(self, item_id: int) -> ItemView | None:
         with self._read() as s:
             row = s.get(ReviewItemRow, item_id,
@@ -288,6 +429,14 @@ class Store:
         with self._read() as s:
             relative = s.scalar(select(ReviewItemRow.image_path).where(ReviewItemRow.id == item_id))
         return None if relative is None else imagefiles.resolve(self.storage_dir, relative)
+
+    def status_counts(self) -> dict[str, Any]:
+        """Just items by status, for every page's header: answered from the queue index, so it stays cheap with
+        100,000 items (``counts`` scans the table for the per-verdict figures)."""
+        with self._read() as s:
+            by_status = _group_counts(s, ReviewItemRow.status)
+        return {"by_status": {STATUS_PENDING: by_status.get(STATUS_PENDING, 0),
+                              STATUS_REVIEWED: by_status.get(STATUS_REVIEWED, 0)}}
 
     def counts(self) -> dict[str, Any]:
         """Items by status and by model verdict, pending items by verdict, and the number of reviews."""
@@ -321,6 +470,11 @@ class Store:
         - ``reject``: the model called a defect but the part is good (final verdict = 'good'); not valid for
           an item the model already called good — use ``relabel`` to name its defect.
         - ``relabel``: the part is ``defect_class`` (one of the item's class_scores keys, 'good' included).
+
+        Refused with LeaseConflict while someone other than ``reviewer`` holds a live lease on the item. The
+        reviewer's own lease is released (the item is done). The audit row (before = the previous latest
+        review, after = this one) is written in the same transaction; time spent is the client's figure, else
+        the time since the reviewer's lease was claimed.
         """
         if decision not in DECISIONS:
             raise ReviewError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
@@ -330,10 +484,15 @@ class Store:
         if seconds_spent is not None and not 0 <= seconds_spent < 86_400:
             raise ReviewError(f"seconds_spent {seconds_spent} out of range")
         defect_class = (defect_class or "").strip() or None
+        now = time.time() if now is None else now
         with self._write() as s:
             row = s.get(ReviewItemRow, item_id)
             if row is None:
                 raise ItemNotFound(f"no review item {item_id}")
+            lease = s.get(LeaseRow, item_id)
+            if lease is not None and lease.expires_wall > now and lease.username != reviewer:
+                raise LeaseConflict(f"item {item_id} is being reviewed by {lease.username}; your review was "
+                                    "not saved — take the next item instead")
             classes = list(row.class_scores)
             if decision == "relabel":
                 if defect_class is None:
@@ -352,10 +511,44 @@ class Store:
                                       "to mark it defective use relabel with a class")
                 else:
                     final = GOOD
+            if seconds_spent is None and lease is not None and lease.username == reviewer:
+                seconds_spent = round(max(0.0, now - lease.claimed_wall), 1)
+            previous = row.reviews[-1] if row.reviews else None
             review = ReviewRow(item_id=row.id, decision=decision, final_verdict=final,
                                defect_class=None if final == GOOD else final, reviewer=reviewer,
-                               created_wall=time.time() if now is None else now, seconds_spent=seconds_spent)
+                               created_wall=now, seconds_spent=seconds_spent)
             s.add(review)
+            before = {"status": row.status, "review": _review_json(previous)}
             row.status = STATUS_REVIEWED
+            if lease is not None and lease.username == reviewer:
+                s.delete(lease)
             s.flush()
+            audit.record(s, reviewer, "review", item_id, before,
+                         {"status": row.status, "review": _review_json(review)}, seconds_spent, now=now)
             return _review_view(review)
+
+    def undo_last_review(self, username: str, minutes: float, now: float | None = None) -> int | None:
+        """Take back ``username``'s most recent review: the row goes (the audit log keeps it), the item returns
+        to its previous state (pending when it has no other review) and to the user, leased. Returns the item
+        id, None when there is nothing of theirs to undo. Refused with LeaseConflict while someone else holds
+        the item, and with ReviewError when someone reviewed it again since (theirs is the latest answer).
+        """
+        now = time.time() if now is None else now
+        with self._write() as s:
+            review = s.scalar(select(ReviewRow).where(ReviewRow.reviewer == username)
+                              .order_by(ReviewRow.id.desc()).limit(1))
+            if review is None:
+                return None
+            item = review.item
+            if item.reviews[-1].id != review.id:
+                raise ReviewError(f"item {item.id} was reviewed again by {item.reviews[-1].reviewer} after you; "
+                                  "nothing undone")
+            _take_lease(s, item.id, username, minutes, now)
+            before = {"status": item.status, "review": _review_json(review)}
+            item.reviews.remove(review)  # delete-orphan cascade deletes the row
+            item.status = STATUS_REVIEWED if item.reviews else STATUS_PENDING
+            s.flush()
+            audit.record(s, username, "undo", item.id, before,
+                         {"status": item.status, "review": _review_json(item.reviews[-1] if item.reviews else None)},
+                         now=now)
+            return item.id

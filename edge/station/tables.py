@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 STATUS_PENDING = "pending"
 STATUS_REVIEWED = "reviewed"
 DECISIONS = ("accept", "reject", "relabel")
+ROLES = ("reviewer", "admin")
 
 
 class Base(DeclarativeBase):
@@ -59,6 +60,8 @@ class ReviewItemRow(Base):
 
 # The review queue: pending first, most uncertain first, oldest first among equals.
 Index("ix_review_items_queue", ReviewItemRow.status, ReviewItemRow.uncertainty.desc(), ReviewItemRow.id)
+# The queue sorted by age (oldest capture first); both indexes serve keyset pagination (see edge.station.queue).
+Index("ix_review_items_age", ReviewItemRow.status, ReviewItemRow.captured_wall, ReviewItemRow.id)
 
 
 class RegionRow(Base):
@@ -103,3 +106,48 @@ class ReviewRow(Base):
     __table_args__ = (
         CheckConstraint("decision IN ('accept', 'reject', 'relabel')", name="ck_reviews_decision"),
     )
+
+
+class UserRow(Base):
+    """A person who may log in to the console. Disabled users keep their rows (audit and reviews name them)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300), doc="scrypt$n$r$p$salt$hash (see edge.station.users)")
+    role: Mapped[str] = mapped_column(String(16))
+    created_wall: Mapped[float] = mapped_column(Float)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        CheckConstraint("role IN ('reviewer', 'admin')", name="ck_users_role"),
+    )
+
+
+class LeaseRow(Base):
+    """Who is reviewing an item right now. One row per item at most (the primary key), so two reviewers can never
+    both hold it; a row whose ``expires_wall`` has passed is free for anyone to take over."""
+
+    __tablename__ = "leases"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True)
+    username: Mapped[str] = mapped_column(String(100))
+    claimed_wall: Mapped[float] = mapped_column(Float, doc="when this holder opened the item (time spent starts)")
+    expires_wall: Mapped[float] = mapped_column(Float, index=True)
+
+
+class AuditRow(Base):
+    """One change made through the console: who, when, what it looked like before and after, time on the item."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at_wall: Mapped[float] = mapped_column(Float, index=True)
+    username: Mapped[str] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(32), doc="login, login_failed, logout, lease, review, undo, ...")
+    item_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True,
+                                                doc="no foreign key: the log outlives what it describes")
+    before: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    seconds_spent: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -12,6 +12,7 @@ import os
 import shutil
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +24,12 @@ import zmq
 from edge.config import StationConfig
 from edge.station.server import run_station
 from edge.station.store import Store
+from edge.station.users import add_user
 from edge.transport.schema import Region, ReviewItem, encode_item
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+PASSWORD = "correct horse battery"
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
@@ -132,71 +136,129 @@ def _send(endpoint: str, items: list[tuple[ReviewItem, bytes]]) -> None:
         ctx.term()
 
 
-def test_review_two_items_with_the_keyboard(station):
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def accounts(station) -> dict[str, str]:
+    """ana and ben review, root is an admin; all with the same test password."""
+    _, _, cfg = station
+    store = Store(cfg.database_url, cfg.storage_dir)
+    try:
+        for name, role in (("ana", "reviewer"), ("ben", "reviewer"), ("root", "admin")):
+            add_user(store, name, PASSWORD, role)
+    finally:
+        store.close()
+    return {"ana": "reviewer", "ben": "reviewer", "root": "admin"}
+
+
+@pytest.fixture
+def browser():
     _need_chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _login(page, console: str, name: str) -> None:
+    """Log in with the keyboard only: the user field has focus, Tab to the password, Enter submits."""
+    from playwright.sync_api import expect
+
+    page.goto(console + "/")
+    page.wait_for_url("**/login?next=%2F")
+    expect(page.locator("#username")).to_be_focused()
+    page.keyboard.type(name)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(console + "/")
+    expect(page.locator(".who")).to_contain_text(name)
+
+
+def test_login_then_review_two_items_with_the_keyboard(station, accounts, browser):
+    from playwright.sync_api import expect
 
     console, ingest, cfg = station
     items = _items()
     _send(ingest, items)
     less, more = items[0][0], items[1][0]
-    OUT.mkdir(exist_ok=True)
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 860})
-            page.set_default_timeout(15_000)
-            page.goto(console + "/")
+    page = browser.new_page(viewport={"width": 1400, "height": 860})
+    page.set_default_timeout(15_000)
+    page.goto(console + "/login")
+    page.screenshot(path=str(OUT / "console-login.png"))
+    _login(page, console, "ana")
 
-            rows = page.locator("#queue tr.row")
-            expect(rows).to_have_count(2)
-            expect(rows.nth(0)).to_contain_text("scratch, upper-left")  # most uncertain first
-            expect(rows.nth(0)).to_contain_text("0.82")
-            expect(rows.nth(1)).to_contain_text("0.55")
-            expect(rows.nth(0)).to_have_class("row sel")
-            page.keyboard.press("j")
-            expect(rows.nth(1)).to_have_class("row sel")
-            page.keyboard.press("k")
-            expect(rows.nth(0)).to_have_class("row sel")
-            page.screenshot(path=str(OUT / "console-queue.png"))
+    rows = page.locator("#queue tr.row")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("scratch, upper-left")  # most uncertain first
+    expect(rows.nth(0)).to_contain_text("0.82")
+    expect(rows.nth(1)).to_contain_text("0.55")
+    expect(rows.nth(0)).to_have_class("row sel")
+    page.keyboard.press("j")
+    expect(rows.nth(1)).to_have_class("row sel")
+    page.keyboard.press("k")
+    expect(rows.nth(0)).to_have_class("row sel")
+    page.screenshot(path=str(OUT / "console-queue.png"))
 
-            page.keyboard.press("Enter")
-            page.wait_for_url("**/items/2")
-            page.wait_for_function("document.querySelector('.frame img').complete"
-                                   " && document.querySelector('.frame img').naturalWidth === 250")
-            boxes = page.locator("svg.overlay rect")
-            expect(boxes).to_have_count(2)
-            for i in range(2):
-                expect(boxes.nth(i)).to_be_visible()
-                box = boxes.nth(i).bounding_box()
-                assert box is not None and box["width"] > 20 and box["height"] > 20, box  # scaled up, not 0
-            expect(page.locator("svg.overlay text").nth(0)).to_have_text("1 scratch")
-            expect(page.locator("ol.regions")).to_contain_text("scratch, upper-left, 78×33 px (4.1 %)")
-            expect(page.locator("ol.regions")).to_contain_text("spot, lower-right, 22×22 px (0.8 %)")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/items/2")
+    page.wait_for_function("document.querySelector('.frame img').complete"
+                           " && document.querySelector('.frame img').naturalWidth === 250")
+    expect(page.locator("#lease")).to_contain_text("Yours until")
+    boxes = page.locator("svg.overlay rect")
+    expect(boxes).to_have_count(2)
+    for i in range(2):
+        expect(boxes.nth(i)).to_be_visible()
+        box = boxes.nth(i).bounding_box()
+        assert box is not None and box["width"] > 20 and box["height"] > 20, box  # scaled up, not 0
+    expect(page.locator("svg.overlay text").nth(0)).to_have_text("1 scratch")
+    expect(page.locator("ol.regions")).to_contain_text("scratch, upper-left, 78×33 px (4.1 %)")
+    expect(page.locator("ol.regions")).to_contain_text("spot, lower-right, 22×22 px (0.8 %)")
 
-            page.keyboard.press("?")
-            expect(page.locator("#help")).to_be_visible()
-            expect(page.locator("#help")).to_contain_text("relabel")
-            page.keyboard.press("?")
-            expect(page.locator("#help")).to_be_hidden()
+    page.keyboard.press("?")
+    expect(page.locator("#help")).to_be_visible()
+    expect(page.locator("#help")).to_contain_text("relabel")
+    expect(page.locator("#help")).to_contain_text("hide / show the region boxes")
+    page.screenshot(path=str(OUT / "console-help.png"))
+    page.keyboard.press("?")
+    expect(page.locator("#help")).to_be_hidden()
 
-            page.fill("#reviewer", "tester")
-            page.keyboard.press("Enter")  # leaves the field; keys act again
-            page.screenshot(path=str(OUT / "console-item.png"))
+    # zoom with the keys: the boxes grow with the image and stay on it; h hides and shows them; 0 fits again
+    before = boxes.nth(0).bounding_box()
+    page.keyboard.press("+")
+    page.keyboard.press("+")
+    expect(page.locator("#zoom-level")).to_have_text("156 %")
+    after = boxes.nth(0).bounding_box()
+    assert after["width"] == pytest.approx(before["width"] * 1.5625, rel=0.02), (before, after)
+    page.screenshot(path=str(OUT / "console-item-zoomed.png"))
+    page.keyboard.press("h")
+    expect(page.locator("svg.overlay")).to_be_hidden()
+    page.keyboard.press("h")
+    expect(page.locator("svg.overlay")).to_be_visible()
+    page.keyboard.press("0")
+    expect(page.locator("#zoom-level")).to_have_text("100 %")
+    page.screenshot(path=str(OUT / "console-item.png"))
 
-            page.keyboard.press("a")  # accept: the model's "scratch" is right
-            page.wait_for_url("**/items/1")
-            expect(page.locator(".chip.big")).to_have_text("spot")
-            expect(page.locator("#reviewer")).to_have_value("tester")  # remembered in localStorage
-            page.keyboard.press("l")
-            expect(page.locator("#relabel")).to_have_class("relabel active")
-            page.keyboard.press("2")  # classes in class_scores order: 1 good, 2 scratch, 3 spot
-            page.wait_for_url(console + "/")
-            expect(page.locator(".empty")).to_contain_text("Queue is empty")
-        finally:
-            browser.close()
+    page.keyboard.press("a")  # accept: the model's "scratch" is right
+    page.wait_for_url("**/items/1")
+    expect(page.locator(".chip.big")).to_have_text("spot")
+    page.keyboard.press("u")  # undo brings item 2 back, pending and leased to ana again
+    page.wait_for_url("**/items/2")
+    expect(page.locator("#lease")).to_contain_text("Yours until")
+    page.keyboard.press("a")
+    page.wait_for_url("**/items/1")
+    page.keyboard.press("l")
+    expect(page.locator("#relabel")).to_have_class("relabel active")
+    page.keyboard.press("2")  # classes in class_scores order: 1 good, 2 scratch, 3 spot
+    page.wait_for_url(console + "/")
+    expect(page.locator(".empty")).to_contain_text("Queue is empty")
 
     shutil.copyfile(OUT / "console-item.png", _docs_dir() / "console.png")
 
@@ -205,14 +267,77 @@ def test_review_two_items_with_the_keyboard(station):
         first, second = store.get_item(2), store.get_item(1)
         assert first is not None and second is not None
         assert first.frame_id == more.frame_id and second.frame_id == less.frame_id
-        assert [(r.decision, r.final_verdict, r.reviewer) for r in first.reviews] == [
-            ("accept", "scratch", "tester")]
+        assert [(r.decision, r.final_verdict, r.reviewer) for r in first.reviews] == [("accept", "scratch", "ana")]
         assert [(r.decision, r.final_verdict, r.defect_class) for r in second.reviews] == [
             ("relabel", "scratch", "scratch")]
         assert all(r.seconds_spent is not None and r.seconds_spent >= 0 for r in first.reviews + second.reviews)
         assert store.counts()["by_status"] == {"pending": 0, "reviewed": 2}
+        actions = [e.action for e in store.audit_log(item_id=2)]
+        assert actions.count("review") == 2 and "undo" in actions
     finally:
         store.close()
+
+
+def test_two_reviewers_get_different_items_and_csrf_is_enforced(station, accounts, browser):
+    from playwright.sync_api import expect
+
+    console, ingest, _ = station
+    _send(ingest, _items())
+    pages = {}
+    for name in ("ana", "ben"):
+        context = browser.new_context(viewport={"width": 1400, "height": 860})  # separate cookies
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        _login(page, console, name)
+        pages[name] = page
+    pages["ana"].keyboard.press("n")  # take the next free item
+    pages["ana"].wait_for_url("**/items/*")
+    pages["ben"].keyboard.press("n")
+    pages["ben"].wait_for_url("**/items/*")
+    got = {name: page.url.rsplit("/", 1)[1] for name, page in pages.items()}
+    assert sorted(got.values()) == ["1", "2"], got
+    # ben's queue no longer lists ana's item
+    pages["ben"].goto(console + "/")
+    expect(pages["ben"].locator("#queue tr.row")).to_have_count(1)
+    expect(pages["ben"].locator(f'tr[data-item-id="{got["ana"]}"]')).to_have_count(0)
+    pages["ben"].screenshot(path=str(OUT / "console-queue-ben.png"))
+
+    # a POST from the logged-in page without the CSRF token is refused; the same with it goes through
+    page = pages["ana"]
+    status = page.evaluate("""async (id) => (await fetch(`/api/items/${id}/lease`, {method: "POST"})).status""",
+                           got["ana"])
+    assert status == 403
+    status = page.evaluate("""async (id) => (await fetch(`/api/items/${id}/lease`, {method: "POST",
+        headers: {"X-CSRF-Token": document.querySelector('meta[name="csrf-token"]').content}})).status""",
+                           got["ana"])
+    assert status == 200
+    # ben trying ana's item: 409 with her name, shown in the page
+    pages["ben"].goto(console + f"/items/{got['ana']}")
+    expect(pages["ben"].locator("#conflict")).to_contain_text("being reviewed by ana")
+
+
+def test_admin_downloads_the_export(station, accounts, browser):
+    console, ingest, cfg = station
+    _send(ingest, _items())
+    store = Store(cfg.database_url, cfg.storage_dir)
+    try:
+        store.add_review(2, "accept", "ana")
+        store.add_review(1, "reject", "ana")
+    finally:
+        store.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 860})
+    page.set_default_timeout(15_000)
+    _login(page, console, "root")
+    page.goto(console + "/admin")
+    page.screenshot(path=str(OUT / "console-admin.png"))
+    for fmt, member in (("coco", "annotations.json"), ("jsonl", "items.jsonl")):
+        with page.expect_download() as info:
+            page.click(f"#export-{fmt}")
+        path = OUT / f"export-{fmt}.zip"
+        info.value.save_as(path)
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            assert member in names and sum(n.endswith(".jpg") for n in names) == 2, names
 
 
 def _docs_dir() -> Path:

@@ -1,10 +1,14 @@
-"""The console over a real store, through FastAPI's TestClient: pages, review posts, images, JSON API."""
+"""The console over a real store, through FastAPI's TestClient: pages, review posts, images, JSON API.
+
+Every client here is logged in as reviewer "ana" and sends her CSRF header (auth itself: test_station_auth.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from console_support import login, make_user
 from fastapi.testclient import TestClient
 
 from edge.station.console import create_app
@@ -14,7 +18,9 @@ from edge.station.store import Store
 @pytest.fixture
 def client(store: Store, storage_dir) -> Iterator[TestClient]:
     counters = {"received": 5, "stored": 3, "duplicates": 1, "malformed": 1, "errors": 0}
+    make_user(store, "ana")
     with TestClient(create_app(store, storage_dir, ingest_counters=lambda: counters)) as c:
+        login(c, "ana")
         yield c
 
 
@@ -67,10 +73,10 @@ def test_missing_item_page_is_404(client):
 
 
 def test_review_redirects_to_next_pending_then_to_queue(client, store, three):
-    r = client.post("/items/2/review", data={"decision": "accept", "reviewer": "ana", "seconds_spent": "3.5"},
+    r = client.post("/items/2/review", data={"decision": "accept", "reviewer": "mallory", "seconds_spent": "3.5"},
                     follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/items/3"
-    r = client.post("/items/3/review", json={"decision": "relabel", "defect_class": "spot", "reviewer": "ben"},
+    r = client.post("/items/3/review", json={"decision": "relabel", "defect_class": "spot"},
                     follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/items/1"
     r = client.post("/items/1/review", data={"decision": "reject", "defect_class": ""}, follow_redirects=False)
@@ -79,7 +85,8 @@ def test_review_redirects_to_next_pending_then_to_queue(client, store, three):
                  for i in (1, 2, 3)}
     assert decisions == {1: ("reject", "good"), 2: ("accept", "crack"), 3: ("relabel", "spot")}
     assert store.get_item(2).latest_review.seconds_spent == 3.5
-    assert store.get_item(1).latest_review.reviewer == "operator"
+    # the reviewer is the logged-in user, whatever the client claims
+    assert {store.get_item(i).latest_review.reviewer for i in (1, 2, 3)} == {"ana"}
 
 
 @pytest.mark.parametrize(("payload", "status", "message"), [

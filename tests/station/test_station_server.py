@@ -12,9 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from console_support import login_opener, make_user  # tests/station/console_support.py
 
 from edge.config import StationConfig
 from edge.station.server import StationError, run_station
+from edge.station.store import Store
 
 CHILD = """
 import json, sys
@@ -75,9 +77,14 @@ def test_stop_event_ends_run_station(tmp_path):
                 break
             thread.join(0.05)
         assert ready, "not ready"
-        with urllib.request.urlopen(ready[0] + "/api/stats", timeout=5) as r:
+        cfg = _cfg(tmp_path)
+        store = Store(cfg.database_url, cfg.storage_dir)  # the console needs a login (issue 8)
+        make_user(store, "ops")
+        store.close()
+        with login_opener(ready[0], "ops").open(ready[0] + "/api/stats", timeout=5) as r:
             assert json.load(r)["ingest"] == {"received": 0, "stored": 0, "duplicates": 0, "malformed": 0,
-                                              "errors": 0}
+                                              "errors": 0, "auth_rejected": 0,
+                                              "checkpoints": 0}
     finally:
         stop.set()
         thread.join(20)

@@ -1,23 +1,53 @@
 // lineside station console: keyboard-first review. No framework, no network beyond this server.
 (function () {
   "use strict";
-  const REVIEWER_KEY = "lineside.reviewer";
   const page = document.body.dataset.page;
   const help = document.getElementById("help");
-  const reviewer = document.getElementById("reviewer");
+  const flash = document.getElementById("flash");
+  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  const csrf = csrfMeta ? csrfMeta.content : "";
   const openedAt = performance.now();
 
-  reviewer.value = localStorage.getItem(REVIEWER_KEY) || "operator";
-  reviewer.addEventListener("input", () => localStorage.setItem(REVIEWER_KEY, reviewer.value.trim() || "operator"));
-  reviewer.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === "Escape") reviewer.blur(); });
-
-  function toggleHelp(show) { help.hidden = show === undefined ? !help.hidden : !show; }
+  function toggleHelp(show) { if (help) help.hidden = show === undefined ? !help.hidden : !show; }
   document.querySelectorAll("[data-help-toggle]").forEach((b) => b.addEventListener("click", () => toggleHelp()));
-  help.addEventListener("click", (e) => { if (e.target === help) toggleHelp(false); });
+  if (help) help.addEventListener("click", (e) => { if (e.target === help) toggleHelp(false); });
+
+  function showError(text) {
+    if (!flash) { alert(text); return; }
+    flash.textContent = text;
+    flash.hidden = false;
+  }
+
+  // State-changing calls go through fetch with the CSRF header; the server answers JSON with where to go next.
+  let busy = false;
+  async function post(url, fields) {
+    if (busy) return null;
+    busy = true;
+    try {
+      const res = await fetch(url, {
+        method: "POST", credentials: "same-origin",
+        headers: { "X-CSRF-Token": csrf, "Accept": "application/json",
+                   "Content-Type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams(fields || {}),
+      });
+      let data = null;
+      try { data = await res.json(); } catch (_) { /* not JSON */ }
+      if (res.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); return null; }
+      if (!res.ok) { showError((data && data.detail) || `${res.status} ${res.statusText}`); return null; }
+      if (data && data.next_url) location.href = data.next_url;
+      return data;
+    } catch (err) {
+      showError("The station did not answer: " + err);
+      return null;
+    } finally {
+      busy = false;
+    }
+  }
 
   function typing(e) {
     const t = e.target;
-    return t === reviewer || (t instanceof HTMLElement && (t.isContentEditable || t.tagName === "TEXTAREA"));
+    return t instanceof HTMLElement && (t.isContentEditable || t.tagName === "TEXTAREA" ||
+      (t.tagName === "INPUT" && t.type !== "hidden") || (t.tagName === "SELECT" && t.id !== "relabel-class"));
   }
 
   // ---- queue page ----
@@ -33,22 +63,22 @@
   if (page === "queue") select(0);
 
   // ---- item page ----
+  const itemEl = document.getElementById("item");
+  const itemId = itemEl ? itemEl.dataset.itemId : null;
   const form = document.getElementById("review-form");
   const relabel = document.getElementById("relabel");
   const relabelSelect = document.getElementById("relabel-class");
   let relabelMode = false;
-  let submitting = false;
 
   function submitReview(decision, defectClass) {
-    if (!form || submitting) return;
+    if (!form || form.classList.contains("locked")) return;
     const button = form.querySelector(`[data-decision="${decision}"]`);
     if (button && button.disabled) return;
-    submitting = true;
-    form.elements.decision.value = decision;
-    form.elements.defect_class.value = decision === "relabel" ? defectClass : "";
-    form.elements.reviewer.value = reviewer.value.trim() || "operator";
-    form.elements.seconds_spent.value = ((performance.now() - openedAt) / 1000).toFixed(1);
-    form.submit();
+    post(form.action, {
+      decision: decision,
+      defect_class: decision === "relabel" ? defectClass : "",
+      seconds_spent: ((performance.now() - openedAt) / 1000).toFixed(1),
+    });
   }
   function setRelabel(on) {
     relabelMode = on;
@@ -57,6 +87,7 @@
     if (on) relabelSelect.focus(); else relabelSelect.blur();
   }
   if (form) {
+    form.addEventListener("submit", (e) => e.preventDefault());
     form.querySelectorAll("button[data-decision]").forEach((b) => b.addEventListener("click", () => {
       const d = b.dataset.decision;
       if (d === "relabel") { if (relabelMode) submitReview("relabel", relabelSelect.value); else setRelabel(true); }
@@ -64,15 +95,95 @@
     }));
   }
 
+  // The lease lasts lease_minutes; renew it at half-time while the page stays open.
+  if (itemEl && itemEl.dataset.leased === "1") {
+    const every = Math.max(10, Number(itemEl.dataset.leaseMinutes) * 30) * 1000;
+    setInterval(async () => {
+      const res = await fetch(`/api/items/${itemId}/lease`, {
+        method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
+      });
+      if (!res.ok) {
+        let detail = `${res.status}`;
+        try { detail = (await res.json()).detail; } catch (_) { /* keep status */ }
+        showError("Lost the lease on this item: " + detail);
+        if (form) form.classList.add("locked");
+      }
+    }, every);
+  }
+
+  // Zoom and pan: the stage (image + boxes) is scaled and moved inside the clipping frame.
+  const viewport = document.getElementById("viewport");
+  const stage = document.getElementById("stage");
+  const zoomLabel = document.getElementById("zoom-level");
+  const view = { s: 1, x: 0, y: 0 };
+  function clampView() {
+    const w = viewport.clientWidth, h = viewport.clientHeight;
+    view.s = Math.max(1, Math.min(16, view.s));
+    view.x = Math.min(0, Math.max(w - w * view.s, view.x));
+    view.y = Math.min(0, Math.max(h - h * view.s, view.y));
+  }
+  function applyView() {
+    clampView();
+    stage.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.s})`;
+    if (zoomLabel) zoomLabel.textContent = `${Math.round(view.s * 100)} %`;
+  }
+  function zoomAt(factor, cx, cy) {
+    const s = Math.max(1, Math.min(16, view.s * factor));
+    view.x = cx - (cx - view.x) * (s / view.s);
+    view.y = cy - (cy - view.y) * (s / view.s);
+    view.s = s;
+    applyView();
+  }
+  if (viewport && stage) {
+    viewport.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      const r = viewport.getBoundingClientRect();
+      zoomAt(e.deltaY < 0 ? 1.25 : 0.8, e.clientX - r.left, e.clientY - r.top);
+    }, { passive: false });
+    let drag = null;
+    viewport.addEventListener("pointerdown", (e) => {
+      drag = { x: e.clientX - view.x, y: e.clientY - view.y };
+      viewport.setPointerCapture(e.pointerId);
+      viewport.classList.add("dragging");
+    });
+    viewport.addEventListener("pointermove", (e) => {
+      if (!drag) return;
+      view.x = e.clientX - drag.x; view.y = e.clientY - drag.y;
+      applyView();
+    });
+    const endDrag = () => { drag = null; viewport.classList.remove("dragging"); };
+    viewport.addEventListener("pointerup", endDrag);
+    viewport.addEventListener("pointercancel", endDrag);
+  }
+  function zoomKey(factor) {
+    if (!viewport) return;
+    if (factor === 0) { view.s = 1; view.x = 0; view.y = 0; applyView(); return; }
+    zoomAt(factor, viewport.clientWidth / 2, viewport.clientHeight / 2);
+  }
+  function toggleBoxes() {
+    const svg = document.querySelector("svg.overlay");
+    if (!svg) return;
+    svg.classList.toggle("hidden-boxes");
+    const state = document.getElementById("boxes-state");
+    if (state) state.textContent = svg.classList.contains("hidden-boxes") ? "off" : "on";
+  }
+
+  // Prefetch the next item's image so that it shows at once after this review.
+  const prefetch = document.querySelector('link[rel="prefetch"][as="image"]');
+  if (prefetch) { const img = new Image(); img.src = prefetch.href; }
+
   document.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || typing(e)) return;
+    if (page === "login") return;
     if (e.key === "?") { toggleHelp(); e.preventDefault(); return; }
-    if (e.key === "Escape") { toggleHelp(false); setRelabel(false); return; }
-    if (!help.hidden) return;
+    if (e.key === "Escape") { toggleHelp(false); setRelabel(false); if (flash) flash.hidden = true; return; }
+    if (help && !help.hidden) return;
+    if (e.key === "u" && !relabelMode) { post("/undo"); e.preventDefault(); return; }
     if (page === "queue") {
       if (e.key === "j" || e.key === "ArrowDown") { select(selected + 1); e.preventDefault(); }
       else if (e.key === "k" || e.key === "ArrowUp") { select(selected - 1); e.preventDefault(); }
       else if (e.key === "Enter" && rows.length) { location.href = rows[selected].dataset.href; }
+      else if (e.key === "n") { post("/next"); e.preventDefault(); }
       return;
     }
     if (page !== "item") return;
@@ -88,5 +199,10 @@
     else if (e.key === "r") submitReview("reject");
     else if (e.key === "l") { setRelabel(true); e.preventDefault(); }
     else if (e.key === "b") location.href = "/";
+    else if (e.key === "s") post("/next", { skip: itemId });
+    else if (e.key === "h") toggleBoxes();
+    else if (e.key === "+" || e.key === "=") zoomKey(1.25);
+    else if (e.key === "-") zoomKey(0.8);
+    else if (e.key === "0") zoomKey(0);
   }, true);  // capture: the relabel select must not see digits/Enter first
 })();

@@ -1,0 +1,53 @@
+"""The audit log: every change made through the console, written in the same transaction as the change.
+
+Same transaction, so that there is never a review without its audit row or an audit row for a review that
+was rolled back. Rows are append-only; nothing in the station updates or deletes them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from edge.station.tables import AuditRow
+
+ACTIONS = ("login", "login_failed", "logout", "lease", "review", "undo", "user_add", "user_disable")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at_wall: float
+    username: str
+    action: str
+    item_id: int | None
+    before: Any
+    after: Any
+    seconds_spent: float | None
+
+
+def record(session: Session, username: str, action: str, item_id: int | None = None, before: Any = None,
+           after: Any = None, seconds_spent: float | None = None, now: float | None = None) -> None:
+    """Add one audit row to ``session`` (committed, or rolled back, with the change it describes)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    session.add(AuditRow(at_wall=time.time() if now is None else now, username=username, action=action,
+                         item_id=item_id, before=before, after=after, seconds_spent=seconds_spent))
+
+
+def entry(row: AuditRow) -> AuditEntry:
+    return AuditEntry(id=row.id, at_wall=row.at_wall, username=row.username, action=row.action,
+                      item_id=row.item_id, before=row.before, after=row.after, seconds_spent=row.seconds_spent)
+
+
+def recent_query(limit: int = 100, item_id: int | None = None, username: str | None = None) -> Select[Any]:
+    query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+    if item_id is not None:
+        query = query.where(AuditRow.item_id == item_id)
+    if username is not None:
+        query = query.where(AuditRow.username == username)
+    return query

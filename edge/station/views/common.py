@@ -1,0 +1,104 @@
+"""What every route group shares: the Console context, template helpers, request parsing."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException, Request
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from edge.station.auth import SessionCodec, csrf_token
+from edge.station.store import Store
+
+HERE = Path(__file__).resolve().parent.parent
+GOOD_COLOR = "#3ddc84"
+# High contrast on the dark frame background; no greens, green means "good".
+PALETTE = ("#ff4d4f", "#ffb020", "#36cfc9", "#b37feb", "#ff85c0", "#40a9ff", "#ffd666", "#ff7a45", "#d3adf7")
+
+CountersFn = Callable[[], Mapping[str, int]]
+
+
+def class_color(name: str) -> str:
+    """A stable, high-contrast colour per class name (the same on every page and every item)."""
+    if name == "good":
+        return GOOD_COLOR
+    return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
+
+
+def humanize_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def clock(wall: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
+
+
+def _page_globals(request: Request) -> dict[str, Any]:
+    """Every page knows who is logged in and the CSRF token for its forms and fetches."""
+    state = request.scope.get("state", {})
+    return {"user": state.get("user"), "csrf_token": csrf_token(request) if "session" in state else ""}
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_page_globals])
+    templates.env.globals.update(class_color=class_color)
+    templates.env.filters.update(age=humanize_age, clock=clock)
+    return templates
+
+
+@dataclass
+class Console:
+    """The console's shared state, handed to each route group."""
+
+    store: Store
+    storage_dir: Path
+    templates: Jinja2Templates
+    codec: SessionCodec
+    lease_minutes: float
+    counters: Counter[str]  # csrf_rejected, unauthenticated, login_failed, lease_conflicts
+    ingest_counters: CountersFn | None = None
+
+    def render(self, request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+        return self.templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+def wants_json(request: Request) -> bool:
+    """The console's own fetch() calls ask for JSON; plain form posts and API redirects keep the 303."""
+    return "application/json" in request.headers.get("accept", "")
+
+
+async def payload(request: Request) -> dict[str, Any]:
+    """A JSON object or a urlencoded/multipart form, as a dict of strings (the CSRF field dropped)."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = await request.json()
+        except ValueError:
+            raise HTTPException(422, "body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise HTTPException(422, "body must be a JSON object")
+    else:
+        form = await request.form()
+        data = {key: value for key, value in form.items() if isinstance(value, str)}
+    data.pop("csrf_token", None)
+    return data

@@ -1,0 +1,244 @@
+"""Reviewing: the queue, one item, its image, the review / lease / undo actions and their JSON twins.
+
+The reviewer is always the logged-in user. Opening a pending item leases it to them (``lease_minutes``, renewed
+by the page while it stays open), so the queue and "next" of everyone else skip it; a review of an item
+someone else holds is refused with 409. Images are served by item id only, never by a path from the URL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from edge.station.auth import current_user
+from edge.station.imagefiles import ImagePathError
+from edge.station.queue import CursorError, QueueFilter, Sort, StatusFilter, parse_cursor
+from edge.station.store import ItemNotFound, ItemView, LeaseConflict, ReviewError
+from edge.station.tables import STATUS_PENDING
+from edge.station.views.common import Console, payload, validation_message, wants_json
+
+log = logging.getLogger(__name__)
+
+CHOICES_TTL_S = 60.0
+
+
+class ReviewIn(BaseModel):
+    """A review as posted by the console or an API client; the store checks decision and class."""
+
+    model_config = ConfigDict(extra="ignore")  # a client's "reviewer" is ignored: the session says who
+
+    decision: str
+    defect_class: str | None = None
+    seconds_spent: float | None = None
+
+    @field_validator("defect_class", "seconds_spent", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+def item_json(item: ItemView) -> dict[str, Any]:
+    data = dataclasses.asdict(item)
+    data["top_caption"] = item.top_caption
+    data["image_url"] = f"/images/{item.id}"
+    data["latest_review"] = dataclasses.asdict(item.latest_review) if item.latest_review else None
+    return data
+
+
+def _epoch(text: str | None, name: str) -> float | None:
+    """A time filter from ``<input type=datetime-local>`` (local time) or plain epoch seconds."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise HTTPException(422, f"{name}: not a time: {text!r} (use 2025-01-31T08:00 or epoch seconds)") from None
+
+
+def queue_filter(status: StatusFilter = "pending", line: str | None = None, verdict: str | None = None,
+                 reason: str | None = None, since: str | None = None, until: str | None = None,
+                 sort: Sort = "uncertainty") -> QueueFilter:
+    """FastAPI dependency: the queue filter from the query string (empty fields do not filter)."""
+    return QueueFilter(status=status, line=line or None, verdict=verdict or None, reason=reason or None,
+                       since=_epoch(since, "since"), until=_epoch(until, "until"), sort=sort)
+
+
+def _cursor(after: str | None) -> tuple[float, int] | None:
+    try:
+        return parse_cursor(after) if after else None
+    except CursorError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def router(console: Console) -> APIRouter:
+    store, api = console.store, APIRouter()
+    cached: dict[str, Any] = {"at": 0.0, "value": None}
+
+    def choices() -> dict[str, list[str]]:
+        """The filter drop-downs' values. They need scans of the whole table and change rarely (a new line or
+        class), so they are kept for a minute rather than recomputed on every page of a busy queue."""
+        if cached["value"] is None or time.monotonic() - cached["at"] > CHOICES_TTL_S:
+            cached["value"], cached["at"] = store.filter_choices(), time.monotonic()
+        return cached["value"]
+
+    def _item_or_404(item_id: int) -> ItemView:
+        item = store.get_item(item_id)
+        if item is None:
+            raise HTTPException(404, f"no review item {item_id}")
+        return item
+
+    @api.get("/")
+    def queue_page(request: Request, after: str | None = None, limit: int = Query(50, ge=1, le=500),
+                   status: StatusFilter = "pending", line: str | None = None, verdict: str | None = None,
+                   reason: str | None = None, since: str | None = None, until: str | None = None,
+                   sort: Sort = "uncertainty") -> Response:
+        user = current_user(request)
+        flt = queue_filter(status, line, verdict, reason, since, until, sort)
+        page = store.queue_page(flt, user.username, limit=limit, after=_cursor(after))
+        query = {k: v for k, v in request.query_params.items() if k != "after" and v}
+        # the chosen value stays in its drop-down even when the cached list does not know it yet
+        shown = {name: sorted(set(values) | ({chosen} if chosen else set()))
+                 for (name, values), chosen in zip(choices().items(), (flt.line, flt.verdict, flt.reason),
+                                                   strict=True)}
+        return console.render(request, "queue.html", {
+            "page": page, "items": page.items, "flt": flt, "query": query, "choices": shown,
+            "counts": store.status_counts(), "now": time.time(), "first_page": after is None,
+            "raw": {"since": since or "", "until": until or ""}})
+
+    @api.post("/next")
+    async def take_next(request: Request) -> Response:
+        """Lease the head of the queue and open it (the queue's ``n`` key; with ``skip``, the item's ``s`` key:
+        give that item back and take the next other one)."""
+        user = current_user(request)
+        raw_skip = (await payload(request)).get("skip")
+        skip = int(raw_skip) if isinstance(raw_skip, str | int) and str(raw_skip).isdigit() else None
+        if skip is not None:
+            await run_in_threadpool(store.release, skip, user.username)
+        item_id = await run_in_threadpool(store.claim_next, user.username, console.lease_minutes, None, skip)
+        target = "/" if item_id is None else f"/items/{item_id}"
+        return JSONResponse({"next_url": target}) if wants_json(request) else RedirectResponse(target, 303)
+
+    @api.get("/items/{item_id}")
+    def item_page(request: Request, item_id: int) -> Response:
+        user = current_user(request)
+        item = _item_or_404(item_id)
+        lease, conflict = None, None
+        if item.status == STATUS_PENDING:
+            try:
+                lease = store.claim(item_id, user.username, console.lease_minutes)
+            except LeaseConflict as exc:
+                console.counters["lease_conflicts"] += 1
+                conflict = str(exc)
+        peek = store.peek_next(user.username, exclude=item_id)
+        label_size = max(10.0, max(item.width, item.height) / 28)
+        return console.render(request, "item.html", {
+            "item": item, "counts": store.status_counts(), "now": time.time(), "label_size": label_size,
+            "lease": lease, "conflict": conflict, "next_id": peek, "lease_minutes": console.lease_minutes,
+            "scores": sorted(item.class_scores.items(), key=lambda kv: kv[1], reverse=True)})
+
+    @api.post("/items/{item_id}/review")
+    async def post_review(request: Request, item_id: int) -> Response:
+        user = current_user(request)
+        try:
+            review = ReviewIn.model_validate(await payload(request))
+        except ValidationError as exc:
+            raise HTTPException(422, validation_message(exc)) from None
+        try:
+            saved = await run_in_threadpool(store.add_review, item_id, review.decision, user.username,
+                                            review.defect_class, review.seconds_spent)
+        except ItemNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except ReviewError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except LeaseConflict as exc:
+            console.counters["lease_conflicts"] += 1
+            raise HTTPException(409, str(exc)) from None
+        next_id = await run_in_threadpool(store.claim_next, user.username, console.lease_minutes, None, item_id)
+        target = "/" if next_id is None else f"/items/{next_id}"
+        if wants_json(request):
+            return JSONResponse({"review": dataclasses.asdict(saved), "next_url": target})
+        return RedirectResponse(target, status_code=303)
+
+    @api.post("/items/{item_id}/lease")
+    @api.post("/api/items/{item_id}/lease")
+    async def renew_lease(request: Request, item_id: int) -> dict[str, Any]:
+        """Take or renew the lease (the item page calls this while it stays open)."""
+        user = current_user(request)
+        try:
+            lease = await run_in_threadpool(store.claim, item_id, user.username, console.lease_minutes)
+        except ItemNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except LeaseConflict as exc:
+            console.counters["lease_conflicts"] += 1
+            raise HTTPException(409, str(exc)) from None
+        return dataclasses.asdict(lease)
+
+    @api.post("/undo")
+    async def undo(request: Request) -> Response:
+        """Take back my latest review and reopen that item (the ``u`` key)."""
+        user = current_user(request)
+        try:
+            item_id = await run_in_threadpool(store.undo_last_review, user.username, console.lease_minutes)
+        except (LeaseConflict, ReviewError) as exc:
+            raise HTTPException(409, str(exc)) from None
+        if item_id is None:
+            raise HTTPException(409, f"{user.username} has no review to undo")
+        target = f"/items/{item_id}"
+        return JSONResponse({"next_url": target}) if wants_json(request) else RedirectResponse(target, 303)
+
+    @api.get("/images/{item_id}")
+    def image(item_id: int) -> Response:
+        try:
+            path = store.image_file(item_id)
+        except ImagePathError as exc:
+            log.error("console: %s", exc)
+            raise HTTPException(404, f"no image for item {item_id}") from None
+        if path is None:
+            raise HTTPException(404, f"no review item {item_id}")
+        if not path.is_file():
+            log.error("console: image file of item %d is missing: %s", item_id, path)
+            raise HTTPException(404, f"image file of item {item_id} is missing")
+        return FileResponse(path, media_type="image/jpeg",
+                            headers={"Cache-Control": "private, max-age=86400, immutable"})
+
+    @api.get("/api/items")
+    def api_items(request: Request, response: Response, status: Literal["pending", "reviewed", "all"] = "pending",
+                  line: str | None = None, verdict: str | None = None, reason: str | None = None,
+                  since: str | None = None, until: str | None = None, sort: Sort = "uncertainty",
+                  after: str | None = None, limit: int = Query(50, ge=1, le=500),
+                  offset: int = Query(0, ge=0)) -> list[dict[str, Any]]:
+        """Queue items as JSON; the next page's cursor comes in the ``X-Next-Cursor`` header (``after=``)."""
+        user = current_user(request)
+        flt = queue_filter(status, line, verdict, reason, since, until, sort)
+        page = store.queue_page(flt, user.username, limit=limit, after=_cursor(after), offset=offset)
+        if page.next_cursor is not None:
+            response.headers["X-Next-Cursor"] = page.next_cursor
+        return [item_json(item) for item in page.items]
+
+    @api.get("/api/items/{item_id}")
+    def api_item(request: Request, item_id: int) -> dict[str, Any]:
+        data = item_json(_item_or_404(item_id))
+        lease = store.lease_of(item_id)
+        data["lease"] = dataclasses.asdict(lease) if lease else None
+        return data
+
+    @api.get("/api/stats")
+    def api_stats() -> dict[str, Any]:
+        return {"counts": store.counts(),
+                "ingest": dict(console.ingest_counters()) if console.ingest_counters is not None else None,
+                "console": dict(console.counters),
+                "storage_dir": str(console.storage_dir)}
+
+    return api
