@@ -25,6 +25,7 @@ from edge.profile.profile import ProfileError, current_version, load_profile, lo
 log = logging.getLogger("edge.demo")
 PACK_DIR = Path(__file__).resolve().parent.parent / "models" / "starter"
 DEMO_GOOD_IMAGES = 50
+DEMO_DEFECT_IMAGES = 50
 
 
 def default_pack_dir() -> Path:
@@ -90,6 +91,20 @@ def demo_login(station_cfg: StationConfig, workdir: Path) -> tuple[str, str]:
         store.close()
 
 
+def demo_calibration_images(seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """What a line engineer would bring to set the demo line up: 50 good parts and a few known bad ones (25 local,
+    25 global defects), all from the textile train split — never from the test split the demo streams."""
+    rng = np.random.default_rng(seed)
+    train = textile_split("train")
+
+    def pick(label: str, n: int) -> list[Path]:
+        files = [p for p, lab in train if lab == label]
+        return [files[i] for i in rng.permutation(len(files))[:n]]
+
+    return pick("nominal", DEMO_GOOD_IMAGES), pick("local", DEMO_DEFECT_IMAGES // 2) + pick(
+        "global", DEMO_DEFECT_IMAGES // 2)
+
+
 def _profile_fits(profile_dir: Path, pack_version: str) -> bool:
     """A demo profile exists and was fit with this pack (a rebuilt pack needs a new calibration)."""
     if current_version(profile_dir) is None:
@@ -115,10 +130,10 @@ def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080,
     n_frames = lay_out_frames(workdir / "frames")
     pack = load_pack(line_cfg.model.pack)
     if not _profile_fits(line_cfg.profile, pack.version):
-        good = [p for p, label in textile_split("train") if label == "nominal"]
-        good = [good[i] for i in np.random.default_rng(0).permutation(len(good))[:DEMO_GOOD_IMAGES]]
-        print(f"calibrating the demo line profile from {len(good)} good textile images …", flush=True)
-        calibrate(pack, load_vocabulary(), good, line_cfg.id, line_cfg.profile,
+        good, defects = demo_calibration_images()
+        print(f"calibrating the demo line profile from {len(good)} good and {len(defects)} labelled defect "
+              "textile images …", flush=True)
+        calibrate(pack, load_vocabulary(), good, line_cfg.id, line_cfg.profile, defects=defects,
                   provider=line_cfg.model.provider, progress=progress or (lambda items, _label: items))
 
     user, password = demo_login(station_cfg, workdir)
