@@ -7,10 +7,18 @@ is the map's maximum.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
 import cv2
 import numpy as np
 
 from edge.vlm.runtime import ImageEmbedding
+
+try:  # optional: without it, BLAS keeps its own thread count (slower on small boxes, same results)
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # pragma: no cover - depends on the install
+    ThreadpoolController = None
 
 RawScores = dict[int, dict[str, np.ndarray]]  # stride -> {"few": [h, w], "zero": [h, w]}
 
@@ -18,18 +26,37 @@ RawScores = dict[int, dict[str, np.ndarray]]  # stride -> {"few": [h, w], "zero"
 def zero_shot_scores(patches: np.ndarray, class_embeddings: np.ndarray, logit_scale: float) -> np.ndarray:
     """1 − p(good) per patch; patches [h, w, D], class_embeddings [C, D] with 'good' first."""
     h, w, d = patches.shape
-    logits = logit_scale * (patches.reshape(-1, d) @ class_embeddings.T)
-    logits -= logits.max(axis=1, keepdims=True)
-    prob = np.exp(logits)
-    p_good = prob[:, 0] / prob.sum(axis=1)
-    return (1.0 - p_good).reshape(h, w)
+    with _one_blas_thread():  # see few_shot_scores
+        logits = patches.reshape(-1, d) @ class_embeddings.T
+    # only p(good) is needed: 1 / Σ_j exp(l_j − l_good). Never NaN (the good term is 1); a huge logit scale may
+    # overflow a term to inf, giving p(good) = 0, which is then the right limit.
+    logits -= logits[:, :1]
+    logits *= logit_scale
+    with np.errstate(over="ignore"):
+        p_good = 1.0 / np.exp(logits, out=logits).sum(axis=1)
+    return (1.0 - p_good).reshape(h, w).astype(np.float32, copy=False)
 
 
 def few_shot_scores(patches: np.ndarray, bank: np.ndarray) -> np.ndarray:
     """1 − cosine similarity to the nearest good-reference patch; bank [M, D] unit-norm."""
     h, w, d = patches.shape
-    nearest = (patches.reshape(-1, d) @ bank.T).max(axis=1)
+    # One BLAS thread: the ONNX Runtime pool spins on the other core between frames, and two spinning pools on
+    # two cores made both the encoder and this product 2-3x slower (BENCHMARKS.md, "BLAS threads").
+    with _one_blas_thread():
+        nearest = (patches.reshape(-1, d) @ bank.T).max(axis=1)
     return (1.0 - nearest).reshape(h, w)
+
+
+_blas: list[Any] = []
+
+
+def _one_blas_thread() -> AbstractContextManager[Any]:
+    """Limit BLAS to one thread for one product (speed only: results are the same)."""
+    if ThreadpoolController is None:
+        return nullcontext()
+    if not _blas:
+        _blas.append(ThreadpoolController())
+    return _blas[0].limit(limits=1, user_api="blas")
 
 
 def raw_scores(emb: ImageEmbedding, bank: dict[int, np.ndarray], class_embeddings: np.ndarray,
@@ -73,3 +100,11 @@ def combine(raw: RawScores, patch_stats: dict[int, dict[str, tuple[float, float]
 def smooth(anomaly_map: np.ndarray) -> np.ndarray:
     """3×3 mean, so that one noisy patch does not decide a frame; regions and frame score both use it."""
     return cv2.blur(anomaly_map, (3, 3), borderType=cv2.BORDER_REPLICATE)
+
+
+def global_zero_shot_score(global_embedding: np.ndarray, class_embeddings: np.ndarray, logit_scale: float) -> float:
+    """The whole frame's zero-shot defect score: log p(defect) − log p(good) of the global embedding g."""
+    logits = logit_scale * (class_embeddings @ global_embedding)
+    logits = logits - logits.max()
+    defect = float(np.log(np.exp(logits[1:]).sum()))
+    return defect - float(logits[0])

@@ -1,24 +1,29 @@
 """`lineside calibrate`: fit a line profile from good images (and, optionally, labelled defect images).
 
-The good images are split in two: two thirds feed the memory bank (greedy k-centre coreset per stride, as in
-PatchCore), one third is held out and scored against that bank to learn what "good" looks like in numbers: the
-mean and spread of every patch score (to put zero- and few-shot scores on one scale) and of the frame score, whose
-upper tail gives the threshold. With defect images the threshold is instead the one that best separates held-out
-good frames from the defects (balanced accuracy).
+The good images are split in two: two thirds (one third when labelled defects are given; at most MAX_BANK_IMAGES)
+feed the memory bank (greedy k-centre coreset per stride, as in PatchCore), the rest are held out and scored
+against that bank to learn what "good" looks like in numbers: the mean and spread of every patch score (to put
+zero- and few-shot scores on one scale), of the map's maximum and of the global zero-shot score (to fuse them into
+the frame score), and of the frame score, whose upper tail gives the threshold. With defect images the thresholds
+are instead the ones that best separate held-out good frames from the defects (balanced accuracy), and a classifier
+head (edge.grounding.head) is fit on held-out good vs defect frames; it decides the verdict where its out-of-fold
+balanced accuracy is at least the fused score's.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge.datasets import IMAGE_SUFFIXES
-from edge.grounding.anomaly import combine, raw_scores, smooth
+from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
+from edge.grounding.head import fit_head, frame_features
 from edge.profile.profile import LineProfile, ProfileError, Vocabulary, save_profile
 from edge.vlm.pack import ModelPack
 from edge.vlm.prompts import build_text_bank
@@ -26,6 +31,8 @@ from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder
 
 log = logging.getLogger(__name__)
 Progress = Callable[[Iterable[Path], str], Iterable[Path]]
+MAX_BANK_IMAGES = 40  # more good images than this go to the held-out statistics (and the head), not the bank
+DEFAULT_BANK_SIZE = {8: 2048, 16: 1024}
 
 
 def list_images(directory: Path) -> list[Path]:
@@ -63,9 +70,26 @@ def _identity(items: Iterable[Path], _label: str) -> Iterable[Path]:
     return items
 
 
+@dataclass
+class _Scored:
+    """What calibration keeps of one encoded image: its raw patch scores and a compact embedding (g and the mean
+    patch embedding per stride as 1×1 grids — all the classifier head's features need), not the full patch grids."""
+
+    raw: RawScores
+    compact: ImageEmbedding
+    global_score: float
+
+
+def _compact(emb: ImageEmbedding) -> ImageEmbedding:
+    return ImageEmbedding(emb.global_, {s: p.reshape(-1, p.shape[-1]).mean(axis=0)[None, None] for s, p in
+                                        emb.patches.items()})
+
+
 def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id: str, profile_dir: Path,
               defects: list[Path] | None = None, bank_size: dict[int, int] | None = None, sigmas: float = 3.0,
-              provider: str = "auto", progress: Progress = _identity, seed: int = 0) -> LineProfile:
+              provider: str = "auto", progress: Progress = _identity, seed: int = 0,
+              max_bank_images: int = MAX_BANK_IMAGES, global_weight: float = 1.0,
+              fit_classifier: bool = True, weights: dict[str, float] | None = None) -> LineProfile:
     """Fit and save a new profile version; returns it."""
     if len(good) < 3:
         raise ProfileError(f"calibration needs at least 3 good images, got {len(good)}")
@@ -73,63 +97,103 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
     encoder = ImageEncoder(pack, provider)
     text = build_text_bank(vocabulary, TextEncoder(pack, provider))
     scale = pack.logit_scale
-    bank_size = bank_size or {8: 2048, 16: 1024}
+    bank_size = bank_size or dict(DEFAULT_BANK_SIZE)
 
     order = np.random.default_rng(seed).permutation(len(good))
-    n_bank = max(1, round(len(good) * 2 / 3))
+    # with labelled defects the held-out good images also train the head: give them two thirds instead of one
+    bank_fraction = 1 / 3 if defects and fit_classifier else 2 / 3
+    n_bank = min(max(1, round(len(good) * bank_fraction)), max_bank_images)
     bank_files = [good[i] for i in order[:n_bank]]
     holdout_files = [good[i] for i in order[n_bank:]]
 
     unreadable: list[str] = []
 
-    def embed(files: list[Path], label: str) -> list[ImageEmbedding]:
-        out = []
+    def embed(files: list[Path], label: str) -> Iterator[ImageEmbedding]:
+        n = 0
         for path in progress(files, label):
             try:
-                out.append(encoder.encode(read_image(path)))
+                emb = encoder.encode(read_image(path))
             except ProfileError as exc:  # one bad file must not spoil a line setup: say so, count it, go on
                 log.error("%s (skipped)", exc)
                 unreadable.append(str(path))
-        if not out:
+                continue
+            n += 1
+            yield emb
+        if not n:
             raise ProfileError(f"calibration: none of the {len(files)} {label} images could be read")
-        return out
 
-    bank_embs = embed(bank_files, "memory bank")
+    bank_embs = list(embed(bank_files, "memory bank"))
     bank: dict[int, np.ndarray] = {}
     for stride in encoder.strides:
         feats = np.concatenate([e.patches[stride].reshape(-1, pack.embedding_dim) for e in bank_embs])
         bank[stride] = coreset(feats, bank_size.get(stride, 1024), seed)
+    del bank_embs
 
-    holdout = embed(holdout_files, "held-out good")
-    raws = [raw_scores(e, bank, text.class_embeddings, scale) for e in holdout]
+    def scored(files: list[Path], label: str) -> list[_Scored]:
+        return [_Scored(raw_scores(e, bank, text.class_embeddings, scale), _compact(e),
+                        global_zero_shot_score(e.global_, text.class_embeddings, scale)) for e in embed(files, label)]
+
+    holdout = scored(holdout_files, "held-out good")
+    raws = [h.raw for h in holdout]
     patch_stats = {
         stride: {mode: (float(np.mean([r[stride][mode] for r in raws])),
                         float(np.std([r[stride][mode] for r in raws])))
                  for mode in raws[0][stride]}
         for stride in raws[0]
     }
-    weights = {"few": 0.5, "zero": 0.5}
-    good_scores = np.array([float(smooth(combine(r, patch_stats, weights)).max()) for r in raws])
+    weights = dict(weights or {"few": 0.5, "zero": 0.5})
+    good_maps = [smooth(combine(r, patch_stats, weights)) for r in raws]
+    good_scores = np.array([float(m.max()) for m in good_maps])
+    good_global = np.array([h.global_score for h in holdout])
     spread = float(max(good_scores.std(), 0.25))
     threshold = float(good_scores.mean() + sigmas * spread)
+    profile = LineProfile(line_id=line_id, version="", pack_version=pack.version, vocabulary=vocabulary,
+                          bank=bank, patch_stats=patch_stats, anomaly_threshold=threshold, anomaly_scale=spread,
+                          weights=weights,
+                          frame_stats={"map": (float(good_scores.mean()), float(max(good_scores.std(), 1e-3))),
+                                       "global": (float(good_global.mean()), float(max(good_global.std(), 1e-3)))},
+                          frame_weights={"map": 1.0, "global": global_weight})
+    good_frame = np.array([profile.frame_score(m, g)[0] for m, g in zip(good_scores, good_global, strict=True)])
+    profile.frame_scale = float(max(good_frame.std(), 0.25))
+    profile.frame_threshold = float(good_frame.mean() + sigmas * profile.frame_scale)
     metrics: dict[str, object] = {"good_images": len(good), "bank_images": len(bank_files),
                                   "holdout_images": len(holdout_files),
                                   "holdout_good_score_mean": float(good_scores.mean()),
                                   "holdout_good_score_max": float(good_scores.max()),
                                   "unreadable_images": unreadable}
     if defects:
-        defect_scores = np.array([
-            float(smooth(combine(raw_scores(e, bank, text.class_embeddings, scale), patch_stats, weights)).max())
-            for e in embed(defects, "defects")])
-        candidates = np.unique(np.concatenate([good_scores, defect_scores]))
-        balanced = [((good_scores <= t).mean() + (defect_scores > t).mean()) / 2 for t in candidates]
-        threshold = float(candidates[int(np.argmax(balanced))])
-        metrics.update(defect_images=len(defects), holdout_balanced_accuracy=float(max(balanced)))
+        bad = scored(defects, "defects")
+        bad_maps = [smooth(combine(b.raw, patch_stats, weights)) for b in bad]
+        defect_scores = np.array([float(m.max()) for m in bad_maps])
+        profile.anomaly_threshold, _ = _balanced_threshold(good_scores, defect_scores)
+        bad_frame = np.array([profile.frame_score(s, b.global_score)[0]
+                              for s, b in zip(defect_scores, bad, strict=True)])
+        profile.frame_threshold, balanced = _balanced_threshold(good_frame, bad_frame)
+        metrics.update(defect_images=len(defects), holdout_balanced_accuracy=balanced)
+        if fit_classifier and len(holdout) >= 2 and len(bad) >= 2:
+            head_rows = [frame_features(h.compact, m, h.global_score) for h, m in zip(holdout, good_maps, strict=True)]
+            head_rows.extend(frame_features(b.compact, m, b.global_score) for b, m in zip(bad, bad_maps, strict=True))
+            labels = np.r_[np.zeros(len(holdout)), np.ones(len(bad))]
+            profile.head = fit_head(np.stack(head_rows), labels, seed=seed)
+            # keep the head only where it beats the fused score on these frames (its out-of-fold balanced accuracy
+            # against the fused score's in-sample one, which flatters the fused score)
+            profile.use_head = profile.head.cv_accuracy >= balanced
+            metrics.update(head_cv_accuracy=profile.head.cv_accuracy, head_l2=profile.head.l2,
+                           head_in_use=profile.use_head)
     metrics["seconds"] = round(time.monotonic() - started, 1)
-    profile = LineProfile(line_id=line_id, version="", pack_version=pack.version, vocabulary=vocabulary,
-                          bank=bank, patch_stats=patch_stats, anomaly_threshold=threshold, anomaly_scale=spread,
-                          weights=weights, metrics=metrics)
+    profile.metrics = metrics
     save_profile(profile, profile_dir)
     log.info("line %s: profile %s saved in %s (%.1f s)", line_id, profile.version, profile_dir,
              metrics["seconds"])
     return profile
+
+
+def _balanced_threshold(good: np.ndarray, bad: np.ndarray) -> tuple[float, float]:
+    """The threshold (score > t = defect) with the best balanced accuracy, and that accuracy."""
+    candidates = np.unique(np.concatenate([good, bad]))
+    good_sorted, bad_sorted = np.sort(good), np.sort(bad)
+    tnr = np.searchsorted(good_sorted, candidates, side="right") / good.size
+    tpr = 1.0 - np.searchsorted(bad_sorted, candidates, side="right") / bad.size
+    balanced = (tnr + tpr) / 2
+    best = int(np.argmax(balanced))
+    return float(candidates[best]), float(balanced[best])

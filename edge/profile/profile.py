@@ -3,6 +3,13 @@
     <profile dir>/CURRENT          name of the version in use (replaced atomically)
     <profile dir>/v0001/profile.json   vocabulary, thresholds, good-score statistics, provenance
     <profile dir>/v0001/bank.npz       good-reference memory bank, one float16 array per patch stride
+    <profile dir>/v0001/head.npz       classifier head (only when calibrated with labelled defects)
+
+The frame verdict: with a head in use, p(defect) from the head against its threshold; without one, the frame score — the
+weighted mean of the anomaly map's maximum and the global zero-shot score, each in held-out good-frame standard
+deviations (`frame_stats`, `frame_weights`) — against `frame_threshold`. Profiles written before these fields
+existed carry none of them and decide on the map's maximum against `anomaly_threshold`, as they were fit.
+`anomaly_threshold` is always the *map* threshold that cuts regions.
 
 A profile is fit with one model pack (its embeddings live in that pack's space); loading it with another pack is
 refused with a message that says to calibrate again.
@@ -20,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from edge.grounding.head import LinearHead
 
 DEFAULT_VOCAB = Path(__file__).with_name("default_vocab.yaml")
 GOOD = "good"
@@ -87,6 +96,25 @@ class LineProfile:
     weights: dict[str, float] = field(default_factory=lambda: {"few": 0.5, "zero": 0.5})
     metrics: dict[str, Any] = field(default_factory=dict)
     created_wall: float = field(default_factory=time.time)
+    frame_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # "map"/"global" -> good mean, std
+    frame_weights: dict[str, float] = field(default_factory=dict)
+    frame_threshold: float | None = None
+    frame_scale: float | None = None
+    head: LinearHead | None = None
+    use_head: bool = True  # False: the head is kept for the record, the fused frame score decides
+
+    def frame_score(self, map_max: float, global_score: float) -> tuple[float, float, float]:
+        """(score, threshold, scale) of the frame without the head."""
+        if not self.frame_stats or self.frame_threshold is None:
+            return map_max, self.anomaly_threshold, self.anomaly_scale
+        parts = {"map": map_max, "global": global_score}
+        total = weight_sum = 0.0
+        for name, weight in self.frame_weights.items():
+            if weight > 0 and name in self.frame_stats:
+                mean, std = self.frame_stats[name]
+                total += weight * (parts[name] - mean) / max(std, 1e-6)
+                weight_sum += weight
+        return total / max(weight_sum, 1e-9), self.frame_threshold, self.frame_scale or 1.0
 
     def describe(self) -> str:
         return f"{self.line_id}@{self.version}"
@@ -99,6 +127,11 @@ class LineProfile:
             "anomaly_threshold": self.anomaly_threshold, "anomaly_scale": self.anomaly_scale,
             "weights": self.weights, "metrics": self.metrics,
             "bank_sizes": {str(s): int(b.shape[0]) for s, b in self.bank.items()},
+            "frame_stats": {k: list(v) for k, v in self.frame_stats.items()}, "frame_weights": self.frame_weights,
+            "frame_threshold": self.frame_threshold, "frame_scale": self.frame_scale,
+            "head": None if self.head is None else {"file": "head.npz", "threshold": self.head.threshold,
+                                                    "l2": self.head.l2, "cv_accuracy": self.head.cv_accuracy,
+                                                    "in_use": self.use_head},
         }
 
 
@@ -117,6 +150,8 @@ def save_profile(profile: LineProfile, directory: Path) -> str:
     (staging / "profile.json").write_text(json.dumps(profile.to_json(), indent=2))
     arrays: dict[str, Any] = {f"s{s}": b.astype(np.float16) for s, b in profile.bank.items()}
     np.savez(staging / "bank.npz", **arrays)
+    if profile.head is not None:
+        profile.head.save(staging / "head.npz")
     os.replace(staging, directory / profile.version)
     tmp = directory / ".CURRENT.tmp"
     tmp.write_text(profile.version + "\n")
@@ -142,6 +177,7 @@ def load_profile(directory: Path, pack_version: str | None = None) -> LineProfil
         data = json.loads((vdir / "profile.json").read_text())
         with np.load(vdir / "bank.npz") as npz:
             bank = {int(k[1:]): npz[k].astype(np.float32) for k in npz.files}
+        head = LinearHead.load(vdir / "head.npz") if data.get("head") else None
     except (OSError, ValueError, KeyError) as exc:
         raise ProfileError(f"line profile {vdir}: unreadable: {exc}") from None
     if pack_version is not None and data["pack_version"] != pack_version:
@@ -156,4 +192,9 @@ def load_profile(directory: Path, pack_version: str | None = None) -> LineProfil
         anomaly_threshold=float(data["anomaly_threshold"]), anomaly_scale=float(data["anomaly_scale"]),
         weights=dict(data.get("weights", {"few": 0.5, "zero": 0.5})), metrics=dict(data.get("metrics", {})),
         created_wall=float(data.get("created_wall", 0.0)),
+        frame_stats={k: (float(v[0]), float(v[1])) for k, v in (data.get("frame_stats") or {}).items()},
+        frame_weights={k: float(v) for k, v in (data.get("frame_weights") or {}).items()},
+        frame_threshold=None if data.get("frame_threshold") is None else float(data["frame_threshold"]),
+        frame_scale=None if data.get("frame_scale") is None else float(data["frame_scale"]),
+        head=head, use_head=bool((data.get("head") or {}).get("in_use", True)),
     )

@@ -60,3 +60,36 @@ def test_coreset_keeps_outliers_and_has_the_asked_size() -> None:
     picked = coreset(feats, 20)
     assert picked.shape == (20, 8)
     assert any(np.allclose(row, 10.0) for row in picked)
+
+
+def test_a_profile_written_before_the_frame_score_and_head_still_loads(tmp_path: Path) -> None:
+    import json
+
+    save_profile(_profile(), tmp_path)
+    path = tmp_path / "v0001" / "profile.json"
+    data = json.loads(path.read_text())
+    for key in ("frame_stats", "frame_weights", "frame_threshold", "frame_scale", "head"):
+        data.pop(key)
+    path.write_text(json.dumps(data))
+    old = load_profile(tmp_path)
+    assert old.head is None and old.frame_threshold is None
+    # it decides on the map's maximum against the threshold it was fit with
+    assert old.frame_score(2.5, 99.0) == (2.5, 2.0, 0.5)
+
+
+def test_frame_score_fuses_map_and_global_in_good_standard_deviations(tmp_path: Path) -> None:
+    from edge.grounding.head import fit_head
+
+    profile = _profile()
+    profile.frame_stats = {"map": (1.0, 0.5), "global": (-2.0, 1.0)}
+    profile.frame_weights = {"map": 1.0, "global": 1.0}
+    profile.frame_threshold, profile.frame_scale = 3.0, 0.7
+    assert profile.frame_score(2.0, 0.0) == (2.0, 3.0, 0.7)  # ((2-1)/0.5 + (0+2)/1) / 2
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 6))
+    profile.head = fit_head(x, (x[:, 0] > 0).astype(float))
+    save_profile(profile, tmp_path)
+    loaded = load_profile(tmp_path)
+    assert loaded.frame_stats == profile.frame_stats and loaded.frame_threshold == 3.0
+    assert loaded.head is not None
+    np.testing.assert_allclose(loaded.head.predict(x), profile.head.predict(x), rtol=1e-6)

@@ -1,0 +1,59 @@
+"""Evaluation metrics in plain numpy (the runtime carries no scikit-learn): ROC/AUROC, boxes and IoU."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rate, true-positive rate) at every distinct score, from (0, 0) to (1, 1)."""
+    labels = np.asarray(labels, bool).ravel()
+    scores = np.asarray(scores, np.float64).ravel()
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], y.size - 1]
+    tps = np.cumsum(y)[last_of_tie]
+    fps = (last_of_tie + 1) - tps
+    pos, neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    return np.r_[0.0, fps / neg], np.r_[0.0, tps / pos]
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve = P(score of a positive > score of a negative), ties counted half (Mann–Whitney)."""
+    labels = np.asarray(labels, bool).ravel()
+    scores = np.asarray(scores, np.float64).ravel()
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(scores.size, np.float64)
+    # average ranks over ties
+    starts = np.r_[0, np.nonzero(np.diff(sorted_scores))[0] + 1]
+    ends = np.r_[starts[1:], scores.size]
+    avg = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(avg, ends - starts)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    return float((truth == predicted).mean()) if truth.size else float("nan")
+
+
+Box = tuple[int, int, int, int]  # x, y, w, h
+
+
+def iou(a: Box, b: Box) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def mask_box(mask: np.ndarray) -> Box:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
