@@ -1,0 +1,105 @@
+"""Before/after ratios of the issue-10 speed changes, each measured in one run (variants alternate in rounds):
+
+    .venv/bin/python -m edge.bench.compare blas   [--seconds 24]   # few-/zero-shot products on 1 BLAS thread vs default
+    .venv/bin/python -m edge.bench.compare ingest [--seconds 16]   # one commit per item vs group commit
+    .venv/bin/python -m edge.bench.compare grids                   # patch grids to [h, w, D]: NumPy vs OpenCV
+
+Prints one JSON object: the rate of each variant and after/before. On a shared machine only the ratio means much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from edge.grounding import anomaly
+
+
+def compare_blas(seconds: float, rounds: int = 3) -> dict[str, Any]:
+    """pipeline fps with `few_shot_scores` limited to one BLAS thread (after) vs BLAS's own thread count (before)."""
+    from edge.bench.inference import bench_line, decode
+    from edge.daemon import Daemon, load_inspector
+    from edge.demo import default_pack_dir
+
+    controller = anomaly.ThreadpoolController
+    if controller is None:
+        raise SystemExit("threadpoolctl is not installed: nothing to compare")
+    fps: dict[str, list[float]] = {"before": [], "after": []}
+    with bench_line(default_pack_dir(), "cpu", 20, 40) as line:
+        from edge.bench.inference import _pipeline_loop
+
+        daemon = Daemon(line.cfg, load_inspector(line.cfg))
+        for data in line.frames[:3]:
+            daemon.inspector.inspect(decode(data))
+        per = seconds / (2 * rounds)
+        try:
+            for _ in range(rounds):
+                for variant in ("before", "after"):
+                    anomaly.ThreadpoolController = None if variant == "before" else controller
+                    anomaly._blas.clear()  # noqa: SLF001
+                    n, s = _pipeline_loop(daemon, line.frames, per)
+                    fps[variant].append(n / s)
+        finally:
+            anomaly.ThreadpoolController = controller
+    before, after = sum(fps["before"]) / rounds, sum(fps["after"]) / rounds
+    return {"change": "few- and zero-shot products on one BLAS thread", "pipeline_fps_before": round(before, 2),
+            "pipeline_fps_after": round(after, 2), "after_over_before": round(after / before, 2)}
+
+
+def compare_ingest(seconds: float, rounds: int = 2) -> dict[str, Any]:
+    from edge.bench.station import bench_ingest
+
+    fps: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for variant, batch in (("before", 1), ("after", 64)):
+            fps[variant].append(bench_ingest(seconds / (2 * rounds), batch_items=batch)["ingest_fps"])
+    before, after = sum(fps["before"]) / rounds, sum(fps["after"]) / rounds
+    return {"change": "group commit (≤ 64 waiting items per transaction, parallel image fsyncs)",
+            "ingest_fps_before": round(before, 1), "ingest_fps_after": round(after, 1),
+            "after_over_before": round(after / before, 2),
+            "note": "before = batch_items=1 on today's store (image fsyncs run serially for a single item)"}
+
+
+def compare_grids(repeat: int = 300, rounds: int = 3) -> dict[str, Any]:
+    """ms to bring the starter pack's stride-8 grid [256, 32, 32] to contiguous [32, 32, 256], both ways."""
+    import time
+
+    import numpy as np
+
+    from edge.vlm.runtime import _channels_last
+
+    grid = np.random.default_rng(0).standard_normal((256, 32, 32)).astype(np.float32)
+    variants = {"before": lambda: np.ascontiguousarray(grid.transpose(1, 2, 0)), "after": lambda: _channels_last(grid)}
+    ms: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            started = time.perf_counter()
+            for _ in range(repeat):
+                fn()
+            ms[name].append(1000 * (time.perf_counter() - started) / repeat)
+    before, after = sum(ms["before"]) / rounds, sum(ms["after"]) / rounds
+    return {"change": "patch grid [D,h,w] -> [h,w,D] with cv2.transpose", "ms_before": round(before, 3),
+            "ms_after": round(after, 3), "before_over_after": round(before / after, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("change", choices=("blas", "ingest", "grids"))
+    ap.add_argument("--seconds", type=float, default=24.0)
+    args = ap.parse_args()
+    runs = {"blas": lambda: compare_blas(args.seconds), "ingest": lambda: compare_ingest(args.seconds),
+            "grids": compare_grids}
+    result = runs[args.change]()
+    result["command"] = " ".join(["python -m edge.bench.compare", *sys.argv[1:]])
+    from edge.bench.machine import machine
+
+    result["machine"] = machine("cpu")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
+
+

@@ -1,0 +1,310 @@
+"""Inference benchmarks: the bare encoder, the whole per-frame pipeline, and paced-input latency.
+
+All three run on real textile images (``edge.datasets``) with the starter pack on the CPU provider unless told
+otherwise, and a line profile calibrated on the fly from textile *train* good images (never the test frames).
+The pipeline and the bare encoder are measured in the same run, alternating in rounds, so that their ratio holds
+on a shared machine whose absolute speed drifts.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.capture.frame import Frame
+from edge.config import LineConfig, ModelConfig, RoutingConfig, SourceConfig, TransportConfig
+from edge.datasets import textile_split
+from edge.profile.calibrate import calibrate
+from edge.profile.profile import load_vocabulary
+from edge.vlm.pack import load_pack
+from edge.vlm.runtime import ImageEncoder
+
+log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+@dataclass
+class BenchLine:
+    """A calibrated bench line: its config (temp outbox, profile) and the inspector the daemon would load."""
+
+    cfg: LineConfig
+    frames: list[bytes]  # JPEG bytes of textile test frames, decoded inside the timed loop
+
+
+def test_frames(n: int) -> list[bytes]:
+    """JPEG bytes of `n` textile test frames (mixed labels, fixed order)."""
+    files = [p for p, _ in textile_split("test")]
+    order = np.random.default_rng(0).permutation(len(files))[:n]
+    return [files[i].read_bytes() for i in order]
+
+
+@contextmanager
+def bench_line(pack_dir: Path, provider: str, good_images: int, frames: int, say: Say = _quiet,
+               review_threshold: float | None = None, station: str = "tcp://127.0.0.1:9") -> Iterator[BenchLine]:
+    """A temp directory with a profile calibrated from `good_images` textile train good images."""
+    with tempfile.TemporaryDirectory(prefix="lineside-bench-") as tmp:
+        root = Path(tmp)
+        pack = load_pack(pack_dir)
+        good = [p for p, label in textile_split("train") if label == "nominal"][:good_images]
+        say(f"calibrating a bench profile from {len(good)} textile train good images …")
+        calibrate(pack, load_vocabulary(), good, "bench", root / "profile", provider=provider)
+        routing = RoutingConfig() if review_threshold is None else RoutingConfig(review_threshold=review_threshold)
+        cfg = LineConfig(id="bench", source=SourceConfig(kind="folder", path=root / "frames"),
+                         model=ModelConfig(pack=pack_dir, provider=provider),
+                         profile=root / "profile", routing=routing,
+                         transport=TransportConfig(station=station, outbox_dir=root / "outbox"))
+        yield BenchLine(cfg, test_frames(frames))
+
+
+def decode(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("undecodable bench frame")
+    return image
+
+
+def bare_encoder_loop(encoder: ImageEncoder, batch: np.ndarray, seconds: float) -> tuple[int, float]:
+    """(frames, seconds) of back-to-back `session.run` on one preprocessed input: nothing but the model."""
+    names = encoder._names  # noqa: SLF001 - the bench measures the very session the daemon runs
+    feed = {encoder._input: batch}  # noqa: SLF001
+    encoder.session.run(names, feed)  # warm-up
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        encoder.session.run(names, feed)
+        n += 1
+    return n, time.perf_counter() - started
+
+
+def bench_encoder(pack_dir: Path, provider: str = "cpu", seconds: float = 10.0, say: Say = _quiet) -> dict[str, Any]:
+    pack = load_pack(pack_dir)
+    encoder = ImageEncoder(pack, provider)
+    batch = encoder.preprocess(decode(test_frames(1)[0]))[None]
+    say(f"encoder: bare ONNX Runtime session for {seconds:g} s …")
+    n, elapsed = bare_encoder_loop(encoder, batch, seconds)
+    return {"encoder_fps": round(n / elapsed, 2), "encoder_ms": round(1000 * elapsed / n, 2),
+            "provider": encoder.session.get_providers()[0]}
+
+
+def _stage_times(daemon: Any, images: list[np.ndarray], repeat: int) -> dict[str, float]:
+    """Median ms of each stage of one frame, measured apart (the pipeline loop measures them together)."""
+    from edge.grounding.anomaly import combine, raw_scores, smooth
+
+    insp = daemon.inspector
+    prof, text = insp.profile, insp.text_bank
+    out: dict[str, list[float]] = {k: [] for k in ("preprocess", "encode", "ground", "inspect_total")}
+    for i in range(repeat):
+        bgr = images[i % len(images)]
+        t0 = time.perf_counter()
+        x = insp.image_encoder.preprocess(bgr)[None]
+        t1 = time.perf_counter()
+        emb = insp.image_encoder.encode_batch(x)[0]
+        t2 = time.perf_counter()
+        smooth(combine(raw_scores(emb, prof.bank, text.class_embeddings, insp.pack.logit_scale),
+                       prof.patch_stats, prof.weights))
+        t3 = time.perf_counter()
+        insp.inspect(bgr)
+        t4 = time.perf_counter()
+        for key, value in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            value_ms = value * 1000
+            out[key].append(value_ms)
+    return {f"stage_{k}_ms": round(statistics.median(v), 2) for k, v in out.items()}
+
+
+def bench_pipeline(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0, good_images: int = 30,
+                   frames: int = 60, rounds: int = 3, say: Say = _quiet) -> dict[str, Any]:
+    """decode → encode → ground → caption → score → route → outbox write, through `Daemon.handle`.
+
+    JPEG decode runs on a producer thread (as the capture thread does in the daemon); each consumer-side frame
+    goes through the daemon's own `handle`: inspect, route with the line's default threshold, JPEG-encode and
+    durably put routed frames into the outbox. The bare encoder runs in the same process, alternating rounds.
+    """
+    from edge.daemon import Daemon, load_inspector
+
+    with bench_line(pack_dir, provider, good_images, frames, say) as line:
+        daemon = Daemon(line.cfg, load_inspector(line.cfg))
+        encoder = daemon.inspector.image_encoder
+        images = [decode(b) for b in line.frames]
+        batch = encoder.preprocess(images[0])[None]
+        for image in images[:3]:
+            daemon.handle(_frame(image, 0))  # warm-up
+        enc_n = pipe_n = 0
+        enc_s = pipe_s = 0.0
+        per_round = seconds / (2 * rounds)
+        for r in range(rounds):
+            say(f"pipeline: round {r + 1}/{rounds}: bare encoder {per_round:.1f} s, pipeline {per_round:.1f} s")
+            n, s = bare_encoder_loop(encoder, batch, per_round)
+            enc_n, enc_s = enc_n + n, enc_s + s
+            n, s = _pipeline_loop(daemon, line.frames, per_round)
+            pipe_n, pipe_s = pipe_n + n, pipe_s + s
+        stages = _stage_times(daemon, images, min(30, max(5, len(images))))
+        counters = dict(daemon.counters)
+        daemon.outbox.flush()
+        _close(daemon)
+        encoder_fps, pipeline_fps = enc_n / enc_s, pipe_n / pipe_s
+        return {"encoder_fps": round(encoder_fps, 2), "pipeline_fps": round(pipeline_fps, 2),
+                "pipeline_over_encoder": round(pipeline_fps / encoder_fps, 3),
+                "pipeline_frames": pipe_n, "pipeline_routed": counters["routed"],
+                "pipeline_errors": counters["errors"] + counters["outbox_errors"], **stages}
+
+
+def _close(daemon: Any) -> None:
+    """End the daemon's inference worker thread, where this daemon has one."""
+    worker = getattr(daemon, "worker", None)
+    if worker is not None and hasattr(worker, "close"):
+        worker.close()
+
+
+def _frame(image: np.ndarray, seq: int, wall: float | None = None) -> Frame:
+    return Frame("bench", seq, time.monotonic(), time.time() if wall is None else wall, image, f"bench frame {seq}")
+
+
+def _pipeline_loop(daemon: Any, jpegs: list[bytes], seconds: float) -> tuple[int, float]:
+    """Frames handled in `seconds` with a decode thread feeding a 4-deep queue, as the capture thread would."""
+    frames: queue.Queue[Frame | None] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def produce() -> None:
+        seq = 0
+        while not stop.is_set():
+            image = decode(jpegs[seq % len(jpegs)])
+            while not stop.is_set():
+                try:
+                    frames.put(_frame(image, seq), timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            seq += 1
+
+    producer = threading.Thread(target=produce, name="bench-decode", daemon=True)
+    producer.start()
+    n, started = 0, time.perf_counter()
+    try:
+        while time.perf_counter() - started < seconds:
+            daemon.handle(frames.get())
+            n += 1
+        return n, time.perf_counter() - started
+    finally:
+        stop.set()
+        producer.join(timeout=2)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, np.float64), q)) if values else 0.0
+
+
+def bench_latency(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0, fps: float = 15.0,
+                  good_images: int = 30, frames: int = 60, say: Say = _quiet) -> dict[str, Any]:
+    """Frames paced at `fps` → decision latency (capture timestamp to decision) and station-commit latency.
+
+    A paced producer thread stamps each frame at its due time and decodes it (the capture thread's job); the
+    daemon's `handle` decides it; every frame is routed (review threshold 0, the transport's worst case) through
+    the durable outbox and the sender to a real station (IngestServer + Store on a temp SQLite file) in this
+    process, whose commit time per item gives the commit latency. Backlog: frames waiting at worst, and when the
+    last frame arrived (`backlog_end`; > 0 means the input rate is above what the pipeline sustains).
+    """
+    from edge.daemon import Daemon, load_inspector
+    from edge.station.ingest import IngestServer
+    from edge.station.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="lineside-bench-station-") as station_dir:
+        store = Store(f"sqlite:///{station_dir}/station.db", Path(station_dir) / "images")
+        sink = _TimedSink(store)
+        server = IngestServer(sink, "tcp://127.0.0.1:0", poll_ms=20)
+        server.start()
+        try:
+            with bench_line(pack_dir, provider, good_images, frames, say, review_threshold=0.0,
+                            station=server.endpoint) as line:
+                daemon = Daemon(line.cfg, load_inspector(line.cfg))
+                for data in line.frames[:3]:  # warm-up, not timed, not sent
+                    daemon.inspector.inspect(decode(data))
+                daemon.sender.start()
+                say(f"latency: {fps:g} fps input for {seconds:g} s, every frame routed to a real station …")
+                decision_ms, backlog = _paced_loop(daemon, line.frames, fps, seconds)
+                daemon.sender.drain(10.0)
+                daemon.sender.stop()
+                daemon.sender.join(timeout=5)
+                _close(daemon)
+        finally:
+            server.stop()
+            store.close()
+    commit_ms = sink.latencies_ms
+    p50, p99 = percentile(decision_ms, 50), percentile(decision_ms, 99)
+    return {"latency_fps": fps, "latency_frames": len(decision_ms), "latency_p50_ms": round(p50, 1),
+            "latency_p99_ms": round(p99, 1), "latency_p99_over_p50": round(p99 / max(p50, 1e-9), 2),
+            "commit_p50_ms": round(percentile(commit_ms, 50), 1),
+            "commit_p99_ms": round(percentile(commit_ms, 99), 1), "commit_items": len(commit_ms),
+            "backlog_max": backlog[0], "backlog_end": backlog[1]}
+
+
+class _TimedSink:
+    """The store, plus the time from capture to commit of each new item (for the latency bench)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.latencies_ms: list[float] = []
+
+    def add_item(self, item: Any, jpeg: bytes) -> bool:
+        new = bool(self.store.add_item(item, jpeg))
+        if new:
+            self.latencies_ms.append((time.time() - item.captured_wall) * 1000)
+        return new
+
+    def add_items(self, batch: list[tuple[Any, bytes]]) -> list[bool]:
+        results: list[bool] = self.store.add_items(batch)
+        now = time.time()
+        self.latencies_ms.extend((now - item.captured_wall) * 1000 for (item, _), new in zip(batch, results,
+                                                                                             strict=True) if new)
+        return results
+
+
+def _paced_loop(daemon: Any, jpegs: list[bytes], fps: float, seconds: float) -> tuple[list[float], tuple[int, int]]:
+    frames: queue.Queue[Frame] = queue.Queue()
+    stop = threading.Event()
+    period = 1.0 / fps
+    total = int(seconds * fps)
+    at_last_frame: list[int] = []  # frames still waiting when the camera delivered its last one
+
+    def produce() -> None:
+        start_wall, start_mono = time.time(), time.monotonic()
+        for seq in range(total):
+            due = start_mono + seq * period
+            delay = due - time.monotonic()
+            if delay > 0 and stop.wait(delay):
+                return
+            stamped = start_wall + seq * period  # the capture timestamp: when the camera delivered it
+            frames.put(Frame("bench", seq, due, stamped, decode(jpegs[seq % len(jpegs)]), f"bench frame {seq}"))
+        at_last_frame.append(frames.qsize())
+
+    producer = threading.Thread(target=produce, name="bench-camera", daemon=True)
+    producer.start()
+    latencies: list[float] = []
+    backlog_max = 0
+    try:
+        while len(latencies) < total:
+            try:
+                frame = frames.get(timeout=5)
+            except queue.Empty:
+                break
+            backlog_max = max(backlog_max, frames.qsize())
+            daemon.handle(frame)
+            latencies.append((time.time() - frame.wall_ts) * 1000)
+        return latencies, (backlog_max, at_last_frame[0] if at_last_frame else frames.qsize())
+    finally:
+        stop.set()
+        producer.join(timeout=2)

@@ -1,0 +1,56 @@
+"""Run benchmark parts and gather one JSON-ready result: the parts' keys, `machine` and `rss_mb`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.bench.machine import machine, rss_mb
+
+PARTS = ("encoder", "pipeline", "latency", "ingest", "console")
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    pack: Path
+    provider: str = "cpu"
+    seconds: float = 10.0  # per part (pipeline and latency: split over their rounds)
+    fps: float = 15.0  # latency input rate
+    good_images: int = 30  # calibration of the bench profile
+    frames: int = 60  # distinct test frames cycled through
+    senders: int = 4  # ingest DEALER sockets
+    console_items: int = 100_000
+
+
+def run_parts(parts: list[str], opts: BenchOptions, say: Callable[[str], None]) -> dict[str, Any]:
+    from edge.bench import inference, station
+
+    wanted = list(PARTS) if "all" in parts else parts
+    unknown = [p for p in wanted if p not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown bench part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)} or all")
+    result: dict[str, Any] = {"parts": wanted, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                              "seconds_per_part": opts.seconds}
+    daemon_rss: float | None = None
+    for part in wanted:
+        started = time.monotonic()
+        if part == "encoder":
+            result.update(inference.bench_encoder(opts.pack, opts.provider, opts.seconds, say))
+        elif part == "pipeline":
+            result.update(inference.bench_pipeline(opts.pack, opts.provider, opts.seconds, opts.good_images,
+                                                   opts.frames, say=say))
+            daemon_rss = rss_mb()  # the daemon's share: models, profile, outbox; before any station part runs
+        elif part == "latency":
+            result.update(inference.bench_latency(opts.pack, opts.provider, opts.seconds, opts.fps,
+                                                  opts.good_images, opts.frames, say))
+        elif part == "ingest":
+            result.update(station.bench_ingest(opts.seconds, opts.senders, say=say))
+        elif part == "console":
+            result.update(station.bench_console(opts.console_items, say=say))
+        say(f"{part}: done in {time.monotonic() - started:.1f} s")
+    result["rss_mb"] = daemon_rss if daemon_rss is not None else rss_mb()
+    result["machine"] = machine(opts.provider)
+    return result
