@@ -1,4 +1,4 @@
-"""`lineside` command line: run, station, calibrate, demo."""
+"""`lineside` command line: run, station, calibrate, eval, demo."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import typer
 
 from edge.config import ConfigError, load_config
 from edge.datasets import DatasetMissing
+from edge.ops.logs import LogFormat, setup_logging
 from edge.profile.profile import ProfileError
 from edge.transport.keys import KeyFileError
 from edge.transport.outbox import OutboxError
@@ -30,9 +31,19 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="config.yaml 
 _USER_ERRORS = (ConfigError, PackError, ProfileError, DatasetMissing, OutboxError, KeyFileError)
 
 
+_LOG_FORMAT: dict[str, LogFormat] = {"format": "text"}
+
+
+@app.callback()
+def _options(log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", envvar="LINESIDE_LOG_FORMAT",
+        help="text, or json: one JSON object per line (errors carry camera, frame_id, stage)")] = "text") -> None:
+    """Visual inspection at the line."""
+    _LOG_FORMAT["format"] = log_format
+
+
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(verbose, _LOG_FORMAT["format"])
 
 
 def _fail(exc: Exception) -> None:
@@ -64,9 +75,15 @@ def run(config: ConfigOption = Path("config.yaml"), seconds: Annotated[float | N
         daemon = Daemon(cfg.line)
     except _USER_ERRORS as exc:
         _fail(exc)
+    daemon.config_path = config  # SIGHUP re-reads it
     daemon.install_signal_handlers()
-    status = daemon.run(seconds=seconds)
+    try:
+        status = daemon.run(seconds=seconds)
+    except OSError as exc:  # e.g. the health port or the decisions endpoint is taken
+        _fail(exc)
     typer.echo(json.dumps(status))
+    if daemon.exit_code:
+        raise typer.Exit(daemon.exit_code)
 
 
 @app.command()
@@ -112,6 +129,69 @@ def calibrate(
                f"(threshold {profile.anomaly_threshold:.3f}, {profile.metrics['seconds']} s)")
 
 
+@app.command("eval")
+def eval_(
+    out: Annotated[Path, typer.Option(help="report directory (report.json, report.md, PNG plots, eval profiles)")],
+    dataset: Annotated[str, typer.Option(help="textile | elpv | synthetic-loc | all")] = "all",
+    quick: Annotated[bool, typer.Option(help="a small seeded subset of every set (CI, < 60 s)")] = False,
+    seed: Annotated[int, typer.Option(help="seed of the splits, shots and synthetic defects")] = 0,
+    pack: Annotated[Path | None, typer.Option(help="model pack directory (default: the starter pack)")] = None,
+    verbose: bool = False,
+) -> None:
+    """Evaluate the models on fixed seeded splits of the textile, ELPV and synthetic-localisation sets."""
+    _setup_logging(verbose)
+    from edge.demo import default_pack_dir
+    from edge.eval.run import DATASETS, progress_lines, run_eval
+    from edge.vlm.pack import load_pack
+
+    datasets = list(DATASETS) if dataset == "all" else [dataset]
+    if any(d not in DATASETS for d in datasets):
+        _fail(ValueError(f"unknown dataset {dataset!r} (textile, elpv, synthetic-loc or all)"))
+    try:
+        report = run_eval(load_pack(pack or default_pack_dir()), datasets, out, quick=quick, seed=seed,
+                          progress=progress_lines)
+    except _USER_ERRORS as exc:
+        _fail(exc)
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"report written to {out} ({report['seconds']} s)")
+
+
+@app.command()
+def bench(
+    part: Annotated[str, typer.Argument(help="encoder, pipeline, latency, ingest, console or all")] = "all",
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object (progress stays on stderr)")] = False,
+    seconds: Annotated[float, typer.Option(help="time per part")] = 10.0,
+    fps: Annotated[float, typer.Option(help="latency: input frame rate")] = 15.0,
+    good_images: Annotated[int, typer.Option(help="textile train good images to calibrate the bench profile")] = 30,
+    frames: Annotated[int, typer.Option(help="distinct textile test frames cycled through")] = 60,
+    senders: Annotated[int, typer.Option(help="ingest: DEALER senders")] = 4,
+    console_items: Annotated[int, typer.Option(help="console: items in the queue")] = 100_000,
+    pack: Annotated[Path | None, typer.Option(help="model pack directory (default: the starter pack)")] = None,
+    provider: Annotated[str, typer.Option(help="ONNX Runtime provider: cpu, cuda, tensorrt, auto")] = "cpu",
+    verbose: bool = False,
+) -> None:
+    """Measure each stage on this machine (issue 10); ratios within one run are what compare across machines."""
+    _setup_logging(verbose)
+    from edge.bench.run import BenchOptions, run_parts
+    from edge.demo import default_pack_dir
+
+    opts = BenchOptions(pack=pack or default_pack_dir(), provider=provider, seconds=seconds, fps=fps,
+                        good_images=good_images, frames=frames, senders=senders, console_items=console_items)
+
+    def say(message: str) -> None:
+        typer.echo(f"  {message}", err=True)
+
+    try:
+        result = {"command": " ".join(["lineside", *sys.argv[1:]]), **run_parts([part], opts, say)}
+    except (*_USER_ERRORS, ValueError, RuntimeError) as exc:
+        _fail(exc)
+    if json_out:
+        typer.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            typer.echo(f"{key:28s} {value}")
+
+
 @app.command()
 def demo(
     seconds: Annotated[float | None, typer.Option(help="stop by itself after this many seconds")] = None,
@@ -133,6 +213,34 @@ def demo(
         f"demo: {summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} fps), "
         f"routed to review {summary['routed']}, auto-decided {summary['auto']}, "
         f"in the station {summary['station_items']}")
+
+
+@app.command()
+def soak(
+    minutes: Annotated[float, typer.Option(help="how long to run (the issue's goal: 30)")] = 30.0,
+    workdir: Annotated[Path, typer.Option(help="frames, profile, outbox, database and logs of the soak")] = Path(
+        "var/soak"),
+    fps: Annotated[float, typer.Option(help="pace of the looping textile source")] = 15.0,
+    interval: Annotated[float, typer.Option(help="seconds between samples")] = 10.0,
+    profile: Annotated[Path | None, typer.Option(
+        help="line profile directory to use (default: calibrate one in the workdir on first run)")] = None,
+    verbose: bool = False,
+) -> None:
+    """Station + daemon on a looping textile source: RSS, FDs, threads and latency over time, then a verdict."""
+    _setup_logging(verbose)
+    from edge.ops.soak import SoakError, describe_verdict, run_soak
+
+    typer.echo(f"soak: {minutes:g} min at {fps:g} fps, a sample every {interval:g} s (workdir {workdir})")
+    try:
+        result = run_soak(workdir, minutes, fps=fps, interval_s=interval, profile=profile, echo=typer.echo)
+    except (*_USER_ERRORS, SoakError) as exc:
+        _fail(exc)
+    typer.echo(describe_verdict(result.verdict))
+    (workdir / "soak-result.json").write_text(json.dumps(
+        {"minutes": minutes, "fps": fps, "warmup_s": result.warmup_s, "verdict": result.verdict,
+         "samples": [vars(s) for s in result.samples]}, indent=1))
+    if not result.passed:
+        raise typer.Exit(1)
 
 
 @app.command()

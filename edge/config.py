@@ -92,6 +92,22 @@ class TransportConfig(StrictModel):
         return self
 
 
+class OpsConfig(StrictModel):
+    """Operations of the daemon: health/metrics endpoint, internal watchdog, decisions feed, logs."""
+
+    health_host: str = Field("127.0.0.1", description="/healthz /readyz /metrics bind host; loopback unless widened")
+    health_port: int | None = Field(None, ge=0, le=65535,
+                                    description="health + Prometheus metrics HTTP port; None = off, 0 = any free")
+    inference_stuck_s: float = Field(30.0, gt=0, description="one frame's inference longer than this is stuck")
+    worker_restarts_max: int = Field(3, ge=0, description="stuck-worker restarts allowed within the window; "
+                                     "one more and the daemon exits non-zero for systemd to restart it")
+    worker_restart_window_s: float = Field(600.0, gt=0)
+    worker_backoff_initial_s: float = Field(1.0, ge=0, description="wait before a restart; doubles each time")
+    capture_stall_s: float = Field(30.0, gt=0, description="a connected live source silent this long is reopened")
+    decisions_pub: str | None = Field(None, description="ZeroMQ PUB endpoint for decisions as JSON, e.g. "
+                                      "ipc:///run/lineside/decisions or tcp://127.0.0.1:5572; None = off")
+
+
 class LineConfig(StrictModel):
     id: str = Field("line-1", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     source: SourceConfig
@@ -101,6 +117,7 @@ class LineConfig(StrictModel):
     transport: TransportConfig = TransportConfig()
     status_file: Path | None = Field(None, description="daemon writes its status JSON here every few seconds")
     decision_log: Path | None = Field(None, description="JSON line per decision (auto or routed), appended")
+    ops: OpsConfig = OpsConfig()
 
 
 class StationConfig(StrictModel):
@@ -117,6 +134,8 @@ class StationConfig(StrictModel):
                                  description="opening an item claims it for this long (renewed while open)")
     curve_secret_key: Path | None = Field(None, description="the station's CURVE secret file (NAME.key_secret)")
     allowed_keys_dir: Path | None = Field(None, description="folder of allowed edge CURVE public files (*.key)")
+    metrics_host: str = Field("127.0.0.1", description="Prometheus /metrics bind host; loopback unless widened")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="station /metrics port; None = off")
     wal_checkpoint_idle_s: float = Field(
         1.0, ge=0, description="SQLite: truncate the WAL after ingest has been quiet this long; 0 = off")
 

@@ -13,17 +13,27 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import zmq
 
 from edge.capture.frame import Frame
-from edge.capture.thread import CaptureThread
-from edge.config import LineConfig
-from edge.grounding.anomaly import combine, raw_scores, smooth
+from edge.capture.thread import COUNTER_NAMES, CaptureThread
+from edge.config import ConfigError, LineConfig, load_config
+from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
+from edge.grounding.head import frame_features
 from edge.grounding.regions import FoundRegion, classify_embedding, find_regions
+from edge.ops.decisions import DecisionPublisher
+from edge.ops.health import HealthServer
+from edge.ops.logs import frame_context
+from edge.ops.metrics import DaemonMetrics
+from edge.ops.notify import SystemdNotifier
+from edge.ops.watchdog import InferenceStuck, InferenceWorker, WorkerGaveUp
 from edge.profile.profile import LineProfile, load_profile
 from edge.transport.outbox import Outbox, OutboxError
 from edge.transport.schema import Region, ReviewItem, ReviewReason
@@ -31,14 +41,16 @@ from edge.transport.sender import OutboxSender
 from edge.uncertainty.score import Uncertainty, baseline_uncertainty, frame_class_scores, route
 from edge.vlm.pack import ModelPack, load_pack
 from edge.vlm.prompts import TextBank, build_text_bank
-from edge.vlm.runtime import ImageEncoder, TextEncoder
+from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder
 
 log = logging.getLogger("edge.daemon")
 
 
 @dataclass(frozen=True)
 class Inspection:
-    """What the models say about one frame."""
+    """What the models say about one frame. `anomaly_score` / `anomaly_threshold` are the score the verdict was
+    taken on: the head's logit p(defect) when the profile has a classifier head, else the fused frame score (or,
+    for profiles without frame statistics, the anomaly map's maximum); `anomaly_map` is the map regions come from."""
 
     verdict: str
     class_scores: dict[str, float]
@@ -47,6 +59,7 @@ class Inspection:
     regions: list[FoundRegion]
     uncertainty: Uncertainty
     anomaly_map: np.ndarray = field(repr=False)
+    raw_scores: RawScores | None = field(default=None, repr=False)  # per-stride zero-/few-shot patch scores
 
 
 class Inspector:
@@ -64,25 +77,47 @@ class Inspector:
         return self.pack.version, self.profile.describe()
 
     def inspect(self, bgr: np.ndarray) -> Inspection:
-        profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
         height, width = bgr.shape[:2]
         # encode: global embedding g and patch grids in the joint image–text space
-        emb = self.image_encoder.encode(bgr)
-        # ground: zero-shot ⊕ few-shot anomaly map, frame score = its (smoothed) maximum
-        anomaly_map = smooth(combine(raw_scores(emb, profile.bank, text.class_embeddings, scale),
-                                     profile.patch_stats, profile.weights))
-        anomaly_score = float(anomaly_map.max())
-        threshold = profile.anomaly_threshold
-        # caption: regions above threshold, each with class, place, size and best description
+        return self.inspect_embedding(self.image_encoder.encode(bgr), width, height)
+
+    def inspect_embedding(self, emb: ImageEmbedding, width: int, height: int) -> Inspection:
+        """The rest of the frame's way once it is encoded (the evaluation calls this to encode a frame once)."""
+        profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
+        # ground: zero-shot ⊕ few-shot anomaly map, and the whole frame's zero-shot score from g
+        raw = raw_scores(emb, profile.bank, text.class_embeddings, scale)
+        anomaly_map = smooth(combine(raw, profile.patch_stats, profile.weights))
+        map_max = float(anomaly_map.max())
+        global_score = global_zero_shot_score(emb.global_, text.class_embeddings, scale)
+        # decide good / defect: the line's classifier head if it has one, else the fused frame score
+        if profile.head is not None and profile.use_head:
+            p_defect = float(profile.head.predict(frame_features(emb, anomaly_map, global_score))[0])
+            score, threshold, spread = _logit(p_defect), _logit(profile.head.threshold), 1.0
+        else:
+            score, threshold, spread = profile.frame_score(map_max, global_score)
+        is_defect = score > threshold
+        # caption: regions above the map threshold, each with class, place, size and best description; a defect
+        # frame with no region that hot gets its hottest area
         finest = min(emb.patches)
-        regions = find_regions(anomaly_map, threshold, emb.patches[finest], width, height, text, scale)
+        regions: list[FoundRegion] = []
+        if is_defect:
+            regions = find_regions(anomaly_map, profile.anomaly_threshold, emb.patches[finest], width, height,
+                                   text, scale)
+            if not regions:
+                hottest = map_max - 0.25 * (map_max - float(anomaly_map.mean()))
+                regions = find_regions(anomaly_map, hottest, emb.patches[finest], width, height, text, scale)[:1]
         # verdict: good or the defect class (from the strongest region, else from the whole frame)
         defect_probs = regions[0].class_probs if regions else classify_embedding(emb.global_, text, scale)
-        class_scores = frame_class_scores(anomaly_score, threshold, profile.anomaly_scale, defect_probs)
-        verdict = "good" if anomaly_score <= threshold else max(defect_probs, key=defect_probs.__getitem__)
+        class_scores = frame_class_scores(score, threshold, spread, defect_probs)
+        verdict = max(defect_probs, key=defect_probs.__getitem__) if is_defect else "good"
         # score: how likely this decision is wrong
-        uncertainty = baseline_uncertainty(class_scores, anomaly_score, threshold, profile.anomaly_scale)
-        return Inspection(verdict, class_scores, anomaly_score, threshold, regions, uncertainty, anomaly_map)
+        uncertainty = baseline_uncertainty(class_scores, score, threshold, spread)
+        return Inspection(verdict, class_scores, score, threshold, regions, uncertainty, anomaly_map, raw)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
 
 
 def load_inspector(cfg: LineConfig) -> Inspector:
@@ -110,40 +145,118 @@ def _safe_id(text: str) -> str:
 
 
 class Daemon:
-    """One line: a capture thread feeding the inspector; unsure frames into the outbox, sure ones decided."""
+    """One line: a capture thread feeding the inspector; unsure frames into the outbox, sure ones decided.
+
+    Operations (edge/ops): the inspector runs in an ``InferenceWorker`` that the internal watchdog replaces when a
+    frame's inference is stuck; a connected source silent for ``ops.capture_stall_s`` is reopened; systemd hears
+    READY=1 once the source is connected or a frame is decided, WATCHDOG=1 while the main loop turns (frames
+    progress, or the source is legitimately idle, reconnecting or ended) and STOPPING=1 at SIGTERM; SIGHUP
+    reloads the config's routing, the model pack and the line profile's CURRENT version between frames (a version
+    that does not load is refused and the old one keeps running); /healthz, /readyz and /metrics are served when
+    ``ops.health_port`` is set, and every decision is published on ``ops.decisions_pub`` when set.
+    """
 
     def __init__(self, cfg: LineConfig, inspector: Inspector | None = None) -> None:
         self.cfg = cfg
         self.inspector = inspector or load_inspector(cfg)
         self.outbox = Outbox.from_config(cfg.transport)
         self.sender = OutboxSender(self.outbox, cfg.transport)
-        # files wait for us, a camera does not: replay every file, but keep only the newest frame of a live source
-        self.capture = CaptureThread(cfg.source, deliver_all=cfg.source.kind in ("folder", "video"))
+        self.capture = self._new_capture()
+        self._capture_base: dict[str, int] = {}  # counters of capture threads replaced after a stall
         self.boot_id = format(int(time.time() * 1000), "x")
         self.stop_event = threading.Event()
-        self.counters: dict[str, int] = {"frames": 0, "routed": 0, "auto": 0, "errors": 0, "outbox_errors": 0}
+        self.reload_event = threading.Event()
+        self.config_path: Path | None = None  # set by `lineside run`: SIGHUP re-reads it
+        self.exit_code = 0
+        self.counters: dict[str, int] = {
+            "frames": 0, "routed": 0, "auto": 0, "errors": 0, "outbox_errors": 0, "inference_stuck": 0,
+            "worker_restarts": 0, "capture_stalls": 0, "reloads": 0, "reload_failures": 0, "published": 0,
+            "publish_errors": 0}
         self.by_verdict: dict[str, int] = {}
+        self.by_route: dict[tuple[str, str], int] = {}
         self.started_mono = time.monotonic()
+        self.loop_mono = self.started_mono  # the main loop's last turn (/healthz)
+        self._quiet_since = self.started_mono  # last frame, or when the source last became connected
+        self._last_ping = 0.0
+        self._stopping = False
+        ops = cfg.ops
+        self.notifier = SystemdNotifier()
+        self.worker: InferenceWorker[Inspection] = InferenceWorker(
+            self._inspect, stuck_s=ops.inference_stuck_s, max_restarts=ops.worker_restarts_max,
+            window_s=ops.worker_restart_window_s, backoff_initial_s=ops.worker_backoff_initial_s,
+            factory=self._fresh_inspector if inspector is None else None, name=f"inference-{cfg.id}")
+        self.metrics = DaemonMetrics(self)
+        self.health: HealthServer | None = None
+        self.publisher: DecisionPublisher | None = None
         self._decision_log = open(cfg.decision_log, "a", buffering=1) if cfg.decision_log else None  # noqa: SIM115
+
+    # ---- parts ---------------------------------------------------------------------------------------------
+    def _new_capture(self) -> CaptureThread:
+        # files wait for us, a camera does not: replay every file, but keep only the newest frame of a live source
+        return CaptureThread(self.cfg.source, deliver_all=self.cfg.source.kind in ("folder", "video"))
+
+    def _inspect(self, image: np.ndarray) -> Inspection:
+        return self.inspector.inspect(image)
+
+    def _fresh_inspector(self) -> Callable[[np.ndarray], Inspection]:
+        """For the watchdog: a new inspector (new ONNX sessions) after a stuck one; the old one on failure."""
+        try:
+            self.inspector = load_inspector(self.cfg)
+        except Exception as exc:
+            log.error("line %s: cannot load a fresh inspector after a stuck one (%s); reusing the old", self.cfg.id,
+                      exc, extra=frame_context(self.cfg.id, self.cfg.source.id, None, "inspect"))
+        return self._inspect
 
     def frame_id(self, frame: Frame) -> str:
         return f"{self.cfg.id}:{_safe_id(frame.source_id)}:{self.boot_id}:{frame.seq}"
 
+    def capture_counters(self) -> dict[str, Any]:
+        now = self.capture.counters
+        return {k: int(v or 0) + self._capture_base.get(k, 0) if k in COUNTER_NAMES else v for k, v in now.items()}
+
+    def capture_queue_depth(self) -> int:
+        return int(getattr(self.capture, "_slot", None) is not None)  # 0/1: the capture thread's one-frame slot
+
+    # ---- one frame -----------------------------------------------------------------------------------------
     def handle(self, frame: Frame) -> None:
         frame_id = self.frame_id(frame)
+        ctx = frame_context(self.cfg.id, frame.source_id, frame_id, "inspect")
+        stage = self.metrics.stage_seconds
+        started = time.monotonic()
         try:
-            result = self.inspector.inspect(frame.image)
+            result = self.worker.inspect(frame.image, self.stop_event)
+        except InferenceStuck as exc:
+            self.counters["inference_stuck"] += 1
+            self.counters["worker_restarts"] = self.worker.restarts
+            log.error("line %s camera %s frame %s stage inspect: %s", self.cfg.id, frame.source_id, frame_id, exc,
+                      extra=ctx)
+            return
+        except WorkerGaveUp:
+            self.counters["inference_stuck"] += 1
+            raise
         except Exception:  # a frame the models choke on is counted and logged, never fatal
             self.counters["errors"] += 1
-            log.exception("line %s camera %s frame %s stage inspect: failed", self.cfg.id, frame.source_id, frame_id)
+            log.exception("line %s camera %s frame %s stage inspect: failed", self.cfg.id, frame.source_id, frame_id,
+                          extra=ctx)
             return
+        timings = getattr(self.inspector, "timings", None)  # an inspector may split its time into stages
+        if isinstance(timings, dict) and timings:
+            for name, seconds in timings.items():
+                stage.labels(name).observe(seconds)
+        else:
+            stage.labels("inspect").observe(time.monotonic() - started)
+        t = time.monotonic()
         routed = route(result.uncertainty.value, self.cfg.routing.review_threshold)
         self.counters["frames"] += 1
         self.counters["routed" if routed else "auto"] += 1
         self.by_verdict[result.verdict] = self.by_verdict.get(result.verdict, 0) + 1
+        key = ("review" if routed else "auto", result.verdict)
+        self.by_route[key] = self.by_route.get(key, 0) + 1
         versions = self.inspector.versions
+        stage.labels("route").observe(time.monotonic() - t)
         queued = False
         if routed:
+            t = time.monotonic()
             ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.routing.jpeg_quality])
             try:
                 if not ok:
@@ -153,22 +266,127 @@ class Daemon:
                                          jpeg.tobytes()) is not None
             except OutboxError as exc:
                 self.counters["outbox_errors"] += 1
-                log.error("line %s camera %s frame %s stage outbox: %s", self.cfg.id, frame.source_id, frame_id, exc)
+                log.error("line %s camera %s frame %s stage outbox: %s", self.cfg.id, frame.source_id, frame_id, exc,
+                          extra={**ctx, "stage": "outbox"})
+            stage.labels("outbox").observe(time.monotonic() - t)
+        decision = {
+            "frame_id": frame_id, "wall": frame.wall_ts, "origin": frame.origin, "verdict": result.verdict,
+            "anomaly_score": round(result.anomaly_score, 4), "uncertainty": round(result.uncertainty.value, 4),
+            "routed": routed, "queued": queued, "pack": versions[0], "profile": versions[1]}
         if self._decision_log is not None:
-            self._decision_log.write(json.dumps({
-                "frame_id": frame_id, "wall": frame.wall_ts, "origin": frame.origin, "verdict": result.verdict,
-                "anomaly_score": round(result.anomaly_score, 4), "uncertainty": round(result.uncertainty.value, 4),
-                "routed": routed, "queued": queued, "pack": versions[0], "profile": versions[1]}) + "\n")
+            self._decision_log.write(json.dumps(decision) + "\n")
+        if self.publisher is not None:
+            t = time.monotonic()
+            try:
+                self.publisher.publish({
+                    **decision, "line": self.cfg.id, "camera": frame.source_id,
+                    "class_scores": {k: round(v, 4) for k, v in result.class_scores.items()},
+                    "regions": [{"x": r.x, "y": r.y, "w": r.w, "h": r.h, "defect_class": r.defect_class,
+                                 "caption": r.caption} for r in result.regions],
+                    "latency_ms": round((time.monotonic() - frame.mono_ts) * 1000, 1)})
+                self.counters["published"] += 1
+            except zmq.ZMQError as exc:
+                self.counters["publish_errors"] += 1
+                log.error("line %s camera %s frame %s stage publish: %s", self.cfg.id, frame.source_id, frame_id,
+                          exc, extra={**ctx, "stage": "publish"})
+            stage.labels("publish").observe(time.monotonic() - t)
+        self.metrics.frame_latency.observe(time.monotonic() - frame.mono_ts)
 
+    # ---- health --------------------------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        status = self.capture.status
+        ready = not self._stopping and (self.counters["frames"] > 0 or status in ("connected", "ended"))
+        return ready, {"capture": status, "frames": self.counters["frames"], "stopping": self._stopping}
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        age = time.monotonic() - self.loop_mono
+        alive = age < self.cfg.ops.inference_stuck_s + 5 and self.exit_code == 0
+        return alive, {"loop_age_s": round(age, 2), "worker_restarts": self.worker.restarts}
+
+    def _heartbeat(self, now: float) -> None:
+        """The main loop turned: READY once the daemon does its job; WATCHDOG while it keeps doing it."""
+        self.loop_mono = now
+        if not self.notifier.enabled:
+            return
+        if not self.notifier.ready_sent and self.readiness()[0]:
+            pack, profile = self.inspector.versions
+            self.notifier.ready(f"line {self.cfg.id}: pack {pack}, profile {profile}")
+        if self.notifier.ready_sent and now - self._last_ping >= self.notifier.ping_interval():
+            self._last_ping = now
+            self.notifier.watchdog()
+
+    def _check_capture(self, now: float, got_frame: bool) -> None:
+        """A source that says 'connected' but has given nothing for capture_stall_s is reopened."""
+        if got_frame or self.capture.status != "connected":
+            self._quiet_since = now
+            return
+        if now - self._quiet_since < self.cfg.ops.capture_stall_s:
+            return
+        self.counters["capture_stalls"] += 1
+        log.error("line %s camera %s stage capture: connected but no frame for %.0f s; reopening the source",
+                  self.cfg.id, self.cfg.source.id, now - self._quiet_since,
+                  extra=frame_context(self.cfg.id, self.cfg.source.id, None, "capture"))
+        old = self.capture
+        old.stop()
+        old.join(timeout=1.0)  # a read blocked in the backend may outlive this; it is a daemon thread
+        for k, v in old.counters.items():
+            if k in COUNTER_NAMES:
+                self._capture_base[k] = self._capture_base.get(k, 0) + int(v or 0)
+        # the new thread counts frames from 0 again: a new boot id keeps frame ids unique
+        self.boot_id = format(max(int(time.time() * 1000), int(self.boot_id, 16) + 1), "x")
+        self.capture = self._new_capture()
+        self.capture.start()
+        self._quiet_since = now
+
+    # ---- SIGHUP ----------------------------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read the config (when started from a file), the pack and the profile's CURRENT version; swap the
+        inspector between frames. Anything that does not load is refused, counted and logged; the old keeps
+        running."""
+        ctx = frame_context(self.cfg.id, self.cfg.source.id, None, "reload")
+        new_cfg = self.cfg
+        if self.config_path is not None:
+            try:
+                new_cfg = load_config(self.config_path).line
+            except ConfigError as exc:
+                self.counters["reload_failures"] += 1
+                log.error("line %s: reload refused, config does not load: %s", self.cfg.id, exc, extra=ctx)
+                return False
+            kept = [k for k in ("id", "source", "transport", "ops", "status_file", "decision_log")
+                    if getattr(new_cfg, k) != getattr(self.cfg, k)]
+            if kept:
+                log.warning("line %s: reload: %s changed; these need a restart and keep their old values",
+                            self.cfg.id, ", ".join(kept), extra=ctx)
+            new_cfg = self.cfg.model_copy(update={"routing": new_cfg.routing, "model": new_cfg.model,
+                                                  "profile": new_cfg.profile})
+        old_versions = self.inspector.versions
+        try:
+            inspector = load_inspector(new_cfg)
+        except Exception as exc:  # PackError, ProfileError, a broken ONNX file: keep the running inspector
+            self.counters["reload_failures"] += 1
+            log.error("line %s: reload refused, keeping pack %s profile %s: %s", self.cfg.id, *old_versions, exc,
+                      extra=ctx)
+            return False
+        self.cfg = new_cfg
+        self.inspector = inspector
+        self.counters["reloads"] += 1
+        log.info("line %s: reloaded: pack %s → %s, profile %s → %s", self.cfg.id, old_versions[0],
+                 inspector.versions[0], old_versions[1], inspector.versions[1], extra=ctx)
+        return True
+
+    # ---- status and lifecycle ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         elapsed = max(time.monotonic() - self.started_mono, 1e-9)
         pack_version, profile_version = self.inspector.versions
         return {
             "line": self.cfg.id, "pid": os.getpid(), "uptime_s": round(elapsed, 1),
             "fps": round(self.counters["frames"] / elapsed, 2), **self.counters, "by_verdict": self.by_verdict,
-            "capture": {"status": self.capture.status, **self.capture.counters},
+            "capture": {"status": self.capture.status, **self.capture_counters()},
             "outbox": self.outbox.snapshot(), "station": self.sender.status(),
-            "pack": pack_version, "profile": profile_version,
+            "pack": pack_version, "profile": profile_version, "ready": self.readiness()[0],
+            "exit_code": self.exit_code,
+            "health": self.health.url if self.health is not None else None,
+            "decisions_pub": self.publisher.bound if self.publisher is not None else None,
         }
 
     def _write_status(self) -> None:
@@ -178,10 +396,24 @@ class Daemon:
         tmp.write_text(json.dumps(self.status(), indent=1))
         os.replace(tmp, self.cfg.status_file)
 
+    def _start_ops(self) -> None:
+        ops = self.cfg.ops
+        if ops.health_port is not None:
+            self.health = HealthServer(ops.health_host, ops.health_port, self.metrics.registry,
+                                       {"/healthz": self.liveness, "/readyz": self.readiness},
+                                       name=f"daemon-{self.cfg.id}").start()
+            log.info("line %s: health and metrics on %s", self.cfg.id, self.health.url)
+        if ops.decisions_pub is not None:
+            self.publisher = DecisionPublisher(ops.decisions_pub)
+            log.info("line %s: decisions published on %s", self.cfg.id, self.publisher.bound)
+
     def run(self, seconds: float | None = None) -> dict[str, Any]:
-        """Inspect until stopped, `seconds` pass, or a finite source ends; then drain and return the status."""
+        """Inspect until stopped, `seconds` pass, or a finite source ends; then drain and return the status.
+
+        ``exit_code`` is non-zero afterwards when the internal watchdog gave up on the inference worker."""
         log.info("line %s: pack %s, profile %s, source %s", self.cfg.id, *self.inspector.versions,
                  self.cfg.source.kind)
+        self._start_ops()
         self.sender.start()
         self.capture.start()
         deadline = None if seconds is None else time.monotonic() + seconds
@@ -190,16 +422,28 @@ class Daemon:
             while not self.stop_event.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
                     break
+                if self.reload_event.is_set():
+                    self.reload_event.clear()
+                    self.reload()
                 frame = self.capture.get(timeout=0.2)
                 if frame is not None:
                     self.handle(frame)
                 elif self.capture.ended:
                     log.info("line %s: source ended after %d frames", self.cfg.id, self.counters["frames"])
                     break
-                if time.monotonic() - last_status > 2.0:
+                now = time.monotonic()
+                self._check_capture(now, frame is not None)
+                self._heartbeat(now)
+                if now - last_status > 2.0:
                     self._write_status()
-                    last_status = time.monotonic()
+                    last_status = now
+        except WorkerGaveUp as exc:
+            self.exit_code = EXIT_WORKER_GAVE_UP
+            log.critical("line %s: %s; exiting with %d for the supervisor to restart the daemon", self.cfg.id, exc,
+                         EXIT_WORKER_GAVE_UP, extra=frame_context(self.cfg.id, self.cfg.source.id, None, "inspect"))
         finally:
+            self._stopping = True
+            self.notifier.stopping(f"line {self.cfg.id}: draining the outbox")
             self.capture.stop()
             if not self.sender.drain(self.cfg.transport.drain_timeout_s):
                 log.warning("line %s: %d items still in the outbox at shutdown; they are sent at the next start",
@@ -207,9 +451,14 @@ class Daemon:
             self.sender.stop()
             self.sender.join(timeout=5)
             self.capture.join(timeout=5)
+            self.worker.close()
             self._write_status()
             if self._decision_log is not None:
                 self._decision_log.close()
+            if self.publisher is not None:
+                self.publisher.close()
+            if self.health is not None:
+                self.health.stop()
         return self.status()
 
     def install_signal_handlers(self) -> None:
@@ -217,5 +466,13 @@ class Daemon:
             log.info("line %s: %s received, draining", self.cfg.id, signal.Signals(signum).name)
             self.stop_event.set()
 
+        def _reload(_signum: int, _frame: object) -> None:
+            log.info("line %s: SIGHUP received, reloading between frames", self.cfg.id)
+            self.reload_event.set()
+
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGHUP, _reload)
+
+
+EXIT_WORKER_GAVE_UP = 3

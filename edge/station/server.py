@@ -14,6 +14,9 @@ from typing import Any
 import uvicorn
 
 from edge.config import StationConfig
+from edge.ops.health import HealthServer
+from edge.ops.metrics import station_registry
+from edge.ops.notify import SystemdNotifier
 from edge.station.console import create_app
 from edge.station.ingest import IngestServer, sqlite_wal_checkpoint
 from edge.station.store import Store
@@ -65,6 +68,8 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
     server: uvicorn.Server | None = None
     http_thread: threading.Thread | None = None
     previous_handlers: dict[signal.Signals, Any] = {}
+    metrics: HealthServer | None = None
+    notifier = SystemdNotifier()  # a no-op unless systemd started us as Type=notify
     try:
         ingest = IngestServer(store, cfg.ingest_bind, curve_secret_key=cfg.curve_secret_key,
                               allowed_keys_dir=cfg.allowed_keys_dir,
@@ -95,17 +100,31 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous_handlers[sig] = signal.signal(sig, _on_signal)
 
+        if cfg.metrics_port is not None:
+            running = ingest
+            try:
+                metrics = HealthServer(cfg.metrics_host, cfg.metrics_port, station_registry(lambda: running.counters),
+                                       name="station-metrics").start()
+            except OSError as exc:
+                raise StationError(f"station metrics cannot listen on {cfg.metrics_host}:{cfg.metrics_port}: "
+                                   f"{exc.strerror or exc}") from exc
+            log.info("station metrics on %s/metrics", metrics.url)
         console_url = _url(sock)
         log.info("station ready: console %s, ingest %s, database %s, images %s",
                  console_url, ingest.endpoint, cfg.database_url, cfg.storage_dir)
+        notifier.ready(f"console {console_url}, ingest {ingest.endpoint}")
         if on_ready is not None:
             on_ready(console_url, ingest.endpoint)
-        while not stop.wait(0.5):
+        while not stop.wait(min(0.5, notifier.ping_interval())):
             if not ingest.is_alive():
                 raise StationError("station ingest thread died")
             if not http_thread.is_alive():
                 raise StationError("station console web server died")
+            notifier.watchdog()  # only while both parts are alive: a dead part stops the pings
     finally:
+        notifier.stopping("station stopping")
+        if metrics is not None:
+            metrics.stop()
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
         if ingest is not None:

@@ -1,0 +1,1 @@
+"""Operations: systemd notify, health and metrics endpoint, inference watchdog, JSON logs, soak."""

@@ -1,0 +1,145 @@
+"""Prometheus metrics of the daemon and the station, each in its own registry (no process-global state).
+
+Counters that already live in the parts (capture thread, outbox, sender, ingest) are read at scrape time by a
+collector, so there is one source of truth; only latencies are recorded as they happen (histograms).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from edge.daemon import Daemon
+
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size from /proc (Linux); 0 where there is no /proc."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def open_fds(pid: int | str = "self") -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def thread_count(pid: int | str = "self") -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _counter(name: str, doc: str, labels: list[str], rows: dict[tuple[str, ...], float]) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in sorted(rows.items()):
+        fam.add_metric(list(key), value)
+    return fam
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class DaemonCollector(Collector):
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    def collect(self) -> Iterator[Any]:
+        d = self.d
+        pack, profile = d.inspector.versions
+        info = InfoMetricFamily("lineside_build", "model pack and line profile the decisions are made with")
+        info.add_metric([], {"line": d.cfg.id, "pack": pack, "profile": profile})
+        yield info
+        cap = d.capture_counters()
+        yield _counter("lineside_capture_frames", "frames read from the source (frames in)", [],
+                       {(): float(cap["captured"] or 0)})
+        yield _counter("lineside_capture_events", "capture events: dropped (replaced before inspection), corrupt, "
+                       "empty, reconnects, errors", ["kind"],
+                       {(k,): float(cap[k] or 0) for k in ("dropped", "corrupt", "empty", "reconnects", "errors")})
+        yield _gauge("lineside_capture_queue_depth", "frames captured and waiting for the inspector",
+                     float(d.capture_queue_depth()))
+        yield _gauge("lineside_capture_connected", "1 while the source is connected", float(cap["status"] ==
+                                                                                             "connected"))
+        c = d.counters
+        yield _counter("lineside_frames_inspected", "frames decided (frames out)", [], {(): float(c["frames"])})
+        yield _counter("lineside_decisions", "decisions by route (auto / review) and verdict", ["route", "verdict"],
+                       {k: float(v) for k, v in d.by_route.items()})
+        yield _gauge("lineside_review_rate", "share of decided frames routed to review since start",
+                     c["routed"] / c["frames"] if c["frames"] else 0.0)
+        yield _counter("lineside_errors", "errors by kind", ["kind"], {
+            ("inspect",): float(c["errors"]), ("outbox",): float(c["outbox_errors"]),
+            ("inference_stuck",): float(c["inference_stuck"]), ("capture",): float(cap["errors"] or 0),
+            ("sender",): float(d.sender.counters["errors"]), ("publish",): float(c["publish_errors"]),
+            ("notify",): float(d.notifier.counters["errors"])})
+        yield _counter("lineside_worker_restarts", "inference worker restarts by the internal watchdog", [],
+                       {(): float(c["worker_restarts"])})
+        yield _counter("lineside_capture_stalls", "connected sources reopened after no frame for capture_stall_s",
+                       [], {(): float(c["capture_stalls"])})
+        yield _counter("lineside_reloads", "SIGHUP reloads by result", ["result"],
+                       {("ok",): float(c["reloads"]), ("failed",): float(c["reload_failures"])})
+        yield _counter("lineside_decisions_published", "decisions sent on the PUB socket", [],
+                       {(): float(c["published"])})
+        ob = d.outbox.snapshot()
+        yield _gauge("lineside_outbox_depth", "review items on disk waiting for the station's ack", ob["depth"])
+        yield _gauge("lineside_outbox_bytes", "bytes of review items on disk", ob["bytes"])
+        yield _counter("lineside_outbox_events", "outbox events by kind", ["kind"],
+                       {(k,): float(ob[k]) for k in ("queued", "acked", "rejected", "evicted", "refused",
+                                                       "write_errors", "read_errors", "full_events")})
+        st = d.sender.status()
+        yield _gauge("lineside_station_connected", "1 while the station acknowledges", float(st["state"] ==
+                                                                                             "connected"))
+        yield _gauge("lineside_station_in_flight", "items sent, ack not yet received", float(st["in_flight"]))  # type: ignore[arg-type]
+        yield _counter("lineside_station_events", "sender events: sent, acks, timeouts, reconnects", ["kind"],
+                       {(k,): float(st[k]) for k in ("sent", "acks", "timeouts", "reconnects")})  # type: ignore[arg-type]
+        yield _gauge("lineside_ready", "1 once the daemon does its job (see /readyz)", float(d.readiness()[0]))
+
+
+class DaemonMetrics:
+    """The daemon's registry: scrape-time collector + stage latency histograms + process metrics (RSS, FDs)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.registry.register(DaemonCollector(daemon))
+        self.stage_seconds = Histogram(
+            "lineside_stage_seconds", "time per pipeline stage: inspect (all models, when the inspector does not "
+            "split it), encode/ground/caption/score (when it does), route, outbox, publish",
+            ["stage"], buckets=STAGE_BUCKETS, registry=self.registry)
+        self.frame_latency = Histogram(
+            "lineside_frame_latency_seconds", "capture to decision published/written, per frame",
+            buckets=STAGE_BUCKETS, registry=self.registry)
+
+
+class StationCollector(Collector):
+    def __init__(self, ingest_counters: Callable[[], dict[str, int]]) -> None:
+        self.ingest_counters = ingest_counters
+
+    def collect(self) -> Iterator[Any]:
+        counters = self.ingest_counters()
+        yield _counter("lineside_station_ingest", "ingest events: received, stored, duplicates, malformed, errors, "
+                       "auth_rejected", ["kind"], {(k,): float(v) for k, v in counters.items()})
+
+
+def station_registry(ingest_counters: Callable[[], dict[str, int]]) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    registry.register(StationCollector(ingest_counters))
+    return registry
