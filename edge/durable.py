@@ -18,13 +18,10 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a hidden temp file in the same directory, fsync, rename, fsync the directory."""
-    directory = path.parent
-    if not directory.is_dir():
-        directory.mkdir(parents=True, exist_ok=True)
-        fsync_dir(directory.parent)
-    tmp = directory / f".{path.name}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}"
+def replace_synced(path: Path, data: bytes) -> None:
+    """Write `data` to a hidden temp file beside `path`, fsync it and rename it over `path`. The rename is durable
+    only once the directory is fsynced: `write_atomic` does that; batch writers fsync each directory once."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}"
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -34,6 +31,15 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a hidden temp file in the same directory, fsync, rename, fsync the directory."""
+    directory = path.parent
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        fsync_dir(directory.parent)
+    replace_synced(path, data)
     fsync_dir(directory)
 
 

@@ -18,8 +18,6 @@ transaction never fails half-way with SQLITE_BUSY when another writer got in bet
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from edge.durable import TMP_SUFFIX, fsync_dir
+from edge.durable import fsync_dir, replace_synced
 from edge.station import audit, imagefiles, migrations
 from edge.station.queue import QueueFilter, head_query, make_cursor, page_query
 from edge.station.tables import (
@@ -221,19 +219,6 @@ _IMAGE_WRITERS = 16
 _image_pool: list[ThreadPoolExecutor] = []
 
 
-def _write_image(path: Path, data: bytes) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}{TMP_SUFFIX}"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_images(images: list[tuple[Path, bytes]]) -> None:
     """``write_atomic`` for many files: each written to a temp file, fsynced and renamed, then each directory
     fsynced once. The fsyncs run in parallel threads: the file system journals them together, several times
@@ -245,11 +230,11 @@ def _write_images(images: list[tuple[Path, bytes]]) -> None:
             directory.mkdir(parents=True, exist_ok=True)
             fsync_dir(directory.parent)
     if len(images) == 1:
-        _write_image(*images[0])
+        replace_synced(*images[0])
     else:
         if not _image_pool:
             _image_pool.append(ThreadPoolExecutor(_IMAGE_WRITERS, thread_name_prefix="station-image-writer"))
-        futures = [_image_pool[0].submit(_write_image, path, data) for path, data in images]
+        futures = [_image_pool[0].submit(replace_synced, path, data) for path, data in images]
         errors = [f.exception() for f in futures]
         first = next((e for e in errors if e is not None), None)
         if first is not None:

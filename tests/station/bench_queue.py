@@ -11,7 +11,6 @@ the worst of ``--repeat`` requests each. Not a unit test: timings depend on the 
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import tempfile
@@ -19,43 +18,19 @@ import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from console_support import login, make_user  # noqa: E402
 
+from edge.bench.station import fill_queue  # noqa: E402
 from edge.station.console import create_app  # noqa: E402
 from edge.station.store import Store  # noqa: E402
-from edge.station.tables import RegionRow, ReviewItemRow  # noqa: E402
 
 
 def fill(store: Store, n: int, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    now = time.time()
-    classes = ("crack", "spot", "good")
-    reasons = ("uncertain", "unknown_frame", "sampled")
-    batch = 10_000
-    with store.engine.begin() as conn:
-        for start in range(0, n, batch):
-            items, regions = [], []
-            for i in range(start + 1, min(n, start + batch) + 1):
-                verdict = rng.choice(classes)
-                items.append(dict(
-                    id=i, frame_id=f"line-{i % 2 + 1}:cam0:b1:{i}", line_id=f"line-{i % 2 + 1}", source_id="cam0",
-                    seq=i, captured_wall=now - (n - i) * 3.0, decided_wall=now - (n - i) * 3.0,
-                    received_wall=now - (n - i) * 3.0, width=250, height=250, verdict=verdict,
-                    class_scores={"good": 0.3, "crack": 0.4, "spot": 0.3}, anomaly_score=rng.random(),
-                    anomaly_threshold=0.5, uncertainty=round(rng.random(), 3), reason=rng.choice(reasons),
-                    pack_version="starter-0.1.0", profile_version="line-1/v3",
-                    image_path=f"line-1/line-1:cam0:b1:{i}.jpg",
-                    status="reviewed" if rng.random() < 0.05 else "pending"))
-                regions.append(dict(item_id=i, x=30, y=38, w=62, h=18, area_px=1116, area_pct=1.8, peak=0.9,
-                                    defect_class=verdict, location="upper-left",
-                                    caption=f"{verdict}, upper-left, 62×18 px (1.8 %)", description="d",
-                                    caption_score=0.3))
-            conn.execute(insert(ReviewItemRow), items)
-            conn.execute(insert(RegionRow), regions)
+    """The same 100k-item fill as `lineside bench console` (one definition, in edge.bench.station)."""
+    fill_queue(store, n, seed)
 
 
 def timed(client: TestClient, url: str, repeat: int) -> tuple[float, float, int]:
