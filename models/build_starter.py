@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.vlm.pack import sha256_of
+
 EMBED_DIM = 256
 IMAGE_SIZE = 256
 TEXT_MAX_LENGTH = 32
@@ -774,14 +776,6 @@ def export_text(tower: TextTower, path: Path, tok: Any) -> None:
         do_constant_folding=True)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Like np.savez_compressed, but byte-reproducible (fixed zip timestamps, sorted member order)."""
     import io
@@ -908,7 +902,7 @@ def main(argv: list[str] | None = None) -> int:
         "text_embedding_onnx_fp32": ot32, "text_embedding_torch": tt.numpy()})
     save_npz(out / "heads.npz", heads_state(heads, proj, scale))
 
-    files = {name: sha256_file(out / name)
+    files = {name: sha256_of(out / name)
              for name in ("image.onnx", "text.onnx", "tokenizer.json", "reference.npz", "heads.npz")}
     digest = hashlib.sha256("".join(sorted(files.values())).encode()).hexdigest()[:8]
     build_s = time.time() - t0

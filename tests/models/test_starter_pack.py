@@ -14,17 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.vlm.pack import sha256_of
+
 REPO = Path(__file__).resolve().parents[2]
 PACK = REPO / "models" / "starter"
 MAX_PACK_BYTES = 60 * 1024 * 1024
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +80,7 @@ def test_files_match_sha256_and_size(manifest):
     for name, digest in manifest["files"].items():
         path = PACK / name
         assert path.is_file(), name
-        assert _sha256(path) == digest, f"{name} does not match manifest sha256"
+        assert sha256_of(path) == digest, f"{name} does not match manifest sha256"
         total += path.stat().st_size
     total += (PACK / "manifest.json").stat().st_size
     assert total <= MAX_PACK_BYTES, f"pack is {total / 1e6:.1f} MB"

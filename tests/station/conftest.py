@@ -11,7 +11,9 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import zmq
 
+from edge.station.ingest import IngestServer
 from edge.station.store import Store
 from edge.transport.schema import Region, ReviewItem
 
@@ -81,3 +83,24 @@ def store(db_url: str, storage_dir: Path) -> Iterator[Store]:
     s = Store(db_url, storage_dir)
     yield s
     s.close()
+
+
+@pytest.fixture
+def ingest(store: Store) -> Iterator[IngestServer]:
+    """A real ingest server on a free loopback port, storing into `store`."""
+    server = IngestServer(store, "tcp://127.0.0.1:0", poll_ms=20)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dealer(ingest: IngestServer) -> Iterator[zmq.Socket]:
+    """A real edge-side DEALER connected to `ingest`."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(ingest.endpoint)
+    yield sock
+    sock.close()
+    ctx.term()

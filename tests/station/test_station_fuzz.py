@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,24 +108,6 @@ def bad_messages(header: dict[str, Any], jpeg: bytes) -> st.SearchStrategy[list[
         st.just([b"item", good_header, b"\xff\xd8" + bytes(100)]),
     )
 
-
-@pytest.fixture
-def ingest(store: Store) -> Iterator[IngestServer]:
-    server = IngestServer(store, "tcp://127.0.0.1:0", poll_ms=20)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def dealer(ingest: IngestServer) -> Iterator[zmq.Socket]:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(ingest.endpoint)
-    yield sock
-    sock.close()
-    ctx.term()
 
 
 def _rows(store: Store, table: Any) -> int:

@@ -4,35 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 import zmq
 
 from edge.station.ingest import IngestError, IngestServer
-from edge.station.store import Store
 from edge.transport.schema import encode_item
 
 REPLY_TIMEOUT_MS = 5000
 
-
-@pytest.fixture
-def ingest(store: Store) -> Iterator[IngestServer]:
-    server = IngestServer(store, "tcp://127.0.0.1:0", poll_ms=50)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def dealer(ingest: IngestServer) -> Iterator[zmq.Socket]:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(ingest.endpoint)
-    yield sock
-    sock.close()
-    ctx.term()
 
 
 def request(sock: zmq.Socket, frames: list[bytes], timeout_ms: int = REPLY_TIMEOUT_MS) -> list[bytes] | None:
