@@ -19,6 +19,7 @@ from edge.profile.profile import ProfileError
 from edge.transport.keys import KeyFileError
 from edge.transport.outbox import OutboxError
 from edge.vlm.pack import PackError
+from edge.vlm.pack_cli import pack_app
 
 if TYPE_CHECKING:
     from edge.station.store import Store
@@ -262,6 +263,7 @@ def keys(
 
 users_app = typer.Typer(no_args_is_help=True, help="Console users of the review station.")
 app.add_typer(users_app, name="users")
+app.add_typer(pack_app, name="pack")
 
 
 def _station_store(config: Path) -> Store:
