@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -22,6 +22,7 @@ from edge.vlm.pack import PackError
 from edge.vlm.pack_cli import pack_app
 
 if TYPE_CHECKING:
+    from edge.profile.fit import RoutingSpec
     from edge.station.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Visual inspection at the line.")
@@ -29,6 +30,11 @@ log = logging.getLogger("lineside")
 T = TypeVar("T")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="config.yaml describing the line and station")]
+PolicyOption = Annotated[str, typer.Option(help="routing policy: risk (error rate ≤ alpha among auto-decided "
+                                           "frames) or budget (at most --budget of frames to review)")]
+AlphaOption = Annotated[float, typer.Option(help="risk policy: tolerated error rate among auto-decided frames")]
+DeltaOption = Annotated[float, typer.Option(help="risk policy: the bound holds with probability 1 − delta")]
+BudgetOption = Annotated[float, typer.Option(help="budget policy: largest share of frames sent to review")]
 _USER_ERRORS = (ConfigError, PackError, ProfileError, DatasetMissing, OutboxError, KeyFileError)
 
 
@@ -108,9 +114,13 @@ def calibrate(
     defects: Annotated[Path | None, typer.Option(help="optional folder of defect images")] = None,
     vocab: Annotated[Path | None, typer.Option(help="defect vocabulary YAML (default: built in)")] = None,
     limit: Annotated[int | None, typer.Option(help="use at most this many good images")] = None,
+    policy: PolicyOption = "risk",
+    alpha: AlphaOption = 0.01,
+    delta: DeltaOption = 0.1,
+    budget: BudgetOption = 0.2,
     verbose: bool = False,
 ) -> None:
-    """Fit a new line-profile version from good images; the daemon uses it on its next start."""
+    """Fit a new line-profile version from good (and labelled defect) images; a running daemon picks it up."""
     _setup_logging(verbose)
     from edge.profile.calibrate import calibrate as fit
     from edge.profile.calibrate import list_images
@@ -123,11 +133,70 @@ def calibrate(
         good_files = list_images(good)[:limit]
         profile = fit(pack, load_vocabulary(vocab), good_files, cfg.line.id, cfg.line.profile,
                       defects=list_images(defects) if defects else None, provider=cfg.line.model.provider,
-                      progress=_progress)
+                      progress=_progress, routing=_routing_spec(policy, alpha, delta, budget))
     except _USER_ERRORS as exc:
         _fail(exc)
     typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} "
                f"(threshold {profile.anomaly_threshold:.3f}, {profile.metrics['seconds']} s)")
+    typer.echo(_routing_summary(profile.metrics))
+
+
+def _routing_spec(policy: str, alpha: float, delta: float, budget: float) -> RoutingSpec:
+    from edge.profile.fit import RoutingSpec
+
+    if policy not in ("risk", "budget"):
+        _fail(ValueError(f"--policy must be risk or budget, not {policy!r}"))
+    try:
+        return RoutingSpec(policy, alpha, delta, budget)  # type: ignore[arg-type]
+    except ValueError as exc:
+        _fail(exc)
+        raise
+
+
+def _routing_summary(metrics: dict[str, Any]) -> str:
+    routing = metrics.get("routing")
+    if not routing:
+        return f"failure predictor: {metrics.get('failure_predictor', 'none')} — routing uses the baseline " \
+               "uncertainty and routing.review_threshold"
+    cal = routing["calibration"]
+    if routing["policy"] == "risk":
+        return (f"routing: risk ≤ {routing['alpha']:.1%} with confidence {1 - routing['delta']:.0%}: auto-decides "
+                f"{cal['coverage']:.1%} of {cal['n']} out-of-fold frames ({cal['errors']} wrong, bound "
+                f"{cal['upper_bound']:.2%}); failure AUROC {metrics.get('failure_oof_auroc')}")
+    return (f"routing: budget {routing['budget']:.0%}: {cal['routed']} of {cal['n']} out-of-fold frames to review; "
+            f"failure AUROC {metrics.get('failure_oof_auroc')}")
+
+
+@app.command()
+def train(
+    config: ConfigOption = Path("config.yaml"),
+    line: Annotated[str | None, typer.Option(help="line id (default: the config's line)")] = None,
+    policy: PolicyOption = "risk",
+    alpha: AlphaOption = 0.01,
+    delta: DeltaOption = 0.1,
+    budget: BudgetOption = 0.2,
+    verbose: bool = False,
+) -> None:
+    """Retrain the line profile from the station's reviewed frames: a new version the daemon picks up by itself."""
+    _setup_logging(verbose)
+    from edge.profile.train import train_profile
+    from edge.station.reviews import reviewed_frames
+    from edge.vlm.pack import load_pack
+
+    try:
+        cfg = load_config(config)
+        line_id = line or cfg.line.id
+        reviewed = reviewed_frames(cfg.station, line_id)
+        typer.echo(f"line {line_id}: {len(reviewed)} reviewed frames in the station")
+        profile = train_profile(load_pack(cfg.line.model.pack), cfg.line.profile, reviewed,
+                                _routing_spec(policy, alpha, delta, budget), cfg.line.model.provider,
+                                progress=_progress)
+    except _USER_ERRORS as exc:
+        _fail(exc)
+    typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} from {profile.metrics['trained_from']} "
+               f"+ {profile.metrics['reviewed_frames']} reviewed frames ({profile.metrics['rows']} rows, "
+               f"{profile.metrics['seconds']} s)")
+    typer.echo(_routing_summary(profile.metrics))
 
 
 @app.command("eval")
@@ -137,6 +206,9 @@ def eval_(
     quick: Annotated[bool, typer.Option(help="a small seeded subset of every set (CI, < 60 s)")] = False,
     seed: Annotated[int, typer.Option(help="seed of the splits, shots and synthetic defects")] = 0,
     pack: Annotated[Path | None, typer.Option(help="model pack directory (default: the starter pack)")] = None,
+    loop: Annotated[bool, typer.Option(help="also the active-learning simulation on ELPV (reviews retrain the "
+                                            "profile; coverage and workload per round)")] = False,
+    loop_every: Annotated[int, typer.Option(help="--loop: retrain after this many reviews")] = 200,
     verbose: bool = False,
 ) -> None:
     """Evaluate the models on fixed seeded splits of the textile, ELPV and synthetic-localisation sets."""
@@ -149,9 +221,11 @@ def eval_(
     if any(d not in DATASETS for d in datasets):
         _fail(ValueError(f"unknown dataset {dataset!r} (textile, elpv, synthetic-loc or all)"))
     try:
+        if loop and "elpv" not in datasets:
+            raise ValueError("--loop replays ELPV: use --dataset elpv or all")
         report = run_eval(load_pack(pack or default_pack_dir()), datasets, out, quick=quick, seed=seed,
-                          progress=progress_lines)
-    except _USER_ERRORS as exc:
+                          progress=progress_lines, loop=loop, loop_every=loop_every)
+    except (*_USER_ERRORS, ValueError) as exc:
         _fail(exc)
     typer.echo((out / "report.md").read_text())
     typer.echo(f"report written to {out} ({report['seconds']} s)")
@@ -159,7 +233,8 @@ def eval_(
 
 @app.command()
 def bench(
-    part: Annotated[str, typer.Argument(help="encoder, pipeline, latency, ingest, console or all")] = "all",
+    part: Annotated[str, typer.Argument(
+        help="encoder, pipeline, latency, ingest, console, int8, batch or all")] = "all",
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object (progress stays on stderr)")] = False,
     seconds: Annotated[float, typer.Option(help="time per part")] = 10.0,
     fps: Annotated[float, typer.Option(help="latency: input frame rate")] = 15.0,

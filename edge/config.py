@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -55,14 +55,93 @@ class SourceConfig(StrictModel):
         return self
 
 
+def _parse_shapes(value: Any) -> Any:
+    """A TensorRT profile's shapes, as trtexec writes them ("image:1x3x256x256,input_ids:1x8") or per input
+    ({"image": "1x3x256x256"} or {"image": [1, 3, 256, 256]}), normalised to {input: [dims]}."""
+    if value is None or isinstance(value, Mapping) and not value:
+        return None
+    if isinstance(value, str):
+        pairs = [item.rpartition(":") for item in value.split(",") if item.strip()]
+        if any(not name.strip() for name, _, _ in pairs):
+            raise ValueError(f"'{value}' is not 'input:d0xd1x…[,input2:…]'")
+        value = {name.strip(): dims for name, _, dims in pairs}
+    if not isinstance(value, Mapping):
+        raise ValueError("expected 'input:d0xd1x…' or a mapping input → shape")
+    shapes: dict[str, list[int]] = {}
+    for name, dims in value.items():
+        parts = dims.lower().split("x") if isinstance(dims, str) else dims
+        try:
+            shape = [int(d) for d in parts]
+        except (TypeError, ValueError):
+            raise ValueError(f"shape of '{name}' must be like 1x3x256x256, got {dims!r}") from None
+        if not shape or min(shape) < 1:
+            raise ValueError(f"shape of '{name}' must have positive dimensions, got {dims!r}")
+        shapes[str(name)] = shape
+    return shapes
+
+
+class TensorrtConfig(StrictModel):
+    """ONNX Runtime's TensorRT execution provider (provider: tensorrt, or auto where TensorRT is available)."""
+
+    fp16: bool = Field(False, description="let TensorRT pick FP16 kernels (usual on Jetson; check the pack after)")
+    int8: bool = Field(False, description="let TensorRT pick INT8 kernels; needs a calibration table unless the "
+                       "model is QDQ-quantised")
+    int8_calibration_table: Path | None = Field(
+        None, description="INT8 calibration table, e.g. from deploy/tensorrt/build_engines.py --int8")
+    int8_calibration_native: bool = Field(
+        True, description="the table is TensorRT's own calibration cache (build_engines.py); false: ONNX Runtime's "
+        "flatbuffer table (onnxruntime.quantization)")
+    engine_cache: bool = Field(True, description="keep built engines on disk; later starts load them in seconds")
+    engine_cache_dir: Path = Field(Path("var/trt-cache"), description="engines go to DIR/<onnx sha256>/"
+                                   "trt<version>_<gpu>_<precision>/, so a stale engine is never loaded")
+    timing_cache: bool = Field(True, description="reuse TensorRT's kernel timings across engine builds")
+    max_workspace_bytes: int | None = Field(None, gt=0, description="TensorRT builder workspace; none = its default")
+    profile_min_shapes: dict[str, list[int]] | None = Field(
+        None, description="optimisation profile, smallest shapes: 'image:1x3x256x256' or {input: shape}; "
+        "min, opt and max go together; inputs a model lacks are left out of its session")
+    profile_opt_shapes: dict[str, list[int]] | None = Field(None, description="optimisation profile, tuned shapes")
+    profile_max_shapes: dict[str, list[int]] | None = Field(None, description="optimisation profile, largest shapes")
+    dla_core: int | None = Field(None, ge=0, description="run on this DLA core (Jetson AGX/NX); none = GPU")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shapes_from_text(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for key in ("profile_min_shapes", "profile_opt_shapes", "profile_max_shapes"):
+                if key in data:
+                    data[key] = _parse_shapes(data[key])
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TensorrtConfig:
+        given = [self.profile_min_shapes is not None, self.profile_opt_shapes is not None,
+                 self.profile_max_shapes is not None]
+        if any(given) and not all(given):
+            raise ValueError("profile_min_shapes, profile_opt_shapes and profile_max_shapes go together")
+        if self.int8_calibration_table is not None and not self.int8:
+            raise ValueError("int8_calibration_table is set but int8 is false")
+        return self
+
+
 class ModelConfig(StrictModel):
     pack: Path = Field(Path("models/starter"), description="model pack directory (manifest.json inside)")
-    provider: Literal["auto", "tensorrt", "cuda", "cpu"] = "auto"
+    provider: Literal["auto", "tensorrt", "cuda", "cpu"] = Field(
+        "auto", description="auto: TensorRT, else CUDA, else CPU, whichever this ONNX Runtime offers; an explicit "
+        "one that is not offered (or fails to start) refuses the pack")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = runtime default")
+    device_id: int = Field(0, ge=0, description="CUDA device of the tensorrt and cuda providers")
+    tensorrt: TensorrtConfig = TensorrtConfig()
 
 
 class RoutingConfig(StrictModel):
+    policy: Literal["profile", "threshold"] = Field(
+        "profile", description="profile: the line profile's calibrated risk/budget threshold on the learned p(wrong) "
+        "where it has one (else review_threshold); threshold: always review_threshold")
     review_threshold: float = Field(0.5, ge=0, le=1, description="uncertainty above this goes to review")
+    audit_fraction: float = Field(0.02, ge=0, le=1, description="share of auto-decided frames also sent to review "
+                                  "(reason 'sampled') so the station measures the real error rate")
+    audit_seed: int | None = Field(None, description="seed of the audit draw (tests); none = random")
     jpeg_quality: int = Field(90, ge=30, le=100)
 
 
@@ -106,6 +185,8 @@ class OpsConfig(StrictModel):
     capture_stall_s: float = Field(30.0, gt=0, description="a connected live source silent this long is reopened")
     decisions_pub: str | None = Field(None, description="ZeroMQ PUB endpoint for decisions as JSON, e.g. "
                                       "ipc:///run/lineside/decisions or tcp://127.0.0.1:5572; None = off")
+    reload_watch_s: float = Field(2.0, ge=0, description="check this often for a new line-profile version (its "
+                                  "CURRENT) or model pack (its manifest) and reload between frames; 0 = SIGHUP only")
 
 
 class LineConfig(StrictModel):
@@ -138,6 +219,11 @@ class StationConfig(StrictModel):
     metrics_port: int | None = Field(None, ge=0, le=65535, description="station /metrics port; None = off")
     wal_checkpoint_idle_s: float = Field(
         1.0, ge=0, description="SQLite: truncate the WAL after ingest has been quiet this long; 0 = off")
+    audit_alpha: float = Field(
+        0.01, gt=0, lt=1, description="risk audit: the error rate among auto-decided frames a line promises; the "
+        "console alarms when the 95 % interval of the sampled frames' error rate lies wholly above it")
+    audit_alpha_by_line: dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=dict, description="risk audit: α per line id where a line's profile promises another one")
 
     @model_validator(mode="after")
     def _curve_whole_or_off(self) -> StationConfig:

@@ -24,7 +24,7 @@ import zmq
 
 from edge.capture.frame import Frame
 from edge.capture.thread import COUNTER_NAMES, CaptureThread
-from edge.config import ConfigError, LineConfig, load_config
+from edge.config import ConfigError, LineConfig, TensorrtConfig, load_config
 from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.head import frame_features
 from edge.grounding.regions import FoundRegion, classify_embedding, find_regions
@@ -34,11 +34,13 @@ from edge.ops.logs import frame_context
 from edge.ops.metrics import DaemonMetrics
 from edge.ops.notify import SystemdNotifier
 from edge.ops.watchdog import InferenceStuck, InferenceWorker, WorkerGaveUp
+from edge.profile.fit import assess_rows
 from edge.profile.profile import LineProfile, load_profile
 from edge.transport.outbox import Outbox, OutboxError
 from edge.transport.schema import Region, ReviewItem, ReviewReason
 from edge.transport.sender import OutboxSender
-from edge.uncertainty.score import Uncertainty, baseline_uncertainty, frame_class_scores, route
+from edge.uncertainty.score import Uncertainty, baseline_uncertainty, frame_class_scores, review_route
+from edge.vlm.check import verify_pack
 from edge.vlm.pack import ModelPack, load_pack
 from edge.vlm.prompts import TextBank, build_text_bank
 from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder
@@ -66,11 +68,12 @@ class Inspector:
     """Models for one line: the pack's encoders, the profile's vocabulary and memory bank."""
 
     def __init__(self, pack: ModelPack, profile: LineProfile, provider: str = "auto",
-                 intra_op_threads: int = 0) -> None:
+                 intra_op_threads: int = 0, *, tensorrt: TensorrtConfig | None = None, device_id: int = 0) -> None:
         self.pack = pack
         self.profile = profile
-        self.image_encoder = ImageEncoder(pack, provider, intra_op_threads)
-        self.text_bank: TextBank = build_text_bank(profile.vocabulary, TextEncoder(pack, provider, intra_op_threads))
+        self.image_encoder = ImageEncoder(pack, provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id)
+        text = TextEncoder(pack, provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id)
+        self.text_bank: TextBank = build_text_bank(profile.vocabulary, text)
 
     @property
     def versions(self) -> tuple[str, str]:
@@ -81,14 +84,23 @@ class Inspector:
         # encode: global embedding g and patch grids in the joint image–text space
         return self.inspect_embedding(self.image_encoder.encode(bgr), width, height)
 
+    def ground(self, emb: ImageEmbedding) -> tuple[RawScores, np.ndarray, float]:
+        """Zero-shot ⊕ few-shot anomaly map (with its raw per-stride scores) and the whole frame's zero-shot score."""
+        profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
+        raw = raw_scores(emb, profile.bank, text.class_embeddings, scale)
+        anomaly_map = smooth(combine(raw, profile.patch_stats, profile.weights))
+        return raw, anomaly_map, global_zero_shot_score(emb.global_, text.class_embeddings, scale)
+
+    def frame_row(self, emb: ImageEmbedding) -> np.ndarray:
+        """The labelled-row features of an encoded frame under this profile (as `lineside calibrate` makes them)."""
+        _, anomaly_map, global_score = self.ground(emb)
+        return frame_features(emb, anomaly_map, global_score)
+
     def inspect_embedding(self, emb: ImageEmbedding, width: int, height: int) -> Inspection:
         """The rest of the frame's way once it is encoded (the evaluation calls this to encode a frame once)."""
         profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
-        # ground: zero-shot ⊕ few-shot anomaly map, and the whole frame's zero-shot score from g
-        raw = raw_scores(emb, profile.bank, text.class_embeddings, scale)
-        anomaly_map = smooth(combine(raw, profile.patch_stats, profile.weights))
+        raw, anomaly_map, global_score = self.ground(emb)
         map_max = float(anomaly_map.max())
-        global_score = global_zero_shot_score(emb.global_, text.class_embeddings, scale)
         # decide good / defect: the line's classifier head if it has one, else the fused frame score
         if profile.head is not None and profile.use_head:
             p_defect = float(profile.head.predict(frame_features(emb, anomaly_map, global_score))[0])
@@ -110,9 +122,37 @@ class Inspector:
         defect_probs = regions[0].class_probs if regions else classify_embedding(emb.global_, text, scale)
         class_scores = frame_class_scores(score, threshold, spread, defect_probs)
         verdict = max(defect_probs, key=defect_probs.__getitem__) if is_defect else "good"
-        # score: how likely this decision is wrong
-        uncertainty = baseline_uncertainty(class_scores, score, threshold, spread)
+        # score: how likely this decision is wrong (the line's learned failure predictor, else the baseline), and
+        # whether the frame is like anything the line knows at all
+        uncertainty = self.uncertainty(emb, anomaly_map, global_score, (score - threshold) / max(spread, 1e-6),
+                                       class_scores, score, threshold, spread)
         return Inspection(verdict, class_scores, score, threshold, regions, uncertainty, anomaly_map, raw)
+
+
+    def uncertainty(self, emb: ImageEmbedding, anomaly_map: np.ndarray, global_score: float, z: float,
+                    class_scores: dict[str, float], score: float, threshold: float, spread: float) -> Uncertainty:
+        profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
+        baseline = baseline_uncertainty(class_scores, score, threshold, spread)
+        if profile.failure is None and profile.ood is None:
+            return baseline
+        row = frame_features(emb, anomaly_map, global_score)[None]
+        assessed = assess_rows(profile, row, np.array([z]), text, scale, self.pack.embedding_dim)
+        scores = {k: float(v[0]) for k, v in assessed.baselines.items()}
+        value, source = baseline.value, baseline.source
+        if assessed.p_wrong is not None:
+            value, source = float(assessed.p_wrong[0]), "learned"
+            scores["learned"] = value
+        ood_distance = float(assessed.ood_distance[0]) if assessed.ood_distance is not None else 0.0
+        is_ood = profile.ood is not None and ood_distance > profile.ood.threshold
+        return Uncertainty(value, source, scores, ood_distance, is_ood)
+
+    @property
+    def review_threshold(self) -> float | None:
+        """The profile's calibrated threshold on p(wrong) (risk or budget policy), when it has a predictor."""
+        routing = self.profile.routing
+        if self.profile.failure is None or not routing:
+            return None
+        return float(routing["threshold"])
 
 
 def _logit(p: float) -> float:
@@ -122,8 +162,10 @@ def _logit(p: float) -> float:
 
 def load_inspector(cfg: LineConfig) -> Inspector:
     pack = load_pack(cfg.model.pack)
+    verify_pack(pack)  # schema, sha256s, ONNX names/shapes, reference outputs: a failing pack is refused here
     profile = load_profile(cfg.profile, pack_version=pack.version)
-    return Inspector(pack, profile, cfg.model.provider, cfg.model.intra_op_threads)
+    return Inspector(pack, profile, cfg.model.provider, cfg.model.intra_op_threads, tensorrt=cfg.model.tensorrt,
+                     device_id=cfg.model.device_id)
 
 
 def review_item(cfg: LineConfig, frame: Frame, frame_id: str, result: Inspection, versions: tuple[str, str],
@@ -133,7 +175,9 @@ def review_item(cfg: LineConfig, frame: Frame, frame_id: str, result: Inspection
         frame_id=frame_id, line_id=cfg.id, source_id=frame.source_id, seq=frame.seq,
         captured_wall=frame.wall_ts, decided_wall=time.time(), width=width, height=height,
         verdict=result.verdict, class_scores=result.class_scores, anomaly_score=result.anomaly_score,
-        anomaly_threshold=result.anomaly_threshold, uncertainty=result.uncertainty.value, reason=reason,
+        anomaly_threshold=result.anomaly_threshold, reason=reason,
+        # an OoD frame's p(wrong) means nothing (the predictor never saw anything like it): first in the queue
+        uncertainty=1.0 if reason == "ood" else result.uncertainty.value,
         regions=[Region(x=r.x, y=r.y, w=r.w, h=r.h, area_px=r.area_px, area_pct=r.area_pct, peak=r.peak,
                         defect_class=r.defect_class, location=r.location, caption=r.caption,
                         description=r.description, caption_score=r.caption_score) for r in result.regions],
@@ -171,8 +215,14 @@ class Daemon:
         self.counters: dict[str, int] = {
             "frames": 0, "routed": 0, "auto": 0, "errors": 0, "outbox_errors": 0, "inference_stuck": 0,
             "worker_restarts": 0, "capture_stalls": 0, "reloads": 0, "reload_failures": 0, "published": 0,
-            "publish_errors": 0}
+            "publish_errors": 0, "ood": 0, "sampled": 0}
         self.by_verdict: dict[str, int] = {}
+        self._audit_rng = np.random.default_rng(cfg.routing.audit_seed)
+        self._reload_thread: threading.Thread | None = None
+        self._prepared: tuple[LineConfig, Inspector] | None = None
+        self._reload_again = False
+        self._watch_mono = time.monotonic()
+        self._seen_signature = self.watched_signature()
         self.by_route: dict[tuple[str, str], int] = {}
         self.started_mono = time.monotonic()
         self.loop_mono = self.started_mono  # the main loop's last turn (/healthz)
@@ -206,6 +256,11 @@ class Daemon:
             log.error("line %s: cannot load a fresh inspector after a stuck one (%s); reusing the old", self.cfg.id,
                       exc, extra=frame_context(self.cfg.id, self.cfg.source.id, None, "inspect"))
         return self._inspect
+
+    def review_threshold(self) -> float:
+        """The profile's calibrated threshold on p(wrong) under the `profile` policy, else the configured one."""
+        calibrated = self.inspector.review_threshold if self.cfg.routing.policy == "profile" else None
+        return self.cfg.routing.review_threshold if calibrated is None else calibrated
 
     def frame_id(self, frame: Frame) -> str:
         return f"{self.cfg.id}:{_safe_id(frame.source_id)}:{self.boot_id}:{frame.seq}"
@@ -246,23 +301,33 @@ class Daemon:
         else:
             stage.labels("inspect").observe(time.monotonic() - started)
         t = time.monotonic()
-        routed = route(result.uncertainty.value, self.cfg.routing.review_threshold)
+        reason = review_route(result.uncertainty, self.review_threshold(), float(self._audit_rng.random()),
+                              self.cfg.routing.audit_fraction)
+        routed = reason is not None
         self.counters["frames"] += 1
         self.counters["routed" if routed else "auto"] += 1
+        if reason == "ood":
+            self.counters["ood"] += 1
+            log.warning("line %s camera %s frame %s: unlike anything the line knows (OoD distance %.3f > %.3f): "
+                        "to review", self.cfg.id, frame.source_id, frame_id, result.uncertainty.ood_distance,
+                        self.inspector.profile.ood.threshold if self.inspector.profile.ood else float("nan"),
+                        extra=ctx)
+        elif reason == "sampled":
+            self.counters["sampled"] += 1
         self.by_verdict[result.verdict] = self.by_verdict.get(result.verdict, 0) + 1
         key = ("review" if routed else "auto", result.verdict)
         self.by_route[key] = self.by_route.get(key, 0) + 1
         versions = self.inspector.versions
         stage.labels("route").observe(time.monotonic() - t)
         queued = False
-        if routed:
+        if reason is not None:
             t = time.monotonic()
             ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.routing.jpeg_quality])
             try:
                 if not ok:
                     raise OutboxError(f"JPEG encoding failed for frame {frame_id}")
                 # None = a full outbox refused it; the outbox has counted and logged that
-                queued = self.outbox.put(review_item(self.cfg, frame, frame_id, result, versions),
+                queued = self.outbox.put(review_item(self.cfg, frame, frame_id, result, versions, reason),
                                          jpeg.tobytes()) is not None
             except OutboxError as exc:
                 self.counters["outbox_errors"] += 1
@@ -272,7 +337,7 @@ class Daemon:
         decision = {
             "frame_id": frame_id, "wall": frame.wall_ts, "origin": frame.origin, "verdict": result.verdict,
             "anomaly_score": round(result.anomaly_score, 4), "uncertainty": round(result.uncertainty.value, 4),
-            "routed": routed, "queued": queued, "pack": versions[0], "profile": versions[1]}
+            "routed": routed, "reason": reason, "queued": queued, "pack": versions[0], "profile": versions[1]}
         if self._decision_log is not None:
             self._decision_log.write(json.dumps(decision) + "\n")
         if self.publisher is not None:
@@ -338,11 +403,25 @@ class Daemon:
         self.capture.start()
         self._quiet_since = now
 
-    # ---- SIGHUP ----------------------------------------------------------------------------------------------
-    def reload(self) -> bool:
-        """Re-read the config (when started from a file), the pack and the profile's CURRENT version; swap the
-        inspector between frames. Anything that does not load is refused, counted and logged; the old keeps
-        running."""
+    # ---- reload (SIGHUP or a new version on disk) -----------------------------------------------------------------
+    def watched_signature(self) -> tuple[object, ...]:
+        """What a new pack or profile version changes on disk: the profile's CURRENT and the pack's manifest."""
+        def stamp(path: Path) -> object:
+            try:
+                st = path.stat()
+            except OSError:
+                return None
+            return st.st_mtime_ns, st.st_size
+
+        try:
+            current = (self.cfg.profile / "CURRENT").read_text().strip()
+        except OSError:
+            current = None
+        return current, stamp(self.cfg.model.pack / "manifest.json")
+
+    def _prepare_reload(self) -> tuple[LineConfig, Inspector] | None:
+        """Load what the reload needs (config, pack, profile, new ONNX sessions); None when anything is refused,
+        counted and logged — the running inspector is untouched either way."""
         ctx = frame_context(self.cfg.id, self.cfg.source.id, None, "reload")
         new_cfg = self.cfg
         if self.config_path is not None:
@@ -351,7 +430,7 @@ class Daemon:
             except ConfigError as exc:
                 self.counters["reload_failures"] += 1
                 log.error("line %s: reload refused, config does not load: %s", self.cfg.id, exc, extra=ctx)
-                return False
+                return None
             kept = [k for k in ("id", "source", "transport", "ops", "status_file", "decision_log")
                     if getattr(new_cfg, k) != getattr(self.cfg, k)]
             if kept:
@@ -359,20 +438,70 @@ class Daemon:
                             self.cfg.id, ", ".join(kept), extra=ctx)
             new_cfg = self.cfg.model_copy(update={"routing": new_cfg.routing, "model": new_cfg.model,
                                                   "profile": new_cfg.profile})
-        old_versions = self.inspector.versions
         try:
             inspector = load_inspector(new_cfg)
         except Exception as exc:  # PackError, ProfileError, a broken ONNX file: keep the running inspector
             self.counters["reload_failures"] += 1
-            log.error("line %s: reload refused, keeping pack %s profile %s: %s", self.cfg.id, *old_versions, exc,
-                      extra=ctx)
-            return False
+            log.error("line %s: reload refused, keeping pack %s profile %s: %s", self.cfg.id,
+                      *self.inspector.versions, exc, extra=ctx)
+            return None
+        return new_cfg, inspector
+
+    def _swap(self, new_cfg: LineConfig, inspector: Inspector) -> None:
+        """Between frames: the next frame is decided by the new inspector, every earlier one by the old."""
+        old_versions = self.inspector.versions
         self.cfg = new_cfg
         self.inspector = inspector
         self.counters["reloads"] += 1
         log.info("line %s: reloaded: pack %s → %s, profile %s → %s", self.cfg.id, old_versions[0],
-                 inspector.versions[0], old_versions[1], inspector.versions[1], extra=ctx)
+                 inspector.versions[0], old_versions[1], inspector.versions[1],
+                 extra=frame_context(self.cfg.id, self.cfg.source.id, None, "reload"))
+
+    def reload(self) -> bool:
+        """Re-read the config (when started from a file), the pack and the profile's CURRENT version and swap the
+        inspector now. Anything that does not load is refused, counted and logged; the old keeps running."""
+        self._seen_signature = self.watched_signature()
+        prepared = self._prepare_reload()
+        if prepared is None:
+            return False
+        self._swap(*prepared)
         return True
+
+    def _start_reload(self, trigger: str) -> None:
+        """Build the new inspector on a side thread (new ONNX sessions take seconds) while frames keep flowing."""
+        if self._reload_thread is not None and self._reload_thread.is_alive():
+            self._reload_again = True  # another change arrived while loading: load once more afterwards
+            return
+        self._seen_signature = self.watched_signature()
+        log.info("line %s: reload (%s): loading off the frame path", self.cfg.id, trigger,
+                 extra=frame_context(self.cfg.id, self.cfg.source.id, None, "reload"))
+
+        def work() -> None:
+            self._prepared = self._prepare_reload()
+
+        self._prepared = None
+        self._reload_thread = threading.Thread(target=work, name=f"reload-{self.cfg.id}", daemon=True)
+        self._reload_thread.start()
+
+    def _poll_reload(self, now: float) -> None:
+        """Main loop, between frames: start a reload on SIGHUP or a changed version on disk; swap a ready one."""
+        if self.reload_event.is_set():
+            self.reload_event.clear()
+            self._start_reload("SIGHUP")
+        watch = self.cfg.ops.reload_watch_s
+        if watch > 0 and now - self._watch_mono >= watch:
+            self._watch_mono = now
+            if self.watched_signature() != self._seen_signature:
+                self._start_reload("new version on disk")
+        thread = self._reload_thread
+        if thread is not None and not thread.is_alive():
+            self._reload_thread = None
+            if self._prepared is not None:
+                self._swap(*self._prepared)
+                self._prepared = None
+            if self._reload_again:
+                self._reload_again = False
+                self._start_reload("change during the last reload")
 
     # ---- status and lifecycle ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -422,9 +551,7 @@ class Daemon:
             while not self.stop_event.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if self.reload_event.is_set():
-                    self.reload_event.clear()
-                    self.reload()
+                self._poll_reload(time.monotonic())
                 frame = self.capture.get(timeout=0.2)
                 if frame is not None:
                     self.handle(frame)

@@ -64,7 +64,8 @@ def bench_line(pack_dir: Path, provider: str, good_images: int, frames: int, say
         good = [p for p, label in textile_split("train") if label == "nominal"][:good_images]
         say(f"calibrating a bench profile from {len(good)} textile train good images …")
         calibrate(pack, load_vocabulary(), good, "bench", root / "profile", provider=provider)
-        routing = RoutingConfig() if review_threshold is None else RoutingConfig(review_threshold=review_threshold)
+        routing = RoutingConfig() if review_threshold is None else RoutingConfig(review_threshold=review_threshold,
+                                                                                 policy="threshold")
         cfg = LineConfig(id="bench", source=SourceConfig(kind="folder", path=root / "frames"),
                          model=ModelConfig(pack=pack_dir, provider=provider),
                          profile=root / "profile", routing=routing,

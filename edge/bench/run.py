@@ -10,7 +10,7 @@ from typing import Any
 
 from edge.bench.machine import machine, rss_mb
 
-PARTS = ("encoder", "pipeline", "latency", "ingest", "console")
+PARTS = ("encoder", "pipeline", "latency", "ingest", "console", "int8", "batch")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,12 @@ def run_parts(parts: list[str], opts: BenchOptions, say: Callable[[str], None]) 
             result.update(station.bench_ingest(opts.seconds, opts.senders, say=say))
         elif part == "console":
             result.update(station.bench_console(opts.console_items, say=say))
+        elif part in ("int8", "batch"):  # edge/bench/bench_quantized.py; imports onnx, so only when asked
+            from edge.bench import bench_quantized as bq
+
+            result.update(bq.bench_int8(opts.pack, opts.provider, opts.seconds, opts.good_images, opts.frames, say=say)
+                          if part == "int8" else bq.bench_batch(opts.pack, opts.provider, opts.seconds,
+                                                                opts.good_images, say=say))
         say(f"{part}: done in {time.monotonic() - started:.1f} s")
     result["rss_mb"] = daemon_rss if daemon_rss is not None else rss_mb()
     result["machine"] = machine(opts.provider)

@@ -57,3 +57,51 @@ def iou(a: Box, b: Box) -> float:
 def mask_box(mask: np.ndarray) -> Box:
     ys, xs = np.nonzero(mask)
     return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+def fpr_at_tpr(labels: np.ndarray, scores: np.ndarray, tpr_target: float = 0.95) -> float:
+    """False-positive rate at the first threshold whose true-positive rate reaches `tpr_target` (FPR@95 % TPR)."""
+    fpr, tpr = roc_curve(labels, scores)
+    return float(fpr[int(np.searchsorted(tpr, tpr_target, side="left"))])
+
+
+def risk_coverage(uncertainty: np.ndarray, wrong: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage, selective risk) when the k surest decisions are accepted, k = 1 … N."""
+    order = np.argsort(np.asarray(uncertainty, np.float64), kind="mergesort")
+    errors = np.cumsum(np.asarray(wrong, np.float64)[order])
+    k = np.arange(1, order.size + 1)
+    return k / order.size, errors / k
+
+
+def aurc(uncertainty: np.ndarray, wrong: np.ndarray) -> float:
+    """Area under the risk–coverage curve (lower is better; the error rate itself when the scorer is random)."""
+    return float(risk_coverage(uncertainty, wrong)[1].mean()) if np.size(wrong) else float("nan")
+
+
+def empirical_risk_threshold(uncertainty: np.ndarray, wrong: np.ndarray, alpha: float) -> float:
+    """The largest threshold t whose accepted set (uncertainty ≤ t) has error rate ≤ α on these decisions."""
+    u = np.asarray(uncertainty, np.float64)
+    order = np.argsort(u, kind="mergesort")
+    coverage, risk = risk_coverage(u, wrong)
+    u_sorted = u[order]
+    # only thresholds at the last of tied values are real thresholds
+    last = np.r_[np.nonzero(np.diff(u_sorted))[0], u_sorted.size - 1]
+    ok = last[risk[last] <= alpha]
+    return float(u_sorted[ok.max()]) if ok.size else float(u_sorted[0]) - 1e-9
+
+
+def reliability(probability: np.ndarray, outcome: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
+    """Mean predicted probability, observed frequency and count per equal-width bin; plus the expected calibration
+    error (count-weighted |observed − predicted|)."""
+    p = np.asarray(probability, np.float64)
+    y = np.asarray(outcome, np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    mean_p, freq, count = [], [], []
+    for b in range(bins):
+        sel = idx == b
+        count.append(float(sel.sum()))
+        mean_p.append(float(p[sel].mean()) if sel.any() else float("nan"))
+        freq.append(float(y[sel].mean()) if sel.any() else float("nan"))
+    ece = sum(c * abs(f - m) for c, f, m in zip(count, freq, mean_p, strict=True) if c) / max(p.size, 1)
+    return {"predicted": mean_p, "observed": freq, "count": count, "ece": [float(ece)]}

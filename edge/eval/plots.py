@@ -12,25 +12,37 @@ from edge.grounding.regions import FoundRegion
 _COLOURS = [(200, 90, 20), (40, 160, 40), (30, 30, 220), (160, 40, 160), (20, 160, 200), (90, 90, 90)]
 
 
-def roc_png(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str, path: Path) -> None:
+def lines_png(curves: dict[str, tuple[np.ndarray, np.ndarray, str]], title: str, x_label: str, path: Path,
+              y_max: float = 1.0, diagonal: bool = False, markers: bool = False) -> None:
+    """Curves (x in [0, 1], y in [0, y_max]) with a legend of `name value`; a dashed diagonal on request."""
     size, pad = 420, 50
-    img = np.full((size + 2 * pad, size + 2 * pad + 190, 3), 255, np.uint8)
+    img = np.full((size + 2 * pad, size + 2 * pad + 230, 3), 255, np.uint8)
     x0, y0 = pad, pad + size
     cv2.rectangle(img, (x0, pad), (x0 + size, y0), (0, 0, 0), 1)
-    cv2.line(img, (x0, y0), (x0 + size, pad), (200, 200, 200), 1)
+    if diagonal:
+        cv2.line(img, (x0, y0), (x0 + size, y0 - int(size * min(1.0, 1.0 / y_max))), (200, 200, 200), 1)
     for t in np.linspace(0, 1, 6):
         cv2.putText(img, f"{t:.1f}", (x0 + int(t * size) - 10, y0 + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-        cv2.putText(img, f"{t:.1f}", (x0 - 32, y0 - int(t * size) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-    cv2.putText(img, "false positive rate", (x0 + size // 2 - 70, y0 + 38), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                (0, 0, 0), 1)
+        cv2.putText(img, f"{t * y_max:.2g}", (x0 - 36, y0 - int(t * size) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (0, 0, 0), 1)
+    cv2.putText(img, x_label, (x0 + size // 2 - 70, y0 + 38), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
     cv2.putText(img, title, (x0, pad - 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
-    for i, (name, (fpr, tpr, auc)) in enumerate(curves.items()):
+    for i, (name, (x, y, value)) in enumerate(curves.items()):
         colour = _COLOURS[i % len(_COLOURS)]
-        pts = np.stack([x0 + fpr * size, y0 - tpr * size], axis=1).astype(np.int32)
+        ok = np.isfinite(x) & np.isfinite(y)
+        pts = np.stack([x0 + x[ok] * size, y0 - np.clip(y[ok] / y_max, 0, 1) * size], axis=1).astype(np.int32)
         cv2.polylines(img, [pts], False, colour, 2, cv2.LINE_AA)
-        cv2.putText(img, f"{name} {auc:.3f}", (x0 + size + 12, pad + 20 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+        if markers:
+            for px, py in pts:
+                cv2.circle(img, (int(px), int(py)), 3, colour, -1, cv2.LINE_AA)
+        cv2.putText(img, f"{name} {value}", (x0 + size + 12, pad + 20 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                     colour, 1, cv2.LINE_AA)
     cv2.imwrite(str(path), img)
+
+
+def roc_png(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str, path: Path) -> None:
+    lines_png({name: (fpr, tpr, f"{auc:.3f}") for name, (fpr, tpr, auc) in curves.items()}, title,
+              "false positive rate", path, diagonal=True)
 
 
 def confusion_png(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:

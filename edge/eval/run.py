@@ -30,6 +30,7 @@ import numpy as np
 from edge.daemon import Inspection, Inspector
 from edge.datasets import ElpvCell, elpv_per_class, elpv_split, textile_split
 from edge.eval import plots
+from edge.eval.failure import SCORERS, failure_figures
 from edge.eval.metrics import accuracy, auroc, iou, mask_box, roc_curve
 from edge.eval.synthetic import KINDS, VOCAB_CLASS, make_defect
 from edge.grounding.anomaly import combine, global_zero_shot_score, raw_scores, smooth
@@ -59,8 +60,13 @@ ANCHORS: dict[str, str] = {
     "synthetic_loc.region_precision": "IoU ≥ 0.3 (no anchor)",
     "captions.class_accuracy": "(no anchor)",
     "captions.location_accuracy": "(no anchor; 3×3 grid words)",
+    "elpv.failure.learned.auroc": "goal ≥ 0.90 and ≥ MSP + 0.05; ViLU lifts MCM by 0.08–0.33 (ICCV 2025)",
+    "elpv.failure.msp.auroc": "max-softmax baseline, same decisions",
+    "elpv.routing.coverage_at_1pct": "goal ≥ 0.60 (threshold chosen on the calibration half)",
+    "elpv.routing.realised_risk": "the profile's own risk threshold (α in routing.alpha) on the test split",
 }
-GOALS = {"elpv.accuracy": 0.91, "elpv_unseen.accuracy": 0.88, "textile.auroc": 0.98, "synthetic_loc.pixel_auroc": 0.95}
+GOALS = {"elpv.accuracy": 0.91, "elpv_unseen.accuracy": 0.88, "textile.auroc": 0.98, "synthetic_loc.pixel_auroc": 0.95,
+         "elpv.failure.learned.auroc": 0.90, "elpv.routing.coverage_at_1pct": 0.60}
 
 
 def _identity(items: Sequence[T], _label: str) -> Iterable[T]:
@@ -155,6 +161,42 @@ def _binary_figures(scored: list[Scored]) -> dict[str, Any]:
             "confusion": [[int(((truth == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]}
 
 
+def _failure_section(ctx: Context, name: str, scored: list[Scored], inspector: Inspector) -> dict[str, Any]:
+    """Issue 6's failure-prediction and routing figures on the same decisions (edge.eval.failure)."""
+    truth = np.array([s.truth for s in scored])
+    decided = np.array([int(s.inspection.verdict != "good") for s in scored])
+    names = sorted({k for s in scored for k in s.inspection.uncertainty.scores})
+    scores = {k: np.array([s.inspection.uncertainty.scores.get(k, np.nan) for s in scored]) for k in names}
+    scores = {k: v for k, v in scores.items() if np.isfinite(v).all()}
+    if "learned" not in scores and "msp" not in scores:
+        return {}
+    figures = failure_figures(truth, decided, scores, inspector.profile.routing, ctx.out, name, ctx.seed)
+    fitted = inspector.profile.metrics
+    figures["failure"]["calibration"] = {  # what calibrate measured out of fold on the labelled rows
+        k: fitted[k] for k in ("failure_inputs", "failure_oof_auroc_by_inputs", "failure_oof_auroc_msp",
+                               "oof_accuracy", "rows") if k in fitted}
+    return figures
+
+
+def _ood_section(ctx: Context, inspector: Inspector, scored: list[Scored], foreign: list[Path]) -> dict[str, Any]:
+    """The line's OoD detector on its own test frames (false alarms) and on another product's images."""
+    if inspector.profile.ood is None:
+        return {}
+    own = np.array([s.inspection.uncertainty.ood_distance for s in scored])
+    rng = np.random.default_rng(ctx.seed)
+    # a covered lens, a lighting failure, sensor noise: none of them a product the line knows
+    frames = [np.zeros((300, 300, 3), np.uint8), np.full((300, 300, 3), 255, np.uint8),
+              rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)]
+    frames += [read_image(p) for p in ctx.progress(foreign, "OoD: foreign frames")]
+    other = [inspector.inspect(bgr).uncertainty.ood_distance for bgr in frames]
+    far = np.array(other)
+    thr = inspector.profile.ood.threshold
+    return {"threshold": round(thr, 4), "false_alarm_rate": round(float((own > thr).mean()), 4),
+            "detection_rate": round(float((far > thr).mean()), 4) if far.size else float("nan"),
+            "auroc": round(auroc(np.r_[np.zeros(own.size), np.ones(far.size)], np.r_[own, far]), 4),
+            "foreign": f"{len(foreign)} textile test images + black, white and noise frames on the ELPV line"}
+
+
 def _roc_plot(scored: list[Scored], title: str, path: Path) -> None:
     truth = np.array([s.truth for s in scored])
     curves = {}
@@ -194,6 +236,7 @@ def eval_textile(ctx: Context) -> dict[str, Any]:
         accuracy(np.array([expected[s.group] for s in called]), np.array([s.inspection.verdict for s in called])), 4
     ) if called else float("nan")
     figures["shots"] = {"good": len(good), "defect": len(defects)}
+    figures.update(_failure_section(ctx, "textile", scored, inspector))
     _roc_plot(scored, "textile test: nominal vs defect", ctx.out / "roc_textile.png")
     plots.confusion_png(np.array(figures["confusion"]), ["good", "defect"], "textile",
                         ctx.out / "confusion_textile.png")
@@ -220,6 +263,10 @@ def eval_elpv(ctx: Context) -> dict[str, Any]:
                                             if s.group == label])), 4)
             for label in ("0", "0.33", "0.67", "1")}
         figures["fit_images"] = {"good": sum(not c.defective for c in cells), "defect": sum(c.defective for c in cells)}
+        figures.update(_failure_section(ctx, name, scored, inspector))
+        if name == "elpv":
+            foreign = ctx.subset([p for p, _ in textile_split("test")], 10)[:10 if ctx.quick else 60]
+            figures["ood"] = _ood_section(ctx, inspector, scored, foreign)
         _roc_plot(scored, f"{name} test: functional vs defective", ctx.out / f"roc_{name}.png")
         plots.confusion_png(np.array(figures["confusion"]), ["good", "defect"], name, ctx.out / f"confusion_{name}.png")
         results[name] = figures
@@ -292,7 +339,8 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
 
 
 def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = False, seed: int = 0,
-             provider: str = "cpu", progress: Progress = _identity) -> dict[str, Any]:
+             provider: str = "cpu", progress: Progress = _identity, loop: bool = False,
+             loop_every: int = 200) -> dict[str, Any]:
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(pack, out, seed, quick, provider, progress)
@@ -301,10 +349,14 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
         report["textile"] = eval_textile(ctx)
     if "elpv" in datasets:
         report.update(eval_elpv(ctx))
+        if loop:
+            from edge.eval.loop import run_loop
+
+            report["elpv"]["loop"] = run_loop(ctx, loop_every)
     if "synthetic-loc" in datasets:
         report.update(eval_synthetic(ctx))
     report["config"] = {
-        "seed": seed, "quick": quick, "datasets": list(datasets), "pack_version": pack.version,
+        "seed": seed, "quick": quick, "datasets": list(datasets), "pack_version": pack.version, "loop": loop,
         "profile_versions": ctx.profiles, "provider": provider,
         "splits": {
             "textile": "edge.datasets.textile_split: calibrate on train (50 nominal + 25 local + 25 global, seeded), "
@@ -361,5 +413,52 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += ["| set | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         lines += [f"| {name} | " + " | ".join(f"{r[k]:.4f}" if k in r else "—" for k in names) + " |"
                   for name, r in rows]
+    lines += _failure_markdown(report)
     lines += ["", "## Configuration", "", "```json", json.dumps(cfg, indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _failure_markdown(report: dict[str, Any]) -> list[str]:
+    sets = [name for name in ("elpv", "elpv_unseen", "textile") if "failure" in report.get(name, {})]
+    if not sets:
+        return []
+    lines = ["", "## Failure prediction and routing (same decisions for every scorer)", "",
+             "Failure AUROC / FPR at 95 % TPR / AURC (wrong decision = positive; lower AURC is better):", "",
+             "| set | " + " | ".join(SCORERS) + " |", "|---" * (len(SCORERS) + 1) + "|"]
+    for name in sets:
+        f = report[name]["failure"]
+        lines.append(f"| {name} | " + " | ".join(
+            f"{f[s]['auroc']:.3f} / {f[s]['fpr95']:.2f} / {f['aurc_by_scorer'][s]:.3f}" if s in f else "—"
+            for s in SCORERS) + " |")
+    lines += ["", "Coverage at selective risk (test halves, threshold from the calibration halves, mean of "
+              f"{report[sets[0]]['routing']['splits']} splits) and the profile's own risk threshold on the test "
+              "split:", "", "| set | decisions wrong | coverage @1 % | @5 % | profile policy | its coverage | "
+              "realised risk | bound held (share of splits) |", "|---|---|---|---|---|---|---|---|"]
+    for name in sets:
+        r, e = report[name]["routing"], report[name]
+        policy = f"{r['policy']} α={r['alpha']}, δ={r['delta']}" if "policy" in r else "—"
+        held = r.get("bounded", {}).get("risk_within_alpha_share", float("nan"))
+        lines.append(f"| {name} | {1 - e['accuracy']:.3f} | "
+                     f"{r['coverage_at_1pct']:.3f} | {r['coverage_at_5pct']:.3f} | {policy} | "
+                     f"{r.get('coverage', float('nan')):.3f} | {r.get('realised_risk', float('nan')):.3f} | "
+                     f"{held:.2f} |")
+    for name in sets:
+        cal = report[name]["failure"].get("calibration") or {}
+        if cal.get("failure_inputs"):
+            lines.append(f"\n{name}: calibrate kept the `{cal.get('failure_inputs')}` predictor (out-of-fold "
+                         f"failure AUROC by inputs {cal.get('failure_oof_auroc_by_inputs')}, MSP "
+                         f"{cal.get('failure_oof_auroc_msp')}, on {cal.get('rows')} labelled rows).")
+    if "ood" in report.get("elpv", {}) and report["elpv"]["ood"]:
+        o = report["elpv"]["ood"]
+        lines += ["", f"OoD on the ELPV line: {o['false_alarm_rate']:.3f} of its test cells flagged, "
+                  f"{o['detection_rate']:.3f} of foreign frames ({o['foreign']}), AUROC {o['auroc']:.3f}."]
+    loop = report.get("elpv", {}).get("loop")
+    if loop:
+        lines += ["", f"## Review loop (ELPV stream of {loop['stream']} cells, retrain every {loop['every']} "
+                  f"reviews, routing risk α = {loop['alpha_routing']})", "",
+                  "| round | reviews | rows | workload | accuracy | failure AUROC | coverage @1 % | @5 % |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in loop["rounds"]:
+            lines.append(f"| {r['round']} | {r['reviews']} | {r['rows']} | {r['workload']:.2f} | {r['accuracy']:.3f} "
+                         f"| {r['failure_auroc']:.3f} | {r['coverage_at_1pct']:.3f} | {r['coverage_at_5pct']:.3f} |")
+    return lines

@@ -108,6 +108,13 @@ def _best_threshold(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
 
 def fit_head(features: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5) -> LinearHead:
     """Fit the head on [N, d] features with labels 1 = defect, 0 = good (at least 2 of each)."""
+    return fit_head_with_oof(features, labels, seed, folds)[0]
+
+
+def fit_head_with_oof(features: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5
+                      ) -> tuple[LinearHead, np.ndarray]:
+    """The head and its out-of-fold p(defect) per row at the chosen penalty: each row predicted by a fit that did
+    not see it, i.e. the errors the head makes on new frames (what the failure predictor learns from)."""
     y = np.asarray(labels, np.float64)
     x = np.asarray(features, np.float64)
     mean = x.mean(axis=0)
@@ -131,4 +138,4 @@ def fit_head(features: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int
     threshold, cv_acc = _best_threshold(y, oof)
     w, b = _fit_logistic(xs, y, l2)
     return LinearHead(mean.astype(np.float32), std.astype(np.float32), w.astype(np.float32), b, threshold, l2,
-                      cv_acc)
+                      cv_acc), oof

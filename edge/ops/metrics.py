@@ -84,6 +84,12 @@ class DaemonCollector(Collector):
                        {k: float(v) for k, v in d.by_route.items()})
         yield _gauge("lineside_review_rate", "share of decided frames routed to review since start",
                      c["routed"] / c["frames"] if c["frames"] else 0.0)
+        yield _counter("lineside_review_reasons", "frames sent to review by reason: ood (unlike anything the line "
+                       "knows), sampled (audit of auto-decisions), uncertain", ["reason"],
+                       {("ood",): float(c["ood"]), ("sampled",): float(c["sampled"]),
+                        ("uncertain",): float(c["routed"] - c["ood"] - c["sampled"])})
+        yield _counter("lineside_ood_alarms", "frames unlike anything the line knows (lens covered, wrong product, "
+                       "lighting failure): alert when this rises", [], {(): float(c["ood"])})
         yield _counter("lineside_errors", "errors by kind", ["kind"], {
             ("inspect",): float(c["errors"]), ("outbox",): float(c["outbox_errors"]),
             ("inference_stuck",): float(c["inference_stuck"]), ("capture",): float(cap["errors"] or 0),

@@ -23,7 +23,8 @@ import numpy as np
 
 from edge.datasets import IMAGE_SUFFIXES
 from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
-from edge.grounding.head import fit_head, frame_features
+from edge.grounding.head import frame_features
+from edge.profile.fit import LabelledRows, RoutingSpec, balanced_threshold, refit
 from edge.profile.profile import LineProfile, ProfileError, Vocabulary, save_profile
 from edge.vlm.pack import ModelPack
 from edge.vlm.prompts import build_text_bank
@@ -89,7 +90,8 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
               defects: list[Path] | None = None, bank_size: dict[int, int] | None = None, sigmas: float = 3.0,
               provider: str = "auto", progress: Progress = _identity, seed: int = 0,
               max_bank_images: int = MAX_BANK_IMAGES, global_weight: float = 1.0,
-              fit_classifier: bool = True, weights: dict[str, float] | None = None) -> LineProfile:
+              fit_classifier: bool = True, weights: dict[str, float] | None = None,
+              routing: RoutingSpec | None = None) -> LineProfile:
     """Fit and save a new profile version; returns it."""
     if len(good) < 3:
         raise ProfileError(f"calibration needs at least 3 good images, got {len(good)}")
@@ -161,39 +163,26 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
                                   "holdout_good_score_mean": float(good_scores.mean()),
                                   "holdout_good_score_max": float(good_scores.max()),
                                   "unreadable_images": unreadable}
+    holdout_rows = [frame_features(h.compact, m, h.global_score) for h, m in zip(holdout, good_maps, strict=True)]
+    rows = LabelledRows(np.stack(holdout_rows), np.zeros(len(holdout), np.int64))
     if defects:
         bad = scored(defects, "defects")
         bad_maps = [smooth(combine(b.raw, patch_stats, weights)) for b in bad]
         defect_scores = np.array([float(m.max()) for m in bad_maps])
-        profile.anomaly_threshold, _ = _balanced_threshold(good_scores, defect_scores)
-        bad_frame = np.array([profile.frame_score(s, b.global_score)[0]
-                              for s, b in zip(defect_scores, bad, strict=True)])
-        profile.frame_threshold, balanced = _balanced_threshold(good_frame, bad_frame)
-        metrics.update(defect_images=len(defects), holdout_balanced_accuracy=balanced)
-        if fit_classifier and len(holdout) >= 2 and len(bad) >= 2:
-            head_rows = [frame_features(h.compact, m, h.global_score) for h, m in zip(holdout, good_maps, strict=True)]
-            head_rows.extend(frame_features(b.compact, m, b.global_score) for b, m in zip(bad, bad_maps, strict=True))
-            labels = np.r_[np.zeros(len(holdout)), np.ones(len(bad))]
-            profile.head = fit_head(np.stack(head_rows), labels, seed=seed)
-            # keep the head only where it beats the fused score on these frames (its out-of-fold balanced accuracy
-            # against the fused score's in-sample one, which flatters the fused score)
-            profile.use_head = profile.head.cv_accuracy >= balanced
-            metrics.update(head_cv_accuracy=profile.head.cv_accuracy, head_l2=profile.head.l2,
-                           head_in_use=profile.use_head)
+        profile.anomaly_threshold, _ = balanced_threshold(good_scores, defect_scores)
+        metrics["defect_images"] = len(defects)
+        rows = rows.extend(LabelledRows(
+            np.stack([frame_features(b.compact, m, b.global_score) for b, m in zip(bad, bad_maps, strict=True)]),
+            np.ones(len(bad), np.int64)))
+    # thresholds, classifier head, failure predictor, routing threshold and OoD detector from the labelled rows
+    fitted = refit(profile, rows, text, scale, pack.embedding_dim, routing, seed=seed, fit_classifier=fit_classifier)
+    if "fused_balanced_accuracy" in fitted:
+        fitted["holdout_balanced_accuracy"] = fitted["fused_balanced_accuracy"]
+    metrics.update(fitted)
+    profile.rows = rows
     metrics["seconds"] = round(time.monotonic() - started, 1)
     profile.metrics = metrics
     save_profile(profile, profile_dir)
     log.info("line %s: profile %s saved in %s (%.1f s)", line_id, profile.version, profile_dir,
              metrics["seconds"])
     return profile
-
-
-def _balanced_threshold(good: np.ndarray, bad: np.ndarray) -> tuple[float, float]:
-    """The threshold (score > t = defect) with the best balanced accuracy, and that accuracy."""
-    candidates = np.unique(np.concatenate([good, bad]))
-    good_sorted, bad_sorted = np.sort(good), np.sort(bad)
-    tnr = np.searchsorted(good_sorted, candidates, side="right") / good.size
-    tpr = 1.0 - np.searchsorted(bad_sorted, candidates, side="right") / bad.size
-    balanced = (tnr + tpr) / 2
-    best = int(np.argmax(balanced))
-    return float(candidates[best]), float(balanced[best])

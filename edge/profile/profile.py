@@ -4,6 +4,10 @@
     <profile dir>/v0001/profile.json   vocabulary, thresholds, good-score statistics, provenance
     <profile dir>/v0001/bank.npz       good-reference memory bank, one float16 array per patch stride
     <profile dir>/v0001/head.npz       classifier head (only when calibrated with labelled defects)
+    <profile dir>/v0001/failure.npz    learned failure predictor (edge.uncertainty.failure), when there were errors
+    <profile dir>/v0001/neighbours.npz labelled frames as neighbours (the failure predictor's neighbourhood inputs)
+    <profile dir>/v0001/ood.npz        OoD references and threshold
+    <profile dir>/v0001/rows.npz       the labelled frame rows everything above was fit on (`lineside train` adds to)
 
 The frame verdict: with a head in use, p(defect) from the head against its threshold; without one, the frame score — the
 weighted mean of the anomaly map's maximum and the global zero-shot score, each in held-out good-frame standard
@@ -29,6 +33,7 @@ import numpy as np
 import yaml
 
 from edge.grounding.head import LinearHead
+from edge.uncertainty.failure import FailurePredictor, NeighbourIndex, OodDetector
 
 DEFAULT_VOCAB = Path(__file__).with_name("default_vocab.yaml")
 GOOD = "good"
@@ -102,6 +107,12 @@ class LineProfile:
     frame_scale: float | None = None
     head: LinearHead | None = None
     use_head: bool = True  # False: the head is kept for the record, the fused frame score decides
+    failure: FailurePredictor | None = None  # learned p(decision wrong); None = the baseline uncertainty
+    neighbours: NeighbourIndex | None = None  # labelled frames, for the predictor's neighbourhood inputs
+    ood: OodDetector | None = None
+    # policy ("risk" | "budget"), alpha, delta, budget, threshold on p(wrong), calibration figures
+    routing: dict[str, Any] | None = None
+    rows: Any = None  # edge.profile.fit.LabelledRows the head / predictor were fit on (kept for `lineside train`)
 
     def frame_score(self, map_max: float, global_score: float) -> tuple[float, float, float]:
         """(score, threshold, scale) of the frame without the head."""
@@ -132,6 +143,13 @@ class LineProfile:
             "head": None if self.head is None else {"file": "head.npz", "threshold": self.head.threshold,
                                                     "l2": self.head.l2, "cv_accuracy": self.head.cv_accuracy,
                                                     "in_use": self.use_head},
+            "failure": None if self.failure is None else {"file": "failure.npz", **self.failure.info},
+            "neighbours": None if self.neighbours is None else {"file": "neighbours.npz",
+                                                                "n": int(self.neighbours.labels.size)},
+            "ood": None if self.ood is None else {"file": "ood.npz", "threshold": self.ood.threshold,
+                                                  "references": int(self.ood.references.shape[0])},
+            "routing": self.routing,
+            "rows": None if self.rows is None else {"file": "rows.npz", "n": len(self.rows)},
         }
 
 
@@ -152,6 +170,14 @@ def save_profile(profile: LineProfile, directory: Path) -> str:
     np.savez(staging / "bank.npz", **arrays)
     if profile.head is not None:
         profile.head.save(staging / "head.npz")
+    if profile.failure is not None:
+        profile.failure.save(staging / "failure.npz")
+    if profile.neighbours is not None:
+        profile.neighbours.save(staging / "neighbours.npz")
+    if profile.ood is not None:
+        profile.ood.save(staging / "ood.npz")
+    if profile.rows is not None:
+        profile.rows.save(staging / "rows.npz")
     os.replace(staging, directory / profile.version)
     tmp = directory / ".CURRENT.tmp"
     tmp.write_text(profile.version + "\n")
@@ -166,8 +192,9 @@ def current_version(directory: Path) -> str | None:
         return None
 
 
-def load_profile(directory: Path, pack_version: str | None = None) -> LineProfile:
-    """Load the CURRENT version; refuse one fit with another pack than `pack_version`."""
+def load_profile(directory: Path, pack_version: str | None = None, with_rows: bool = False) -> LineProfile:
+    """Load the CURRENT version; refuse one fit with another pack than `pack_version`. The labelled rows (only
+    `lineside train` needs them) are read with `with_rows`."""
     directory = Path(directory)
     version = current_version(directory)
     if version is None:
@@ -178,6 +205,14 @@ def load_profile(directory: Path, pack_version: str | None = None) -> LineProfil
         with np.load(vdir / "bank.npz") as npz:
             bank = {int(k[1:]): npz[k].astype(np.float32) for k in npz.files}
         head = LinearHead.load(vdir / "head.npz") if data.get("head") else None
+        failure = FailurePredictor.load(vdir / "failure.npz") if data.get("failure") else None
+        neighbours = NeighbourIndex.load(vdir / "neighbours.npz") if data.get("neighbours") else None
+        ood = OodDetector.load(vdir / "ood.npz") if data.get("ood") else None
+        rows = None
+        if with_rows and data.get("rows"):
+            from edge.profile.fit import LabelledRows  # fit imports this module
+
+            rows = LabelledRows.load(vdir / "rows.npz")
     except (OSError, ValueError, KeyError) as exc:
         raise ProfileError(f"line profile {vdir}: unreadable: {exc}") from None
     if pack_version is not None and data["pack_version"] != pack_version:
@@ -197,4 +232,5 @@ def load_profile(directory: Path, pack_version: str | None = None) -> LineProfil
         frame_threshold=None if data.get("frame_threshold") is None else float(data["frame_threshold"]),
         frame_scale=None if data.get("frame_scale") is None else float(data["frame_scale"]),
         head=head, use_head=bool((data.get("head") or {}).get("in_use", True)),
+        failure=failure, neighbours=neighbours, ood=ood, routing=data.get("routing"), rows=rows,
     )

@@ -4,7 +4,8 @@ This module only wires the parts together; each lives in its own module:
 
 - ``auth``: session cookies, the login requirement and CSRF for every route (``SessionGuard``).
 - ``views.account``: login / logout.  ``views.review``: the queue, one item, review / lease / undo, images,
-  the JSON API.  ``views.admin``: export, users, audit log.
+  the JSON API.  ``views.admin``: export, users, audit log.  ``views.audit_view``: the risk audit page and JSON
+  (``risk_audit``: error rate of the sampled auto-decisions per line; its alarm banner is on every page).
 - ``queue``: the queue query (filters, keyset pages).  ``export``: COCO / JSONL zips.  ``users``: accounts.
 
 Templates and static files ship inside the package; nothing is loaded from the internet.
@@ -22,8 +23,9 @@ from fastapi.staticfiles import StaticFiles
 
 from edge.config import StationConfig
 from edge.station.auth import SessionCodec, SessionGuard, load_or_create_secret
+from edge.station.risk_audit import AuditMonitor
 from edge.station.store import Store
-from edge.station.views import account, admin, review
+from edge.station.views import account, admin, audit_view, review
 from edge.station.views.common import HERE, Console, CountersFn, class_color, clock, humanize_age, make_templates
 from edge.station.views.review import ReviewIn, item_json
 
@@ -60,6 +62,9 @@ def create_app(store: Store, storage_dir: Path | str, ingest_counters: CountersF
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for group in (account, review, admin):
         app.include_router(group.router(console))
+    monitor = AuditMonitor(store, cfg.audit_alpha, cfg.audit_alpha_by_line)
+    app.include_router(audit_view.router(console, monitor))
+    console.templates.env.globals["risk_audit"] = monitor.safe_snapshot  # base.html: the banner, for logged-in users
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -71,4 +76,5 @@ def create_app(store: Store, storage_dir: Path | str, ingest_counters: CountersF
         return JSONResponse({"status": "ok"})
 
     app.state.console = console
+    app.state.risk_audit = monitor  # the station's /metrics reads the same figures (edge.station.server)
     return app

@@ -19,6 +19,7 @@ from edge.ops.metrics import station_registry
 from edge.ops.notify import SystemdNotifier
 from edge.station.console import create_app
 from edge.station.ingest import IngestServer, sqlite_wal_checkpoint
+from edge.station.risk_audit import AuditCollector
 from edge.station.store import Store
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,10 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
 
         if cfg.metrics_port is not None:
             running = ingest
+            registry = station_registry(lambda: running.counters)
+            registry.register(AuditCollector(app.state.risk_audit))  # lineside_audit_* gauges per line
             try:
-                metrics = HealthServer(cfg.metrics_host, cfg.metrics_port, station_registry(lambda: running.counters),
-                                       name="station-metrics").start()
+                metrics = HealthServer(cfg.metrics_host, cfg.metrics_port, registry, name="station-metrics").start()
             except OSError as exc:
                 raise StationError(f"station metrics cannot listen on {cfg.metrics_host}:{cfg.metrics_port}: "
                                    f"{exc.strerror or exc}") from exc

@@ -19,7 +19,7 @@ KIND_ACK = b"ack"
 KIND_ERR = b"err"
 MAX_JPEG_BYTES = 32 * 1024 * 1024
 
-ReviewReason = Literal["uncertain", "unknown_frame", "sampled"]
+ReviewReason = Literal["uncertain", "unknown_frame", "sampled", "ood"]
 
 
 class WireError(ValueError):

@@ -1,10 +1,11 @@
 """Risk control for routing: finite-sample bounds on the error rate among auto-decided frames.
 
 `clopper_pearson` is the exact binomial interval. `risk_threshold` picks the uncertainty threshold below which the
-daemon decides by itself so that the error rate among those frames is ≤ α with confidence 1 − δ: thresholds are
-tested from the surest frames outward, each with the Clopper–Pearson upper bound, and the scan stops at the first
-one that fails (fixed-sequence testing, as in Learn-then-Test: the family-wise error stays ≤ δ without a
-multiplicity correction). `budget_threshold` sends at most b of the frames to review, most uncertain first.
+daemon decides by itself so that the error rate among those frames is ≤ α with confidence 1 − δ: the selection
+with guaranteed risk (SGR) binary search, each test a Clopper–Pearson upper bound at δ / (number of tests).
+(A fixed-sequence scan from the surest frame outward would be valid without the correction, but its first tests
+have one or two frames, whose bound can never be below a 1 % α: it would stop at once.)
+`budget_threshold` sends at most b of the frames to review, most uncertain first.
 Pure Python + numpy: the daemon and the station use these without scipy.
 """
 
@@ -47,8 +48,8 @@ def clopper_pearson(errors: int, n: int, confidence: float = 0.95) -> tuple[floa
     if n <= 0:
         return 0.0, 1.0
     tail = (1 - confidence) / 2
-    # lower: P(X ≥ errors | p) = tail, i.e. for the n − errors correct ones, P(Y ≤ n − errors | 1 − p) = tail
-    lower = 0.0 if errors == 0 else 1 - _solve(lambda q: _binom_cdf(n - errors, n, q), tail)
+    # lower: P(X ≥ errors | p) = tail, i.e. P(X ≤ errors − 1 | p) = 1 − tail (a sum of `errors` terms, not n)
+    lower = 0.0 if errors == 0 else _solve(lambda p: _binom_cdf(errors - 1, n, p), 1 - tail)
     upper = 1.0 if errors >= n else _solve(lambda p: _binom_cdf(errors, n, p), tail)
     return lower, upper
 
@@ -87,23 +88,34 @@ class RiskCalibration:
 def risk_threshold(uncertainty: np.ndarray, wrong: np.ndarray, alpha: float, delta: float = 0.1) -> RiskCalibration:
     """The largest threshold whose accepted set (uncertainty ≤ t) has a (1 − δ) upper error bound ≤ α.
 
-    Candidates are the distinct uncertainty values, surest first; the scan stops at the first candidate that fails
-    (fixed-sequence testing). With no candidate passing, the threshold is below every score: everything is reviewed."""
+    SGR (Geifman & El-Yaniv 2017): a binary search over the sorted uncertainties, each of its ⌈log₂ N⌉ tests at
+    confidence 1 − δ/⌈log₂ N⌉ (Bonferroni), so the returned threshold's bound holds with probability ≥ 1 − δ. With
+    no threshold passing, it lies below every score: everything is reviewed."""
     u = np.asarray(uncertainty, np.float64).ravel()
     w = np.asarray(wrong, bool).ravel()
     if u.size != w.size:
         raise ValueError(f"{u.size} uncertainties but {w.size} error flags")
+    if u.size == 0:
+        return RiskCalibration(0.0, alpha, delta, 0, 0, 0, 1.0)
     order = np.argsort(u, kind="mergesort")
-    u_sorted, w_sorted = u[order], w[order]
-    cum_errors = np.cumsum(w_sorted)
-    last_of_value = np.r_[np.nonzero(np.diff(u_sorted))[0], u_sorted.size - 1] if u.size else np.array([], int)
-    best = RiskCalibration(float(u_sorted[0]) - 1e-9 if u.size else 0.0, alpha, delta, int(u.size), 0, 0, 1.0)
-    for idx in last_of_value:
-        accepted, errors = int(idx) + 1, int(cum_errors[idx])
-        bound = risk_upper_bound(errors, accepted, delta)
-        if bound > alpha:
+    u_sorted, cum_errors = u[order], np.cumsum(w[order])
+    # a threshold accepts whole groups of tied values: test only at the last index of each
+    last_of_value = np.r_[np.nonzero(np.diff(u_sorted))[0], u_sorted.size - 1]
+    tests = max(1, math.ceil(math.log2(last_of_value.size))) if last_of_value.size > 1 else 1
+    best = RiskCalibration(float(u_sorted[0]) - 1e-9, alpha, delta, int(u.size), 0, 0, 1.0)
+    lo, hi = 0, last_of_value.size - 1
+    for _ in range(tests):
+        if lo > hi:
             break
-        best = RiskCalibration(float(u_sorted[idx]), alpha, delta, int(u.size), accepted, errors, bound)
+        mid = (lo + hi + 1) // 2
+        idx = int(last_of_value[mid])
+        accepted, errors = idx + 1, int(cum_errors[idx])
+        bound = risk_upper_bound(errors, accepted, delta / tests)
+        if bound <= alpha:
+            best = RiskCalibration(float(u_sorted[idx]), alpha, delta, int(u.size), accepted, errors, bound)
+            lo = mid + 1
+        else:
+            hi = mid - 1
     return best
 
 

@@ -1,53 +1,228 @@
 """ONNX Runtime sessions for a model pack: image encoder (global + multi-scale patch embeddings) and text encoder.
 
-The provider comes from config (auto | tensorrt | cuda | cpu). Only the CPU provider exists on a plain box; the
-TensorRT/CUDA options arrive with the runtime issue and plug in at `providers_for`.
+The provider comes from config (`line.model.provider`: auto | tensorrt | cuda | cpu). `provider_options` turns it
+and `line.model.tensorrt` into ONNX Runtime's provider list — TensorRT, CUDA behind it, CPU last — as a pure
+function, so the mapping is tested without a GPU. TensorRT engines are cached under a directory keyed by the ONNX
+file's sha256, the TensorRT version and the GPU name: a new pack, a TensorRT upgrade or another GPU never loads a
+stale engine. `auto` takes the best provider offered and falls back quietly (one log line says which and why); an
+explicit provider that is not offered, or that ONNX Runtime cannot start, refuses the pack with one line.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from edge.vlm.pack import ModelPack, PackError
+from edge.config import TensorrtConfig
+from edge.vlm.pack import ModelPack, PackError, sha256_of
 
 log = logging.getLogger(__name__)
 
-_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-_BY_NAME = {"tensorrt": _PREFERENCE[0], "cuda": _PREFERENCE[1], "cpu": _PREFERENCE[2]}
+TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+_PREFERENCE = (TRT, CUDA, CPU)
+_BY_NAME = {"tensorrt": TRT, "cuda": CUDA, "cpu": CPU}
+
+ProviderList = list[tuple[str, dict[str, str]]]
 
 
-def providers_for(provider: str, available: list[str] | None = None) -> list[str]:
-    """Ordered provider list for a config value; CPU is always the last resort."""
+def providers_for(provider: str, available: Sequence[str] | None = None) -> list[str]:
+    """Ordered provider names for a config value; CPU is always the last resort. An explicit provider that this
+    ONNX Runtime does not offer raises PackError (a GPU line silently running on the CPU is a surprise)."""
     available = ort.get_available_providers() if available is None else available
     if provider == "auto":
         chosen = [p for p in _PREFERENCE if p in available]
     else:
         wanted = _BY_NAME[provider]
         if wanted not in available:
-            raise PackError(f"provider '{provider}' is not available here (available: {', '.join(available)})")
+            raise PackError(f"provider '{provider}' is not available here (this onnxruntime offers "
+                            f"{', '.join(available)}); install onnxruntime-gpu with TensorRT/CUDA or set "
+                            "line.model.provider: auto")
         chosen = [wanted] + [p for p in _PREFERENCE[_PREFERENCE.index(wanted) + 1:] if p in available]
-    return chosen or ["CPUExecutionProvider"]
+    return chosen or [CPU]
 
 
-def make_session(path: str, provider: str = "auto", intra_op_threads: int = 0) -> ort.InferenceSession:
+def sanitise(text: str) -> str:
+    """A GPU name or version as one path component: 'NVIDIA GeForce RTX 4090' → 'NVIDIA-GeForce-RTX-4090'."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-.") or "unknown"
+
+
+def precision_tag(trt: TensorrtConfig, calibration_sha: str | None = None) -> str:
+    """What else makes an engine different from the same ONNX on the same GPU: precision, DLA core, the INT8 table."""
+    tag = "int8" if trt.int8 else "fp32"
+    if trt.fp16:
+        tag = "fp16" if tag == "fp32" else "int8-fp16"
+    if trt.dla_core is not None:
+        tag += f"_dla{trt.dla_core}"
+    if trt.int8 and calibration_sha:
+        tag += f"_cal{calibration_sha[:12]}"
+    return tag
+
+
+def engine_cache_dir(root: Path, pack_sha: str, trt_version: str, gpu_name: str, precision: str = "fp32") -> Path:
+    """ROOT/<onnx sha256>/trt<version>_<gpu>_<precision>: the engine cache of one ONNX file on one TensorRT and
+    GPU. Shared with deploy/tensorrt/build_engines.py so its engines sit where the key says they belong."""
+    return Path(root) / pack_sha / f"trt{sanitise(trt_version)}_{sanitise(gpu_name)}_{precision}"
+
+
+def _shapes(shapes: dict[str, list[int]] | None, input_names: Sequence[str]) -> str:
+    """trtexec's shape syntax for the inputs this model has (one config serves the image and the text model)."""
+    keep = {k: v for k, v in (shapes or {}).items() if not input_names or k in input_names}
+    return ",".join(f"{name}:{'x'.join(str(d) for d in dims)}" for name, dims in keep.items())
+
+
+def provider_options(provider: str, trt: TensorrtConfig | None, available: Sequence[str], *, pack_sha: str,
+                     trt_version: str | None, gpu_name: str | None, device_id: int = 0,
+                     input_names: Sequence[str] = (), calibration_sha: str | None = None) -> ProviderList:
+    """ONNX Runtime's `providers=` for a config: [(TensorRT, options), (CUDA, options), (CPU, {})] as far as offered.
+
+    Pure: tests call it with any `available`. `pack_sha` is the sha256 of the ONNX file the session loads. The engine
+    cache is only enabled when the TensorRT version and GPU name are known — without them the key cannot tell a
+    stale engine from a good one, so engines are rebuilt at every start instead (`make_session` logs why).
+    """
+    trt = trt or TensorrtConfig()
+    result: ProviderList = []
+    for name in providers_for(provider, available):
+        if name == TRT:
+            opts = {"device_id": str(device_id), "trt_fp16_enable": str(trt.fp16), "trt_int8_enable": str(trt.int8)}
+            if trt.int8 and trt.int8_calibration_table is not None:
+                # ONNX Runtime joins the name onto the engine cache path; an absolute path replaces it
+                opts["trt_int8_calibration_table_name"] = str(Path(trt.int8_calibration_table).resolve())
+                opts["trt_int8_use_native_calibration_table"] = str(trt.int8_calibration_native)
+            cache = trt.engine_cache and trt_version is not None and gpu_name is not None
+            opts["trt_engine_cache_enable"] = str(cache)
+            if cache:
+                assert trt_version is not None and gpu_name is not None
+                key = engine_cache_dir(trt.engine_cache_dir, pack_sha, trt_version, gpu_name,
+                                       precision_tag(trt, calibration_sha))
+                opts["trt_engine_cache_path"] = str(key)
+            timing = trt.timing_cache and trt_version is not None and gpu_name is not None
+            opts["trt_timing_cache_enable"] = str(timing)
+            if timing:
+                assert trt_version is not None and gpu_name is not None
+                # timings depend on GPU and TensorRT only, so every pack shares them
+                opts["trt_timing_cache_path"] = str(Path(trt.engine_cache_dir) / "timing"
+                                                    / f"trt{sanitise(trt_version)}_{sanitise(gpu_name)}")
+            if trt.max_workspace_bytes is not None:
+                opts["trt_max_workspace_size"] = str(trt.max_workspace_bytes)
+            lo, opt, hi = (_shapes(s, input_names) for s in (trt.profile_min_shapes, trt.profile_opt_shapes,
+                                                              trt.profile_max_shapes))
+            if lo and opt and hi:
+                opts.update(trt_profile_min_shapes=lo, trt_profile_opt_shapes=opt, trt_profile_max_shapes=hi)
+            if trt.dla_core is not None:
+                opts.update(trt_dla_enable="True", trt_dla_core=str(trt.dla_core))
+            result.append((TRT, opts))
+        elif name == CUDA:
+            result.append((CUDA, {"device_id": str(device_id)}))
+        else:
+            result.append((name, {}))
+    return result
+
+
+@functools.cache
+def tensorrt_version() -> str | None:
+    """major.minor.patch of the TensorRT library ONNX Runtime will load (the one an engine must match), or None."""
+    for lib in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"):
+        try:
+            v = int(ctypes.CDLL(lib).getInferLibVersion())
+        except (OSError, AttributeError):
+            continue
+        # TensorRT 10 encodes MAJOR*10000 + MINOR*100 + PATCH, TensorRT 8 MAJOR*1000 + MINOR*100 + PATCH
+        major, rest = (v // 10000, v % 10000) if v >= 100000 else (v // 1000, v % 1000)
+        return f"{major}.{rest // 100}.{rest % 100}"
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return ".".join(str(tensorrt.__version__).split(".")[:3])
+
+
+@functools.cache
+def gpu_name(device_id: int = 0) -> str | None:
+    """The CUDA device's name from the driver API (works on Jetson, where nvidia-smi may be missing), or None."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        dev = ctypes.c_int()
+        buf = ctypes.create_string_buffer(256)
+        if cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(dev), device_id) \
+                or cuda.cuDeviceGetName(buf, len(buf), dev):
+            return None
+    except (OSError, AttributeError):
+        return None
+    return buf.value.decode(errors="replace") or None
+
+
+def make_session(path: str, provider: str = "auto", intra_op_threads: int = 0, *,
+                 tensorrt: TensorrtConfig | None = None, device_id: int = 0, file_sha256: str | None = None,
+                 input_names: Sequence[str] = (), quiet: bool = False) -> ort.InferenceSession:
+    """An ONNX Runtime session for one model file; logs one line naming the provider that really runs it.
+
+    `file_sha256` (the manifest's) saves hashing the file again for the engine cache key; `input_names` keeps the
+    TensorRT profile shapes to the inputs this model has; `quiet` logs that line at DEBUG (the pack check's
+    short-lived CPU sessions, which would otherwise read like the daemon's own)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
     options.log_severity_level = 3
+    available = ort.get_available_providers()
     try:
-        session = ort.InferenceSession(path, sess_options=options, providers=providers_for(provider))
-    except PackError:
-        raise
+        names = providers_for(provider, available)
+    except PackError as exc:
+        raise PackError(f"{path}: {exc}") from None
+    note = ""
+    trt_version = gpu = calib_sha = None
+    if TRT in names:
+        trt = tensorrt or TensorrtConfig()
+        trt_version, gpu = tensorrt_version(), gpu_name(device_id)
+        if trt.engine_cache and (trt_version is None or gpu is None):
+            note = "; TensorRT engine cache off: TensorRT version or GPU name unknown, engines are rebuilt each start"
+        if trt.int8 and trt.int8_calibration_table is not None:
+            table = Path(trt.int8_calibration_table)
+            if not table.is_file():
+                raise PackError(f"{path}: INT8 calibration table {table} does not exist")
+            calib_sha = sha256_of(table)
+    pack_sha = (file_sha256 or sha256_of(Path(path))) if TRT in names else ""
+    providers = provider_options(provider, tensorrt, available, pack_sha=pack_sha, trt_version=trt_version,
+                                 gpu_name=gpu, device_id=device_id, input_names=input_names,
+                                 calibration_sha=calib_sha)
+    if "trt_engine_cache_path" in providers[0][1]:
+        note = f"; TensorRT engine cache {providers[0][1]['trt_engine_cache_path']}"
+    for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+        if key in providers[0][1]:
+            try:
+                Path(providers[0][1][key]).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise PackError(f"{path}: TensorRT cache {providers[0][1][key]} is not writable: "
+                                f"{exc.strerror}") from None
+    try:
+        session = ort.InferenceSession(path, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise PackError(f"cannot load {path}: {str(exc).splitlines()[0]}") from None
-    log.info("onnxruntime session %s runs on %s", path, session.get_providers()[0])
+    wanted, actual = providers[0][0], session.get_providers()[0]
+    if actual != wanted:
+        if provider != "auto":
+            raise PackError(f"{path}: provider '{provider}' is offered but ONNX Runtime could not start {wanted} "
+                            f"(it fell back to {actual}; its own error is logged above); fix the CUDA/TensorRT "
+                            "install or set line.model.provider: auto")
+        log.warning("onnxruntime session %s runs on %s (fallback: auto chose %s, which failed to start)%s",
+                    path, actual, wanted, note)
+    else:
+        missing = [p for p in _PREFERENCE[:_PREFERENCE.index(actual)] if p not in available] if actual in \
+            _PREFERENCE else []
+        why = "as asked" if provider != "auto" else "auto" + (f"; not offered here: {', '.join(missing)}"
+                                                             if missing else "")
+        log.log(logging.DEBUG if quiet else logging.INFO, "onnxruntime session %s runs on %s (%s)%s", path, actual,
+                why, note)
     return session
 
 
@@ -59,6 +234,35 @@ class ImageEmbedding:
     patches: dict[int, np.ndarray]
 
 
+@dataclass(frozen=True, eq=False)
+class ImagePreprocessor:
+    """The pack's preprocessing: a BGR uint8 frame of any size → normalised CHW float32 at the model's size.
+
+    The one definition for the runtime, the pack check and the TensorRT INT8 calibrator, so calibration and
+    reference outputs see exactly what the daemon feeds the model."""
+
+    size: tuple[int, int]  # (w, h), as cv2 wants
+    rgb: bool
+    scale: np.ndarray = field(repr=False)
+    shift: np.ndarray = field(repr=False)
+
+    @classmethod
+    def from_pack(cls, pack: ModelPack) -> ImagePreprocessor:
+        spec = pack.image
+        mean = np.asarray(spec["mean"], np.float32) * 255.0
+        std = np.asarray(spec["std"], np.float32) * 255.0
+        # (x - mean) / std folded into one multiply-add per pixel
+        return cls(size=(int(spec["size"][1]), int(spec["size"][0])), rgb=spec.get("color", "RGB") == "RGB",
+                   scale=(1.0 / std).reshape(3, 1, 1), shift=(-mean / std).reshape(3, 1, 1))
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+        img = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
+        if self.rgb:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        chw = img.transpose(2, 0, 1).astype(np.float32)
+        return chw * self.scale + self.shift
+
+
 def _channels_last(grid: np.ndarray) -> np.ndarray:
     """[D, h, w] → contiguous [h, w, D]. OpenCV's 2-D transpose is ~10× faster than NumPy's strided copy here
     (BENCHMARKS.md, "Patch grids"); same values."""
@@ -68,27 +272,21 @@ def _channels_last(grid: np.ndarray) -> np.ndarray:
 
 
 class ImageEncoder:
-    def __init__(self, pack: ModelPack, provider: str = "auto", intra_op_threads: int = 0) -> None:
+    def __init__(self, pack: ModelPack, provider: str = "auto", intra_op_threads: int = 0, *,
+                 tensorrt: TensorrtConfig | None = None, device_id: int = 0, quiet: bool = False) -> None:
         spec = pack.image
-        self.size = (int(spec["size"][1]), int(spec["size"][0]))  # cv2 wants (w, h)
-        self.rgb = spec.get("color", "RGB") == "RGB"
-        mean = np.asarray(spec["mean"], np.float32) * 255.0
-        std = np.asarray(spec["std"], np.float32) * 255.0
-        # (x - mean) / std folded into one multiply-add per pixel
-        self._scale = (1.0 / std).reshape(3, 1, 1)
-        self._shift = (-mean / std).reshape(3, 1, 1)
+        self._preprocess = ImagePreprocessor.from_pack(pack)
+        self.size, self.rgb = self._preprocess.size, self._preprocess.rgb
         self.strides = [int(s) for s in spec["patch_strides"]]
         outputs = spec["outputs"]
         self._names = [outputs["embedding"]] + [outputs["patches"][str(s)] for s in self.strides]
-        self.session = make_session(str(pack.path(spec["file"])), provider, intra_op_threads)
         self._input = spec["input"]
+        self.session = make_session(str(pack.path(spec["file"])), provider, intra_op_threads, tensorrt=tensorrt,
+                                    device_id=device_id, file_sha256=pack.manifest["files"].get(spec["file"]),
+                                    input_names=[self._input], quiet=quiet)
 
     def preprocess(self, bgr: np.ndarray) -> np.ndarray:
-        img = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
-        if self.rgb:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        chw = img.transpose(2, 0, 1).astype(np.float32)
-        return chw * self._scale + self._shift
+        return self._preprocess(bgr)
 
     def encode_batch(self, batch: np.ndarray) -> list[ImageEmbedding]:
         outs = self.session.run(self._names, {self._input: batch})
@@ -104,7 +302,8 @@ class ImageEncoder:
 
 
 class TextEncoder:
-    def __init__(self, pack: ModelPack, provider: str = "auto", intra_op_threads: int = 0) -> None:
+    def __init__(self, pack: ModelPack, provider: str = "auto", intra_op_threads: int = 0, *,
+                 tensorrt: TensorrtConfig | None = None, device_id: int = 0, quiet: bool = False) -> None:
         spec = pack.text
         try:
             self.tokenizer = Tokenizer.from_file(str(pack.path(spec["tokenizer"])))
@@ -112,9 +311,11 @@ class TextEncoder:
             raise PackError(f"model pack {pack.directory}: tokenizer unreadable: {exc}") from None
         self.tokenizer.enable_truncation(int(spec.get("max_length", 32)))
         self.tokenizer.enable_padding()
-        self.session = make_session(str(pack.path(spec["file"])), provider, intra_op_threads)
         self._inputs = list(spec["inputs"])
         self._output = spec["output"]
+        self.session = make_session(str(pack.path(spec["file"])), provider, intra_op_threads, tensorrt=tensorrt,
+                                    device_id=device_id, file_sha256=pack.manifest["files"].get(spec["file"]),
+                                    input_names=self._inputs, quiet=quiet)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """[N, D] unit-norm embeddings."""

@@ -1,0 +1,145 @@
+"""`lineside eval --loop`: the active-learning simulation — does reviewing make the line surer?
+
+ELPV's fit split is replayed as a stream in a seeded order; the ground truth stands in for the operator. The line
+starts from a profile calibrated on 50 functional + 50 defective cells (the rest of the stream is new to it). Every
+streamed cell is decided by the current version; the ones its routing policy sends to review (risk policy,
+`LOOP_ALPHA`, δ = 0.1; OoD frames always) are answered with their label, and after every `every` answers the
+profile is refit from the first rows plus all answers — what `lineside train` does with the station's reviews
+(edge.profile.fit.refit; memory bank and patch statistics stay as calibrated). After each version the fixed test
+split is scored: coverage at 1 % and 5 % selective risk (threshold chosen on random calibration halves, as in
+edge.eval.failure), accuracy and failure AUROC; the reviewer's workload is the share of that round's stream the
+version sent to review.
+
+Every cell is encoded once, with the first version's bank: a version's decisions are then a function of the
+cell's feature row (edge.profile.fit.decision_margins / assess_rows — the same code the daemon runs per frame).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.daemon import Inspector
+from edge.datasets import ElpvCell, elpv_per_class, elpv_split
+from edge.eval import plots
+from edge.eval.failure import routing_by_splits
+from edge.eval.metrics import accuracy, auroc
+from edge.profile.calibrate import read_image
+from edge.profile.fit import LabelledRows, RoutingSpec, assess_rows, decision_margins, refit
+from edge.profile.profile import LineProfile
+
+log = logging.getLogger(__name__)
+Progress = Callable[[Sequence[Any], str], Iterable[Any]]
+LOOP_ALPHA = 0.05
+SEED_PER_CLASS = 50
+
+
+def _rows(inspector: Inspector, cells: Sequence[ElpvCell], progress: Progress, label: str) -> np.ndarray:
+    return np.stack([inspector.frame_row(inspector.image_encoder.encode(read_image(c.path)))
+                     for c in progress(list(cells), label)])
+
+
+def _score_version(profile: LineProfile, inspector: Inspector, rows: np.ndarray, truth: np.ndarray,
+                   seed: int) -> dict[str, float]:
+    dim = inspector.pack.embedding_dim
+    z = decision_margins(profile, rows, dim)
+    assessed = assess_rows(profile, rows, z, inspector.text_bank, inspector.pack.logit_scale, dim)
+    u = assessed.p_wrong if assessed.p_wrong is not None else assessed.baselines["msp"]
+    wrong = ((z > 0).astype(int) != truth).astype(int)
+    return {"accuracy": round(accuracy(truth, (z > 0).astype(int)), 4),
+            "failure_auroc": round(auroc(wrong, u), 4) if 0 < wrong.sum() < wrong.size else float("nan"),
+            "coverage_at_1pct": routing_by_splits(u, wrong, 0.01, seed)["coverage"],
+            "coverage_at_5pct": routing_by_splits(u, wrong, 0.05, seed)["coverage"]}
+
+
+def _routed(profile: LineProfile, inspector: Inspector, rows: np.ndarray) -> np.ndarray:
+    """Which of these frames the version sends to review (the daemon's rule: OoD, or p(wrong) above the profile's
+    threshold; without a predictor everything goes — the line cannot vouch for any decision yet)."""
+    dim = inspector.pack.embedding_dim
+    z = decision_margins(profile, rows, dim)
+    assessed = assess_rows(profile, rows, z, inspector.text_bank, inspector.pack.logit_scale, dim)
+    routed = np.ones(rows.shape[0], bool)
+    if assessed.p_wrong is not None and profile.routing:
+        routed = assessed.p_wrong > float(profile.routing["threshold"])
+    if assessed.ood_distance is not None and profile.ood is not None:
+        routed |= assessed.ood_distance > profile.ood.threshold
+    return routed
+
+
+def run_loop(ctx: Any, every: int = 200) -> dict[str, Any]:
+    """The simulation on ELPV; `ctx` is edge.eval.run.Context (fit, subset, progress, out, seed, quick)."""
+    train, test = elpv_split(ctx.seed)
+    seed_cells = elpv_per_class(train, 12 if ctx.quick else SEED_PER_CLASS, ctx.seed)
+    seed_paths = {c.path for c in seed_cells}
+    stream = [c for c in train if c.path not in seed_paths]
+    stream = [stream[i] for i in np.random.default_rng(ctx.seed).permutation(len(stream))]
+    stream = stream[:120] if ctx.quick else stream
+    test = ctx.subset(test, 60)
+    every = 40 if ctx.quick else every
+    inspector: Inspector = ctx.fit("elpv_loop", [c.path for c in seed_cells if not c.defective],
+                                   [c.path for c in seed_cells if c.defective])
+    profile = inspector.profile
+    first_rows = copy.deepcopy(profile.rows)
+    test_rows = _rows(inspector, test, ctx.progress, "loop: test cells")
+    test_truth = np.array([int(c.defective) for c in test])
+    stream_rows = _rows(inspector, stream, ctx.progress, "loop: stream cells")
+    stream_truth = np.array([int(c.defective) for c in stream])
+    dim, spec = inspector.pack.embedding_dim, RoutingSpec("risk", LOOP_ALPHA, 0.1)
+
+    rounds: list[dict[str, Any]] = [{"round": 0, "reviews": 0, "rows": len(first_rows), "streamed": 0,
+                                     "workload": float("nan"), **_score_version(profile, inspector, test_rows,
+                                                                                test_truth, ctx.seed)}]
+    answered: list[int] = []
+    position = 0
+    while position < len(stream):
+        # stream until `every` frames were sent to review (or the stream ends) under the current version
+        routed = _routed(profile, inspector, stream_rows[position:])
+        cumulative = np.cumsum(routed)
+        end = position + (int(np.searchsorted(cumulative, every)) + 1 if cumulative[-1] >= every else len(routed))
+        chunk = np.arange(position, end)
+        sent = chunk[routed[: end - position]]
+        answered.extend(int(i) for i in sent)
+        workload = float(sent.size / max(chunk.size, 1))
+        position = end
+        reviewed = LabelledRows(stream_rows[answered], stream_truth[answered],
+                                sources=[f"review:{i}" for i in answered])
+        profile = copy.copy(profile)
+        refit(profile, first_rows.extend(reviewed), inspector.text_bank, inspector.pack.logit_scale, dim, spec,
+              seed=ctx.seed)
+        rounds.append({"round": len(rounds), "reviews": len(answered), "rows": len(first_rows) + len(answered),
+                       "streamed": position, "workload": round(workload, 4),
+                       **_score_version(profile, inspector, test_rows, test_truth, ctx.seed)})
+        last = rounds[-1]
+        log.info("loop round %d: %d reviews, workload %.2f, accuracy %.3f, coverage at 1 %% risk %.3f",
+                 last["round"], last["reviews"], workload, last["accuracy"], last["coverage_at_1pct"])
+    result = {
+        "rounds": rounds, "every": every, "alpha_routing": LOOP_ALPHA, "stream": len(stream), "test": len(test),
+        "seed_cells": len(seed_cells),
+        "coverage_at_1pct_by_round": [r["coverage_at_1pct"] for r in rounds],
+        "coverage_at_5pct_by_round": [r["coverage_at_5pct"] for r in rounds],
+        "workload_by_round": [r["workload"] for r in rounds],
+        "accuracy_by_round": [r["accuracy"] for r in rounds],
+    }
+    _plot(result, ctx.out / "loop_elpv.png")
+    return result
+
+
+def _plot(result: dict[str, Any], path: Path) -> None:
+    n = max(len(result["rounds"]) - 1, 1)
+    x = np.array([r["round"] / n for r in result["rounds"]])
+    curves = {
+        "coverage at 1 % risk": (x, np.array(result["coverage_at_1pct_by_round"], float),
+                                 f"{result['coverage_at_1pct_by_round'][-1]:.2f}"),
+        "coverage at 5 % risk": (x, np.array(result["coverage_at_5pct_by_round"], float),
+                                 f"{result['coverage_at_5pct_by_round'][-1]:.2f}"),
+        "reviewer workload": (x[1:], np.array(result["workload_by_round"][1:], float),
+                              f"{result['workload_by_round'][-1]:.2f}"),
+        "accuracy": (x, np.array(result["accuracy_by_round"], float), f"{result['accuracy_by_round'][-1]:.2f}"),
+    }
+    plots.lines_png(curves, f"ELPV review loop: {n} retrains, every {result['every']} reviews",
+                    f"round (0 … {n})", path, markers=True)

@@ -1,0 +1,121 @@
+"""`lineside train` on a real station database → a new profile version → the running daemon swaps it in between
+frames (file watch), with no frame lost and every frame decided by exactly one version; a broken version is
+refused while the line goes on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import yaml
+
+from edge.config import parse_config
+from edge.daemon import Daemon
+from edge.profile.profile import current_version, load_profile
+from edge.station.store import Store
+from edge.transport.schema import ReviewItem
+from tests.conftest import free_port, line_config, run_lineside
+from tests.ops.conftest import Running, wait_for
+
+CLASS_SCORES = {"good": 0.6, "spot": 0.2, "texture": 0.1, "scratch": 0.05, "patch": 0.05}
+OPERATOR_SAYS = {"nominal": "good", "local": "spot", "global": "texture"}
+
+
+def _reviewed_station(workdir: Path, frames: Path) -> int:
+    """The station's SQLite file with every test frame reviewed: the daemon called them all good; the operator
+    accepted the nominal ones and relabelled the defects."""
+    store = Store(f"sqlite:///{workdir / 'station.db'}", workdir / "images")
+    try:
+        batch = []
+        for seq, path in enumerate(sorted(frames.iterdir())):
+            image = cv2.imread(str(path))
+            ok, jpeg = cv2.imencode(".jpg", image)
+            assert ok
+            batch.append((ReviewItem(
+                frame_id=f"test-line:cam0:earlier:{seq}", line_id="test-line", source_id="cam0", seq=seq,
+                captured_wall=1000.0 + seq, decided_wall=1000.1 + seq, width=image.shape[1], height=image.shape[0],
+                verdict="good", class_scores=CLASS_SCORES, anomaly_score=0.1, anomaly_threshold=0.5,
+                uncertainty=0.45, reason="uncertain", regions=[], pack_version="p", profile_version="test-line@v0001"),
+                jpeg.tobytes()))
+        assert all(store.add_items(batch))
+        for item_id, (item, _) in enumerate(batch, 1):
+            label = sorted(frames.iterdir())[item.seq].stem.split("_")[1]
+            answer = OPERATOR_SAYS[label]
+            if answer == "good":
+                store.add_review(item_id, "accept", "ana", now=2000.0 + item_id)
+            else:
+                store.add_review(item_id, "relabel", "ana", defect_class=answer, now=2000.0 + item_id)
+        return len(batch)
+    finally:
+        store.close()
+
+
+def test_reviews_retrain_the_profile_and_the_running_daemon_swaps_it_in(
+        tmp_path: Path, textile_images: dict[str, Path], calibrated_profile: Path) -> None:
+    shutil.copytree(calibrated_profile, tmp_path / "profile")
+    config = line_config(tmp_path, textile_images["frames"], free_port(), free_port(),
+                         ops={"reload_watch_s": 0.2})
+    data = yaml.safe_load(config.read_text())
+    data["line"]["source"].update(loop=True, fps=8)
+    config.write_text(yaml.safe_dump(data))
+    n_reviewed = _reviewed_station(tmp_path, textile_images["frames"])
+    first = current_version(tmp_path / "profile")
+
+    daemon = Daemon(parse_config(data, str(config), env={}).line)
+    running = Running(daemon)
+    try:
+        wait_for(lambda: daemon.counters["frames"] >= 3, 60, "first frames")
+        result = run_lineside("train", "--config", str(config), "--policy", "budget", "--budget", "0.3")
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert f"{n_reviewed} reviewed frames" in result.stdout
+        second = current_version(tmp_path / "profile")
+        assert second != first
+        wait_for(lambda: daemon.counters["reloads"] == 1, 60, "the daemon to pick up the trained version")
+        assert daemon.inspector.versions[1].endswith(str(second))
+        n = daemon.counters["frames"]
+        wait_for(lambda: daemon.counters["frames"] >= n + 3, 60, "frames on the trained version")
+
+        (tmp_path / "profile" / "CURRENT").write_text("v9999\n")  # a version that is not there
+        wait_for(lambda: daemon.counters["reload_failures"] == 1, 30, "the refused version")
+        n = daemon.counters["frames"]
+        wait_for(lambda: daemon.counters["frames"] >= n + 2, 60, "frames after the refused version")
+        assert daemon.inspector.versions[1].endswith(str(second))
+    finally:
+        status = running.stop()
+
+    trained = json.loads((tmp_path / "profile" / str(second) / "profile.json").read_text())
+    assert trained["metrics"]["trained_from"] == first
+    assert trained["metrics"]["reviewed_frames"] == n_reviewed
+    assert trained["head"] is not None, "the reviewed defects give the profile a classifier head"
+    assert trained["rows"]["n"] == load_profile_rows(tmp_path / "profile", str(first)) + n_reviewed
+
+    decisions = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    seqs = [int(d["frame_id"].rsplit(":", 1)[1]) for d in decisions]
+    assert seqs == list(range(len(decisions))), "no frame lost across the swaps"
+    assert len(decisions) == status["frames"] and status["errors"] == 0
+    profiles = [d["profile"] for d in decisions]
+    old = profiles[0]
+    assert old.endswith(str(first)) and profiles[-1].endswith(str(second))
+    assert profiles == sorted(profiles, key=lambda p: p != old), "each frame decided by one version, old then new"
+    assert status["reloads"] == 1 and status["reload_failures"] == 1
+
+
+def load_profile_rows(profile_dir: Path, version: str) -> int:
+    return int(json.loads((profile_dir / version / "profile.json").read_text())["rows"]["n"])
+
+
+def test_train_says_what_is_missing_in_one_line(tmp_path: Path, textile_images: dict[str, Path],
+                                                calibrated_profile: Path) -> None:
+    shutil.copytree(calibrated_profile, tmp_path / "profile")
+    config = line_config(tmp_path, textile_images["frames"], free_port(), free_port())
+    Store(f"sqlite:///{tmp_path / 'station.db'}", tmp_path / "images").close()
+    started = time.monotonic()
+    result = run_lineside("train", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: line test-line: the station has no reviewed")
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 120
+    assert load_profile(tmp_path / "profile").version == current_version(tmp_path / "profile")

@@ -1,0 +1,64 @@
+"""Risk control: the bound is the exact binomial one, and a threshold picked with it keeps its promise."""
+
+import numpy as np
+import pytest
+
+from edge.eval.metrics import aurc, empirical_risk_threshold, fpr_at_tpr, risk_coverage
+from edge.uncertainty.risk import budget_threshold, clopper_pearson, risk_threshold, risk_upper_bound
+
+
+@pytest.mark.parametrize(("errors", "n"), [(0, 100), (3, 100), (10, 50), (1, 1000), (49, 50)])
+def test_clopper_pearson_matches_the_beta_quantiles(errors: int, n: int) -> None:
+    beta = pytest.importorskip("scipy.stats").beta
+    lower, upper = clopper_pearson(errors, n, 0.95)
+    assert lower == pytest.approx(beta.ppf(0.025, errors, n - errors + 1) if errors else 0.0, abs=1e-6)
+    assert upper == pytest.approx(beta.ppf(0.975, errors + 1, n - errors), abs=1e-6)
+    assert risk_upper_bound(errors, n, 0.1) == pytest.approx(beta.ppf(0.9, errors + 1, n - errors), abs=1e-6)
+
+
+def _stream(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decisions whose true error probability is known: p(wrong | u) = 0.3 · u²."""
+    u = rng.random(n)
+    return u, rng.random(n) < 0.3 * u ** 2
+
+
+def test_risk_threshold_keeps_the_error_rate_below_alpha_with_confidence() -> None:
+    rng = np.random.default_rng(0)
+    alpha, delta = 0.03, 0.1
+    # the true risk of accepting u ≤ t is 0.1 · t² (the mean of 0.3 u² over [0, t]): it reaches α at t ≈ 0.548
+    violations, coverages = 0, []
+    for _ in range(200):
+        u, wrong = _stream(rng, 2000)
+        cal = risk_threshold(u, wrong, alpha, delta)
+        assert cal.accepted == 0 or cal.upper_bound <= alpha
+        true_risk = 0.1 * min(cal.threshold, 1.0) ** 2
+        violations += true_risk > alpha
+        coverages.append(cal.coverage)
+    assert violations / 200 <= delta, "the guarantee: P(risk > α) ≤ δ"
+    assert 0.25 < float(np.mean(coverages)) < 0.548, "useful coverage, below the oracle's"
+
+
+def test_risk_threshold_reviews_everything_when_no_threshold_is_safe() -> None:
+    u = np.linspace(0, 1, 50)
+    cal = risk_threshold(u, np.ones(50, bool), alpha=0.01)
+    assert cal.accepted == 0 and (u > cal.threshold).all()
+
+
+def test_budget_threshold_sends_at_most_the_budget() -> None:
+    u = np.random.default_rng(1).random(1001)
+    for budget in (0.0, 0.05, 0.2, 1.0):
+        t = budget_threshold(u, budget)
+        assert (u > t).mean() <= budget + 1e-12
+        assert (u > t).mean() >= budget - 2 / u.size
+    ties = np.r_[np.zeros(90), np.ones(10)]
+    assert (ties > budget_threshold(ties, 0.05)).mean() <= 0.05
+
+
+def test_selective_metrics_on_a_perfect_and_a_useless_scorer() -> None:
+    wrong = np.r_[np.zeros(90), np.ones(10)].astype(int)
+    perfect = wrong + np.linspace(0, 0.5, 100)
+    coverage, risk = risk_coverage(perfect, wrong)
+    assert risk[89] == 0 and coverage[89] == pytest.approx(0.9)
+    assert aurc(perfect, wrong) < aurc(-perfect, wrong)
+    assert fpr_at_tpr(wrong, perfect) == 0.0
+    assert empirical_risk_threshold(perfect, wrong, 0.0) == pytest.approx(perfect[89])
