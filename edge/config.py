@@ -130,6 +130,10 @@ class ModelConfig(StrictModel):
         "auto", description="auto: TensorRT, else CUDA, else CPU, whichever this ONNX Runtime offers; an explicit "
         "one that is not offered (or fails to start) refuses the pack")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = runtime default")
+    max_batch: int = Field(1, ge=1, le=64, description="encode up to this many waiting frames in one run (replays, "
+                           "a fast source); 1 = frame by frame")
+    batch_wait_ms: float = Field(5.0, ge=0, le=1000, description="with max_batch > 1: how long to wait for more "
+                                 "frames after the first")
     device_id: int = Field(0, ge=0, description="CUDA device of the tensorrt and cuda providers")
     tensorrt: TensorrtConfig = TensorrtConfig()
 

@@ -96,6 +96,13 @@ class Inspector:
         _, anomaly_map, global_score = self.ground(emb)
         return frame_features(emb, anomaly_map, global_score)
 
+    def inspect_batch(self, images: list[np.ndarray]) -> list[Inspection]:
+        """Several frames through one encoder run (same results as one by one, faster per frame)."""
+        batch = np.stack([self.image_encoder.preprocess(bgr) for bgr in images])
+        embeddings = self.image_encoder.encode_batch(batch)
+        return [self.inspect_embedding(emb, bgr.shape[1], bgr.shape[0]) for emb, bgr in
+                zip(embeddings, images, strict=True)]
+
     def inspect_embedding(self, emb: ImageEmbedding, width: int, height: int) -> Inspection:
         """The rest of the frame's way once it is encoded (the evaluation calls this to encode a frame once)."""
         profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
@@ -215,7 +222,7 @@ class Daemon:
         self.counters: dict[str, int] = {
             "frames": 0, "routed": 0, "auto": 0, "errors": 0, "outbox_errors": 0, "inference_stuck": 0,
             "worker_restarts": 0, "capture_stalls": 0, "reloads": 0, "reload_failures": 0, "published": 0,
-            "publish_errors": 0, "ood": 0, "sampled": 0}
+            "publish_errors": 0, "ood": 0, "sampled": 0, "batched_frames": 0}
         self.by_verdict: dict[str, int] = {}
         self._audit_rng = np.random.default_rng(cfg.routing.audit_seed)
         self._reload_thread: threading.Thread | None = None
@@ -231,7 +238,7 @@ class Daemon:
         self._stopping = False
         ops = cfg.ops
         self.notifier = SystemdNotifier()
-        self.worker: InferenceWorker[Inspection] = InferenceWorker(
+        self.worker: InferenceWorker[Any] = InferenceWorker(  # an Inspection, or a list for a batch
             self._inspect, stuck_s=ops.inference_stuck_s, max_restarts=ops.worker_restarts_max,
             window_s=ops.worker_restart_window_s, backoff_initial_s=ops.worker_backoff_initial_s,
             factory=self._fresh_inspector if inspector is None else None, name=f"inference-{cfg.id}")
@@ -245,8 +252,24 @@ class Daemon:
         # files wait for us, a camera does not: replay every file, but keep only the newest frame of a live source
         return CaptureThread(self.cfg.source, deliver_all=self.cfg.source.kind in ("folder", "video"))
 
-    def _inspect(self, image: np.ndarray) -> Inspection:
+    def _inspect(self, image: np.ndarray | list[np.ndarray]) -> Any:
+        if isinstance(image, list):  # a batch: one encoder run for all (an inspector without one goes frame by frame)
+            batch = getattr(self.inspector, "inspect_batch", None)
+            return batch(image) if batch is not None else [self.inspector.inspect(i) for i in image]
         return self.inspector.inspect(image)
+
+    def _gather(self, first: Frame) -> list[Frame]:
+        """`first` and, with model.max_batch > 1, the frames that arrive within model.batch_wait_ms after it."""
+        frames = [first]
+        limit = self.cfg.model.max_batch
+        if limit > 1:
+            deadline = time.monotonic() + self.cfg.model.batch_wait_ms / 1000
+            while len(frames) < limit:
+                more = self.capture.get(timeout=max(0.0, deadline - time.monotonic()))
+                if more is None:
+                    break
+                frames.append(more)
+        return frames
 
     def _fresh_inspector(self) -> Callable[[np.ndarray], Inspection]:
         """For the watchdog: a new inspector (new ONNX sessions) after a stuck one; the old one on failure."""
@@ -274,32 +297,55 @@ class Daemon:
 
     # ---- one frame -----------------------------------------------------------------------------------------
     def handle(self, frame: Frame) -> None:
-        frame_id = self.frame_id(frame)
-        ctx = frame_context(self.cfg.id, frame.source_id, frame_id, "inspect")
+        self.handle_batch([frame])
+
+    def handle_batch(self, frames: list[Frame]) -> None:
+        """Inspect frames (one encoder batch when there are several) and decide each, in order."""
+        first = frames[0]
+        ctx = frame_context(self.cfg.id, first.source_id, self.frame_id(first), "inspect")
         stage = self.metrics.stage_seconds
         started = time.monotonic()
         try:
-            result = self.worker.inspect(frame.image, self.stop_event)
+            if len(frames) == 1:
+                results = [self.worker.inspect(first.image, self.stop_event)]
+            else:
+                results = self.worker.inspect([f.image for f in frames], self.stop_event)
         except InferenceStuck as exc:
             self.counters["inference_stuck"] += 1
             self.counters["worker_restarts"] = self.worker.restarts
-            log.error("line %s camera %s frame %s stage inspect: %s", self.cfg.id, frame.source_id, frame_id, exc,
+            log.error("line %s camera %s frame %s stage inspect: %s%s", self.cfg.id, first.source_id,
+                      self.frame_id(first), exc, f" (a batch of {len(frames)} frames)" if len(frames) > 1 else "",
                       extra=ctx)
             return
         except WorkerGaveUp:
             self.counters["inference_stuck"] += 1
             raise
         except Exception:  # a frame the models choke on is counted and logged, never fatal
+            if len(frames) > 1:  # find the one that failed: the others are decided as usual
+                for frame in frames:
+                    self.handle_batch([frame])
+                return
             self.counters["errors"] += 1
-            log.exception("line %s camera %s frame %s stage inspect: failed", self.cfg.id, frame.source_id, frame_id,
-                          extra=ctx)
+            log.exception("line %s camera %s frame %s stage inspect: failed", self.cfg.id, first.source_id,
+                          self.frame_id(first), extra=ctx)
             return
+        if len(frames) > 1:
+            self.counters["batched_frames"] += len(frames)
         timings = getattr(self.inspector, "timings", None)  # an inspector may split its time into stages
-        if isinstance(timings, dict) and timings:
-            for name, seconds in timings.items():
-                stage.labels(name).observe(seconds)
-        else:
-            stage.labels("inspect").observe(time.monotonic() - started)
+        per_frame = (time.monotonic() - started) / len(frames)
+        for frame, result in zip(frames, results, strict=True):
+            if isinstance(timings, dict) and timings:
+                for name, seconds in timings.items():
+                    stage.labels(name).observe(seconds)
+            else:
+                stage.labels("inspect").observe(per_frame)
+            self._decide(frame, result)
+
+    def _decide(self, frame: Frame, result: Inspection) -> None:
+        """Route one inspected frame: to review (outbox) or decided here; log, publish, count."""
+        frame_id = self.frame_id(frame)
+        ctx = frame_context(self.cfg.id, frame.source_id, frame_id, "inspect")
+        stage = self.metrics.stage_seconds
         t = time.monotonic()
         reason = review_route(result.uncertainty, self.review_threshold(), float(self._audit_rng.random()),
                               self.cfg.routing.audit_fraction)
@@ -554,7 +600,7 @@ class Daemon:
                 self._poll_reload(time.monotonic())
                 frame = self.capture.get(timeout=0.2)
                 if frame is not None:
-                    self.handle(frame)
+                    self.handle_batch(self._gather(frame))
                 elif self.capture.ended:
                     log.info("line %s: source ended after %d frames", self.cfg.id, self.counters["frames"])
                     break
