@@ -207,16 +207,23 @@ def _roc_plot(scored: list[Scored], title: str, path: Path) -> None:
     plots.roc_png(curves, title, path)
 
 
-def eval_textile(ctx: Context) -> dict[str, Any]:
-    rng = np.random.default_rng(ctx.seed)
+def textile_shots(seed: int, quick: bool) -> tuple[list[Path], list[Path]]:
+    """The textile line's labelled set, drawn from the train split with the seed: 50 good images and 25 local + 25
+    global defects (12 and 6 + 6 with `quick`)."""
+    rng = np.random.default_rng(seed)
     train = textile_split("train")
-    shots = 12 if ctx.quick else 50
+    shots = 12 if quick else 50
     good = [p for p, lab in train if lab == "nominal"]
     good = [good[i] for i in sorted(rng.permutation(len(good))[:shots])]
     defects: list[Path] = []
     for kind in ("local", "global"):
         pool = [p for p, lab in train if lab == kind]
         defects += [pool[i] for i in sorted(rng.permutation(len(pool))[:shots // 2])]
+    return good, defects
+
+
+def eval_textile(ctx: Context) -> dict[str, Any]:
+    good, defects = textile_shots(ctx.seed, ctx.quick)
     inspector = ctx.fit("textile", good, defects)
     test = [(p, int(lab != "nominal"), lab) for p, lab in textile_split("test")]
     test = ctx.subset(test, 45)

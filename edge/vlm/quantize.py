@@ -306,17 +306,9 @@ def textile_auroc(pack: ModelPack, provider: str = "cpu", quick: bool = False, s
     through `Inspector.inspect_embedding`. Slow (minutes); `quick` takes 12 shots and 60 frames."""
     from edge.datasets import textile_split
     from edge.eval.metrics import auroc
-    from edge.eval.run import Context, score_files
+    from edge.eval.run import Context, score_files, textile_shots
 
-    rng = np.random.default_rng(seed)
-    train = textile_split("train")
-    shots = 12 if quick else 50
-    good = [p for p, lab in train if lab == "nominal"]
-    good = [good[i] for i in sorted(rng.permutation(len(good))[:shots])]
-    defects: list[Path] = []
-    for kind in ("local", "global"):
-        pool = [p for p, lab in train if lab == kind]
-        defects += [pool[i] for i in sorted(rng.permutation(len(pool))[:shots // 2])]
+    good, defects = textile_shots(seed, quick)
     with tempfile.TemporaryDirectory(prefix="lineside-quant-eval-") as tmp:
         ctx = Context(pack, Path(tmp), seed, quick, provider, progress)
         inspector = ctx.fit("textile", good, defects)

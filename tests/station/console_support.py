@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.cookiejar import CookieJar
+from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
 from fastapi.testclient import TestClient
 
+from edge.config import StationConfig
+from edge.station.server import run_station
 from edge.station.store import Store
 from edge.station.users import add_user
 
 PASSWORD = "correct horse battery"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; a test never lets a tool download its own browser
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def need_chromium() -> None:
+    """Skip a browser test where Chromium is missing — fail instead on CI, where it must be there."""
+    if CHROMIUM.exists():
+        return
+    message = f"{CHROMIUM} is missing: install Debian's chromium package to run the console browser test"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 _CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
 
 
@@ -47,3 +67,28 @@ def login_opener(base_url: str, username: str, password: str = PASSWORD) -> urll
     with opener.open(base_url + "/login", data=data, timeout=5) as r:
         assert r.status == 200 and "/login" not in r.url, r.url
     return opener
+
+
+@contextmanager
+def running_station(cfg: StationConfig) -> Iterator[tuple[str, str]]:
+    """The real station (ingest + console) on a thread; yields (console URL, ingest endpoint); stops it after."""
+    stop, ready = threading.Event(), threading.Event()
+    urls: list[str] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_station(cfg, stop, lambda console, ingest: (urls.extend([console, ingest]), ready.set()))
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=run, name="test-station", daemon=True)
+    thread.start()
+    assert ready.wait(30), "station did not become ready"
+    assert not errors, errors
+    yield urls[0], urls[1]
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive(), "station did not stop"
+    assert not errors, errors

@@ -7,9 +7,6 @@ Needs Debian's /usr/bin/chromium, like test_console_browser.py: skipped on a wor
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,60 +18,26 @@ import pytest
 import zmq
 
 from edge.config import StationConfig
-from edge.station.server import run_station
 from edge.station.store import Store
 from edge.station.users import add_user
 from edge.transport.schema import ReviewItem, encode_item
 from edge.uncertainty.risk import clopper_pearson
+from tests.conftest import free_port
+from tests.station.console_support import BROWSER_ARGS, CHROMIUM, need_chromium, running_station
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 PASSWORD = "correct horse battery"
-CHROMIUM = Path("/usr/bin/chromium")
 OUT = Path(__file__).resolve().parents[2] / "test-output"
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def _need_chromium() -> None:
-    if CHROMIUM.exists():
-        return
-    message = f"{CHROMIUM} is missing: install Debian's chromium package to run the console browser test"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def station(tmp_path: Path) -> Iterator[tuple[str, str, StationConfig]]:
     cfg = StationConfig(ingest_bind="tcp://127.0.0.1:0", http_host="127.0.0.1", http_port=0,
                         database_url=f"sqlite:///{tmp_path / 'station.db'}", storage_dir=tmp_path / "images",
-                        audit_alpha=0.01, audit_alpha_by_line={"line-3": 0.05}, metrics_port=_free_port())
-    stop, ready = threading.Event(), threading.Event()
-    urls: list[str] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            run_station(cfg, stop, lambda console, ingest: (urls.extend([console, ingest]), ready.set()))
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
-            ready.set()
-
-    thread = threading.Thread(target=run, name="test-station", daemon=True)
-    thread.start()
-    assert ready.wait(30), "station did not become ready"
-    assert not errors, errors
-    yield urls[0], urls[1], cfg
-    stop.set()
-    thread.join(30)
-    assert not thread.is_alive(), "station did not stop"
-    assert not errors, errors
+                        audit_alpha=0.01, audit_alpha_by_line={"line-3": 0.05}, metrics_port=free_port())
+    with running_station(cfg) as (console, ingest):
+        yield console, ingest, cfg
 
 
 def _jpeg() -> bytes:
@@ -111,7 +74,7 @@ def _send(endpoint: str, items: list[ReviewItem]) -> None:
 
 
 def test_reviewer_sees_the_alarm_banner_and_the_audit_numbers(station):
-    _need_chromium()
+    need_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     console, ingest, cfg = station

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -22,27 +21,17 @@ import pytest
 import zmq
 
 from edge.config import StationConfig
-from edge.station.server import run_station
 from edge.station.store import Store
 from edge.station.users import add_user
 from edge.transport.schema import Region, ReviewItem, encode_item
+from tests.station.console_support import BROWSER_ARGS, CHROMIUM, need_chromium, running_station
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 PASSWORD = "correct horse battery"
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "test-output"
-
-
-def _need_chromium() -> None:
-    if CHROMIUM.exists():
-        return
-    message = f"{CHROMIUM} is missing: install Debian's chromium package to run the console browser test"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _textile(seed: int) -> np.ndarray:
@@ -99,26 +88,8 @@ def _items() -> list[tuple[ReviewItem, bytes]]:
 def station(tmp_path: Path) -> Iterator[tuple[str, str, StationConfig]]:
     cfg = StationConfig(ingest_bind="tcp://127.0.0.1:0", http_host="127.0.0.1", http_port=0,
                         database_url=f"sqlite:///{tmp_path / 'station.db'}", storage_dir=tmp_path / "images")
-    stop, ready = threading.Event(), threading.Event()
-    urls: list[str] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            run_station(cfg, stop, lambda console, ingest: (urls.extend([console, ingest]), ready.set()))
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
-            ready.set()
-
-    thread = threading.Thread(target=run, name="test-station", daemon=True)
-    thread.start()
-    assert ready.wait(30), "station did not become ready"
-    assert not errors, errors
-    yield urls[0], urls[1], cfg
-    stop.set()
-    thread.join(30)
-    assert not thread.is_alive(), "station did not stop"
-    assert not errors, errors
+    with running_station(cfg) as (console, ingest):
+        yield console, ingest, cfg
 
 
 def _send(endpoint: str, items: list[tuple[ReviewItem, bytes]]) -> None:
@@ -136,7 +107,6 @@ def _send(endpoint: str, items: list[tuple[ReviewItem, bytes]]) -> None:
         ctx.term()
 
 
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @pytest.fixture
@@ -154,7 +124,7 @@ def accounts(station) -> dict[str, str]:
 
 @pytest.fixture
 def browser():
-    _need_chromium()
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(exist_ok=True)
