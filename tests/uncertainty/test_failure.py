@@ -159,3 +159,14 @@ def test_msp_fallback_is_a_calibrated_max_softmax() -> None:
     p = model.predict(features)
     assert auroc(wrong, p) == pytest.approx(auroc(wrong, msp))
     assert abs(p.mean() - wrong.mean()) < 0.01, "calibrated: mean p(wrong) = the error rate"
+
+
+def test_msp_fallback_never_ranks_against_max_softmax() -> None:
+    rng = np.random.default_rng(1)
+    msp = rng.random(40) * 0.5
+    wrong = (msp < 0.1).astype(int)  # by chance, here the surest decisions were the wrong ones
+    features = np.zeros((40, len(TAIL)))
+    features[:, TAIL.index("msp")] = msp
+    p = fit_msp_predictor(features, wrong).predict(features)
+    assert auroc(msp > 0.25, p) == 1.0, "still ranked by max-softmax"
+    assert abs(p.mean() - wrong.mean()) < 0.02
