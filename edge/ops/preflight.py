@@ -43,7 +43,12 @@ def preflight(config: Path, warm_up: bool = False) -> dict[str, Any]:
     checks["providers"] = available
     checks["provider"] = ("ok" if wanted is None or wanted in available
                           else f"config asks for {cfg.model.provider} but ONNX Runtime offers {available}")
-    cache = os.environ.get("ORT_TENSORRT_CACHE_PATH")
+    # the engine cache the TensorRT provider will write: the config's, where TensorRT is what runs; the container's
+    # ORT_TENSORRT_CACHE_PATH (the mounted volume) otherwise
+    trt = cfg.model.tensorrt
+    runs_trt = cfg.model.provider == "tensorrt" or (cfg.model.provider == "auto"
+                                                    and "TensorrtExecutionProvider" in available)
+    cache = str(trt.engine_cache_dir) if trt.engine_cache and runs_trt else os.environ.get("ORT_TENSORRT_CACHE_PATH")
     if cache:
         try:
             Path(cache).mkdir(parents=True, exist_ok=True)
