@@ -451,19 +451,16 @@ class Daemon:
 
     # ---- reload (SIGHUP or a new version on disk) -----------------------------------------------------------------
     def watched_signature(self) -> tuple[object, ...]:
-        """What a new pack or profile version changes on disk: the profile's CURRENT and the pack's manifest."""
+        """What a new pack or profile version changes on disk: the profile's CURRENT and the pack's manifest, both
+        replaced atomically when a version is written (stat only: no file is opened every few seconds)."""
         def stamp(path: Path) -> object:
             try:
                 st = path.stat()
             except OSError:
                 return None
-            return st.st_mtime_ns, st.st_size
+            return st.st_ino, st.st_mtime_ns, st.st_size
 
-        try:
-            current = (self.cfg.profile / "CURRENT").read_text().strip()
-        except OSError:
-            current = None
-        return current, stamp(self.cfg.model.pack / "manifest.json")
+        return stamp(self.cfg.profile / "CURRENT"), stamp(self.cfg.model.pack / "manifest.json")
 
     def _prepare_reload(self) -> tuple[LineConfig, Inspector] | None:
         """Load what the reload needs (config, pack, profile, new ONNX sessions); None when anything is refused,

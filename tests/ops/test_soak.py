@@ -33,5 +33,7 @@ def test_soak_verdict_rules() -> None:
     assert not verdict(growing, 30)["growth_ok"]
     leaking = [_s(t, 200, 19 + t // 40) for t in range(10, 130, 10)]
     assert not verdict(leaking, 30)["fds_ok"]
+    blip = [_s(t, 200, 20 if t == 100 else 19) for t in range(10, 130, 10)]  # a file open at one sample
+    assert verdict(blip, 30)["fds_ok"], "a transient FD is not a leak"
     fat = [_s(t, 450, 19) for t in range(10, 130, 10)]
     assert not verdict(fat, 30)["rss_ok"]
