@@ -7,7 +7,9 @@ zero- and few-shot scores on one scale), of the map's maximum and of the global 
 the frame score), and of the frame score, whose upper tail gives the threshold. With defect images the thresholds
 are instead the ones that best separate held-out good frames from the defects (balanced accuracy), and a classifier
 head (edge.grounding.head) is fit on held-out good vs defect frames; it decides the verdict where its out-of-fold
-balanced accuracy is at least the fused score's.
+balanced accuracy is at least the fused score's. The held-out and defect frames are kept as labelled rows, from
+which edge.profile.fit also fits the failure predictor, the routing threshold and the OoD detector (and
+`lineside train` adds to them).
 """
 
 from __future__ import annotations
