@@ -9,7 +9,7 @@ import numpy as np
 
 from edge.grounding.regions import FoundRegion
 
-_COLOURS = [(200, 90, 20), (40, 160, 40), (30, 30, 220), (160, 40, 160), (20, 160, 200), (90, 90, 90)]
+_COLOURS = [(200, 90, 20), (40, 160, 40), (30, 30, 220), (160, 40, 160), (20, 160, 200), (90, 90, 90), (0, 110, 255)]
 
 
 def lines_png(curves: dict[str, tuple[np.ndarray, np.ndarray, str]], title: str, x_label: str, path: Path,
@@ -45,20 +45,23 @@ def roc_png(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str,
               "false positive rate", path, diagonal=True)
 
 
-def confusion_png(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
+def confusion_png(matrix: np.ndarray, labels: list[str], title: str, path: Path,
+                  col_labels: list[str] | None = None) -> None:
+    """Counts with rows = truth (`labels`) and columns = predicted (`col_labels`, the same labels by default)."""
+    cols = col_labels or labels
     cell, pad = 90, 110
-    n = len(labels)
-    img = np.full((pad + n * cell + 20, pad + n * cell + 20, 3), 255, np.uint8)
+    img = np.full((pad + len(labels) * cell + 20, pad + len(cols) * cell + 20, 3), 255, np.uint8)
     peak = max(int(matrix.max()), 1)
-    for i in range(n):
-        for j in range(n):
+    for i in range(len(labels)):
+        for j in range(len(cols)):
             shade = int(255 - 180 * matrix[i, j] / peak)
             x, y = pad + j * cell, pad + i * cell
             cv2.rectangle(img, (x, y), (x + cell, y + cell), (255, shade, shade), -1)
             cv2.rectangle(img, (x, y), (x + cell, y + cell), (0, 0, 0), 1)
             cv2.putText(img, str(int(matrix[i, j])), (x + 25, y + 52), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2)
         cv2.putText(img, labels[i], (8, pad + i * cell + 50), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-        cv2.putText(img, labels[i], (pad + i * cell + 10, pad - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    for j, name in enumerate(cols):
+        cv2.putText(img, name, (pad + j * cell + 10, pad - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     cv2.putText(img, f"{title} (rows truth, cols predicted)", (8, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     cv2.imwrite(str(path), img)
 

@@ -242,6 +242,13 @@ def eval_textile(ctx: Context) -> dict[str, Any]:
     figures["defect_class_accuracy"] = round(
         accuracy(np.array([expected[s.group] for s in called]), np.array([s.inspection.verdict for s in called])), 4
     ) if called else float("nan")
+    # every verdict class against the kind of part: what the captions call local and global defects
+    classes = inspector.text_bank.classes
+    groups = ["nominal", "local", "global"]
+    matrix = np.array([[sum(1 for s in scored if s.group == g and s.inspection.verdict == c) for c in classes]
+                       for g in groups])
+    figures["class_confusion"] = {"rows": groups, "cols": classes, "counts": matrix.tolist()}
+    plots.confusion_png(matrix, groups, "textile verdict classes", ctx.out / "class_confusion_textile.png", classes)
     figures["shots"] = {"good": len(good), "defect": len(defects)}
     figures.update(_failure_section(ctx, "textile", scored, inspector))
     _roc_plot(scored, "textile test: nominal vs defect", ctx.out / "roc_textile.png")
@@ -295,6 +302,7 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
     pixel_truth: list[np.ndarray] = []
     n_truth = n_found_truth = n_regions = n_regions_match = 0
     class_hits: list[bool] = []
+    class_pairs: list[tuple[str, str]] = []  # (pasted kind, caption class of the best-matching region)
     location_hits: list[bool] = []
     per_kind: dict[str, list[bool]] = {k: [] for k in KINDS}
     for line, (good, held_out) in sources.items():
@@ -321,6 +329,7 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
                 best = result.regions[int(np.argmax(overlaps))]
                 ys, xs = np.nonzero(defect.mask)
                 class_hits.append(best.defect_class == VOCAB_CLASS[defect.kind])
+                class_pairs.append((defect.kind, best.defect_class))
                 location_hits.append(best.location == location_word(float(xs.mean()), float(ys.mean()), w, h))
             if i < 3:
                 plots.example_png(defect.image, result.anomaly_map, result.regions,
@@ -339,10 +348,18 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
             "class_accuracy": round(float(np.mean(class_hits)), 4) if class_hits else 0.0,
             "location_accuracy": round(float(np.mean(location_hits)), 4) if location_hits else 0.0,
             "n": len(class_hits),
+            "class_confusion": _pair_counts(class_pairs, list(KINDS), sorted(set(VOCAB_CLASS.values()) | {
+                c for _, c in class_pairs}), ctx.out / "class_confusion_synthetic.png"),
             "note": "over synthetic defects whose region was found (IoU ≥ 0.3): class of the best caption vs the "
                     "pasted kind (scratch→scratch, spot→spot, cut-paste→patch); location word vs mask centroid",
         },
     }
+
+
+def _pair_counts(pairs: list[tuple[str, str]], rows: list[str], cols: list[str], png: Path) -> dict[str, Any]:
+    matrix = np.array([[sum(1 for a, b in pairs if a == r and b == c) for c in cols] for r in rows])
+    plots.confusion_png(matrix, rows, "synthetic defects: caption class", png, cols)
+    return {"rows": rows, "cols": cols, "counts": matrix.tolist()}
 
 
 def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = False, seed: int = 0,
