@@ -159,6 +159,10 @@ def _routing_summary(metrics: dict[str, Any]) -> str:
         return f"failure predictor: {metrics.get('failure_predictor', 'none')} — routing uses the baseline " \
                "uncertainty and routing.review_threshold"
     cal = routing["calibration"]
+    if routing["policy"] == "risk" and not cal["accepted"]:
+        return (f"routing: risk ≤ {routing['alpha']:.1%} with confidence {1 - routing['delta']:.0%} cannot be "
+                f"vouched for from {cal['n']} labelled frames: every frame goes to review until `lineside train` "
+                f"adds reviews (or choose --policy budget); failure AUROC {metrics.get('failure_oof_auroc')}")
     if routing["policy"] == "risk":
         return (f"routing: risk ≤ {routing['alpha']:.1%} with confidence {1 - routing['delta']:.0%}: auto-decides "
                 f"{cal['coverage']:.1%} of {cal['n']} out-of-fold frames ({cal['errors']} wrong, bound "
