@@ -1,13 +1,14 @@
 # make setup: .venv with lineside and everything the demo and tests need (idempotent)
 # make demo:  the textile demo line on the embedded starter pack (console on http://127.0.0.1:8080)
-# make test:  the test suite, browser tests included (installs Debian chromium if missing)
+# make test:  the test suite, browser and PostgreSQL tests included (installs Debian chromium and postgresql if
+#             missing)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SECONDS ?=
 
-.PHONY: setup demo test chromium lint pack clean
+.PHONY: setup demo test chromium postgresql faults lint pack clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,8 +31,19 @@ chromium:
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver) \
 	  || (sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver); }
 
-test: setup chromium
+# the store tests also run against a real PostgreSQL server: the tests start a throwaway cluster with these binaries
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian postgresql for the PostgreSQL store tests"; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql) \
+	  || (sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql); }
+
+test: setup chromium postgresql
 	$(BIN)/python -m pytest -q
+
+# the long fault-injection run (README "Fault injection"): 10,000 frames per scenario, 60 s outages
+faults: setup
+	$(BIN)/python -m edge.ops.faults run --frames 10000 --out var/faults
 
 lint: setup
 	$(BIN)/ruff check edge tests models

@@ -272,6 +272,15 @@ def bench(
             typer.echo(f"{key:28s} {value}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def faults(ctx: typer.Context) -> None:
+    """Fault-injection runs of the review transport (kill -9, outages, slow link, disk full, duplicates): `lineside
+    faults --frames 10000 --out var/faults` — options as `python -m edge.ops.faults run --help`."""
+    from edge.ops.faults import main
+
+    raise typer.Exit(main(["run", *ctx.args]))
+
+
 @app.command()
 def demo(
     seconds: Annotated[float | None, typer.Option(help="stop by itself after this many seconds")] = None,

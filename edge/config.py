@@ -202,6 +202,9 @@ class LineConfig(StrictModel):
     transport: TransportConfig = TransportConfig()
     status_file: Path | None = Field(None, description="daemon writes its status JSON here every few seconds")
     decision_log: Path | None = Field(None, description="JSON line per decision (auto or routed), appended")
+    decision_log_max_bytes: int = Field(64 * 2**20, ge=4096, description="the decision log rolls over at this "
+                                        "size: <log>.1 … <log>.N, oldest dropped")
+    decision_log_keep: int = Field(5, ge=0, le=1000, description="rolled-over decision logs kept")
     ops: OpsConfig = OpsConfig()
 
 
@@ -217,12 +220,25 @@ class StationConfig(StrictModel):
     session_hours: float = Field(12.0, gt=0, le=24 * 30, description="console login lasts this long")
     lease_minutes: float = Field(5.0, gt=0, le=24 * 60,
                                  description="opening an item claims it for this long (renewed while open)")
+    second_review_fraction: float = Field(
+        0.0, ge=0, le=1, description="share of items that, once reviewed, go back to the queue for a second, "
+        "independent review by another reviewer; the console's stats page shows how often the two agree")
     curve_secret_key: Path | None = Field(None, description="the station's CURVE secret file (NAME.key_secret)")
     allowed_keys_dir: Path | None = Field(None, description="folder of allowed edge CURVE public files (*.key)")
     metrics_host: str = Field("127.0.0.1", description="Prometheus /metrics bind host; loopback unless widened")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="station /metrics port; None = off")
     wal_checkpoint_idle_s: float = Field(
         1.0, ge=0, description="SQLite: truncate the WAL after ingest has been quiet this long; 0 = off")
+    retention_min_free_bytes: int | None = Field(
+        None, ge=0, description="retention: keep at least this many bytes free on storage_dir's file system by "
+        "deleting the oldest reviewed items (never an unreviewed one); None = off")
+    retention_max_bytes: int | None = Field(
+        None, ge=1, description="retention: review images take at most this many bytes, the oldest reviewed items "
+        "deleted first (never an unreviewed one); None = off")
+    retention_interval_s: float = Field(60.0, gt=0, description="retention: check the watermarks this often")
+    orphan_scan_interval_s: float = Field(
+        3600.0, gt=0, description="remove image files without a row and leftover temp files this often (and at "
+        "start)")
     audit_alpha: float = Field(
         0.01, gt=0, lt=1, description="risk audit: the error rate among auto-decided frames a line promises; the "
         "console alarms when the 95 % interval of the sampled frames' error rate lies wholly above it")

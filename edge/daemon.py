@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from base64 import b64encode
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from edge.config import ConfigError, LineConfig, TensorrtConfig, load_config
 from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.head import frame_features
 from edge.grounding.regions import FoundRegion, classify_embedding, find_regions
+from edge.ops.decision_summary import DecisionSummarizer
 from edge.ops.decisions import DecisionPublisher
 from edge.ops.health import HealthServer
 from edge.ops.logs import frame_context
@@ -37,7 +39,7 @@ from edge.ops.watchdog import InferenceStuck, InferenceWorker, WorkerGaveUp
 from edge.profile.fit import assess_rows
 from edge.profile.profile import LineProfile, load_profile
 from edge.transport.outbox import Outbox, OutboxError
-from edge.transport.schema import Region, ReviewItem, ReviewReason
+from edge.transport.schema import HEATMAP_Z_MAX, Region, ReviewItem, ReviewReason
 from edge.transport.sender import OutboxSender
 from edge.uncertainty.score import Uncertainty, baseline_uncertainty, frame_class_scores, review_route
 from edge.vlm.check import verify_pack
@@ -178,6 +180,10 @@ def load_inspector(cfg: LineConfig) -> Inspector:
 def review_item(cfg: LineConfig, frame: Frame, frame_id: str, result: Inspection, versions: tuple[str, str],
                 reason: ReviewReason = "uncertain") -> ReviewItem:
     height, width = frame.image.shape[:2]
+    # the anomaly map for the console's heatmap overlay, on its own grid (a few KB, not a frame-sized image), on a
+    # fixed scale of good-image standard deviations, so that a quiet frame looks quiet rather than stretched
+    grey = np.round(np.clip(result.anomaly_map / HEATMAP_Z_MAX, 0.0, 1.0) * 255).astype(np.uint8)
+    ok, png = cv2.imencode(".png", grey)
     return ReviewItem(
         frame_id=frame_id, line_id=cfg.id, source_id=frame.source_id, seq=frame.seq,
         captured_wall=frame.wall_ts, decided_wall=time.time(), width=width, height=height,
@@ -188,7 +194,8 @@ def review_item(cfg: LineConfig, frame: Frame, frame_id: str, result: Inspection
         regions=[Region(x=r.x, y=r.y, w=r.w, h=r.h, area_px=r.area_px, area_pct=r.area_pct, peak=r.peak,
                         defect_class=r.defect_class, location=r.location, caption=r.caption,
                         description=r.description, caption_score=r.caption_score) for r in result.regions],
-        pack_version=versions[0], profile_version=versions[1])
+        pack_version=versions[0], profile_version=versions[1],
+        heatmap_png=b64encode(png.tobytes()).decode("ascii") if ok else None)
 
 
 def _safe_id(text: str) -> str:
@@ -215,6 +222,7 @@ class Daemon:
         self.capture = self._new_capture()
         self._capture_base: dict[str, int] = {}  # counters of capture threads replaced after a stall
         self.boot_id = format(int(time.time() * 1000), "x")
+        self.summaries = DecisionSummarizer(cfg.id, self.outbox, boot=self.boot_id)  # per-minute counts → station
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
         self.config_path: Path | None = None  # set by `lineside run`: SIGHUP re-reads it
@@ -386,6 +394,9 @@ class Daemon:
             "routed": routed, "reason": reason, "queued": queued, "pack": versions[0], "profile": versions[1]}
         if self._decision_log is not None:
             self._decision_log.write(json.dumps(decision) + "\n")
+            if self._decision_log.tell() >= self.cfg.decision_log_max_bytes:
+                self._roll_decision_log()
+        self.summaries.add(decision)
         if self.publisher is not None:
             t = time.monotonic()
             try:
@@ -402,6 +413,26 @@ class Daemon:
                           exc, extra={**ctx, "stage": "publish"})
             stage.labels("publish").observe(time.monotonic() - t)
         self.metrics.frame_latency.observe(time.monotonic() - frame.mono_ts)
+
+    def _roll_decision_log(self) -> None:
+        """<log> → <log>.1 → … → <log>.N (the oldest goes), and a fresh <log>: a line runs for years."""
+        assert self._decision_log is not None and self.cfg.decision_log is not None
+        path, keep = self.cfg.decision_log, self.cfg.decision_log_keep
+        self._decision_log.close()
+        try:
+            for i in range(keep, 0, -1):
+                older = path.with_name(f"{path.name}.{i}")
+                if i == keep:
+                    older.unlink(missing_ok=True)
+                elif older.exists():
+                    os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
+            if keep:
+                os.replace(path, path.with_name(f"{path.name}.1"))
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:  # a log that cannot roll keeps growing; deciding frames matters more
+            log.error("line %s: decision log %s cannot roll over: %s", self.cfg.id, path, exc)
+        self._decision_log = open(path, "a", buffering=1)  # noqa: SIM115
 
     # ---- health --------------------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -615,6 +646,7 @@ class Daemon:
             self._stopping = True
             self.notifier.stopping(f"line {self.cfg.id}: draining the outbox")
             self.capture.stop()
+            self.summaries.close()  # the unfinished minute's summary goes into the outbox before the drain
             if not self.sender.drain(self.cfg.transport.drain_timeout_s):
                 log.warning("line %s: %d items still in the outbox at shutdown; they are sent at the next start",
                             self.cfg.id, self.outbox.depth())

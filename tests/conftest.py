@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,13 @@ def calibrated_profile(tmp_path_factory: pytest.TempPathFactory, textile_images:
     result = run_lineside("calibrate", "--config", str(config), "--good", str(textile_images["good"]))
     assert result.returncode == 0, result.stderr
     return workdir / "profile"
+
+
+def wait_until(predicate: Callable[[], object], timeout: float) -> bool:
+    """Poll `predicate` every 50 ms until it holds or `timeout` s pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())

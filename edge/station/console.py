@@ -6,6 +6,8 @@ This module only wires the parts together; each lives in its own module:
 - ``views.account``: login / logout.  ``views.review``: the queue, one item, review / lease / undo, images,
   the JSON API.  ``views.admin``: export, users, audit log.  ``views.audit_view``: the risk audit page and JSON
   (``risk_audit``: error rate of the sampled auto-decisions per line; its alarm banner is on every page).
+  ``views.live``: the queue's live arrivals (Server-Sent Events).  ``views.stats_view``: the stats page and JSON
+  (``stats``: review rate, time per item, workload, model-vs-operator and second-review agreement).
 - ``queue``: the queue query (filters, keyset pages).  ``export``: COCO / JSONL zips.  ``users``: accounts.
 
 Templates and static files ship inside the package; nothing is loaded from the internet.
@@ -25,7 +27,7 @@ from edge.config import StationConfig
 from edge.station.auth import SessionCodec, SessionGuard, load_or_create_secret
 from edge.station.risk_audit import AuditMonitor
 from edge.station.store import Store
-from edge.station.views import account, admin, audit_view, review
+from edge.station.views import account, admin, audit_view, live, review, stats_view, summaries_view
 from edge.station.views.common import HERE, Console, CountersFn, class_color, clock, humanize_age, make_templates
 from edge.station.views.review import ReviewIn, item_json
 
@@ -47,20 +49,21 @@ def create_app(store: Store, storage_dir: Path | str, ingest_counters: CountersF
                config: StationConfig | None = None) -> FastAPI:
     """The console app over ``store``; ``ingest_counters`` (if given) feeds /api/stats.
 
-    ``config`` supplies the session secret file, session length and lease length; without it the defaults of
-    StationConfig apply (secret in ``storage_dir``).
+    ``config`` supplies the session secret file, session length, lease length and second-review fraction; without
+    it the defaults of StationConfig apply (secret in ``storage_dir``).
     """
     storage_dir = Path(storage_dir)
     cfg = config or StationConfig(storage_dir=storage_dir)
     counters: Counter[str] = Counter()
     codec = SessionCodec(load_or_create_secret(secret_path(config, storage_dir)), cfg.session_hours * 3600)
     console = Console(store=store, storage_dir=storage_dir, templates=make_templates(), codec=codec,
-                      lease_minutes=cfg.lease_minutes, counters=counters, ingest_counters=ingest_counters)
+                      lease_minutes=cfg.lease_minutes, counters=counters, ingest_counters=ingest_counters,
+                      second_review_fraction=cfg.second_review_fraction)
 
     app = FastAPI(title="lineside station", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(SessionGuard, store=store, codec=codec, counters=counters)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for group in (account, review, admin):
+    for group in (account, review, admin, live, stats_view, summaries_view):
         app.include_router(group.router(console))
     monitor = AuditMonitor(store, cfg.audit_alpha, cfg.audit_alpha_by_line)
     app.include_router(audit_view.router(console, monitor))

@@ -1,11 +1,12 @@
 """Reviewed items for retraining elsewhere: a zip with the images and either COCO JSON or JSON lines.
 
-What the labels mean. The reviewer answers for the whole frame (accept / reject / relabel); the region boxes
-are the model's. So every exported record carries the frame's final label (the latest review), and the boxes
-as annotations only when the final label is a defect: under the region's own class when the reviewer
-accepted the model's verdict, under the reviewer's class when they relabelled it (the reviewer said what the
-defect is; the box says where the model saw it). Frames judged good have no boxes. Each annotation says
-``"source": "model"`` so that nobody mistakes them for hand-drawn boxes.
+What the labels mean. The reviewer answers for the whole frame (accept / reject / relabel) and may edit the boxes.
+Every exported record carries the frame's final label (the latest review), and boxes only when the final label is a
+defect. When the reviewer added, moved, resized or deleted boxes, theirs are exported, each under the class they
+gave it, with ``"source": "operator"``. Otherwise the model's regions are: under the region's own class when the
+reviewer accepted the model's verdict, under the reviewer's class when they relabelled it (the reviewer said what
+the defect is; the box says where the model saw it), with ``"source": "model"`` so that nobody mistakes them for
+hand-drawn boxes. Frames judged good have no boxes. The reviewer's comment, if any, comes along.
 
 Layout of the zip: ``images/<line_id>/<frame_id>.jpg`` (the station's own relative paths) plus
 ``annotations.json`` (COCO) or ``items.jsonl``. JPEGs are stored, not deflated: they are compressed already.
@@ -29,7 +30,7 @@ from sqlalchemy.orm import selectinload
 
 from edge.station import imagefiles
 from edge.station.store import GOOD, Store
-from edge.station.tables import STATUS_REVIEWED, ReviewItemRow
+from edge.station.tables import STATUS_REVIEWED, ReviewItemRow, ReviewRow
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,13 @@ def _reviewed(store: Store) -> Iterator[ReviewItemRow]:
         last = rows[-1].id
 
 
-def _boxes(row: ReviewItemRow, final: str, relabelled: bool) -> list[dict[str, Any]]:
+def _boxes(row: ReviewItemRow, review: ReviewRow) -> list[dict[str, Any]]:
+    final, relabelled = review.final_verdict, review.decision == "relabel"
     if final == GOOD:
         return []
+    if review.boxes is not None:
+        return [{"bbox": [b["x"], b["y"], b["w"], b["h"]], "class": b["class"], "model_class": None, "peak": None,
+                 "caption": None, "source": "operator"} for b in review.boxes]
     return [{"bbox": [r.x, r.y, r.w, r.h], "class": final if relabelled else r.defect_class,
              "model_class": r.defect_class, "peak": r.peak, "caption": r.caption, "source": "model"}
             for r in row.regions]
@@ -67,11 +72,12 @@ def item_record(row: ReviewItemRow) -> dict[str, Any]:
         "frame_id": row.frame_id, "line_id": row.line_id, "source_id": row.source_id, "seq": row.seq,
         "image": f"images/{row.image_path}", "width": row.width, "height": row.height,
         "captured_wall": row.captured_wall, "label": review.final_verdict, "decision": review.decision,
-        "reviewer": review.reviewer, "reviewed_wall": review.created_wall, "model_verdict": row.verdict,
+        "reviewer": review.reviewer, "reviewed_wall": review.created_wall, "comment": review.comment,
+        "model_verdict": row.verdict,
         "class_scores": row.class_scores, "uncertainty": row.uncertainty, "reason": row.reason,
         "anomaly_score": row.anomaly_score, "pack_version": row.pack_version,
         "profile_version": row.profile_version,
-        "boxes": _boxes(row, review.final_verdict, review.decision == "relabel"),
+        "boxes": _boxes(row, review),
     }
 
 
@@ -85,12 +91,13 @@ def coco(records: list[dict[str, Any]]) -> dict[str, Any]:
         images.append({"id": image_id, "file_name": rec["image"], "width": rec["width"], "height": rec["height"],
                        "frame_id": rec["frame_id"], "line_id": rec["line_id"], "label": rec["label"],
                        "model_verdict": rec["model_verdict"], "decision": rec["decision"],
-                       "reviewer": rec["reviewer"]})
+                       "reviewer": rec["reviewer"], "comment": rec["comment"]})
         for box in rec["boxes"]:
             x, y, w, h = box["bbox"]
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,
                                 "category_id": category[box["class"]], "bbox": [x, y, w, h], "area": w * h,
-                                "iscrowd": 0, "score": box["peak"], "source": box["source"]})
+                                "iscrowd": 0, "source": box["source"],
+                                **({"score": box["peak"]} if box["peak"] is not None else {})})
     return {"info": {"description": "lineside station export: reviewed items", "date_created":
                      time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             "licenses": [],

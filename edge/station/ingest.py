@@ -40,6 +40,7 @@ import zmq
 from edge.transport.handshake import HandshakeWatch, LoggingAuthenticator, RateLimitedLog
 from edge.transport.keys import KeyFileError, count_public_keys, load_secret, make_curve_server
 from edge.transport.schema import KIND_ACK, KIND_ERR, ReviewItem, WireError, decode_item, frame_id_of
+from edge.transport.summary import KIND_SUMMARY, DecisionSummary, decode_summary, summary_id_of
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,14 @@ class IngestServer(threading.Thread):
         self._last_message = time.monotonic()
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
+        # held while items are stored: storage housekeeping (edge.station.retention) takes it to tell an image
+        # between its rename and its commit from an orphan
+        self.store_lock = threading.Lock()
+        self._store_errors = _RateLimitedErrors(log)
+        self._batch_warnings = RateLimitedLog(log)
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+        # decision summaries apart from the items' counters (received and malformed ones count there too)
+        self._summary_counters = {"stored": 0, "duplicates": 0}
         self._refusals = RateLimitedLog(log)
         self.curve = curve_secret_key is not None
         if self.curve != (allowed_keys_dir is not None):
@@ -125,6 +133,12 @@ class IngestServer(threading.Thread):
         handshakes: plaintext peers and unknown keys under CURVE), checkpoints (WAL truncations)."""
         with self._lock:
             return dict(self._counters)
+
+    @property
+    def summary_counters(self) -> dict[str, int]:
+        """Decision summaries stored, and duplicates of stored ones acked again."""
+        with self._lock:
+            return dict(self._summary_counters)
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -230,27 +244,67 @@ class IngestServer(threading.Thread):
     def _handle_batch(self, messages: list[tuple[list[bytes], str]]) -> None:
         """Decode, store in one transaction where the sink can (``add_items``), then ack each stored item."""
         self._last_message = time.monotonic()
+        summaries = [(m, peer) for m, peer in messages if len(m) > 1 and m[1] == KIND_SUMMARY]
+        if summaries:  # a handful per line and minute: stored one by one, apart from the items' batch
+            for message, peer in summaries:
+                self._handle_summary(message, peer)
+            messages = [(m, peer) for m, peer in messages if not (len(m) > 1 and m[1] == KIND_SUMMARY)]
         good = [d for d in (self._decode(m, peer) for m, peer in messages) if d is not None]
         add_items = getattr(self._store, "add_items", None)
         if len(good) > 1 and add_items is not None:
             try:
-                results: list[bool] = add_items([(item, jpeg) for _, _, item, jpeg in good])
+                with self.store_lock:
+                    results: list[bool] = add_items([(item, jpeg) for _, _, item, jpeg in good])
             except Exception as exc:  # the batch is not committed: store item by item, so one bad item costs one
-                log.warning("ingest: batch of %d items not stored (%s: %s); storing them one by one",
-                            len(good), type(exc).__name__, exc)
+                self._batch_warnings.warning(f"batch:{type(exc).__name__}", "ingest: batch of %d items not stored "
+                                             "(%s: %s); storing them one by one", len(good), type(exc).__name__, exc)
             else:
                 for (identity, _, item, _), new in zip(good, results, strict=True):
                     self._stored(identity, item, new)
                 return
         for identity, peer, item, jpeg in good:
             try:
-                new = self._store.add_item(item, jpeg)
+                with self.store_lock:
+                    new = self._store.add_item(item, jpeg)
             except Exception as exc:  # disk full, DB locked, ...: no ack, the edge keeps the item and retries
                 self._count("errors")
-                log.error("ingest: cannot store frame %s from peer %s (line %s): %s: %s; not acked, the edge "
-                          "will retry", item.frame_id, peer, item.line_id, type(exc).__name__, exc)
+                # one line per cause and 10 s (with how many more): a full disk must not fill the log as well
+                self._store_errors.error(
+                    f"item:{type(exc).__name__}:{getattr(exc, 'errno', '')}",
+                    "ingest: cannot store frame %s from peer %s (line %s): %s: %s; not acked, the edge will retry",
+                    item.frame_id, peer, item.line_id, type(exc).__name__, exc)
                 continue
             self._stored(identity, item, new)
+
+    def _handle_summary(self, message: list[bytes], peer: str) -> None:
+        """A per-minute decision summary (``edge.transport.summary``): store once, ack after the commit."""
+        identity, frames = message[0], message[1:]
+        self._count("received")
+        try:
+            summary: DecisionSummary = decode_summary(frames)
+        except WireError as exc:
+            self._count("malformed")
+            summary_id = summary_id_of(frames)
+            log.warning("ingest: rejected summary from peer %s (%r): %s", peer, summary_id, exc)
+            self._reply(identity, [KIND_ERR, summary_id.encode(), str(exc).encode()])
+            return
+        add_summary = getattr(self._store, "add_summary", None)
+        if add_summary is None:  # a sink that keeps items only (tests, benchmarks): refuse, the edge keeps it
+            self._count("malformed")
+            self._reply(identity, [KIND_ERR, summary.summary_id.encode(), b"this station does not store summaries"])
+            return
+        try:
+            with self.store_lock:
+                new = add_summary(summary)
+        except Exception as exc:  # as for items: no ack, the edge resends it
+            self._count("errors")
+            self._store_errors.error(f"summary:{type(exc).__name__}", "ingest: cannot store summary %s from peer %s: "
+                                     "%s: %s; not acked, the edge will retry", summary.summary_id, peer,
+                                     type(exc).__name__, exc)
+            return
+        with self._lock:
+            self._summary_counters["stored" if new else "duplicates"] += 1
+        self._reply(identity, [KIND_ACK, summary.summary_id.encode()])
 
     def _stored(self, identity: bytes, item: ReviewItem, new: bool) -> None:
         """Count and ack an item whose transaction has committed (ack-after-commit)."""
@@ -264,6 +318,27 @@ class IngestServer(threading.Thread):
         except zmq.ZMQError as exc:
             self._count("errors")
             log.error("ingest: cannot reply %r to peer %s: %s", frames[0], identity.hex(), exc)
+
+
+class _RateLimitedErrors:
+    """ERROR lines, at most one per key and `interval_s`, each saying how many like it were held back: a full disk
+    fails every item every retry, and must show in the log without filling the disk's last bytes with it."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
+        self._log = logger
+        self._interval = interval_s
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def error(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        self._log.error(msg + (f" ({held} more like it in the last {self._interval:g} s)" if held else ""), *args)
 
 
 def sqlite_wal_checkpoint(engine: Any, busy_timeout_ms: int = 200) -> bool:

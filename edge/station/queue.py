@@ -71,6 +71,16 @@ def not_leased_by_others(username: str, now: float) -> Any:
                            LeaseRow.expires_wall > now)
 
 
+def not_my_second_review(username: str) -> Any:
+    """Items waiting for a second review are for anyone but their first reviewer."""
+    return or_(ReviewItemRow.second_review_of.is_(None), ReviewItemRow.second_review_of != username)
+
+
+def for_reviewer(username: str, now: float) -> list[Any]:
+    """What a reviewer's queue hides: items others are reviewing, and their own first reviews awaiting a second."""
+    return [not_leased_by_others(username, now), not_my_second_review(username)]
+
+
 def _order_and_seek(query: Select[Any], sort: Sort, after: tuple[float, int] | None) -> Select[Any]:
     if sort == "uncertainty":  # most uncertain first, then oldest id
         query = query.order_by(ReviewItemRow.uncertainty.desc(), ReviewItemRow.id)
@@ -92,13 +102,13 @@ def page_query(flt: QueueFilter, username: str | None, now: float, limit: int,
     """One page of rows (fetch ``limit + 1`` to learn whether there is a next page)."""
     query = select(ReviewItemRow).where(*flt.conditions())
     if username is not None:
-        query = query.where(not_leased_by_others(username, now))
+        query = query.where(*for_reviewer(username, now))
     return _order_and_seek(query, flt.sort, after).limit(limit)
 
 
 def head_query(flt: QueueFilter, username: str, now: float, exclude: int | None = None) -> Select[Any]:
     """The id of the first item of the queue this reviewer may take."""
-    query = select(ReviewItemRow.id).where(*flt.conditions(), not_leased_by_others(username, now))
+    query = select(ReviewItemRow.id).where(*flt.conditions(), *for_reviewer(username, now))
     if exclude is not None:
         query = query.where(ReviewItemRow.id != exclude)
     return _order_and_seek(query, flt.sort, None).limit(1)

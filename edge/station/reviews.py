@@ -22,8 +22,9 @@ One ``ReviewedFrame`` per reviewed item of the line, oldest review first. What e
 - ``image_path`` is the absolute path of the frame's JPEG under the station's ``storage_dir``. Items whose file
   is missing are skipped, counted and logged (one line per call).
 - ``regions`` are the **model's** boxes (in frame pixels, the model's class and caption), given only when the
-  final answer is a defect: the operator confirms the frame's label, not each box (the console has no box
-  editing), so the boxes say where the model saw the defect the operator named. Good frames have none.
+  final answer is a defect: they say where the model saw the defect the operator named. Good frames have none.
+  ``operator_boxes`` are the operator's own (``[{x, y, w, h, class}]``) when they edited the boxes in the console,
+  else None; ``comment`` is their note, if any. An item still waiting for its second review is not listed yet.
 
 ``since_wall`` (epoch seconds) keeps only items whose latest review was made at or after it, for incremental
 training. The read is two queries (items with their latest review, then their regions), however many items.
@@ -36,6 +37,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -78,6 +80,8 @@ class ReviewedFrame:
     reviewer: str
     reviewed_wall: float
     regions: tuple[RegionView, ...] = ()  # the model's boxes, only when final_verdict is a defect
+    operator_boxes: list[dict[str, Any]] | None = field(default=None, hash=False)
+    comment: str | None = None
 
     @property
     def is_good(self) -> bool:
@@ -170,7 +174,8 @@ def reviewed_frames(store_or_url: Store | StationConfig | str | Path, line_id: s
                     pack_version=item.pack_version, profile_version=item.profile_version,
                     final_verdict=final, defect_class=None if final == GOOD else final, decision=review.decision,
                     reviewer=review.reviewer, reviewed_wall=review.created_wall,
-                    regions=() if final == GOOD else tuple(_region(r) for r in item.regions)))
+                    regions=() if final == GOOD else tuple(_region(r) for r in item.regions),
+                    operator_boxes=review.boxes, comment=review.comment))
     if missing:
         log.warning("reviewed_frames: line %s: skipped %d of %d reviewed items whose image file is missing "
                     "(first: %s)", line_id, len(missing), len(missing) + len(frames), missing[0])

@@ -19,6 +19,7 @@ from edge.ops.metrics import station_registry
 from edge.ops.notify import SystemdNotifier
 from edge.station.console import create_app
 from edge.station.ingest import IngestServer, sqlite_wal_checkpoint
+from edge.station.retention import RetentionPolicy, StorageCollector, StoreMaintainer
 from edge.station.risk_audit import AuditCollector
 from edge.station.store import Store
 
@@ -70,6 +71,7 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
     http_thread: threading.Thread | None = None
     previous_handlers: dict[signal.Signals, Any] = {}
     metrics: HealthServer | None = None
+    maintainer: StoreMaintainer | None = None
     notifier = SystemdNotifier()  # a no-op unless systemd started us as Type=notify
     try:
         ingest = IngestServer(store, cfg.ingest_bind, curve_secret_key=cfg.curve_secret_key,
@@ -84,6 +86,12 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
             app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=3))
         http_thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="station-http",
                                        daemon=True)
+        maintainer = StoreMaintainer(
+            store, RetentionPolicy(cfg.retention_min_free_bytes, cfg.retention_max_bytes),
+            retention_interval_s=cfg.retention_interval_s, orphan_interval_s=cfg.orphan_scan_interval_s,
+            lock=ingest.store_lock)
+        maintainer.clean_at_start()  # before ingest: whatever a crash left is an orphan, however young
+        maintainer.start()
         ingest.start()
         http_thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -105,6 +113,7 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
             running = ingest
             registry = station_registry(lambda: running.counters)
             registry.register(AuditCollector(app.state.risk_audit))  # lineside_audit_* gauges per line
+            registry.register(StorageCollector(maintainer))  # orphans removed, retention deletions, blocked
             try:
                 metrics = HealthServer(cfg.metrics_host, cfg.metrics_port, registry, name="station-metrics").start()
             except OSError as exc:
@@ -129,9 +138,12 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
             metrics.stop()
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
+        if maintainer is not None:
+            maintainer.stop(SHUTDOWN_TIMEOUT_S)
         if ingest is not None:
             ingest.stop(SHUTDOWN_TIMEOUT_S)
         if server is not None and http_thread is not None:
+            app.state.console.closing.set()  # live streams end now rather than at the graceful-shutdown timeout
             server.should_exit = True
             http_thread.join(SHUTDOWN_TIMEOUT_S)
             if http_thread.is_alive():

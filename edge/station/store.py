@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,29 +27,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select
+from sqlalchemy import Engine, create_engine, event, exists, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from edge.durable import fsync_dir, replace_synced
-from edge.station import audit, imagefiles, migrations
+from edge.station import audit, imagefiles, migrations, summaries
 from edge.station.queue import QueueFilter, head_query, make_cursor, page_query
 from edge.station.tables import (
     DECISIONS,
     STATUS_PENDING,
     STATUS_REVIEWED,
+    HeatmapRow,
     LeaseRow,
     RegionRow,
     ReviewItemRow,
     ReviewRow,
 )
 from edge.transport.schema import ReviewItem
+from edge.transport.summary import DecisionSummary
 
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 GOOD = "good"
+MAX_BOXES = 200
+MAX_COMMENT_CHARS = 2000
 
 
 class ItemNotFound(LookupError):
@@ -104,6 +109,19 @@ class ReviewView:
     reviewer: str
     created_wall: float
     seconds_spent: float | None
+    boxes: list[dict[str, Any]] | None = None  # the operator's [{x, y, w, h, class}]; None: the model's regions
+    comment: str | None = None
+    second_review: bool = False
+
+
+@dataclass(frozen=True)
+class ReferenceView:
+    """A recently reviewed-good frame of a line, shown beside an item for comparison."""
+
+    item_id: int
+    frame_id: str
+    reviewer: str
+    reviewed_wall: float
 
 
 @dataclass(frozen=True)
@@ -132,6 +150,12 @@ class ItemView:
     status: str
     regions: list[RegionView] = field(default_factory=list)
     reviews: list[ReviewView] = field(default_factory=list)
+    second_review_of: str | None = None  # waiting for a second review by anyone but this user
+    heatmap_png: str | None = None  # base64 PNG (ReviewItem.heatmap_png); loaded by get_item only
+
+    @property
+    def awaits_second_review(self) -> bool:
+        return self.second_review_of is not None
 
     @property
     def top_caption(self) -> str:
@@ -159,10 +183,11 @@ def _region_view(r: RegionRow) -> RegionView:
 def _review_view(r: ReviewRow) -> ReviewView:
     return ReviewView(id=r.id, item_id=r.item_id, decision=r.decision, final_verdict=r.final_verdict,
                       defect_class=r.defect_class, reviewer=r.reviewer, created_wall=r.created_wall,
-                      seconds_spent=r.seconds_spent)
+                      seconds_spent=r.seconds_spent, boxes=r.boxes, comment=r.comment,
+                      second_review=bool(r.second_review))
 
 
-def _item_view(row: ReviewItemRow) -> ItemView:
+def _item_view(row: ReviewItemRow, heatmap_png: str | None = None) -> ItemView:
     return ItemView(
         id=row.id, frame_id=row.frame_id, line_id=row.line_id, source_id=row.source_id, seq=row.seq,
         captured_wall=row.captured_wall, decided_wall=row.decided_wall, received_wall=row.received_wall,
@@ -171,19 +196,74 @@ def _item_view(row: ReviewItemRow) -> ItemView:
         anomaly_score=row.anomaly_score, anomaly_threshold=row.anomaly_threshold, uncertainty=row.uncertainty,
         reason=row.reason, pack_version=row.pack_version, profile_version=row.profile_version,
         image_path=row.image_path, status=row.status,
-        regions=[_region_view(r) for r in row.regions], reviews=[_review_view(r) for r in row.reviews])
+        regions=[_region_view(r) for r in row.regions], reviews=[_review_view(r) for r in row.reviews],
+        second_review_of=row.second_review_of, heatmap_png=heatmap_png)
 
 
 def _review_json(r: ReviewRow | None) -> dict[str, Any] | None:
     if r is None:
         return None
     return {"id": r.id, "decision": r.decision, "final_verdict": r.final_verdict, "defect_class": r.defect_class,
-            "reviewer": r.reviewer, "created_wall": r.created_wall, "seconds_spent": r.seconds_spent}
+            "reviewer": r.reviewer, "created_wall": r.created_wall, "seconds_spent": r.seconds_spent,
+            "boxes": r.boxes, "comment": r.comment, "second_review": bool(r.second_review)}
+
+
+def model_boxes(row: ReviewItemRow) -> list[dict[str, Any]]:
+    """The model's regions as boxes in the operator's format (what an operator's edit starts from)."""
+    return [{"x": r.x, "y": r.y, "w": r.w, "h": r.h, "class": r.defect_class} for r in row.regions]
+
+
+def effective_boxes(row: ReviewItemRow, review: ReviewRow | None) -> list[dict[str, Any]]:
+    """The boxes that stand for an item: the operator's from ``review`` when they edited them, else the model's."""
+    if review is not None and review.boxes is not None:
+        return list(review.boxes)
+    return model_boxes(row)
+
+
+def check_boxes(raw: Any, width: int, height: int, classes: list[str]) -> list[dict[str, Any]]:
+    """The operator's boxes, validated and clipped to the frame: ``[{x, y, w, h, class}]`` in frame pixels, each of
+    a defect class of the item. ReviewError says what is wrong (the console shows it)."""
+    if not isinstance(raw, list):
+        raise ReviewError("boxes must be a list of {x, y, w, h, class}")
+    if len(raw) > MAX_BOXES:
+        raise ReviewError(f"{len(raw)} boxes; at most {MAX_BOXES}")
+    defects = [c for c in classes if c != GOOD]
+    out: list[dict[str, Any]] = []
+    for i, box in enumerate(raw, 1):
+        if not isinstance(box, dict):
+            raise ReviewError(f"box {i} is not an object")
+        try:
+            x, y, w, h = (float(box[k]) for k in ("x", "y", "w", "h"))
+        except (KeyError, TypeError, ValueError):
+            raise ReviewError(f"box {i} needs numbers x, y, w, h") from None
+        if not all(abs(v) < 1e7 for v in (x, y, w, h)):  # also refuses NaN and infinity
+            raise ReviewError(f"box {i} is out of range")
+        if w <= 0 or h <= 0:
+            raise ReviewError(f"box {i} has no area ({w:g}×{h:g})")
+        x0, y0 = max(0, min(width - 1, round(x))), max(0, min(height - 1, round(y)))
+        x1, y1 = max(x0 + 1, min(width, round(x + w))), max(y0 + 1, min(height, round(y + h)))
+        cls = box.get("class")
+        if cls not in defects:
+            raise ReviewError(f"box {i}: class {cls!r} is not a defect class of this item; use one of "
+                              f"{', '.join(defects) or '(none)'}")
+        out.append({"x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0, "class": cls})
+    return out
+
+
+def picked_for_second_review(frame_id: str, fraction: float) -> bool:
+    """Whether an item goes to a second reviewer: a hash of its frame id, so the choice is reproducible (the same
+    after an undo) and independent of who reviews first or when."""
+    if fraction <= 0:
+        return False
+    return zlib.crc32(frame_id.encode()) / 2**32 < fraction
 
 
 def _lease_view(row: LeaseRow) -> LeaseView:
     return LeaseView(item_id=row.item_id, username=row.username, claimed_wall=row.claimed_wall,
                      expires_wall=row.expires_wall)
+
+
+CLAIM_ATTEMPTS = 5
 
 
 def _take_lease(s: Session, item_id: int, username: str, minutes: float, now: float) -> LeaseView:
@@ -342,11 +422,18 @@ class Store:
         try:
             with self._write() as s:
                 s.add(row)
+                if item.heatmap_png is not None:
+                    s.flush()  # the item's id
+                    s.add(HeatmapRow(item_id=row.id, png=item.heatmap_png))
         except IntegrityError:
             if self.has_frame(item.frame_id):
                 return False
             raise
         return True
+
+    def add_summary(self, summary: DecisionSummary) -> bool:
+        """Store a per-minute decision summary once per summary_id (see ``edge.station.summaries``)."""
+        return summaries.add_summary(self, summary)
 
     def add_items(self, batch: list[tuple[ReviewItem, bytes]]) -> list[bool]:
         """``add_item`` for many items in one transaction: one lookup, one commit (one WAL fsync) for the lot.
@@ -387,6 +474,10 @@ class Store:
                            for item_id, item in zip(item_ids, rows, strict=True) for r in item.regions]
                 if regions:
                     s.execute(insert(RegionRow), regions)
+                heatmaps = [{"item_id": item_id, "png": item.heatmap_png}
+                            for item_id, item in zip(item_ids, rows, strict=True) if item.heatmap_png is not None]
+                if heatmaps:
+                    s.execute(insert(HeatmapRow), heatmaps)
         except IntegrityError:  # another writer stored one of them meanwhile: settle item by item
             return [is_new and self.add_item(item, jpeg) for (item, jpeg), is_new in zip(batch, new, strict=True)]
         return new
@@ -457,8 +548,12 @@ class Store:
         """Take (or renew) the lease on an item for ``minutes``; LeaseConflict if someone else holds it."""
         now = time.time() if now is None else now
         with self._write() as s:
-            if s.get(ReviewItemRow, item_id) is None:
+            row = s.get(ReviewItemRow, item_id)
+            if row is None:
                 raise ItemNotFound(f"no review item {item_id}")
+            if row.second_review_of == username:
+                raise LeaseConflict(f"item {item_id} waits for a second review by someone other than you "
+                                    "(you reviewed it first); take the next item instead")
             return _take_lease(s, item_id, username, minutes, now)
 
     def claim_next(self, username: str, minutes: float, flt: QueueFilter | None = None,
@@ -470,11 +565,19 @@ class Store:
         the same moment are served one after the other and can never be handed the same item.
         """
         now = time.time() if now is None else now
-        with self._write() as s:
-            item_id = s.scalar(head_query(flt or QueueFilter(), username, now, exclude))
-            if item_id is not None:
-                _take_lease(s, item_id, username, minutes, now)
-            return item_id
+        for attempt in range(CLAIM_ATTEMPTS):
+            try:
+                with self._write() as s:
+                    item_id = s.scalar(head_query(flt or QueueFilter(), username, now, exclude))
+                    if item_id is not None:
+                        _take_lease(s, item_id, username, minutes, now)
+                    return item_id
+            except (LeaseConflict, IntegrityError):
+                # PostgreSQL (read committed): another reviewer leased the same head between our read and our
+                # insert; that item is now leased, so the next attempt's head is another one
+                if attempt == CLAIM_ATTEMPTS - 1:
+                    raise
+        return None
 
     def peek_next(self, username: str, exclude: int | None = None, now: float | None = None) -> int | None:
         """The item ``claim_next`` would most likely hand out, without leasing it (for prefetching its image)."""
@@ -500,10 +603,42 @@ class Store:
             audit.record(s, username, action, item_id, before, after)
 
     def get_item(self, item_id: int) -> ItemView | None:
+        """One item with its regions, reviews and heatmap."""
         with self._read() as s:
             row = s.get(ReviewItemRow, item_id,
                         options=[selectinload(ReviewItemRow.regions), selectinload(ReviewItemRow.reviews)])
-            return _item_view(row) if row is not None else None
+            if row is None:
+                return None
+            return _item_view(row, s.scalar(select(HeatmapRow.png).where(HeatmapRow.item_id == item_id)))
+
+    def good_references(self, line_id: str, limit: int = 4, exclude: int | None = None) -> list[ReferenceView]:
+        """The line's most recently reviewed-good frames, newest answer first: items whose latest review says good.
+
+        Walks the good answers newest first (``ix_reviews_final_verdict``) and stops at ``limit`` hits, so it stays
+        quick however many items there are; a good answer later overruled by another review does not count."""
+        newer = aliased(ReviewRow)
+        query = (select(ReviewRow.item_id, ReviewItemRow.frame_id, ReviewRow.reviewer, ReviewRow.created_wall)
+                 .join(ReviewItemRow, ReviewItemRow.id == ReviewRow.item_id)
+                 .where(ReviewRow.final_verdict == GOOD, ReviewItemRow.line_id == line_id,
+                        ReviewItemRow.status == STATUS_REVIEWED,
+                        ~exists().where(newer.item_id == ReviewRow.item_id, newer.id > ReviewRow.id))
+                 .order_by(ReviewRow.id.desc()).limit(limit))
+        if exclude is not None:
+            query = query.where(ReviewRow.item_id != exclude)
+        with self._read() as s:
+            return [ReferenceView(item_id=i, frame_id=f, reviewer=r, reviewed_wall=w)
+                    for i, f, r, w in s.execute(query)]
+
+    def latest_item_id(self) -> int:
+        """The highest item id (0 for an empty store): new arrivals have higher ones."""
+        with self._read() as s:
+            return int(s.scalar(select(func.max(ReviewItemRow.id))) or 0)
+
+    def count_arrivals(self, flt: QueueFilter, after_id: int, up_to_id: int) -> int:
+        """Items with ids in (after_id, up_to_id] that ``flt`` shows: the live queue's "n new items"."""
+        with self._read() as s:
+            return int(s.scalar(select(func.count()).select_from(ReviewItemRow).where(
+                ReviewItemRow.id > after_id, ReviewItemRow.id <= up_to_id, *flt.conditions())) or 0)
 
     def image_file(self, item_id: int) -> Path | None:
         """The image file of an item, looked up by id (never from a client-supplied path)."""
@@ -544,7 +679,9 @@ class Store:
     # ---- reviews ----
 
     def add_review(self, item_id: int, decision: str, reviewer: str, defect_class: str | None = None,
-                   seconds_spent: float | None = None, now: float | None = None) -> ReviewView:
+                   seconds_spent: float | None = None, now: float | None = None, *,
+                   boxes: list[dict[str, Any]] | None = None, comment: str | None = None,
+                   second_review_fraction: float = 0.0) -> ReviewView:
         """Record a person's answer and mark the item reviewed. Reviewing again adds a row; the latest wins.
 
         - ``accept``: the model's verdict is right (final verdict = the item's verdict).
@@ -552,10 +689,19 @@ class Store:
           an item the model already called good — use ``relabel`` to name its defect.
         - ``relabel``: the part is ``defect_class`` (one of the item's class_scores keys, 'good' included).
 
+        ``boxes`` (``[{x, y, w, h, class}]``, frame pixels, defect classes of the item) are the operator's own when
+        they added, moved, resized or deleted boxes: they then stand instead of the model's regions (which stay as
+        the model sent them); None keeps the model's. A final answer 'good' takes no boxes. ``comment`` is free text.
+
+        Second review: a first answer on an item picked by ``picked_for_second_review(frame_id,
+        second_review_fraction)`` puts it back in the queue (pending, ``second_review_of`` = this reviewer) for
+        anyone else; their answer is marked ``second_review`` and closes the item. The first reviewer cannot give
+        it (ReviewError).
+
         Refused with LeaseConflict while someone other than ``reviewer`` holds a live lease on the item. The
-        reviewer's own lease is released (the item is done). The audit row (before = the previous latest
-        review, after = this one) is written in the same transaction; time spent is the client's figure, else
-        the time since the reviewer's lease was claimed.
+        reviewer's own lease is released (the item is done). The audit row (before = the previous latest review
+        and the boxes that stood, after = this one) is written in the same transaction; time spent is the client's
+        figure, else the time since the reviewer's lease was claimed.
         """
         if decision not in DECISIONS:
             raise ReviewError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
@@ -564,6 +710,9 @@ class Store:
             raise ReviewError("reviewer must be 1 to 100 characters")
         if seconds_spent is not None and not 0 <= seconds_spent < 86_400:
             raise ReviewError(f"seconds_spent {seconds_spent} out of range")
+        comment = (comment or "").strip() or None
+        if comment is not None and len(comment) > MAX_COMMENT_CHARS:
+            raise ReviewError(f"comment is {len(comment)} characters; at most {MAX_COMMENT_CHARS}")
         defect_class = (defect_class or "").strip() or None
         now = time.time() if now is None else now
         with self._write() as s:
@@ -574,6 +723,9 @@ class Store:
             if lease is not None and lease.expires_wall > now and lease.username != reviewer:
                 raise LeaseConflict(f"item {item_id} is being reviewed by {lease.username}; your review was "
                                     "not saved — take the next item instead")
+            if row.second_review_of == reviewer:
+                raise ReviewError(f"item {item_id} waits for a second review by someone other than you "
+                                  "(you gave the first); take the next item instead")
             classes = list(row.class_scores)
             if decision == "relabel":
                 if defect_class is None:
@@ -592,27 +744,42 @@ class Store:
                                       "to mark it defective use relabel with a class")
                 else:
                     final = GOOD
+            if boxes is not None:
+                boxes = check_boxes(boxes, row.width, row.height, classes)
+                if final == GOOD and boxes:
+                    raise ReviewError("a good part has no defect boxes: delete them, or relabel with a defect class")
             if seconds_spent is None and lease is not None and lease.username == reviewer:
                 seconds_spent = round(max(0.0, now - lease.claimed_wall), 1)
             previous = row.reviews[-1] if row.reviews else None
+            second = row.second_review_of is not None
             review = ReviewRow(item_id=row.id, decision=decision, final_verdict=final,
                                defect_class=None if final == GOOD else final, reviewer=reviewer,
-                               created_wall=now, seconds_spent=seconds_spent)
+                               created_wall=now, seconds_spent=seconds_spent, boxes=boxes, comment=comment,
+                               second_review=second)
             s.add(review)
-            before = {"status": row.status, "review": _review_json(previous)}
-            row.status = STATUS_REVIEWED
+            before = {"status": row.status, "review": _review_json(previous),
+                      "boxes": effective_boxes(row, previous)}
+            if second:
+                row.second_review_of, row.status = None, STATUS_REVIEWED
+            elif previous is None and picked_for_second_review(row.frame_id, second_review_fraction):
+                row.second_review_of, row.status = reviewer, STATUS_PENDING  # back in the queue, for someone else
+            else:
+                row.status = STATUS_REVIEWED
             if lease is not None and lease.username == reviewer:
                 s.delete(lease)
             s.flush()
             audit.record(s, reviewer, "review", item_id, before,
-                         {"status": row.status, "review": _review_json(review)}, seconds_spent, now=now)
+                         {"status": row.status, "second_review_of": row.second_review_of,
+                          "review": _review_json(review), "boxes": effective_boxes(row, review)},
+                         seconds_spent, now=now)
             return _review_view(review)
 
     def undo_last_review(self, username: str, minutes: float, now: float | None = None) -> int | None:
         """Take back ``username``'s most recent review: the row goes (the audit log keeps it), the item returns
-        to its previous state (pending when it has no other review) and to the user, leased. Returns the item
-        id, None when there is nothing of theirs to undo. Refused with LeaseConflict while someone else holds
-        the item, and with ReviewError when someone reviewed it again since (theirs is the latest answer).
+        to its previous state (pending when it has no other review, waiting for its second review again when the
+        undone one was that) and to the user, leased. Returns the item id, None when there is nothing of theirs to
+        undo. Refused with LeaseConflict while someone else holds the item, and with ReviewError when someone
+        reviewed it again since (theirs is the latest answer).
         """
         now = time.time() if now is None else now
         with self._write() as s:
@@ -624,12 +791,18 @@ class Store:
             if item.reviews[-1].id != review.id:
                 raise ReviewError(f"item {item.id} was reviewed again by {item.reviews[-1].reviewer} after you; "
                                   "nothing undone")
-            _take_lease(s, item.id, username, minutes, now)
-            before = {"status": item.status, "review": _review_json(review)}
+            before = {"status": item.status, "second_review_of": item.second_review_of,
+                      "review": _review_json(review)}
             item.reviews.remove(review)  # delete-orphan cascade deletes the row
-            item.status = STATUS_REVIEWED if item.reviews else STATUS_PENDING
+            if review.second_review and item.reviews:
+                item.second_review_of, item.status = item.reviews[-1].reviewer, STATUS_PENDING
+            else:
+                item.second_review_of = None
+                item.status = STATUS_REVIEWED if item.reviews else STATUS_PENDING
             s.flush()
+            _take_lease(s, item.id, username, minutes, now)
             audit.record(s, username, "undo", item.id, before,
-                         {"status": item.status, "review": _review_json(item.reviews[-1] if item.reviews else None)},
+                         {"status": item.status, "second_review_of": item.second_review_of,
+                          "review": _review_json(item.reviews[-1] if item.reviews else None)},
                          now=now)
             return item.id

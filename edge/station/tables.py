@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 STATUS_PENDING = "pending"
@@ -46,6 +46,9 @@ class ReviewItemRow(Base):
     profile_version: Mapped[str] = mapped_column(String(100))
     image_path: Mapped[str] = mapped_column(String(400), doc="relative to the station's storage_dir")
     status: Mapped[str] = mapped_column(String(16), default=STATUS_PENDING)
+    second_review_of: Mapped[str | None] = mapped_column(
+        String(100), nullable=True, doc="set while the item waits for a second review: its first reviewer, who may "
+        "not take it; the item is pending meanwhile (see Store.add_review)")
 
     regions: Mapped[list[RegionRow]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="RegionRow.id")
@@ -100,12 +103,38 @@ class ReviewRow(Base):
     reviewer: Mapped[str] = mapped_column(String(100))
     created_wall: Mapped[float] = mapped_column(Float)
     seconds_spent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    boxes: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        JSON, nullable=True, doc="the operator's boxes [{x, y, w, h, class}] in frame pixels when they edited them; "
+        "None: the model's regions stand")
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    second_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(),
+                                                doc="the second, independent review of a sampled item")
 
     item: Mapped[ReviewItemRow] = relationship(back_populates="reviews")
 
     __table_args__ = (
         CheckConstraint("decision IN ('accept', 'reject', 'relabel')", name="ck_reviews_decision"),
     )
+
+
+# The stats page's window ("reviews of the last 24 h"): covering, so its queries read the window's index range in
+# order instead of seeking every review row (edge.station.stats); and the good references of a line (latest good
+# answers first).
+Index("ix_reviews_created_wall", ReviewRow.created_wall, ReviewRow.reviewer, ReviewRow.seconds_spent,
+      ReviewRow.item_id, ReviewRow.final_verdict, ReviewRow.second_review)
+Index("ix_reviews_final_verdict", ReviewRow.final_verdict, ReviewRow.id)
+
+
+class HeatmapRow(Base):
+    """The anomaly map of an item as the edge sent it (base64 PNG, see ReviewItem.heatmap_png).
+
+    A table of its own rather than a column of review_items: at 1–6 KB a map would make every scan of the items
+    (counts, stats) read several times more pages; here it is read by primary key, for one item page at a time."""
+
+    __tablename__ = "heatmaps"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True)
+    png: Mapped[str] = mapped_column(Text)
 
 
 class UserRow(Base):
@@ -151,3 +180,28 @@ class AuditRow(Base):
     before: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     after: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     seconds_spent: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class DecisionSummaryRow(Base):
+    """One minute of one daemon run's decisions, auto and routed (edge.transport.summary); stored once per
+    summary_id. Defect rates per hour or shift add these up (edge.station.summaries)."""
+
+    __tablename__ = "decision_summaries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    summary_id: Mapped[str] = mapped_column(String(200), unique=True)
+    line_id: Mapped[str] = mapped_column(String(100))
+    boot: Mapped[str] = mapped_column(String(40))
+    minute_wall: Mapped[float] = mapped_column(Float, doc="epoch seconds of the minute's start (capture time)")
+    frames: Mapped[int] = mapped_column(Integer)
+    auto: Mapped[dict[str, Any]] = mapped_column(JSON, doc="verdict → frames decided by the edge")
+    routed: Mapped[dict[str, Any]] = mapped_column(JSON, doc="verdict → frames routed to review")
+    reasons: Mapped[dict[str, Any]] = mapped_column(JSON, doc="routing reason → frames")
+    versions: Mapped[dict[str, Any]] = mapped_column(JSON, doc="'<pack> <profile>' → frames")
+    first_frame_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    last_frame_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    received_wall: Mapped[float] = mapped_column(Float)
+
+
+# /api/summaries: one line's minutes in a time range
+Index("ix_decision_summaries_line_minute", DecisionSummaryRow.line_id, DecisionSummaryRow.minute_wall)

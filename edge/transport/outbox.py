@@ -2,7 +2,8 @@
 
 Layout under the outbox directory::
 
-    pending/    one file per item waiting for an ack, named <enqueue time ns>-<frame id>.item (FIFO by name);
+    pending/    one file per item waiting for an ack, named <enqueue time ns>-<frame id>.item (FIFO by name), and
+                per-minute decision summaries, <enqueue time ns>-<summary id>.summary, in the same queue;
                 hidden temp files of a write that was interrupted are removed at start
     rejected/   items the station refused as malformed: kept for a person to look at, counted, never dropped
 
@@ -10,7 +11,7 @@ A file is written to a temp file, fsynced, renamed into place and the directory 
 ``put`` returns the item survives kill -9 and power loss. On ack the file is unlinked; if that unlink is lost the
 item is sent again and the station, which writes each frame id once, acks the duplicate.
 
-File format: 4-byte big-endian header length, the JSON header, then the JPEG bytes.
+File format: 4-byte big-endian header length, the JSON header, then the JPEG bytes (none for a summary).
 
 Bounds (``outbox_max_items``, ``outbox_max_bytes``; both off by default). A station away for a week must not fill
 the edge's disk, so the outbox can be bounded; what happens at the bound is a choice, and never silent — the
@@ -52,7 +53,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from edge.durable import TMP_SUFFIX, fsync_dir, remove_stale_temp_files, write_atomic
-from edge.transport.schema import ReviewItem
+from edge.transport.schema import KIND_ITEM, ReviewItem
+from edge.transport.summary import KIND_SUMMARY, DecisionSummary
 
 if TYPE_CHECKING:
     from edge.config import TransportConfig
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _LEN = struct.Struct(">I")
 SUFFIX = ".item"
+SUMMARY_SUFFIX = ".summary"
 FSYNC_BATCH_ITEMS = 64
 FSYNC_BATCH_S = 0.1
 FullPolicy = Literal["drop_oldest", "refuse_newest"]
@@ -73,9 +76,10 @@ class OutboxError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class PendingItem:
     name: str
-    frame_id: str
+    frame_id: str  # the id the station acks: a frame id, or a summary id
     header: bytes
     jpeg: bytes
+    kind: bytes = KIND_ITEM  # KIND_SUMMARY: a decision summary, sent as [kind, header]
 
 
 def _safe_name(frame_id: str) -> str:
@@ -105,18 +109,23 @@ class Outbox:
         except OSError as exc:
             raise OutboxError(f"outbox {self.directory}: {exc.strerror}") from None
         self._lock = threading.Lock()
-        self._queue: deque[str] = deque(sorted(p.name for p in self.pending_dir.glob(f"*{SUFFIX}")))
-        self._known: set[str] = set(self._queue)
-        # every item on disk with its size, oldest first (names sort by enqueue time): the eviction order
-        self._sizes: dict[str, int] = {name: self._size_on_disk(name) for name in self._queue}
+        names = sorted(p.name for p in self.pending_dir.iterdir() if p.name.endswith((SUFFIX, SUMMARY_SUFFIX)))
+        # two send queues: review items, and decision summaries (sent when the items leave room; ``take`` and
+        # ``depth`` are about items only, ``take_summaries`` and ``waiting`` see the summaries too)
+        self._queue: deque[str] = deque(n for n in names if n.endswith(SUFFIX))
+        self._summary_queue: deque[str] = deque(n for n in names if n.endswith(SUMMARY_SUFFIX))
+        self._known: set[str] = set(names)
+        self._summaries: set[str] = set(self._summary_queue)
+        # everything on disk with its size, oldest first (names sort by enqueue time): the eviction order
+        self._sizes: dict[str, int] = {name: self._size_on_disk(name) for name in names}
         self._bytes = sum(self._sizes.values())
         self._full = False
         self._full_episode = 0  # items evicted or refused since the outbox became full
         self._dirty: list[Path] = []  # batch fsync: files renamed into place but not yet fsynced
         self._dirty_since = 0.0
         self.counters = {"queued": 0, "acked": 0, "rejected": 0, "write_errors": 0, "read_errors": 0,
-                         "recovered": len(self._queue), "full_events": 0, "evicted": 0, "refused": 0,
-                         "fsyncs": 0}
+                         "recovered": len(names), "full_events": 0, "evicted": 0, "refused": 0,
+                         "fsyncs": 0, "summaries_queued": 0}
         self._wakeup = threading.Event()
         if self._queue:
             log.info("outbox %s: %d items from before the restart wait for the station",
@@ -140,8 +149,16 @@ class Outbox:
         cannot be written."""
         header = item.model_dump_json().encode()
         name = f"{time.time_ns():020d}-{_safe_name(item.frame_id)}{SUFFIX}"
-        data = b"".join((_LEN.pack(len(header)), header, jpeg))
-        if not self._make_room(item.frame_id, len(data)):
+        return self._put(name, item.frame_id, b"".join((_LEN.pack(len(header)), header, jpeg)))
+
+    def put_summary(self, summary: DecisionSummary) -> str | None:
+        """Queue a decision summary behind the items already waiting; same durability, bounds and return."""
+        header = summary.model_dump_json().encode()
+        name = f"{time.time_ns():020d}-{_safe_name(summary.summary_id)}{SUMMARY_SUFFIX}"
+        return self._put(name, summary.summary_id, _LEN.pack(len(header)) + header)
+
+    def _put(self, name: str, ident: str, data: bytes) -> str | None:
+        if not self._make_room(ident, len(data)):
             return None
         try:
             if self.fsync == "always":
@@ -151,13 +168,17 @@ class Outbox:
         except OSError as exc:
             with self._lock:
                 self.counters["write_errors"] += 1
-            raise OutboxError(f"outbox {self.directory}: cannot write {item.frame_id}: {exc.strerror}") from None
+            raise OutboxError(f"outbox {self.directory}: cannot write {ident}: {exc.strerror}") from None
         with self._lock:
-            self._queue.append(name)
+            if name.endswith(SUMMARY_SUFFIX):
+                self._summary_queue.append(name)
+                self._summaries.add(name)
+            else:
+                self._queue.append(name)
             self._known.add(name)
             self._sizes[name] = len(data)
             self._bytes += len(data)
-            self.counters["queued"] += 1
+            self.counters["summaries_queued" if name in self._summaries else "queued"] += 1
         self._wakeup.set()
         self.flush_if_due()
         return name
@@ -198,9 +219,7 @@ class Outbox:
             while self._sizes and self._over(1, size):
                 oldest = next(iter(self._sizes))
                 self._bytes -= self._sizes.pop(oldest)
-                self._known.discard(oldest)
-                with contextlib.suppress(ValueError):
-                    self._queue.remove(oldest)
+                self._unqueue_locked(oldest)
                 evicted.append(oldest)
                 self.counters["evicted"] += 1
                 self._full_episode += 1
@@ -274,12 +293,20 @@ class Outbox:
                 out.append(self._queue.popleft())
             return out
 
+    def take_summaries(self, limit: int) -> list[str]:
+        """``take`` for the decision summaries' queue."""
+        with self._lock:
+            out: list[str] = []
+            while self._summary_queue and len(out) < limit:
+                out.append(self._summary_queue.popleft())
+            return out
+
     def requeue(self, names: list[str]) -> None:
         """Put names back at the head (in order), e.g. after a send timed out."""
         with self._lock:
             for name in reversed(names):
                 if name in self._known:
-                    self._queue.appendleft(name)
+                    (self._summary_queue if name in self._summaries else self._queue).appendleft(name)
 
     def load(self, name: str) -> PendingItem | None:
         """Read one pending item; an unreadable file is moved to rejected/ and counted."""
@@ -288,6 +315,9 @@ class Outbox:
             data = path.read_bytes()
             (n,) = _LEN.unpack_from(data)
             header, jpeg = data[4:4 + n], data[4 + n:]
+            if name.endswith(SUMMARY_SUFFIX):
+                summary_id = DecisionSummary.model_validate_json(header).summary_id
+                return PendingItem(name, summary_id, header, b"", KIND_SUMMARY)
             frame_id = ReviewItem.model_validate_json(header).frame_id
         except FileNotFoundError:
             self._forget(name)
@@ -323,13 +353,23 @@ class Outbox:
 
     def _forget(self, name: str) -> None:
         with self._lock:
-            self._known.discard(name)
             self._bytes -= self._sizes.pop(name, 0)
-            with contextlib.suppress(ValueError):  # not queued: it was in flight
-                self._queue.remove(name)
+            self._unqueue_locked(name)
+
+    def _unqueue_locked(self, name: str) -> None:
+        self._known.discard(name)
+        queue = self._summary_queue if name in self._summaries else self._queue
+        self._summaries.discard(name)
+        with contextlib.suppress(ValueError):  # not queued: it was in flight
+            queue.remove(name)
 
     def depth(self) -> int:
-        """Items on disk waiting for an ack (queued or in flight)."""
+        """Review items on disk waiting for an ack (queued or in flight); decision summaries not counted."""
+        with self._lock:
+            return len(self._known) - len(self._summaries)
+
+    def waiting(self) -> int:
+        """Everything on disk waiting for an ack: review items and decision summaries."""
         with self._lock:
             return len(self._known)
 
@@ -341,4 +381,5 @@ class Outbox:
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            return dict(self.counters, depth=len(self._known), bytes=self._bytes, full=int(self._full))
+            return dict(self.counters, depth=len(self._known) - len(self._summaries), summaries=len(self._summaries),
+                        bytes=self._bytes, full=int(self._full))

@@ -8,16 +8,24 @@ the edge keeps such an item in its outbox's ``rejected/`` folder for a person to
 
 from __future__ import annotations
 
+import binascii
 import json
+from base64 import b64decode
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SCHEMA_VERSION = 1
 KIND_ITEM = b"item"
 KIND_ACK = b"ack"
 KIND_ERR = b"err"
 MAX_JPEG_BYTES = 32 * 1024 * 1024
+# heatmap_png: base64 characters at most (a 64×64 8-bit map is ~5 KB), so a bad sender cannot make the station hold
+# megabytes per item; and the scale of its grey levels: 0 = the good-image mean or below, 255 = this many good-image
+# standard deviations above it or more (the anomaly map is in those units, edge.grounding.anomaly.combine)
+MAX_HEATMAP_CHARS = 64 * 1024
+HEATMAP_Z_MAX = 8.0
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 ReviewReason = Literal["uncertain", "unknown_frame", "sampled", "ood"]
 
@@ -69,6 +77,24 @@ class ReviewItem(BaseModel):
     regions: list[Region] = Field(default_factory=list)
     pack_version: str
     profile_version: str
+    heatmap_png: str | None = Field(
+        None, max_length=MAX_HEATMAP_CHARS,
+        description="the anomaly map on its own grid (e.g. 32×32) as a base64 8-bit grayscale PNG: grey level = "
+        "clip(z / HEATMAP_Z_MAX, 0, 1) × 255 with z in good-image standard deviations; stretched over the whole "
+        "frame as the regions are. None: not sent (older edges)")
+
+    @field_validator("heatmap_png")
+    @classmethod
+    def _is_png(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            data = b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not base64") from None
+        if not data.startswith(_PNG_MAGIC):
+            raise ValueError("not a PNG")
+        return value
 
 
 def encode_item(item: ReviewItem, jpeg: bytes) -> list[bytes]:

@@ -36,11 +36,13 @@ class OutboxSender(threading.Thread):
         self.cfg = cfg
         self._ctx = context or zmq.Context.instance()
         self._stopping = threading.Event()
-        self._in_flight: dict[str, tuple[str, float]] = {}  # frame_id -> (outbox name, sent at)
+        # frame_id -> (outbox names, sent at). Usually one name; two when the same frame was put twice (a daemon
+        # killed between its outbox put and its own bookkeeping puts it again): one ack settles both files.
+        self._in_flight: dict[str, tuple[list[str], float]] = {}
         self.state = "connecting"
         self.state_detail = ""
         self.counters = {"sent": 0, "acks": 0, "timeouts": 0, "reconnects": 0, "errors": 0, "unknown_acks": 0,
-                         "handshake_failures": 0}
+                         "handshake_failures": 0, "twins": 0, "bad_replies": 0}
         self._lock = threading.Lock()
         self._curve: tuple[KeyPair, bytes] | None = None
         if cfg.curve_secret_key is not None and cfg.station_public_key is not None:
@@ -121,7 +123,7 @@ class OutboxSender(threading.Thread):
                         with self._lock:
                             self.counters["timeouts"] += 1
                             self.counters["reconnects"] += 1
-                            names = [name for name, _ in self._in_flight.values()]
+                            names = [name for names, _ in self._in_flight.values() for name in names]
                             self._in_flight.clear()
                         self.outbox.requeue(names)
                         self._set_state("unreachable", f"no ack within {self.cfg.ack_timeout_s:g} s; "
@@ -133,7 +135,7 @@ class OutboxSender(threading.Thread):
                         backoff = min(backoff * 2, self.cfg.retry_max_s)
                         sock = self._open()
                         poller.register(sock, zmq.POLLIN)
-                    elif not self._in_flight and self.outbox.depth() == 0:
+                    elif not self._in_flight and self.outbox.waiting() == 0:
                         self.outbox.wait_for_work(0.2)
                 except Exception:  # the sender must outlive any surprise; the items stay on disk
                     with self._lock:
@@ -149,12 +151,21 @@ class OutboxSender(threading.Thread):
         if room <= 0:
             return
         names = self.outbox.take(room)
+        names += self.outbox.take_summaries(room - len(names))  # a few per minute, behind the items
         for i, name in enumerate(names):
             pending = self.outbox.load(name)
             if pending is None:
                 continue
+            with self._lock:
+                twin = self._in_flight.get(pending.frame_id)
+                if twin is not None:  # the same frame is already on its way: its ack will settle this copy too
+                    twin[0].append(name)
+                    self.counters["twins"] += 1
+                    continue
             try:
-                sock.send_multipart([KIND_ITEM, pending.header, pending.jpeg], flags=zmq.NOBLOCK, copy=False)
+                frames = ([KIND_ITEM, pending.header, pending.jpeg] if pending.kind == KIND_ITEM
+                          else [pending.kind, pending.header])  # a decision summary: no image
+                sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 # no connected station: put this and the rest back, try again after the next poll
                 self.outbox.requeue(names[i:])
@@ -163,7 +174,7 @@ class OutboxSender(threading.Thread):
                     self._stopping.wait(0.1)
                 return
             with self._lock:
-                self._in_flight[pending.frame_id] = (name, time.monotonic())
+                self._in_flight[pending.frame_id] = ([name], time.monotonic())
                 self.counters["sent"] += 1
 
     def _drain_replies(self, sock: zmq.Socket) -> None:
@@ -180,16 +191,24 @@ class OutboxSender(threading.Thread):
                 with self._lock:
                     self.counters["unknown_acks"] += 1  # a late ack after a resend; the file is already gone
                 continue
-            name, _ = entry
+            names, _ = entry
             if kind == KIND_ACK:
-                self.outbox.ack(name)
+                for name in names:
+                    self.outbox.ack(name)
                 with self._lock:
                     self.counters["acks"] += 1
                 self._set_state("connected")
             elif kind == KIND_ERR:
                 reason = frames[2].decode(errors="replace") if len(frames) > 2 else "no reason given"
-                self.outbox.reject(name, reason)
+                for name in names:
+                    self.outbox.reject(name, reason)
                 self._set_state("connected")
+            else:  # not ours to guess: the frame stays in flight and is resent after the ack timeout
+                with self._lock:
+                    self._in_flight[frame_id] = entry
+                    self.counters["bad_replies"] += 1
+                log.warning("station %s: reply of unknown kind %r for frame %s ignored", self.cfg.station,
+                            kind[:20], frame_id)
 
     def _overdue(self) -> bool:
         if not self._in_flight:
@@ -200,10 +219,10 @@ class OutboxSender(threading.Thread):
         return now - oldest > self.cfg.ack_timeout_s
 
     def drain(self, timeout: float) -> bool:
-        """Wait until the outbox is empty (every item acked); True if it emptied in time."""
+        """Wait until the outbox is empty (every item and summary acked); True if it emptied in time."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.outbox.depth() == 0:
+            if self.outbox.waiting() == 0:
                 return True
             time.sleep(0.05)
-        return self.outbox.depth() == 0
+        return self.outbox.waiting() == 0

@@ -10,15 +10,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.cookiejar import CookieJar
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import zmq
 from fastapi.testclient import TestClient
 
 from edge.config import StationConfig
 from edge.station.server import run_station
 from edge.station.store import Store
 from edge.station.users import add_user
+from edge.transport.schema import ReviewItem, encode_item
 
 PASSWORD = "correct horse battery"
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; a test never lets a tool download its own browser
@@ -92,3 +95,30 @@ def running_station(cfg: StationConfig) -> Iterator[tuple[str, str]]:
     thread.join(30)
     assert not thread.is_alive(), "station did not stop"
     assert not errors, errors
+
+
+def send_items(endpoint: str, items: list[tuple[ReviewItem, bytes]]) -> None:
+    """Send items to a running station's ingest as the edge does (a real DEALER), waiting for each ack."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        for item, jpeg in items:
+            sock.send_multipart(encode_item(item, jpeg))
+            assert sock.poll(10_000, zmq.POLLIN), f"no ack for {item.frame_id}"
+            assert sock.recv_multipart() == [b"ack", item.frame_id.encode()]
+    finally:
+        sock.close()
+        ctx.term()
+
+
+def browser_login(page: Any, console: str, name: str, password: str = PASSWORD) -> None:
+    """Log a Playwright page in with the keyboard: type the user, Tab, the password, Enter."""
+    page.goto(console + "/login")
+    page.locator("#username").focus()
+    page.keyboard.type(name)
+    page.keyboard.press("Tab")
+    page.keyboard.type(password)
+    page.keyboard.press("Enter")
+    page.wait_for_url(console + "/")

@@ -15,15 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import zmq
 
 from edge.config import StationConfig
 from edge.station.store import Store
 from edge.station.users import add_user
-from edge.transport.schema import ReviewItem, encode_item
+from edge.transport.schema import ReviewItem
 from edge.uncertainty.risk import clopper_pearson
 from tests.conftest import free_port
-from tests.station.console_support import BROWSER_ARGS, CHROMIUM, need_chromium, running_station
+from tests.station.console_support import BROWSER_ARGS, CHROMIUM, need_chromium, running_station, send_items
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -57,22 +56,6 @@ def _sampled(line: str, count: int) -> list[ReviewItem]:
                        profile_version=f"{line}/v3") for i in range(count)]
 
 
-def _send(endpoint: str, items: list[ReviewItem]) -> None:
-    jpeg = _jpeg()
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    try:
-        for item in items:
-            sock.send_multipart(encode_item(item, jpeg))
-            assert sock.poll(10_000, zmq.POLLIN), f"no ack for {item.frame_id}"
-            assert sock.recv_multipart() == [b"ack", item.frame_id.encode()]
-    finally:
-        sock.close()
-        ctx.term()
-
-
 def test_reviewer_sees_the_alarm_banner_and_the_audit_numbers(station):
     need_chromium()
     from playwright.sync_api import expect, sync_playwright
@@ -82,7 +65,7 @@ def test_reviewer_sees_the_alarm_banner_and_the_audit_numbers(station):
     # line-2: 1 of 60 → 1.7 % > 1 % but the interval reaches 0.04 %: warning.  line-3: 1 of 40 at α = 5 %: ok
     plan = {"line-1": (25, 5), "line-2": (60, 1), "line-3": (40, 1)}
     for line, (count, _) in plan.items():
-        _send(ingest, _sampled(line, count))
+        send_items(ingest, [(item, _jpeg()) for item in _sampled(line, count)])
     store = Store(cfg.database_url, cfg.storage_dir)
     try:
         add_user(store, "ana", PASSWORD, "reviewer")

@@ -18,13 +18,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import zmq
 
 from edge.config import StationConfig
 from edge.station.store import Store
 from edge.station.users import add_user
-from edge.transport.schema import Region, ReviewItem, encode_item
-from tests.station.console_support import BROWSER_ARGS, CHROMIUM, need_chromium, running_station
+from edge.transport.schema import Region, ReviewItem
+from tests.station.console_support import BROWSER_ARGS, CHROMIUM, need_chromium, running_station, send_items
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -92,23 +91,6 @@ def station(tmp_path: Path) -> Iterator[tuple[str, str, StationConfig]]:
         yield console, ingest, cfg
 
 
-def _send(endpoint: str, items: list[tuple[ReviewItem, bytes]]) -> None:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    try:
-        for item, jpeg in items:
-            sock.send_multipart(encode_item(item, jpeg))
-            assert sock.poll(10_000, zmq.POLLIN), f"no ack for {item.frame_id}"
-            assert sock.recv_multipart() == [b"ack", item.frame_id.encode()]
-    finally:
-        sock.close()
-        ctx.term()
-
-
-
-
 @pytest.fixture
 def accounts(station) -> dict[str, str]:
     """ana and ben review, root is an admin; all with the same test password."""
@@ -156,7 +138,7 @@ def test_login_then_review_two_items_with_the_keyboard(station, accounts, browse
 
     console, ingest, cfg = station
     items = _items()
-    _send(ingest, items)
+    send_items(ingest, items)
     less, more = items[0][0], items[1][0]
 
     page = browser.new_page(viewport={"width": 1400, "height": 860})
@@ -200,7 +182,7 @@ def test_login_then_review_two_items_with_the_keyboard(station, accounts, browse
     page.keyboard.press("?")
     expect(page.locator("#help")).to_be_hidden()
 
-    # zoom with the keys: the boxes grow with the image and stay on it; h hides and shows them; 0 fits again
+    # zoom with the keys: the boxes grow with the image and stay on it; o hides and shows them; 0 fits again
     before = boxes.nth(0).bounding_box()
     page.keyboard.press("+")
     page.keyboard.press("+")
@@ -208,9 +190,9 @@ def test_login_then_review_two_items_with_the_keyboard(station, accounts, browse
     after = boxes.nth(0).bounding_box()
     assert after["width"] == pytest.approx(before["width"] * 1.5625, rel=0.02), (before, after)
     page.screenshot(path=str(OUT / "console-item-zoomed.png"))
-    page.keyboard.press("h")
+    page.keyboard.press("o")
     expect(page.locator("svg.overlay")).to_be_hidden()
-    page.keyboard.press("h")
+    page.keyboard.press("o")
     expect(page.locator("svg.overlay")).to_be_visible()
     page.keyboard.press("0")
     expect(page.locator("#zoom-level")).to_have_text("100 %")
@@ -253,7 +235,7 @@ def test_two_reviewers_get_different_items_and_csrf_is_enforced(station, account
     from playwright.sync_api import expect
 
     console, ingest, _ = station
-    _send(ingest, _items())
+    send_items(ingest, _items())
     pages = {}
     for name in ("ana", "ben"):
         context = browser.new_context(viewport={"width": 1400, "height": 860})  # separate cookies
@@ -289,7 +271,7 @@ def test_two_reviewers_get_different_items_and_csrf_is_enforced(station, account
 
 def test_admin_downloads_the_export(station, accounts, browser):
     console, ingest, cfg = station
-    _send(ingest, _items())
+    send_items(ingest, _items())
     store = Store(cfg.database_url, cfg.storage_dir)
     try:
         store.add_review(2, "accept", "ana")

@@ -117,7 +117,8 @@ def test_audit_records_who_when_before_after_and_time_spent(ana, store, five):
     assert [e.item_id for e in reviews] == [3, 2]
     second, first = reviews
     assert first.username == "ana" and first.seconds_spent == 4.2
-    assert first.before == {"status": "pending", "review": None}
+    assert (first.before["status"], first.before["review"]) == ("pending", None)
+    assert first.before["boxes"] == first.after["boxes"] == [{"x": 30, "y": 38, "w": 62, "h": 18, "class": "crack"}]
     assert first.after["status"] == "reviewed" and first.after["review"]["final_verdict"] == "crack"
     assert second.after["review"]["final_verdict"] == "spot" and second.seconds_spent is not None  # from the lease
     assert {e.action for e in log} >= {"login", "lease", "review"}

@@ -58,6 +58,9 @@ def _routes(routes: list[Any]) -> Iterator[Any]:
 
 def test_every_route_but_login_health_and_static_needs_a_session(app, anon, items):
     checked = 0
+    paths = {route.path for route in _routes(app.routes)}
+    # issue 8's later routes are among those checked: live arrivals, the stats page and its JSON
+    assert {"/api/events", "/stats", "/api/stats/reviews"} <= paths
     for route in _routes(app.routes):
         if isinstance(route, Mount):
             continue
@@ -73,10 +76,12 @@ def test_every_route_but_login_health_and_static_needs_a_session(app, anon, item
             else:
                 assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), (method, path)
             assert r.headers.get("content-type") != "image/jpeg"
-    assert checked >= 12
+    assert checked >= 15
+    stream = anon.get("/api/events", params={"max_events": 1, "timeout_s": 1}, headers={"Accept": "text/event-stream"})
+    assert stream.status_code == 401 and "event:" not in stream.text
     assert anon.get("/healthz").json() == {"status": "ok"}
     assert anon.get("/static/console.js").status_code == 200
-    assert app.state.console.counters["unauthenticated"] == checked
+    assert app.state.console.counters["unauthenticated"] == checked + 1
 
 
 def test_image_route_rejects_unauthenticated_and_traversal(app, anon, store, items):

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +22,7 @@ from edge.transport.keys import KeyFileError, create_keypair, load_public, load_
 from edge.transport.outbox import Outbox
 from edge.transport.schema import encode_item
 from edge.transport.sender import OutboxSender
-
-
-def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+from tests.conftest import wait_until
 
 
 @pytest.fixture
@@ -92,8 +84,8 @@ def test_unknown_key_is_refused_counted_and_logged(curve_ingest, store, keys, tm
                      station_public_key=keys["station.pub"])
     sender, outbox = _run_sender(cfg, 5, make_item, jpeg)
     try:
-        assert _wait(lambda: curve_ingest.counters["auth_rejected"] >= 1, 10), curve_ingest.counters
-        assert _wait(lambda: sender.status()["state"] == "refused", 10), sender.status()
+        assert wait_until(lambda: curve_ingest.counters["auth_rejected"] >= 1, 10), curve_ingest.counters
+        assert wait_until(lambda: sender.status()["state"] == "refused", 10), sender.status()
         assert "allowed_keys_dir" in str(sender.status()["detail"])
         time.sleep(0.5)
         assert store.counts()["items"] == 0
@@ -111,8 +103,8 @@ def test_plaintext_peer_is_refused_and_counted(curve_ingest, store, tmp_path, ma
     cfg = _transport(curve_ingest.endpoint, tmp_path, "plain")
     sender, outbox = _run_sender(cfg, 5, make_item, jpeg)
     try:
-        assert _wait(lambda: curve_ingest.counters["auth_rejected"] >= 1, 10), curve_ingest.counters
-        assert _wait(lambda: sender.status()["state"] == "refused", 10), sender.status()
+        assert wait_until(lambda: curve_ingest.counters["auth_rejected"] >= 1, 10), curve_ingest.counters
+        assert wait_until(lambda: sender.status()["state"] == "refused", 10), sender.status()
         assert store.counts()["items"] == 0
         assert outbox.depth() == 5
     finally:
@@ -130,7 +122,7 @@ def test_plaintext_dealer_gets_no_reply(curve_ingest, store, make_item, jpeg):
         with contextlib.suppress(zmq.Again):
             sock.send_multipart(encode_item(make_item(), jpeg()), flags=zmq.NOBLOCK)
         assert not sock.poll(1000, zmq.POLLIN)
-        assert _wait(lambda: curve_ingest.counters["auth_rejected"] >= 1, 10), curve_ingest.counters
+        assert wait_until(lambda: curve_ingest.counters["auth_rejected"] >= 1, 10), curve_ingest.counters
         assert curve_ingest.counters["received"] == 0 and store.counts()["items"] == 0
     finally:
         sock.close()
@@ -214,13 +206,13 @@ def test_run_station_wires_curve_from_its_config(tmp_path, keys, make_item, jpeg
     station.start()
     senders = []
     try:
-        assert _wait(lambda: bool(ready), 15), "station not ready"
+        assert wait_until(lambda: bool(ready), 15), "station not ready"
         good = _transport(ready[0], tmp_path, "edge", curve_secret_key=keys["edge.sec"],
                           station_public_key=keys["station.pub"])
         plain = _transport(ready[0], tmp_path, "plain")
         senders = [_run_sender(good, 5, make_item, jpeg), _run_sender(plain, 3, make_item, jpeg)]
         assert senders[0][0].drain(20), senders[0][0].status()
-        assert _wait(lambda: senders[1][0].status()["state"] == "refused", 10), senders[1][0].status()
+        assert wait_until(lambda: senders[1][0].status()["state"] == "refused", 10), senders[1][0].status()
         assert senders[1][1].depth() == 3
     finally:
         for sender, _ in senders:

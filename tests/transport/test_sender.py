@@ -9,21 +9,13 @@ from edge.station.ingest import IngestServer
 from edge.station.store import Store
 from edge.transport.outbox import Outbox
 from edge.transport.sender import OutboxSender
+from tests.conftest import wait_until
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def _transport(port: int, tmp_path: Path) -> TransportConfig:
@@ -67,7 +59,7 @@ def test_unreachable_station_holds_items_then_drains_when_it_is_back(
     try:
         for i in range(10):
             outbox.put(item_factory(i), jpeg_factory(i))
-        assert _wait(lambda: sender.status()["state"] == "unreachable", 5), sender.status()
+        assert wait_until(lambda: sender.status()["state"] == "unreachable", 5), sender.status()
         time.sleep(1.0)
         assert outbox.depth() == 10  # nothing lost while the station is away
         store = Store(f"sqlite:///{tmp_path / 'station.db'}", tmp_path / "images")
@@ -100,6 +92,32 @@ def test_items_written_before_a_restart_are_sent_after_it(tmp_path: Path, item_f
     try:
         assert sender.drain(20)
         assert len(store.list_items(status=None, limit=100)) == 5
+    finally:
+        sender.stop()
+        sender.join(5)
+        ingest.stop()
+        store.close()
+
+
+def test_a_frame_put_twice_is_settled_by_one_ack(tmp_path: Path, item_factory, jpeg_factory) -> None:
+    """A daemon killed between its outbox put and its own bookkeeping puts the frame again on restart: two files,
+    one frame id. Both go in flight together; the station's one ack (the second copy is never sent) must delete
+    both, or the outbox never drains."""
+    port = _free_port()
+    store = Store(f"sqlite:///{tmp_path / 'station.db'}", tmp_path / "images")
+    ingest = IngestServer(store, f"tcp://127.0.0.1:{port}")
+    cfg = _transport(port, tmp_path)
+    outbox = Outbox(cfg.outbox_dir)
+    for i in (0, 1, 1, 2):
+        outbox.put(item_factory(i), jpeg_factory(i))
+    ingest.start()
+    sender = OutboxSender(outbox, cfg)
+    sender.start()
+    try:
+        assert sender.drain(10), sender.status()
+        assert sender.status()["twins"] == 1
+        assert outbox.depth() == 0 and not list((cfg.outbox_dir / "pending").iterdir())
+        assert len(store.list_items(status=None, limit=100)) == 3
     finally:
         sender.stop()
         sender.join(5)

@@ -62,12 +62,38 @@
   rows.forEach((r, i) => r.addEventListener("click", () => { select(i); location.href = r.dataset.href; }));
   if (page === "queue") select(0);
 
+  // Live arrivals (Server-Sent Events, views/live.py): count new items under this page's filter and say so; the
+  // rows stay as they are (order and paging are the server's), r shows the first page with them.
+  const live = document.getElementById("live");
+  const arrivals = document.getElementById("arrivals");
+  let arrived = 0;
+  if (page === "queue" && live && window.EventSource) {
+    const params = new URLSearchParams(live.dataset.query || "");
+    params.set("after_id", live.dataset.afterId || "0");
+    const stream = new EventSource("/api/events?" + params.toString());
+    const baseTitle = document.title;
+    stream.addEventListener("arrivals", (e) => {
+      const d = JSON.parse(e.data);
+      const pending = document.getElementById("pending-count");
+      if (pending) pending.textContent = d.pending;
+      arrived += d.new;
+      if (arrived > 0 && arrivals) {
+        document.getElementById("arrivals-count").textContent = arrived;
+        document.getElementById("arrivals-noun").textContent = arrived === 1 ? "new item" : "new items";
+        arrivals.hidden = false;
+        document.title = `(${arrived} new) ${baseTitle}`;
+      }
+    });
+    window.addEventListener("pagehide", () => stream.close());
+  }
+
   // ---- item page ----
   const itemEl = document.getElementById("item");
   const itemId = itemEl ? itemEl.dataset.itemId : null;
   const form = document.getElementById("review-form");
   const relabel = document.getElementById("relabel");
   const relabelSelect = document.getElementById("relabel-class");
+  const comment = document.getElementById("comment");
   let relabelMode = false;
 
   function submitReview(decision, defectClass) {
@@ -78,6 +104,8 @@
       decision: decision,
       defect_class: decision === "relabel" ? defectClass : "",
       seconds_spent: ((performance.now() - openedAt) / 1000).toFixed(1),
+      boxes: editor ? editor.payload() : "",
+      comment: comment ? comment.value : "",
     });
   }
   function setRelabel(on) {
@@ -141,17 +169,23 @@
       zoomAt(e.deltaY < 0 ? 1.25 : 0.8, e.clientX - r.left, e.clientY - r.top);
     }, { passive: false });
     let drag = null;
+    // a press on a box, its corner or (in draw mode) anywhere goes to the box editor; elsewhere it pans
     viewport.addEventListener("pointerdown", (e) => {
-      drag = { x: e.clientX - view.x, y: e.clientY - view.y };
       viewport.setPointerCapture(e.pointerId);
+      if (editor && editor.pointerDown(e)) return;
+      drag = { x: e.clientX - view.x, y: e.clientY - view.y };
       viewport.classList.add("dragging");
     });
     viewport.addEventListener("pointermove", (e) => {
+      if (editor && editor.pointerMove(e)) return;
       if (!drag) return;
       view.x = e.clientX - drag.x; view.y = e.clientY - drag.y;
       applyView();
     });
-    const endDrag = () => { drag = null; viewport.classList.remove("dragging"); };
+    const endDrag = (e) => {
+      if (editor && editor.pointerUp(e)) return;
+      drag = null; viewport.classList.remove("dragging");
+    };
     viewport.addEventListener("pointerup", endDrag);
     viewport.addEventListener("pointercancel", endDrag);
   }
@@ -160,12 +194,74 @@
     if (factor === 0) { view.s = 1; view.x = 0; view.y = 0; applyView(); return; }
     zoomAt(factor, viewport.clientWidth / 2, viewport.clientHeight / 2);
   }
-  function toggleBoxes() {
-    const svg = document.querySelector("svg.overlay");
-    if (!svg) return;
-    svg.classList.toggle("hidden-boxes");
-    const state = document.getElementById("boxes-state");
-    if (state) state.textContent = svg.classList.contains("hidden-boxes") ? "off" : "on";
+  // Overlays: boxes (o), heatmap (h), good references (g). The choice carries over to the next item.
+  const overlaySvg = document.querySelector("svg.overlay");
+  const heatmap = document.getElementById("heatmap");
+  const refs = document.getElementById("refs");
+  const shown = { boxes: true, heatmap: false, refs: true };
+  try { Object.assign(shown, JSON.parse(localStorage.getItem("lineside.overlays") || "{}")); } catch (_) { /* new */ }
+  function applyOverlays() {
+    if (overlaySvg) overlaySvg.classList.toggle("hidden-boxes", !shown.boxes);
+    const boxesState = document.getElementById("boxes-state");
+    if (boxesState) boxesState.textContent = shown.boxes ? "on" : "off";
+    if (heatmap) {
+      heatmap.hidden = !shown.heatmap;
+      document.getElementById("heatmap-state").textContent = shown.heatmap ? "on" : "off";
+      document.getElementById("heat-legend").hidden = !shown.heatmap;
+    }
+    if (refs) refs.hidden = !shown.refs;
+  }
+  function toggle(name, value) {
+    shown[name] = value === undefined ? !shown[name] : value;
+    try { localStorage.setItem("lineside.overlays", JSON.stringify(shown)); } catch (_) { /* private mode */ }
+    applyOverlays();
+  }
+  const toggleBoxes = () => toggle("boxes");
+
+  // The heatmap comes as an 8-bit grey PNG on the model's grid (e.g. 32×32); colour it here through a lookup table
+  // and let the canvas stretch over the frame (smoothly). Transparent below 1 σ (grey 32), opaque from 5 σ.
+  const STOPS = [[0, 0, 0, 4], [0.25, 87, 16, 110], [0.5, 188, 55, 84], [0.75, 249, 142, 9], [1, 252, 255, 164]];
+  function heatColour(t) {
+    let i = 1;
+    while (i < STOPS.length - 1 && t > STOPS[i][0]) i++;
+    const [t0, ...a] = STOPS[i - 1], [t1, ...b] = STOPS[i];
+    const f = Math.max(0, Math.min(1, (t - t0) / (t1 - t0)));
+    return a.map((v, k) => Math.round(v + (b[k] - v) * f));
+  }
+  function paintHeatmap(canvas) {
+    const png = new Image();
+    png.onload = () => {
+      canvas.width = png.naturalWidth;
+      canvas.height = png.naturalHeight;
+      const ctx = canvas.getContext("2d", { willReadFrequently: true });
+      ctx.drawImage(png, 0, 0);
+      const px = ctx.getImageData(0, 0, canvas.width, canvas.height);
+      for (let i = 0; i < px.data.length; i += 4) {
+        const t = px.data[i] / 255;
+        const [r, g, b] = heatColour(t);
+        px.data[i] = r; px.data[i + 1] = g; px.data[i + 2] = b;
+        px.data[i + 3] = Math.round(190 * Math.max(0, Math.min(1, (t - 0.125) / 0.5)));
+      }
+      ctx.putImageData(px, 0, 0);
+      canvas.dataset.ready = "1";
+    };
+    png.src = "data:image/png;base64," + canvas.dataset.png;
+  }
+  if (heatmap) paintHeatmap(heatmap);
+  applyOverlays();
+
+  // Box editing (static/boxes.js): the operator's boxes, saved with the review.
+  let editor = null;
+  const itemData = document.getElementById("item-data");
+  if (itemData && overlaySvg && window.LinesideBoxes) {
+    editor = window.LinesideBoxes.create(JSON.parse(itemData.textContent), {
+      svg: overlaySvg, list: document.getElementById("box-list"), sourceLabel: document.getElementById("boxes-source"),
+      showBoxes: () => toggle("boxes", true),
+      centre: () => {
+        const r = viewport.getBoundingClientRect();
+        return { clientX: r.left + r.width / 2, clientY: r.top + r.height / 2 };
+      },
+    });
   }
 
   // Prefetch the next item's image so that it shows at once after this review.
@@ -173,17 +269,23 @@
   if (prefetch) { const img = new Image(); img.src = prefetch.href; }
 
   document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && comment && e.target === comment) { comment.blur(); e.preventDefault(); return; }
     if (e.ctrlKey || e.metaKey || e.altKey || typing(e)) return;
     if (page === "login") return;
     if (e.key === "?") { toggleHelp(); e.preventDefault(); return; }
+    if (help && !help.hidden) {
+      if (e.key === "Escape") toggleHelp(false);
+      return;
+    }
+    if (page === "item" && !relabelMode && editor && editor.key(e)) { e.preventDefault(); return; }
     if (e.key === "Escape") { toggleHelp(false); setRelabel(false); if (flash) flash.hidden = true; return; }
-    if (help && !help.hidden) return;
     if (e.key === "u" && !relabelMode) { post("/undo"); e.preventDefault(); return; }
     if (page === "queue") {
       if (e.key === "j" || e.key === "ArrowDown") { select(selected + 1); e.preventDefault(); }
       else if (e.key === "k" || e.key === "ArrowUp") { select(selected - 1); e.preventDefault(); }
       else if (e.key === "Enter" && rows.length) { location.href = rows[selected].dataset.href; }
       else if (e.key === "n") { post("/next"); e.preventDefault(); }
+      else if (e.key === "r" && live) { location.href = live.dataset.firstPage || "/"; e.preventDefault(); }
       return;
     }
     if (page !== "item") return;
@@ -200,7 +302,10 @@
     else if (e.key === "l") { setRelabel(true); e.preventDefault(); }
     else if (e.key === "b") location.href = "/";
     else if (e.key === "s") post("/next", { skip: itemId });
-    else if (e.key === "h") toggleBoxes();
+    else if (e.key === "o") toggleBoxes();
+    else if (e.key === "h") toggle("heatmap");
+    else if (e.key === "g") toggle("refs");
+    else if (e.key === "c" && comment) { comment.focus(); e.preventDefault(); }
     else if (e.key === "+" || e.key === "=") zoomKey(1.25);
     else if (e.key === "-") zoomKey(0.8);
     else if (e.key === "0") zoomKey(0);

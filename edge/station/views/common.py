@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,10 @@ def clock(wall: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
 
 
+def hour(wall: float) -> str:
+    return time.strftime("%H", time.localtime(wall))
+
+
 def _page_globals(request: Request) -> dict[str, Any]:
     """Every page knows who is logged in and the CSRF token for its forms and fetches."""
     state = request.scope.get("state", {})
@@ -57,7 +62,7 @@ def _page_globals(request: Request) -> dict[str, Any]:
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=HERE / "templates", context_processors=[_page_globals])
     templates.env.globals.update(class_color=class_color)
-    templates.env.filters.update(age=humanize_age, clock=clock)
+    templates.env.filters.update(age=humanize_age, clock=clock, hour=hour)
     return templates
 
 
@@ -72,6 +77,9 @@ class Console:
     lease_minutes: float
     counters: Counter[str]  # csrf_rejected, unauthenticated, login_failed, lease_conflicts
     ingest_counters: CountersFn | None = None
+    second_review_fraction: float = 0.0
+    # set when the station stops: live streams end at once instead of holding the web server's shutdown
+    closing: threading.Event = field(default_factory=threading.Event)
 
     def render(self, request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
         return self.templates.TemplateResponse(request, name, context, status_code=status_code)

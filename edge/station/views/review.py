@@ -8,6 +8,7 @@ someone else holds is refused with 409. Images are served by item id only, never
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from datetime import datetime
@@ -23,26 +24,45 @@ from edge.station.imagefiles import ImagePathError
 from edge.station.queue import CursorError, QueueFilter, Sort, StatusFilter, parse_cursor
 from edge.station.store import ItemNotFound, ItemView, LeaseConflict, ReviewError
 from edge.station.tables import STATUS_PENDING
-from edge.station.views.common import Console, payload, validation_message, wants_json
+from edge.station.views.common import Console, class_color, payload, validation_message, wants_json
+from edge.transport.schema import HEATMAP_Z_MAX
 
 log = logging.getLogger(__name__)
 
 CHOICES_TTL_S = 60.0
+REFERENCES = 4  # good frames of the line shown beside an item
 
 
 class ReviewIn(BaseModel):
-    """A review as posted by the console or an API client; the store checks decision and class."""
+    """A review as posted by the console or an API client; the store checks decision, class, boxes and comment.
+
+    ``boxes`` is the operator's edited box list (a JSON array in a form field, or an array in a JSON body), absent
+    or empty-string when they did not touch the boxes (the model's stand); ``[]`` means they deleted every box."""
 
     model_config = ConfigDict(extra="ignore")  # a client's "reviewer" is ignored: the session says who
 
     decision: str
     defect_class: str | None = None
     seconds_spent: float | None = None
+    boxes: list[dict[str, Any]] | None = None
+    comment: str | None = None
 
-    @field_validator("defect_class", "seconds_spent", mode="before")
+    @field_validator("defect_class", "seconds_spent", "comment", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("boxes", mode="before")
+    @classmethod
+    def _boxes_from_form(cls, value: Any) -> Any:
+        if value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("boxes is not JSON") from None
+        return value
 
 
 def item_json(item: ItemView) -> dict[str, Any]:
@@ -106,6 +126,7 @@ def router(console: Console) -> APIRouter:
                    sort: Sort = "uncertainty") -> Response:
         user = current_user(request)
         flt = queue_filter(status, line, verdict, reason, since, until, sort)
+        max_id = store.latest_item_id()  # before the page: an item arriving in between is announced, not lost
         page = store.queue_page(flt, user.username, limit=limit, after=_cursor(after))
         query = {k: v for k, v in request.query_params.items() if k != "after" and v}
         # the chosen value stays in its drop-down even when the cached list does not know it yet
@@ -114,7 +135,7 @@ def router(console: Console) -> APIRouter:
                                                    strict=True)}
         return console.render(request, "queue.html", {
             "page": page, "items": page.items, "flt": flt, "query": query, "choices": shown,
-            "counts": store.status_counts(), "now": time.time(), "first_page": after is None,
+            "counts": store.status_counts(), "now": time.time(), "first_page": after is None, "max_id": max_id,
             "raw": {"since": since or "", "until": until or ""}})
 
     @api.post("/next")
@@ -143,10 +164,20 @@ def router(console: Console) -> APIRouter:
                 conflict = str(exc)
         peek = store.peek_next(user.username, exclude=item_id)
         label_size = max(10.0, max(item.width, item.height) / 28)
+        latest = item.latest_review
+        # the boxes the editor starts from: the latest operator's when they edited them, else the model's regions;
+        # an item waiting for its second review starts from the model's, so the second answer is independent
+        operator = latest.boxes if latest is not None and not item.awaits_second_review else None
+        boxes = operator if operator is not None else [
+            {"x": r.x, "y": r.y, "w": r.w, "h": r.h, "class": r.defect_class} for r in item.regions]
         return console.render(request, "item.html", {
             "item": item, "counts": store.status_counts(), "now": time.time(), "label_size": label_size,
             "lease": lease, "conflict": conflict, "next_id": peek, "lease_minutes": console.lease_minutes,
-            "scores": sorted(item.class_scores.items(), key=lambda kv: kv[1], reverse=True)})
+            "scores": sorted(item.class_scores.items(), key=lambda kv: kv[1], reverse=True),
+            "boxes": boxes, "boxes_source": "model" if operator is None else "operator",
+            "colors": {name: class_color(name) for name in item.classes},
+            "references": store.good_references(item.line_id, REFERENCES, exclude=item_id),
+            "heatmap_z_max": HEATMAP_Z_MAX})
 
     @api.post("/items/{item_id}/review")
     async def post_review(request: Request, item_id: int) -> Response:
@@ -156,8 +187,10 @@ def router(console: Console) -> APIRouter:
         except ValidationError as exc:
             raise HTTPException(422, validation_message(exc)) from None
         try:
-            saved = await run_in_threadpool(store.add_review, item_id, review.decision, user.username,
-                                            review.defect_class, review.seconds_spent)
+            saved = await run_in_threadpool(
+                lambda: store.add_review(item_id, review.decision, user.username, review.defect_class,
+                                         review.seconds_spent, boxes=review.boxes, comment=review.comment,
+                                         second_review_fraction=console.second_review_fraction))
         except ItemNotFound as exc:
             raise HTTPException(404, str(exc)) from None
         except ReviewError as exc:
