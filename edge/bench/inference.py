@@ -217,7 +217,8 @@ def bench_latency(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0, 
     daemon's `handle` decides it; every frame is routed (review threshold 0, the transport's worst case) through
     the durable outbox and the sender to a real station (IngestServer + Store on a temp SQLite file) in this
     process, whose commit time per item gives the commit latency. Backlog: frames waiting at worst, and when the
-    last frame arrived (`backlog_end`; > 0 means the input rate is above what the pipeline sustains).
+    last frame arrived, not counting that frame (`backlog_end`; > 0 means the input rate is above what the
+    pipeline sustains).
     """
     from edge.daemon import Daemon, load_inspector
     from edge.station.ingest import IngestServer
@@ -279,7 +280,7 @@ def _paced_loop(daemon: Any, jpegs: list[bytes], fps: float, seconds: float) -> 
     stop = threading.Event()
     period = 1.0 / fps
     total = int(seconds * fps)
-    at_last_frame: list[int] = []  # frames still waiting when the camera delivered its last one
+    at_last_frame: list[int] = []  # earlier frames still waiting when the camera delivered its last one
 
     def produce() -> None:
         start_wall, start_mono = time.time(), time.monotonic()
@@ -290,7 +291,7 @@ def _paced_loop(daemon: Any, jpegs: list[bytes], fps: float, seconds: float) -> 
                 return
             stamped = start_wall + seq * period  # the capture timestamp: when the camera delivered it
             frames.put(Frame("bench", seq, due, stamped, decode(jpegs[seq % len(jpegs)]), f"bench frame {seq}"))
-        at_last_frame.append(frames.qsize())
+        at_last_frame.append(max(0, frames.qsize() - 1))  # the one just delivered is not a backlog
 
     producer = threading.Thread(target=produce, name="bench-camera", daemon=True)
     producer.start()

@@ -7,6 +7,8 @@ is the map's maximum.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -26,7 +28,7 @@ RawScores = dict[int, dict[str, np.ndarray]]  # stride -> {"few": [h, w], "zero"
 def zero_shot_scores(patches: np.ndarray, class_embeddings: np.ndarray, logit_scale: float) -> np.ndarray:
     """1 − p(good) per patch; patches [h, w, D], class_embeddings [C, D] with 'good' first."""
     h, w, d = patches.shape
-    with _one_blas_thread():  # see few_shot_scores
+    with _one_blas_thread():  # a small product: threads would cost more than they bring
         logits = patches.reshape(-1, d) @ class_embeddings.T
     # only p(good) is needed: 1 / Σ_j exp(l_j − l_good). Never NaN (the good term is 1); a huge logit scale may
     # overflow a term to inf, giving p(good) = 0, which is then the right limit.
@@ -40,14 +42,25 @@ def zero_shot_scores(patches: np.ndarray, class_embeddings: np.ndarray, logit_sc
 def few_shot_scores(patches: np.ndarray, bank: np.ndarray) -> np.ndarray:
     """1 − cosine similarity to the nearest good-reference patch; bank [M, D] unit-norm."""
     h, w, d = patches.shape
-    # One BLAS thread: the ONNX Runtime pool spins on the other core between frames, and two spinning pools on
-    # two cores made both the encoder and this product 2-3x slower (BENCHMARKS.md, "BLAS threads").
+    # The product in halves on two Python threads, each on one BLAS thread: both cores work (ONNX Runtime's pool
+    # no longer spins between runs, edge.vlm.runtime) and no BLAS worker pool is left spinning against the next
+    # encoder run, which a multi-threaded BLAS call does (BENCHMARKS.md, "BLAS threads")
+    flat = patches.reshape(-1, d)
     with _one_blas_thread():
-        nearest = (patches.reshape(-1, d) @ bank.T).max(axis=1)
+        halves = np.array_split(flat, _PRODUCT_WORKERS)
+        nearest = np.concatenate(list(_product_pool().map(lambda part: (part @ bank.T).max(axis=1), halves)))
     return (1.0 - nearest).reshape(h, w)
 
 
 _blas: list[Any] = []
+_PRODUCT_WORKERS = max(1, min(2, os.cpu_count() or 1))
+_pool: list[ThreadPoolExecutor] = []
+
+
+def _product_pool() -> ThreadPoolExecutor:
+    if not _pool:
+        _pool.append(ThreadPoolExecutor(_PRODUCT_WORKERS, thread_name_prefix="few-shot"))
+    return _pool[0]
 
 
 def _one_blas_thread() -> AbstractContextManager[Any]:

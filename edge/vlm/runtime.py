@@ -171,6 +171,9 @@ def make_session(path: str, provider: str = "auto", intra_op_threads: int = 0, *
     short-lived CPU sessions, which would otherwise read like the daemon's own)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no spin-waiting between runs: the daemon alternates an encoder run with numpy grounding, and ONNX Runtime's
+    # pool spinning on the cores then starves the grounding's BLAS threads (BENCHMARKS.md, "BLAS threads")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
     options.log_severity_level = 3
