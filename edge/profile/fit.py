@@ -206,7 +206,7 @@ def refit(profile: LineProfile, rows: LabelledRows, text: TextBank, logit_scale:
     y = rows.labels.astype(int)
     n_bad, n_good = int(y.sum()), int((1 - y).sum())
     metrics: dict[str, Any] = {"rows": len(rows), "rows_defect": n_bad, "rows_good": n_good}
-    profile.head, profile.failure, profile.routing, profile.neighbours = None, None, None, None
+    profile.head, profile.failure, profile.routing, profile.neighbours, profile.ood = None, None, None, None, None
     if n_bad and n_good and profile.frame_stats and profile.frame_threshold is not None:
         good_frame = np.array([profile.frame_score(float(m), float(g))[0] for m, g in
                                zip(parts.map_stats[y == 0, 0], parts.global_score[y == 0], strict=True)])
@@ -253,6 +253,7 @@ def refit(profile: LineProfile, rows: LabelledRows, text: TextBank, logit_scale:
     chosen = max(candidates, key=lambda name: oof_auroc[name] - (MLP_MIN_GAIN if name != "msp" else 0.0))
     oof_wrong = candidates[chosen][0]
     profile.failure = candidates[chosen][1]()
+    # the decision's own max-softmax over good/defect, 1 − σ(|z|), ranks exactly as −|z|
     metrics.update(failure_oof_auroc_by_inputs=oof_auroc, failure_inputs=chosen,
                    failure_oof_auroc_msp=round(auroc(wrong, -np.abs(z)), 4))
     if routing.policy == "risk":
