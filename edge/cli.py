@@ -213,6 +213,8 @@ def eval_(
     loop: Annotated[bool, typer.Option(help="also the active-learning simulation on ELPV (reviews retrain the "
                                             "profile; coverage and workload per round)")] = False,
     loop_every: Annotated[int, typer.Option(help="--loop: retrain after this many reviews")] = 200,
+    bank_size: Annotated[int | None, typer.Option(help="memory-bank coreset size at stride 8 (stride 16 gets half; "
+                                                       "default 2048) — the coreset ablation")] = None,
     verbose: bool = False,
 ) -> None:
     """Evaluate the models on fixed seeded splits of the textile, ELPV and synthetic-localisation sets."""
@@ -228,7 +230,8 @@ def eval_(
         if loop and "elpv" not in datasets:
             raise ValueError("--loop replays ELPV: use --dataset elpv or all")
         report = run_eval(load_pack(pack or default_pack_dir()), datasets, out, quick=quick, seed=seed,
-                          progress=progress_lines, loop=loop, loop_every=loop_every)
+                          progress=progress_lines, loop=loop, loop_every=loop_every,
+                          bank_size=None if bank_size is None else {8: bank_size, 16: max(1, bank_size // 2)})
     except (*_USER_ERRORS, ValueError) as exc:
         _fail(exc)
     typer.echo((out / "report.md").read_text())

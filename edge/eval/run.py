@@ -36,7 +36,7 @@ from edge.eval.synthetic import KINDS, VOCAB_CLASS, make_defect
 from edge.grounding.anomaly import combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.head import frame_features
 from edge.grounding.regions import location_word
-from edge.profile.calibrate import calibrate, read_image
+from edge.profile.calibrate import DEFAULT_BANK_SIZE, calibrate, read_image
 from edge.profile.profile import LineProfile, load_vocabulary
 from edge.vlm.pack import ModelPack
 from edge.vlm.runtime import ImageEmbedding
@@ -106,12 +106,13 @@ class Context:
     provider: str
     progress: Progress
     profiles: dict[str, str] = field(default_factory=dict)
+    bank_size: dict[int, int] | None = None  # memory-bank coreset size per stride (None: calibrate's default)
 
     def fit(self, name: str, good: list[Path], defects: list[Path] | None = None) -> Inspector:
         profile_dir = self.out / "profiles" / name
         shutil.rmtree(profile_dir, ignore_errors=True)
         profile = calibrate(self.pack, load_vocabulary(), good, f"eval-{name}", profile_dir, defects=defects,
-                            provider=self.provider, seed=self.seed,
+                            provider=self.provider, seed=self.seed, bank_size=self.bank_size,
                             progress=lambda items, label: self.progress(list(items), label))
         self.profiles[name] = f"{profile.describe()} ({profile.metrics['seconds']} s)"
         return Inspector(self.pack, profile, self.provider)
@@ -364,10 +365,10 @@ def _pair_counts(pairs: list[tuple[str, str]], rows: list[str], cols: list[str],
 
 def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = False, seed: int = 0,
              provider: str = "cpu", progress: Progress = _identity, loop: bool = False,
-             loop_every: int = 200) -> dict[str, Any]:
+             loop_every: int = 200, bank_size: dict[int, int] | None = None) -> dict[str, Any]:
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(pack, out, seed, quick, provider, progress)
+    ctx = Context(pack, out, seed, quick, provider, progress, bank_size=bank_size)
     report: dict[str, Any] = {}
     if "textile" in datasets:
         report["textile"] = eval_textile(ctx)
@@ -381,6 +382,7 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
         report.update(eval_synthetic(ctx))
     report["config"] = {
         "seed": seed, "quick": quick, "datasets": list(datasets), "pack_version": pack.version, "loop": loop,
+        "bank_size": {str(k): v for k, v in (bank_size or DEFAULT_BANK_SIZE).items()},
         "profile_versions": ctx.profiles, "provider": provider,
         "splits": {
             "textile": "edge.datasets.textile_split: calibrate on train (50 nominal + 25 local + 25 global, seeded), "
