@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.bench.inference import Say, _quiet, decode, test_frames
+from edge.bench.inference import Say, _quiet, bare_encoder_loop, decode, test_frames
 from edge.datasets import textile_split
 from edge.vlm.pack import load_pack
 from edge.vlm.runtime import ImageEncoder
@@ -59,18 +59,6 @@ def _missing_onnx(part: str, say: Say) -> dict[str, Any] | None:
     return {f"{part}_skipped": "onnx not installed"}
 
 
-def _loop(encoder: ImageEncoder, batch: np.ndarray, seconds: float) -> tuple[int, float]:
-    """(frames, seconds) of back-to-back `session.run` on one input batch."""
-    names = encoder._names  # noqa: SLF001 - the bench times the very session the daemon runs
-    feed = {encoder._input: batch}  # noqa: SLF001
-    encoder.session.run(names, feed)  # warm-up
-    runs, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        encoder.session.run(names, feed)
-        runs += 1
-    return runs * batch.shape[0], time.perf_counter() - started
-
-
 def bench_int8(pack_dir: Path, provider: str = "cpu", seconds: float = 10.0, good_images: int = 30,
                frames: int = 60, rounds: int = 3, say: Say = _quiet) -> dict[str, Any]:
     from edge.vlm.quantize import compare_encoders
@@ -86,7 +74,7 @@ def bench_int8(pack_dir: Path, provider: str = "cpu", seconds: float = 10.0, goo
     for r in range(rounds):
         say(f"int8: round {r + 1}/{rounds}: fp32 {per:.1f} s, int8 {per:.1f} s")
         for name, encoder in (("fp32", fp32), ("int8", int8)):
-            n, s = _loop(encoder, batch, per)
+            n, s = bare_encoder_loop(encoder, batch, per)
             counts[name][0] += n
             counts[name][1] += s
     fps = {name: n / s for name, (n, s) in counts.items()}
@@ -118,7 +106,7 @@ def bench_batch(pack_dir: Path, provider: str = "cpu", seconds: float = 10.0, go
         say(f"batch: round {r + 1}/{rounds}: batch sizes {list(sizes)}, fp32 and int8, {per:.1f} s each")
         for b in sizes:
             for name, encoder in encoders.items():
-                n, s = _loop(encoder, np.ascontiguousarray(stacked[:b]), per)
+                n, s = bare_encoder_loop(encoder, np.ascontiguousarray(stacked[:b]), per)
                 total = totals.setdefault(f"batch{b}_{name}_fps", [0, 0.0])
                 total[0] += n
                 total[1] += s

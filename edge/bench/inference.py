@@ -81,7 +81,7 @@ def decode(data: bytes) -> np.ndarray:
 
 
 def bare_encoder_loop(encoder: ImageEncoder, batch: np.ndarray, seconds: float) -> tuple[int, float]:
-    """(frames, seconds) of back-to-back `session.run` on one preprocessed input: nothing but the model."""
+    """(frames, seconds) of back-to-back `session.run` on one preprocessed input batch: nothing but the model."""
     names = encoder._names  # noqa: SLF001 - the bench measures the very session the daemon runs
     feed = {encoder._input: batch}  # noqa: SLF001
     encoder.session.run(names, feed)  # warm-up
@@ -89,7 +89,7 @@ def bare_encoder_loop(encoder: ImageEncoder, batch: np.ndarray, seconds: float) 
     while time.perf_counter() - started < seconds:
         encoder.session.run(names, feed)
         n += 1
-    return n, time.perf_counter() - started
+    return n * batch.shape[0], time.perf_counter() - started
 
 
 def bench_encoder(pack_dir: Path, provider: str = "cpu", seconds: float = 10.0, say: Say = _quiet) -> dict[str, Any]:
