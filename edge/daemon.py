@@ -110,9 +110,13 @@ class Inspector:
         profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
         raw, anomaly_map, global_score = self.ground(emb)
         map_max = float(anomaly_map.max())
+        # the frame's feature row, once: the head decides on it, the failure predictor and OoD detector read it
+        use_head = profile.head is not None and profile.use_head
+        row = (frame_features(emb, anomaly_map, global_score)[None]
+               if use_head or profile.failure is not None or profile.ood is not None else None)
         # decide good / defect: the line's classifier head if it has one, else the fused frame score
-        if profile.head is not None and profile.use_head:
-            p_defect = float(profile.head.predict(frame_features(emb, anomaly_map, global_score))[0])
+        if profile.head is not None and row is not None and use_head:
+            p_defect = float(profile.head.predict(row)[0])
             score, threshold, spread = _logit(p_defect), _logit(profile.head.threshold), 1.0
         else:
             score, threshold, spread = profile.frame_score(map_max, global_score)
@@ -133,18 +137,18 @@ class Inspector:
         verdict = max(defect_probs, key=defect_probs.__getitem__) if is_defect else "good"
         # score: how likely this decision is wrong (the line's learned failure predictor, else the baseline), and
         # whether the frame is like anything the line knows at all
-        uncertainty = self.uncertainty(emb, anomaly_map, global_score, (score - threshold) / max(spread, 1e-6),
-                                       class_scores, score, threshold, spread)
+        uncertainty = self.uncertainty(row, (score - threshold) / max(spread, 1e-6), class_scores, score, threshold,
+                                       spread)
         return Inspection(verdict, class_scores, score, threshold, regions, uncertainty, anomaly_map, raw)
 
-
-    def uncertainty(self, emb: ImageEmbedding, anomaly_map: np.ndarray, global_score: float, z: float,
-                    class_scores: dict[str, float], score: float, threshold: float, spread: float) -> Uncertainty:
+    def uncertainty(self, row: np.ndarray | None, z: float, class_scores: dict[str, float], score: float,
+                    threshold: float, spread: float) -> Uncertainty:
+        """The baseline from the class scores; with a failure predictor or OoD detector, theirs from the frame's
+        feature row [1, d] (None when the profile has neither)."""
         profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
         baseline = baseline_uncertainty(class_scores, score, threshold, spread)
-        if profile.failure is None and profile.ood is None:
+        if row is None or (profile.failure is None and profile.ood is None):
             return baseline
-        row = frame_features(emb, anomaly_map, global_score)[None]
         assessed = assess_rows(profile, row, np.array([z]), text, scale, self.pack.embedding_dim)
         scores = {k: float(v[0]) for k, v in assessed.baselines.items()}
         value, source = baseline.value, baseline.source
