@@ -16,6 +16,7 @@ import zmq
 from edge.station.ingest import IngestServer
 from edge.station.store import Store
 from edge.transport.schema import Region, ReviewItem
+from tests.station.console_support import BROWSER_ARGS, CHROMIUM, TEST_OUTPUT, need_chromium
 
 _seq = itertools.count(1)
 
@@ -104,3 +105,18 @@ def dealer(ingest: IngestServer) -> Iterator[zmq.Socket]:
     yield sock
     sock.close()
     ctx.term()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, for the console browser tests (screenshots go to TEST_OUTPUT)."""
+    need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    TEST_OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -24,6 +24,7 @@ from edge.station.users import add_user
 from edge.transport.schema import ReviewItem, encode_item
 
 PASSWORD = "correct horse battery"
+TEST_OUTPUT = Path(__file__).resolve().parents[2] / "test-output"  # screenshots and exports of browser tests
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; a test never lets a tool download its own browser
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 

@@ -22,12 +22,19 @@ from edge.station.users import add_user
 from edge.transport.schema import ReviewItem
 from edge.uncertainty.risk import clopper_pearson
 from tests.conftest import free_port
-from tests.station.console_support import BROWSER_ARGS, CHROMIUM, need_chromium, running_station, send_items
+from tests.station.console_support import (
+    BROWSER_ARGS,
+    CHROMIUM,
+    TEST_OUTPUT,
+    need_chromium,
+    running_station,
+    send_items,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 PASSWORD = "correct horse battery"
-OUT = Path(__file__).resolve().parents[2] / "test-output"
+OUT = TEST_OUTPUT
 
 
 @pytest.fixture

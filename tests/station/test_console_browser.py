@@ -23,14 +23,18 @@ from edge.config import StationConfig
 from edge.station.store import Store
 from edge.station.users import add_user
 from edge.transport.schema import Region, ReviewItem
-from tests.station.console_support import BROWSER_ARGS, CHROMIUM, need_chromium, running_station, send_items
+from tests.station.console_support import (
+    TEST_OUTPUT,
+    running_station,
+    send_items,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 PASSWORD = "correct horse battery"
 
 REPO = Path(__file__).resolve().parents[2]
-OUT = REPO / "test-output"
+OUT = TEST_OUTPUT
 
 
 def _textile(seed: int) -> np.ndarray:
@@ -102,20 +106,6 @@ def accounts(station) -> dict[str, str]:
     finally:
         store.close()
     return {"ana": "reviewer", "ben": "reviewer", "root": "admin"}
-
-
-@pytest.fixture
-def browser():
-    need_chromium()
-    from playwright.sync_api import sync_playwright
-
-    OUT.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _login(page, console: str, name: str) -> None:

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,9 @@ from edge.station.store import Store
 from edge.station.users import add_user
 from edge.transport.schema import HEATMAP_Z_MAX, Region, ReviewItem
 from tests.station.console_support import (
-    BROWSER_ARGS,
-    CHROMIUM,
     PASSWORD,
+    TEST_OUTPUT,
     browser_login,
-    need_chromium,
     running_station,
     send_items,
 )
@@ -38,7 +35,7 @@ from tests.station.console_support import (
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 REPO = Path(__file__).resolve().parents[2]
-OUT = REPO / "test-output"
+OUT = TEST_OUTPUT
 VIEWPORT = {"width": 1400, "height": 860}
 
 SCRATCH = Region(x=36, y=56, w=78, h=33, area_px=2574, area_pct=4.1, peak=0.88, defect_class="scratch",
@@ -93,20 +90,6 @@ def _accounts(cfg: StationConfig, *names: str) -> None:
             add_user(store, name, PASSWORD, "reviewer")
     finally:
         store.close()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    need_chromium()
-    from playwright.sync_api import sync_playwright
-
-    OUT.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=BROWSER_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _page(browser: Any) -> Any:
