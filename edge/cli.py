@@ -118,6 +118,9 @@ def calibrate(
     alpha: AlphaOption = 0.01,
     delta: DeltaOption = 0.1,
     budget: BudgetOption = 0.2,
+    defect_rate: Annotated[float | None, typer.Option(
+        help="share of defective parts this line makes (e.g. 0.03), if known: good/defect thresholds then give "
+             "the fewest wrong decisions at that rate; without it they balance the two error rates")] = None,
     verbose: bool = False,
 ) -> None:
     """Fit a new line-profile version from good (and labelled defect) images; a running daemon picks it up."""
@@ -133,7 +136,8 @@ def calibrate(
         good_files = list_images(good)[:limit]
         profile = fit(pack, load_vocabulary(vocab), good_files, cfg.line.id, cfg.line.profile,
                       defects=list_images(defects) if defects else None, provider=cfg.line.model.provider,
-                      progress=_progress, routing=_routing_spec(policy, alpha, delta, budget))
+                      progress=_progress, routing=_routing_spec(policy, alpha, delta, budget),
+                      defect_rate=defect_rate)
     except _USER_ERRORS as exc:
         _fail(exc)
     typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} "

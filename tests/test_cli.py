@@ -75,6 +75,12 @@ def test_calibration_with_only_unreadable_images_fails_clearly(tmp_path: Path) -
                            "could be read")
 
 
+def test_defect_rate_out_of_range_is_refused(tmp_path: Path, textile_images: dict[str, Path]) -> None:
+    config = line_config(tmp_path, tmp_path, free_port(), free_port())
+    _assert_one_line_error(run_lineside("calibrate", "--config", str(config), "--good", str(textile_images["good"]),
+                                        "--defect-rate", "3"), "defect rate", "between 0 and 1")
+
+
 def test_unreadable_frame_in_the_stream_is_counted_not_fatal(tmp_path: Path, calibrated_profile: Path,
                                                              textile_images: dict[str, Path]) -> None:
     frames = tmp_path / "frames"

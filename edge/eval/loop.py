@@ -81,8 +81,11 @@ def run_loop(ctx: Any, every: int = 200) -> dict[str, Any]:
     stream = stream[:120] if ctx.quick else stream
     test = ctx.subset(test, 60)
     every = 40 if ctx.quick else every
+    # told the line's defect rate as the elpv profiles are (edge.eval.run.eval_elpv): the reviewed frames are the
+    # unsure ones, a mix that says nothing of what the line makes
     inspector: Inspector = ctx.fit("elpv_loop", [c.path for c in seed_cells if not c.defective],
-                                   [c.path for c in seed_cells if c.defective])
+                                   [c.path for c in seed_cells if c.defective],
+                                   defect_rate=sum(c.defective for c in train) / len(train))
     profile = inspector.profile
     first_rows = copy.deepcopy(profile.rows)
     test_rows = _rows(inspector, test, ctx.progress, "loop: test cells")

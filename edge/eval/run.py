@@ -106,15 +106,19 @@ class Context:
     provider: str
     progress: Progress
     profiles: dict[str, str] = field(default_factory=dict)
+    defect_rates: dict[str, float | None] = field(default_factory=dict)  # what each profile was told of its line
     bank_size: dict[int, int] | None = None  # memory-bank coreset size per stride (None: calibrate's default)
 
-    def fit(self, name: str, good: list[Path], defects: list[Path] | None = None) -> Inspector:
+    def fit(self, name: str, good: list[Path], defects: list[Path] | None = None,
+            defect_rate: float | None = None) -> Inspector:
         profile_dir = self.out / "profiles" / name
         shutil.rmtree(profile_dir, ignore_errors=True)
         profile = calibrate(self.pack, load_vocabulary(), good, f"eval-{name}", profile_dir, defects=defects,
                             provider=self.provider, seed=self.seed, bank_size=self.bank_size,
-                            progress=lambda items, label: self.progress(list(items), label))
+                            progress=lambda items, label: self.progress(list(items), label),
+                            defect_rate=defect_rate)
         self.profiles[name] = f"{profile.describe()} ({profile.metrics['seconds']} s)"
+        self.defect_rates[name] = None if defect_rate is None else round(defect_rate, 4)
         return Inspector(self.pack, profile, self.provider)
 
     def subset(self, items: list[T], n: int) -> list[T]:
@@ -225,7 +229,9 @@ def textile_shots(seed: int, quick: bool) -> tuple[list[Path], list[Path]]:
 
 def eval_textile(ctx: Context) -> dict[str, Any]:
     good, defects = textile_shots(ctx.seed, ctx.quick)
-    inspector = ctx.fit("textile", good, defects)
+    # the line's defect rate as its engineer would state it: the share in the train split (half)
+    train = textile_split("train")
+    inspector = ctx.fit("textile", good, defects, defect_rate=sum(lab != "nominal" for _, lab in train) / len(train))
     test = [(p, int(lab != "nominal"), lab) for p, lab in textile_split("test")]
     test = ctx.subset(test, 45)
     scored = score_files(ctx, inspector, test, "textile test")
@@ -264,12 +270,16 @@ def _elpv_items(cells: list[ElpvCell]) -> list[tuple[Path, int, str]]:
 
 def eval_elpv(ctx: Context) -> dict[str, Any]:
     train, test = elpv_split(ctx.seed)
+    # the line's defect rate as its engineer would state it: the share of defective cells in the line's history
+    # (the 75 % fit part), for both profiles — the unseen line's 50 + 50 labelled cells are a set-up mix, not a rate
+    defect_rate = sum(c.defective for c in train) / len(train)
     test = ctx.subset(test, 60)
     fit_cells = ctx.subset(train, 60)
     results: dict[str, Any] = {}
     for name, cells in (("elpv", fit_cells), ("elpv_unseen", elpv_per_class(train, 12 if ctx.quick else 50,
                                                                              ctx.seed))):
-        inspector = ctx.fit(name, [c.path for c in cells if not c.defective], [c.path for c in cells if c.defective])
+        inspector = ctx.fit(name, [c.path for c in cells if not c.defective], [c.path for c in cells if c.defective],
+                            defect_rate=defect_rate)
         scored = score_files(ctx, inspector, _elpv_items(test), f"{name} test")
         figures = _binary_figures(scored)
         figures["accuracy_by_label"] = {
@@ -301,6 +311,7 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
     }
     pixel_scores: list[np.ndarray] = []
     pixel_truth: list[np.ndarray] = []
+    pixel_line: list[str] = []
     n_truth = n_found_truth = n_regions = n_regions_match = 0
     class_hits: list[bool] = []
     class_pairs: list[tuple[str, str]] = []  # (pasted kind, caption class of the best-matching region)
@@ -318,6 +329,7 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
             up = cv2.resize(result.anomaly_map, (w, h), interpolation=cv2.INTER_LINEAR)
             pixel_scores.append(up[::2, ::2].ravel())
             pixel_truth.append(defect.mask[::2, ::2].ravel())
+            pixel_line.append(line)
             truth_box = mask_box(defect.mask)
             overlaps = [iou((r.x, r.y, r.w, r.h), truth_box) for r in result.regions]
             n_truth += 1
@@ -340,6 +352,10 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
     return {
         "synthetic_loc": {
             "pixel_auroc": round(auroc(np.concatenate(pixel_truth), np.concatenate(pixel_scores)), 4),
+            "pixel_auroc_by_line": {line: round(auroc(*(np.concatenate([v for v, n in zip(values, pixel_line,
+                                                                                       strict=True) if n == line])
+                                                        for values in (pixel_truth, pixel_scores))), 4)
+                                    for line in sources},
             "region_recall": round(n_found_truth / max(n_truth, 1), 4),
             "region_precision": round(n_regions_match / n_regions, 4) if n_regions else 0.0,
             "recall_by_kind": {k: round(float(np.mean(v)), 4) if v else float("nan") for k, v in per_kind.items()},
@@ -384,6 +400,10 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
         "seed": seed, "quick": quick, "datasets": list(datasets), "pack_version": pack.version, "loop": loop,
         "bank_size": {str(k): v for k, v in (bank_size or DEFAULT_BANK_SIZE).items()},
         "profile_versions": ctx.profiles, "provider": provider,
+        "defect_rates": {"values": ctx.defect_rates,
+                         "note": "the line's defect rate each profile was calibrated with (`lineside calibrate "
+                                 "--defect-rate`): the share of defects in the line's train split; thresholds "
+                                 "maximise accuracy at that rate (None: balanced accuracy)"},
         "splits": {
             "textile": "edge.datasets.textile_split: calibrate on train (50 nominal + 25 local + 25 global, seeded), "
                        "evaluate on test",

@@ -4,7 +4,16 @@ Features x of a frame (all from one encoder pass): the global embedding g, the m
 and four numbers of the grounding step — the anomaly map's maximum, the mean of its top 2 %, its mean, and the global
 zero-shot score. A logistic regression p(defect | x) = σ(wᵀ·(x − μ)/σ + b) with an L2 penalty is fit in numpy
 (Newton steps) at calibrate time when labelled defects are given; the penalty is picked by k-fold
-cross-validation, and the decision threshold on p is the one with the best out-of-fold balanced accuracy.
+cross-validation, and the decision threshold on p is the one with the best out-of-fold accuracy at the line's
+defect rate (`expected_accuracy`; balanced accuracy when the rate is not known), on smoothed class distributions
+(`best_threshold`).
+
+Stacked on top (`FRAME_SCORE_COLUMNS`): a second, 3-input logistic regression on the head's out-of-fold logit, the
+map's maximum and the global zero-shot score. The first fit weighs ~770 standardised columns alike under one L2
+penalty, so the two scores that already separate a line (textile: the global score alone has AUROC 0.986) are
+drowned in the embedding; the stack gives them their own weight, learnt from predictions the head made on frames it
+had not seen (measured, textile 50 + 50 shots: test AUROC 0.981 → 0.986; ELPV, where the scores say little:
+unchanged, 0.909).
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ import numpy as np
 
 from edge.vlm.runtime import ImageEmbedding
 
-L2_GRID = (0.3, 3.0, 30.0, 300.0)
+L2_GRID = (0.3, 3.0, 30.0, 300.0, 3000.0)
+FRAME_SCORE_COLUMNS = (-4, -1)  # of frame_features: the anomaly map's maximum and the global zero-shot score
+STACK_L2 = 1.0
 
 
 def frame_features(emb: ImageEmbedding, anomaly_map: np.ndarray, global_score: float) -> np.ndarray:
@@ -29,6 +40,11 @@ def frame_features(emb: ImageEmbedding, anomaly_map: np.ndarray, global_score: f
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.asarray(np.log(q) - np.log1p(-q))
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iters: int = 15) -> tuple[np.ndarray, float]:
@@ -67,22 +83,56 @@ class LinearHead:
     b: float
     threshold: float  # on p(defect)
     l2: float
-    cv_accuracy: float  # out-of-fold balanced accuracy at `threshold`
+    cv_accuracy: float  # out-of-fold accuracy at `threshold` at the line's defect rate (balanced if unknown)
+    stack: Stack | None = None  # the second stage on (head logit, frame scores); None: the head alone decides
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """p(defect) for [N, d] (or one [d]) feature rows."""
-        z = (np.atleast_2d(features) - self.mean) / self.std
-        return _sigmoid(z @ self.w + self.b)
+        x = np.atleast_2d(features)
+        z = (x - self.mean) / self.std @ self.w + self.b
+        if self.stack is not None:
+            z = self.stack.logit(z, x)
+        return _sigmoid(z)
 
     def save(self, path: Path) -> None:
+        stack = {} if self.stack is None else {"stack_mean": self.stack.mean, "stack_std": self.stack.std,
+                                               "stack_w": self.stack.w, "stack_b": np.array([self.stack.b]),
+                                               "stack_columns": np.array(self.stack.columns)}
         np.savez(path, mean=self.mean, std=self.std, w=self.w,
-                 scalars=np.array([self.b, self.threshold, self.l2, self.cv_accuracy]))
+                 scalars=np.array([self.b, self.threshold, self.l2, self.cv_accuracy]), **stack)
 
     @classmethod
     def load(cls, path: Path) -> LinearHead:
         with np.load(path) as npz:
             b, threshold, l2, cv = (float(v) for v in npz["scalars"])
-            return cls(npz["mean"], npz["std"], npz["w"], b, threshold, l2, cv)
+            stack = (Stack(npz["stack_mean"], npz["stack_std"], npz["stack_w"], float(npz["stack_b"][0]),
+                           tuple(int(c) for c in npz["stack_columns"])) if "stack_w" in npz.files else None)
+            return cls(npz["mean"], npz["std"], npz["w"], b, threshold, l2, cv, stack)
+
+
+@dataclass
+class Stack:
+    """logit = w · standardised([head logit, features[columns]]) + b."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    w: np.ndarray
+    b: float
+    columns: tuple[int, ...]
+
+    def inputs(self, head_logit: np.ndarray, features: np.ndarray) -> np.ndarray:
+        x = np.column_stack([head_logit, *(features[:, c] for c in self.columns)])
+        return (x - self.mean) / self.std
+
+    def logit(self, head_logit: np.ndarray, features: np.ndarray) -> np.ndarray:
+        return np.asarray(self.inputs(head_logit, features) @ self.w + self.b)
+
+
+def _fit_stack(head_logit: np.ndarray, features: np.ndarray, y: np.ndarray, columns: tuple[int, ...]) -> Stack:
+    raw = np.column_stack([head_logit, *(features[:, c] for c in columns)])
+    stack = Stack(raw.mean(axis=0), np.maximum(raw.std(axis=0), 1e-6), np.zeros(raw.shape[1]), 0.0, columns)
+    stack.w, stack.b = _fit_logistic(stack.inputs(head_logit, features), y, STACK_L2)
+    return stack
 
 
 def _folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -95,26 +145,63 @@ def _folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
     return fold
 
 
-def _best_threshold(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """The threshold with the best out-of-fold *balanced* accuracy: the labelled set's good:defect mix is how the
-    line was set up, not the line's defect rate (measured: accuracy-optimal thresholds from a 17 good : 50 defect
-    set called a third of ELPV's functional cells defective)."""
-    candidates = np.unique(np.r_[p, 0.5])
-    pos, neg = y > 0, y <= 0
-    balanced = np.array([((p[pos] > t).mean() + (p[neg] <= t).mean()) / 2 for t in candidates])
-    best = int(np.argmax(balanced))
-    return float(candidates[best]), float(balanced[best])
+def expected_accuracy(tpr: np.ndarray | float, tnr: np.ndarray | float, defect_rate: float | None
+                      ) -> np.ndarray:
+    """Accuracy on the line's own stream, whose share of defective parts is `defect_rate`, from the rates
+    measured on a labelled set of any mix; balanced accuracy (a rate of ½) when the line's rate is not known.
+
+    Not the labelled set's own accuracy: its good:defect mix is how the line was set up, not what the line makes
+    (measured: accuracy-optimal thresholds from a 17 good : 50 defect set called a third of ELPV's functional
+    cells defective)."""
+    rate = 0.5 if defect_rate is None else defect_rate
+    return np.asarray(rate * np.asarray(tpr) + (1 - rate) * np.asarray(tnr))
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5) -> LinearHead:
+def best_threshold(good: np.ndarray, bad: np.ndarray, defect_rate: float | None = None,
+                   points: int = 2001) -> tuple[float, float]:
+    """The threshold on a score (score > t = defect) with the best `expected_accuracy` at the line's defect rate
+    under *smoothed* class distributions, and the empirical expected accuracy there.
+
+    Each class's scores are smoothed with a logistic kernel of Silverman's bandwidth (1.06·σ·n^−1/5, the kernel
+    scaled to that standard deviation). Why: a small labelled set that separates cleanly leaves a whole gap of
+    thresholds with the same empirical accuracy, and where in it new frames are best split depends on how far each
+    class spreads — which the samples tell and a count of them does not; on a large set the smoothed optimum is the
+    empirical one. Measured (`lineside eval`, head logits, seed 0): textile 50 + 50 shots, test accuracy 0.870 with
+    the middle of the gap → 0.903; ELPV (1,930 rows) 0.875 → 0.876."""
+    good = np.asarray(good, np.float64).ravel()
+    bad = np.asarray(bad, np.float64).ravel()
+    rate = 0.5 if defect_rate is None else defect_rate
+    span = float(max(good.max(), bad.max()) - min(good.min(), bad.min())) or 1.0
+    widths = [max(1.06 * float(v.std()) * v.size ** -0.2, 1e-6 * span) * np.sqrt(3) / np.pi for v in (good, bad)]
+    grid = np.linspace(min(good.min(), bad.min()) - 3 * max(widths), max(good.max(), bad.max()) + 3 * max(widths),
+                       points)
+    tnr = _sigmoid((grid[:, None] - good[None]) / widths[0]).mean(axis=1)  # smoothed P(good score ≤ t)
+    tpr = 1.0 - _sigmoid((grid[:, None] - bad[None]) / widths[1]).mean(axis=1)
+    t = float(grid[int(np.argmax(rate * tpr + (1 - rate) * tnr))])
+    return t, float(expected_accuracy(float((bad > t).mean()), float((good <= t).mean()), defect_rate))
+
+
+def _best_threshold(y: np.ndarray, p: np.ndarray, defect_rate: float | None = None) -> tuple[float, float]:
+    """`best_threshold` on the logits of out-of-fold p(defect), returned as a threshold on p."""
+    z = _logit(p)
+    t, acc = best_threshold(z[y <= 0], z[y > 0], defect_rate)
+    return float(_sigmoid(np.array([t]))[0]), acc
+
+
+def fit_head(features: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5,
+             defect_rate: float | None = None, stack_columns: tuple[int, ...] = ()) -> LinearHead:
     """Fit the head on [N, d] features with labels 1 = defect, 0 = good (at least 2 of each)."""
-    return fit_head_with_oof(features, labels, seed, folds)[0]
+    return fit_head_with_oof(features, labels, seed, folds, defect_rate, stack_columns)[0]
 
 
-def fit_head_with_oof(features: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5
+def fit_head_with_oof(features: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5,
+                      defect_rate: float | None = None, stack_columns: tuple[int, ...] = ()
                       ) -> tuple[LinearHead, np.ndarray]:
     """The head and its out-of-fold p(defect) per row at the chosen penalty: each row predicted by a fit that did
-    not see it, i.e. the errors the head makes on new frames (what the failure predictor learns from)."""
+    not see it, i.e. the errors the head makes on new frames (what the failure predictor learns from). The
+    threshold is the best at the line's `defect_rate` (balanced when None). With `stack_columns` (frame_features
+    rows: FRAME_SCORE_COLUMNS) the stack is fit on the out-of-fold logits, itself cross-fitted for the
+    out-of-fold predictions returned."""
     y = np.asarray(labels, np.float64)
     x = np.asarray(features, np.float64)
     mean = x.mean(axis=0)
@@ -135,7 +222,15 @@ def fit_head_with_oof(features: np.ndarray, labels: np.ndarray, seed: int = 0, f
             best = (loss, l2, oof)
     assert best is not None
     _, l2, oof = best
-    threshold, cv_acc = _best_threshold(y, oof)
+    stack = None
+    if stack_columns:
+        head_logit = _logit(oof)
+        stacked = np.empty(y.size)
+        for f in range(k):
+            part = _fit_stack(head_logit[fold != f], x[fold != f], y[fold != f], stack_columns)
+            stacked[fold == f] = _sigmoid(part.logit(head_logit[fold == f], x[fold == f]))
+        stack, oof = _fit_stack(head_logit, x, y, stack_columns), stacked
+    threshold, cv_acc = _best_threshold(y, oof, defect_rate)
     w, b = _fit_logistic(xs, y, l2)
     return LinearHead(mean.astype(np.float32), std.astype(np.float32), w.astype(np.float32), b, threshold, l2,
-                      cv_acc), oof
+                      cv_acc, stack), oof

@@ -1,15 +1,16 @@
 """`lineside calibrate`: fit a line profile from good images (and, optionally, labelled defect images).
 
-The good images are split in two: two thirds (one third when labelled defects are given; at most MAX_BANK_IMAGES)
-feed the memory bank (greedy k-centre coreset per stride, as in PatchCore), the rest are held out and scored
-against that bank to learn what "good" looks like in numbers: the mean and spread of every patch score (to put
-zero- and few-shot scores on one scale), of the map's maximum and of the global zero-shot score (to fuse them into
-the frame score), and of the frame score, whose upper tail gives the threshold. With defect images the thresholds
-are instead the ones that best separate held-out good frames from the defects (balanced accuracy), and a classifier
-head (edge.grounding.head) is fit on held-out good vs defect frames; it decides the verdict where its out-of-fold
-balanced accuracy is at least the fused score's. The held-out and defect frames are kept as labelled rows, from
-which edge.profile.fit also fits the failure predictor, the routing threshold and the OoD detector (and
-`lineside train` adds to them).
+Every image is encoded once. The good images (the first MAX_BANK_IMAGES, shuffled with the seed) feed the memory
+bank (greedy k-centre coreset per stride, as in PatchCore). What "good" looks like in numbers — the mean and spread
+of every patch score (to put zero- and few-shot scores on one scale), of the map's maximum and of the global
+zero-shot score (to fuse them into the frame score), and of the frame score, whose upper tail gives the threshold —
+is learnt from *cross-fitted* scores: the bank images fall into CROSS_FIT_FOLDS folds and each is scored against a
+bank built without its fold, as is every other image (good beyond the bank's share, labelled defects), round-robin.
+So every good image is both in the bank and a held-out row, and good and defect rows see banks of the same size.
+With defect images the thresholds are instead the ones that best separate the good rows from the defects, and a
+classifier head (edge.grounding.head) is fit on them; it decides the verdict where its out-of-fold accuracy is at
+least the fused score's. The rows are kept as labelled rows, from which edge.profile.fit also fits the failure
+predictor, the routing threshold and the OoD detector (and `lineside train` adds to them).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import numpy as np
 
 from edge.datasets import IMAGE_SUFFIXES
 from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
-from edge.grounding.head import frame_features
-from edge.profile.fit import LabelledRows, RoutingSpec, balanced_threshold, refit
+from edge.grounding.head import best_threshold, frame_features
+from edge.profile.fit import LabelledRows, RoutingSpec, refit
 from edge.profile.profile import LineProfile, ProfileError, Vocabulary, save_profile
 from edge.vlm.pack import ModelPack
 from edge.vlm.prompts import build_text_bank
@@ -34,7 +35,8 @@ from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder
 
 log = logging.getLogger(__name__)
 Progress = Callable[[Iterable[Path], str], Iterable[Path]]
-MAX_BANK_IMAGES = 40  # more good images than this go to the held-out statistics (and the head), not the bank
+MAX_BANK_IMAGES = 40  # more good images than this go to the good-image statistics (and the head), not the bank
+CROSS_FIT_FOLDS = 3
 DEFAULT_BANK_SIZE = {8: 2048, 16: 1024}
 
 
@@ -55,17 +57,20 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """Greedy k-centre subsample (PatchCore); distances on a 64-d random projection to keep it fast."""
+    """Greedy k-centre subsample (PatchCore); distances on a 64-d random projection to keep it fast, squared and
+    expanded (‖x‖² − 2x·c + ‖c‖²) so that each step is one matrix–vector product, not a new [N, 64] difference
+    array (calibration builds a bank per cross-fitting fold)."""
     if features.shape[0] <= size:
         return features
     rng = np.random.default_rng(seed)
     proj = features @ rng.standard_normal((features.shape[1], 64)).astype(np.float32)
+    norms = np.einsum("ij,ij->i", proj, proj)
     chosen = [int(rng.integers(features.shape[0]))]
-    dist = np.linalg.norm(proj - proj[chosen[0]], axis=1)
+    dist = norms - 2 * (proj @ proj[chosen[0]]) + norms[chosen[0]]
     for _ in range(size - 1):
         nxt = int(dist.argmax())
         chosen.append(nxt)
-        dist = np.minimum(dist, np.linalg.norm(proj - proj[nxt], axis=1))
+        np.minimum(dist, norms - 2 * (proj @ proj[nxt]) + norms[nxt], out=dist)
     return features[np.asarray(chosen)]
 
 
@@ -93,10 +98,13 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
               provider: str = "auto", progress: Progress = _identity, seed: int = 0,
               max_bank_images: int = MAX_BANK_IMAGES, global_weight: float = 1.0,
               fit_classifier: bool = True, weights: dict[str, float] | None = None,
-              routing: RoutingSpec | None = None) -> LineProfile:
-    """Fit and save a new profile version; returns it."""
+              routing: RoutingSpec | None = None, defect_rate: float | None = None) -> LineProfile:
+    """Fit and save a new profile version; returns it. `defect_rate`: the share of defective parts the line
+    makes, if known — the good/defect thresholds then maximise accuracy at that rate (else balanced accuracy)."""
     if len(good) < 3:
         raise ProfileError(f"calibration needs at least 3 good images, got {len(good)}")
+    if defect_rate is not None and not 0.0 < defect_rate < 1.0:
+        raise ProfileError(f"the line's defect rate must be between 0 and 1 (exclusive), got {defect_rate}")
     started = time.monotonic()
     encoder = ImageEncoder(pack, provider)
     text = build_text_bank(vocabulary, TextEncoder(pack, provider))
@@ -104,11 +112,9 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
     bank_size = bank_size or dict(DEFAULT_BANK_SIZE)
 
     order = np.random.default_rng(seed).permutation(len(good))
-    # with labelled defects the held-out good images also train the head: give them two thirds instead of one
-    bank_fraction = 1 / 3 if defects and fit_classifier else 2 / 3
-    n_bank = min(max(1, round(len(good) * bank_fraction)), max_bank_images)
+    n_bank = min(len(good), max_bank_images)
     bank_files = [good[i] for i in order[:n_bank]]
-    holdout_files = [good[i] for i in order[n_bank:]]
+    other_good = [good[i] for i in order[n_bank:]]
 
     unreadable: list[str] = []
 
@@ -126,18 +132,31 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
         if not n:
             raise ProfileError(f"calibration: none of the {len(files)} {label} images could be read")
 
-    bank_embs = list(embed(bank_files, "memory bank"))
-    bank: dict[int, np.ndarray] = {}
-    for stride in encoder.strides:
-        feats = np.concatenate([e.patches[stride].reshape(-1, pack.embedding_dim) for e in bank_embs])
-        bank[stride] = coreset(feats, bank_size.get(stride, 1024), seed)
-    del bank_embs
+    bank_embs = list(embed(bank_files, "good images (bank)"))
+    folds = np.arange(len(bank_embs)) % min(CROSS_FIT_FOLDS, len(bank_embs))
+    n_folds = int(folds.max()) + 1
+
+    def bank_of(members: list[ImageEmbedding]) -> dict[int, np.ndarray]:
+        return {stride: coreset(np.concatenate([e.patches[stride].reshape(-1, pack.embedding_dim) for e in members]),
+                                bank_size.get(stride, 1024), seed) for stride in encoder.strides}
+
+    bank = bank_of(bank_embs)
+    # one fold alone (fewer than 2 bank images) has no bank without it: it is scored against the whole bank
+    fold_banks = [bank_of([e for e, f in zip(bank_embs, folds, strict=True) if f != k]) if n_folds > 1 else bank
+                  for k in range(n_folds)]
+
+    def score(e: ImageEmbedding, against: dict[int, np.ndarray]) -> _Scored:
+        return _Scored(raw_scores(e, against, text.class_embeddings, scale), _compact(e),
+                       global_zero_shot_score(e.global_, text.class_embeddings, scale))
 
     def scored(files: list[Path], label: str) -> list[_Scored]:
-        return [_Scored(raw_scores(e, bank, text.class_embeddings, scale), _compact(e),
-                        global_zero_shot_score(e.global_, text.class_embeddings, scale)) for e in embed(files, label)]
+        return [score(e, fold_banks[i % n_folds]) for i, e in enumerate(embed(files, label))]
 
-    holdout = scored(holdout_files, "held-out good")
+    holdout = [score(e, fold_banks[f]) for e, f in zip(bank_embs, folds, strict=True)]
+    n_bank_images = len(bank_embs)
+    del bank_embs
+    if other_good:
+        holdout += scored(other_good, "good images")
     raws = [h.raw for h in holdout]
     patch_stats = {
         stride: {mode: (float(np.mean([r[stride][mode] for r in raws])),
@@ -156,12 +175,12 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
                           weights=weights,
                           frame_stats={"map": (float(good_scores.mean()), float(max(good_scores.std(), 1e-3))),
                                        "global": (float(good_global.mean()), float(max(good_global.std(), 1e-3)))},
-                          frame_weights={"map": 1.0, "global": global_weight})
+                          frame_weights={"map": 1.0, "global": global_weight}, defect_rate=defect_rate)
     good_frame = np.array([profile.frame_score(m, g)[0] for m, g in zip(good_scores, good_global, strict=True)])
     profile.frame_scale = float(max(good_frame.std(), 0.25))
     profile.frame_threshold = float(good_frame.mean() + sigmas * profile.frame_scale)
-    metrics: dict[str, object] = {"good_images": len(good), "bank_images": len(bank_files),
-                                  "holdout_images": len(holdout_files),
+    metrics: dict[str, object] = {"good_images": len(good), "bank_images": n_bank_images,
+                                  "holdout_images": len(holdout), "cross_fit_folds": n_folds,
                                   "holdout_good_score_mean": float(good_scores.mean()),
                                   "holdout_good_score_max": float(good_scores.max()),
                                   "unreadable_images": unreadable}
@@ -171,7 +190,7 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
         bad = scored(defects, "defects")
         bad_maps = [smooth(combine(b.raw, patch_stats, weights)) for b in bad]
         defect_scores = np.array([float(m.max()) for m in bad_maps])
-        profile.anomaly_threshold, _ = balanced_threshold(good_scores, defect_scores)
+        profile.anomaly_threshold, _ = best_threshold(good_scores, defect_scores)
         metrics["defect_images"] = len(defects)
         rows = rows.extend(LabelledRows(
             np.stack([frame_features(b.compact, m, b.global_score) for b, m in zip(bad, bad_maps, strict=True)]),

@@ -8,8 +8,9 @@ frame id of a review). `lineside calibrate` makes the first rows from held-out g
 (`rows.npz`) and the next training starts from them without re-encoding anything.
 
 `refit`, on a profile whose memory bank and patch statistics are already set:
-1. the fused frame score's threshold (best balanced accuracy) and, with ≥ 2 frames of each label, the classifier
-   head (out-of-fold predictions kept), used where its out-of-fold balanced accuracy is at least the fused score's;
+1. the fused frame score's threshold (best accuracy at the line's defect rate, `profile.defect_rate`; balanced
+   accuracy when the rate is not known) and, with ≥ 2 frames of each label, the classifier head (out-of-fold
+   predictions kept), used where its out-of-fold accuracy so weighted is at least the fused score's;
 2. each row's *out-of-fold* decision (the head's k-fold prediction, so its errors look like the errors on new
    frames) and whether that decision was wrong;
 3. the failure predictor (edge.uncertainty.failure) on those decisions, cross-fitted so that every row also gets
@@ -31,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edge.eval.metrics import auroc
-from edge.grounding.head import fit_head_with_oof
+from edge.grounding.head import FRAME_SCORE_COLUMNS, best_threshold, fit_head_with_oof
 from edge.profile.profile import LineProfile
 from edge.uncertainty.failure import (
     NEIGHBOUR_NAMES,
@@ -180,16 +181,6 @@ def _logit(p: np.ndarray | float) -> np.ndarray:
     return np.asarray(np.log(p / (1 - p)))
 
 
-def balanced_threshold(good: np.ndarray, bad: np.ndarray) -> tuple[float, float]:
-    """The threshold (score > t = defect) with the best balanced accuracy, and that accuracy."""
-    candidates = np.unique(np.concatenate([good, bad]))
-    tnr = np.searchsorted(np.sort(good), candidates, side="right") / good.size
-    tpr = 1.0 - np.searchsorted(np.sort(bad), candidates, side="right") / bad.size
-    balanced = (tnr + tpr) / 2
-    best = int(np.argmax(balanced))
-    return float(candidates[best]), float(balanced[best])
-
-
 def fused_margin(profile: LineProfile, parts: RowParts) -> np.ndarray:
     """z of the fused frame score (no head) for every row."""
     scores = np.array([profile.frame_score(float(m), float(g))[0]
@@ -212,13 +203,14 @@ def refit(profile: LineProfile, rows: LabelledRows, text: TextBank, logit_scale:
                                zip(parts.map_stats[y == 0, 0], parts.global_score[y == 0], strict=True)])
         bad_frame = np.array([profile.frame_score(float(m), float(g))[0] for m, g in
                               zip(parts.map_stats[y == 1, 0], parts.global_score[y == 1], strict=True)])
-        profile.frame_threshold, balanced = balanced_threshold(good_frame, bad_frame)
+        profile.frame_threshold, balanced = best_threshold(good_frame, bad_frame, profile.defect_rate)
         metrics["fused_balanced_accuracy"] = balanced
     else:
         balanced = float("nan")
     z = fused_margin(profile, parts)
     if fit_classifier and n_bad >= 2 and n_good >= 2:
-        head, oof = fit_head_with_oof(rows.features, y, seed=seed)
+        head, oof = fit_head_with_oof(rows.features, y, seed=seed, defect_rate=profile.defect_rate,
+                                      stack_columns=FRAME_SCORE_COLUMNS)
         profile.head = head
         # keep the head only where it beats the fused score on these frames (its out-of-fold balanced accuracy
         # against the fused score's in-sample one, which flatters the fused score)

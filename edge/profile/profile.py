@@ -113,6 +113,9 @@ class LineProfile:
     # policy ("risk" | "budget"), alpha, delta, budget, threshold on p(wrong), calibration figures
     routing: dict[str, Any] | None = None
     rows: Any = None  # edge.profile.fit.LabelledRows the head / predictor were fit on (kept for `lineside train`)
+    # share of defective parts the line makes, when the line engineer knows it: decision thresholds are then the
+    # ones with the best accuracy at that rate; None = balanced accuracy (the labelled set's mix says nothing)
+    defect_rate: float | None = None
 
     def frame_score(self, map_max: float, global_score: float) -> tuple[float, float, float]:
         """(score, threshold, scale) of the frame without the head."""
@@ -148,7 +151,7 @@ class LineProfile:
                                                                 "n": int(self.neighbours.labels.size)},
             "ood": None if self.ood is None else {"file": "ood.npz", "threshold": self.ood.threshold,
                                                   "references": int(self.ood.references.shape[0])},
-            "routing": self.routing,
+            "routing": self.routing, "defect_rate": self.defect_rate,
             "rows": None if self.rows is None else {"file": "rows.npz", "n": len(self.rows)},
         }
 
@@ -233,4 +236,5 @@ def load_profile(directory: Path, pack_version: str | None = None, with_rows: bo
         frame_scale=None if data.get("frame_scale") is None else float(data["frame_scale"]),
         head=head, use_head=bool((data.get("head") or {}).get("in_use", True)),
         failure=failure, neighbours=neighbours, ood=ood, routing=data.get("routing"), rows=rows,
+        defect_rate=None if data.get("defect_rate") is None else float(data["defect_rate"]),
     )

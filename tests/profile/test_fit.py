@@ -76,6 +76,28 @@ def test_refit_learns_the_decision_its_failures_and_a_safe_threshold(tmp_path: P
     assert load_profile(tmp_path).rows is None, "the daemon does not load the rows"
 
 
+def test_the_lines_defect_rate_is_kept_and_used_by_every_refit(tmp_path: Path) -> None:
+    """A profile told its line makes 5 % defects keeps that through save/load, and refit's thresholds (fused score
+    and head) are the ones with the best accuracy at that rate: fewer frames called defective than balanced."""
+    rows, test = _rows(600, 0), _rows(3000, 1)
+    balanced, told = _profile(), _profile()
+    told.defect_rate = 0.05
+    refit(balanced, rows, _text(), 10.0, DIM)
+    metrics = refit(told, rows, _text(), 10.0, DIM)
+    assert told.head is not None and balanced.head is not None
+    assert told.head.threshold > balanced.head.threshold
+    assert told.frame_threshold is not None and balanced.frame_threshold is not None
+    assert told.frame_threshold >= balanced.frame_threshold
+    called = {name: float((decision_margins(p, test.features, DIM) > 0).mean())
+              for name, p in (("balanced", balanced), ("told", told))}
+    assert called["told"] < called["balanced"], called
+    assert metrics["head_cv_accuracy"] == told.head.cv_accuracy
+    told.rows = rows
+    save_profile(told, tmp_path)
+    assert load_profile(tmp_path).defect_rate == 0.05
+    assert load_profile(tmp_path, with_rows=True).defect_rate == 0.05
+
+
 def test_budget_policy_sends_at_most_its_share() -> None:
     profile = _profile()
     refit(profile, _rows(800, 0), _text(), 10.0, DIM, RoutingSpec("budget", budget=0.1))
