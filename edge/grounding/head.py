@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,11 +96,13 @@ class LinearHead:
         return _sigmoid(z)
 
     def save(self, path: Path) -> None:
-        stack = {} if self.stack is None else {"stack_mean": self.stack.mean, "stack_std": self.stack.std,
-                                               "stack_w": self.stack.w, "stack_b": np.array([self.stack.b]),
-                                               "stack_columns": np.array(self.stack.columns)}
-        np.savez(path, mean=self.mean, std=self.std, w=self.w,
-                 scalars=np.array([self.b, self.threshold, self.l2, self.cv_accuracy]), **stack)
+        arrays: dict[str, Any] = {
+            "mean": self.mean, "std": self.std, "w": self.w,
+            "scalars": np.array([self.b, self.threshold, self.l2, self.cv_accuracy])}
+        if self.stack is not None:
+            arrays.update({"stack_mean": self.stack.mean, "stack_std": self.stack.std, "stack_w": self.stack.w,
+                           "stack_b": np.array([self.stack.b]), "stack_columns": np.array(self.stack.columns)})
+        np.savez(path, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> LinearHead:

@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-import numpy as np
-
 from edge.datasets import textile_split
 from edge.demo import default_pack_dir
 from edge.grounding.anomaly import few_shot_scores
