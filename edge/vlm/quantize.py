@@ -46,9 +46,10 @@ STATIC_INT8 = "static-int8-qdq"
 HOLDOUT_EVERY = 5  # every 5th good image (sorted by name) is held out of calibration to measure the change
 _WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
 FLOAT_LAYERS = 6  # see kept_float
-# ops of the L2 normalisation `x / max(||x||, eps)` that each output ends with (torch's F.normalize export)
+# ops of the L2 normalisation `x / max(||x||, eps)` that each output ends with (torch's F.normalize export), and of
+# the starter pack's embeddings, which are unit parts scaled and concatenated (models/build_starter.joint_embedding)
 _NORMALISATION_OPS = frozenset({"Div", "Expand", "Clip", "Max", "ReduceL2", "Shape", "Sqrt", "ReduceSumSquare",
-                                "Pow", "ReduceSum", "Unsqueeze", "Constant"})
+                                "Pow", "ReduceSum", "Unsqueeze", "Constant", "Mul", "Concat"})
 
 
 def _identity(items: Sequence[Any], _label: str) -> Iterable[Any]:

@@ -141,6 +141,18 @@ def test_text_onnx_reproduces_reference(manifest, reference, text_session):
     assert float((single[0] * emb[0]).sum()) > 0.98
 
 
+def test_embeddings_are_a_joint_part_and_a_structure_part(manifest, reference):
+    """Image embeddings hold `structure_share` of their unit length in the structure part; text embeddings none, so
+    image–text scores read the joint part only while image–image scores (memory bank, head) read both."""
+    parts = manifest["provenance"]["embedding_parts"]
+    (t0, t1), (s0, s1) = parts["text"], parts["structure"]
+    assert t0 == 0 and t1 == s0 and s1 == manifest["embedding_dim"]
+    np.testing.assert_array_equal(reference["text_embedding"][:, s0:s1], 0.0)
+    for name, axis in (("embedding", 1), ("patches_s8", 1), ("patches_s16", 1)):
+        structure = np.sum(np.take(reference[name], range(s0, s1), axis=axis) ** 2, axis=axis)
+        np.testing.assert_allclose(structure, parts["structure_share"], atol=1e-4, err_msg=name)
+
+
 def test_zero_shot_sanity(manifest, reference, image_session, text_session):
     """The nominal reference image is closer to the 'good' prompt than the local-defect one is."""
     from tokenizers import Tokenizer
