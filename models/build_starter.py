@@ -33,7 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge.vlm.pack import sha256_of
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(REPO))
+
+from edge.vlm.pack import sha256_of  # noqa: E402
+from models.export_hf import unit  # noqa: E402  (one L2 normalisation for every exported graph)
 
 EMBED_DIM = 256
 # Every embedding is [joint image–text part (TEXT_DIM), backbone-structure part (STRUCTURE_DIM)]; text embeddings are
@@ -315,13 +320,13 @@ class BackboneStructure(nn.Module):
         # a 1x1 map commutes with nearest upsampling: project the coarse map first, at its own resolution
         p8 = conv(s8, self.w8_fine) + ImageHeads._up(conv(s16, self.w8_coarse), 2) + self.b8[:, None, None]
         p16 = conv(s16, self.w16_fine) + ImageHeads._up(conv(s32, self.w16_coarse), 2) + self.b16[:, None, None]
-        return F.normalize(p8, dim=1).mean(dim=(2, 3)), p8, p16
+        return unit(p8, 1).mean(dim=(2, 3)), p8, p16
 
 
 def joint_embedding(text_part: torch.Tensor, structure_part: torch.Tensor) -> torch.Tensor:
     """[√(1−share)·unit text part, √share·unit structure part] along dim 1: unit length by construction."""
-    return torch.cat([math.sqrt(1 - STRUCTURE_SHARE) * F.normalize(text_part, dim=1),
-                      math.sqrt(STRUCTURE_SHARE) * F.normalize(structure_part, dim=1)], 1)
+    return torch.cat([math.sqrt(1 - STRUCTURE_SHARE) * unit(text_part, 1),
+                      math.sqrt(STRUCTURE_SHARE) * unit(structure_part, 1)], 1)
 
 
 def export_logit_scale(trained: float) -> float:
@@ -396,7 +401,7 @@ class TextEncoder(nn.Module):
                            token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
         m = attention_mask.unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        return F.normalize(pooled, dim=1)
+        return unit(pooled, 1)
 
 
 class TextTower(nn.Module):
@@ -408,7 +413,7 @@ class TextTower(nn.Module):
         self.proj = proj
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return F.pad(F.normalize(self.proj(self.encoder(input_ids, attention_mask)), dim=1), (0, STRUCTURE_DIM))
+        return F.pad(unit(self.proj(self.encoder(input_ids, attention_mask)), 1), (0, STRUCTURE_DIM))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -676,13 +681,13 @@ def class_embeddings(proj: nn.Linear, prompt_feats: torch.Tensor, index: list[li
                      gen: torch.Generator | None = None, keep: int = 0) -> torch.Tensor:
     """Prompt-ensemble class embeddings: mean of normalised projected prompts, renormalised. With ``gen``,
     each class uses a random subset of ``keep`` prompts (prompt dropout while training)."""
-    z = F.normalize(proj(prompt_feats), dim=1)
+    z = unit(proj(prompt_feats), 1)
     rows = []
     for idx in index:
         ids = torch.tensor(idx)
         if gen is not None and keep:
             ids = ids[torch.randperm(len(ids), generator=gen)[:keep]]
-        rows.append(F.normalize(z[ids].mean(0), dim=0))
+        rows.append(unit(z[ids].mean(0), 0))
     return torch.stack(rows)
 
 
@@ -759,7 +764,7 @@ def train(feats: dict[str, torch.Tensor], prompt_feats: torch.Tensor, index: lis
             hp = feats["head"][idx].float()
             cls, kind = feats["cls"][idx], feats["kind"][idx]
             g, p8, p16 = heads(s4, s8, s16, s32, hp)
-            g, p8, p16 = F.normalize(g, dim=1), F.normalize(p8, dim=1), F.normalize(p16, dim=1)
+            g, p8, p16 = unit(g, 1), unit(p8, 1), unit(p16, 1)
             T = class_embeddings(proj, prompt_feats, index, gen, keep=12)
             scale = log_scale.exp().clamp(max=100.0)
             logits = scale * g @ T.T
@@ -767,7 +772,7 @@ def train(feats: dict[str, torch.Tensor], prompt_feats: torch.Tensor, index: lis
             l8 = dense_loss(scale * torch.einsum("bdhw,cd->bchw", p8, T), feats["cov8"][idx], cls, kind, 9)
             l16 = dense_loss(scale * torch.einsum("bdhw,cd->bchw", p16, T), feats["cov16"][idx], cls, kind, 4)
             l_energy = energy_lambda * (-torch.logsumexp(logits, dim=1)).mean()
-            zg = F.normalize(proj(generic_feats), dim=1)
+            zg = unit(proj(generic_feats), 1)
             l_text = F.mse_loss(zg @ zg.T, g_target) * 10.0
             loss = l_img + DENSE_WEIGHT[8] * l8 + DENSE_WEIGHT[16] * l16 + l_energy + l_text
             opt.zero_grad()
@@ -838,7 +843,7 @@ def evaluate(heads: ImageHeads, T: torch.Tensor, scale: float, ev: dict[str, Any
             sl = slice(i, i + 50)
             g, p8, p16 = heads(f["s4"][sl].float(), f["s8"][sl].float(), f["s16"][sl].float(),
                                f["s32"][sl].float(), f["head"][sl].float())
-            g, p8, p16 = F.normalize(g, dim=1), F.normalize(p8, dim=1), F.normalize(p16, dim=1)
+            g, p8, p16 = unit(g, 1), unit(p8, 1), unit(p16, 1)
             pr = (scale * g @ T.T).softmax(1)
             gs.append(1 - pr[:, good])
             cls.append(pr.argmax(1))
@@ -962,7 +967,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(SEED)
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(SEED)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -993,7 +997,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with torch.no_grad():
         T = class_embeddings(proj, prompt_feats, index)
-        zg = F.normalize(proj(generic_feats), dim=1)
+        zg = unit(proj(generic_feats), 1)
         text_keep = float(F.cosine_similarity((zg @ zg.T).flatten(), (generic_feats @ generic_feats.T).flatten(),
                                               dim=0))
     metrics = evaluate(heads, T, scale, eval_set)

@@ -188,6 +188,27 @@ def test_exported_pack_passes_pack_check(kind, packs):
     assert any(r.name == "reference patches_s8" for r in results)
 
 
+def test_unit_is_f_normalize(exporter):
+    x = torch.randn(3, 8, 4, 4)
+    x[0] = 0.0  # a zero vector stays zero, as F.normalize leaves it
+    for dim in (1, -1):
+        assert torch.equal(exporter.unit(x, dim), torch.nn.functional.normalize(x, dim=dim))
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_exported_normalisation_divides_by_broadcasting(kind, packs):
+    """No Shape → Expand of the norm before a Div: in an int8 pack that Expand's Shape needs the embedding
+    dequantised once more (BENCHMARKS.md, INT8)."""
+    import onnx
+
+    for name in ("image.onnx", "text.onnx"):
+        graph = onnx.load(str(packs[kind] / name)).graph
+        producer = {out: node.op_type for node in graph.node for out in node.output}
+        divisors = [producer.get(node.input[1]) for node in graph.node if node.op_type == "Div"]
+        assert "ReduceL2" in producer.values() or "Sqrt" in producer.values()
+        assert "Expand" not in divisors, name
+
+
 def test_one_stride_pack_calibrates_and_inspects(packs, tmp_path):
     from edge.daemon import Inspector
     from edge.datasets import textile_split
