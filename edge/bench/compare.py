@@ -3,6 +3,8 @@
     .venv/bin/python -m edge.bench.compare blas   [--seconds 24]   # few-/zero-shot products on 1 BLAS thread vs default
     .venv/bin/python -m edge.bench.compare ingest [--seconds 16]   # one commit per item vs group commit
     .venv/bin/python -m edge.bench.compare grids                   # patch grids to [h, w, D]: NumPy vs OpenCV
+    .venv/bin/python -m edge.bench.compare spin   [--seconds 96]   # ONNX Runtime pool: no spinning vs spinning
+                                                                     # within a run only; encoders and pipeline
 
 Prints one JSON object: the rate of each variant and after/before. On a shared machine only the ratio means much.
 """
@@ -84,13 +86,68 @@ def compare_grids(repeat: int = 300, rounds: int = 3) -> dict[str, Any]:
             "ms_after": round(after, 3), "before_over_after": round(before / after, 1)}
 
 
+def compare_spin(seconds: float, rounds: int = 4) -> dict[str, Any]:
+    """Bare encoder frames/s, FP32 and INT8 (the bench's quantised pack), and pipeline frames/s (`Daemon.handle`,
+    FP32), with the session's pool never spinning (before) and spinning within a run, stopped when it returns
+    (after); the variants alternate in rounds (half the time for the encoders, half for the pipelines)."""
+    from edge.bench.bench_quantized import quantised_pack
+    from edge.bench.inference import _close, _pipeline_loop, bare_encoder_loop, bench_line, decode, test_frames
+    from edge.daemon import Daemon, load_inspector
+    from edge.demo import default_pack_dir
+    from edge.vlm import runtime
+    from edge.vlm.pack import load_pack
+
+    pack_dir = default_pack_dir()
+    int8_dir, _ = quantised_pack(pack_dir, 30)
+    variants = ("before", "after")
+    with bench_line(pack_dir, "cpu", 20, 40) as line:
+        encoders, daemons = {}, {}
+        try:
+            for variant in variants:
+                runtime.SPIN_WITHIN_RUN = variant == "after"
+                for tower, directory in (("fp32", pack_dir), ("int8", int8_dir)):
+                    encoders[f"{tower}_{variant}"] = runtime.ImageEncoder(load_pack(directory), "cpu", quiet=True)
+                outbox = line.cfg.transport.outbox_dir / variant  # one outbox per daemon
+                cfg = line.cfg.model_copy(update={"transport": line.cfg.transport.model_copy(
+                    update={"outbox_dir": outbox})})
+                daemons[variant] = Daemon(cfg, load_inspector(cfg))
+        finally:
+            runtime.SPIN_WITHIN_RUN = True
+        batch = encoders["fp32_after"].preprocess(decode(test_frames(1)[0]))[None]
+        for daemon in daemons.values():
+            for data in line.frames[:3]:
+                daemon.inspector.inspect(decode(data))
+        totals = {name: [0, 0.0] for name in [*encoders, *(f"pipeline_{v}" for v in variants)]}
+        per_encoder = seconds / 2 / (len(encoders) * rounds)
+        per_pipeline = seconds / 2 / (len(daemons) * rounds)
+        for _ in range(rounds):
+            for name, encoder in encoders.items():
+                n, s = bare_encoder_loop(encoder, batch, per_encoder)
+                totals[name][0] += n
+                totals[name][1] += s
+            for variant, daemon in daemons.items():
+                n, s = _pipeline_loop(daemon, line.frames, per_pipeline)
+                totals[f"pipeline_{variant}"][0] += n
+                totals[f"pipeline_{variant}"][1] += s
+        for daemon in daemons.values():
+            _close(daemon)
+    fps = {name: n / s for name, (n, s) in totals.items()}
+    return {"change": "ONNX Runtime intra-op pool spins within a run and stops when it returns (was: never spins)",
+            **{f"{name}_fps": round(v, 2) for name, v in fps.items()},
+            "int8_over_fp32_before": round(fps["int8_before"] / fps["fp32_before"], 3),
+            "int8_over_fp32_after": round(fps["int8_after"] / fps["fp32_after"], 3),
+            "fp32_after_over_before": round(fps["fp32_after"] / fps["fp32_before"], 2),
+            "int8_after_over_before": round(fps["int8_after"] / fps["int8_before"], 2),
+            "pipeline_after_over_before": round(fps["pipeline_after"] / fps["pipeline_before"], 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("change", choices=("blas", "ingest", "grids"))
+    ap.add_argument("change", choices=("blas", "ingest", "grids", "spin"))
     ap.add_argument("--seconds", type=float, default=24.0)
     args = ap.parse_args()
     runs = {"blas": lambda: compare_blas(args.seconds), "ingest": lambda: compare_ingest(args.seconds),
-            "grids": compare_grids}
+            "grids": compare_grids, "spin": lambda: compare_spin(args.seconds)}
     result = runs[args.change]()
     result["command"] = " ".join(["python -m edge.bench.compare", *sys.argv[1:]])
     from edge.bench.machine import machine

@@ -216,6 +216,13 @@ def test_missing_int8_calibration_table_is_a_pack_error(tmp_path: Path) -> None:
         make_session(str(PACK / "image.onnx"), "auto", tensorrt=trt)
 
 
+def test_cpu_pool_spins_within_a_run_and_stops_when_it_returns() -> None:
+    """Spinning between a run's nodes (the int8 tower's speed) but not after it, where the grounding's BLAS runs."""
+    config = make_session(str(PACK / "image.onnx"), "cpu", quiet=True).get_session_options()
+    assert config.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert config.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
 BUILD = [sys.executable, str(REPO / "deploy" / "tensorrt" / "build_engines.py")]
 
 
