@@ -27,7 +27,7 @@ from edge.capture.frame import Frame
 from edge.capture.thread import COUNTER_NAMES, CaptureThread
 from edge.config import ConfigError, LineConfig, TensorrtConfig, load_config
 from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
-from edge.grounding.head import frame_features
+from edge.grounding.head import frame_features, logit
 from edge.grounding.regions import FoundRegion, classify_embedding, find_regions
 from edge.ops.decision_summary import DecisionSummarizer
 from edge.ops.decisions import DecisionPublisher
@@ -117,7 +117,7 @@ class Inspector:
         # decide good / defect: the line's classifier head if it has one, else the fused frame score
         if profile.head is not None and row is not None and use_head:
             p_defect = float(profile.head.predict(row)[0])
-            score, threshold, spread = _logit(p_defect), _logit(profile.head.threshold), 1.0
+            score, threshold, spread = float(logit(p_defect)), float(logit(profile.head.threshold)), 1.0
         else:
             score, threshold, spread = profile.frame_score(map_max, global_score)
         is_defect = score > threshold
@@ -166,11 +166,6 @@ class Inspector:
         if self.profile.failure is None or not routing:
             return None
         return float(routing["threshold"])
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return float(np.log(p / (1 - p)))
 
 
 def load_inspector(cfg: LineConfig) -> Inspector:

@@ -43,9 +43,11 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, 1e-9, 1 - 1e-9)
-    return np.asarray(np.log(q) - np.log1p(-q))
+def logit(p: np.ndarray | float, eps: float = 1e-6) -> np.ndarray:
+    """log(p / (1 − p)) with p clipped to [eps, 1 − eps]: the head's p(defect) as a decision score (the daemon's and
+    the profile's margins) and as the stack's input (eps 1e-9 there)."""
+    q = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
+    return np.asarray(np.log(q / (1 - q)))
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iters: int = 15) -> tuple[np.ndarray, float]:
@@ -173,20 +175,19 @@ def best_threshold(good: np.ndarray, bad: np.ndarray, defect_rate: float | None 
     the middle of the gap → 0.903; ELPV (1,930 rows) 0.875 → 0.876."""
     good = np.asarray(good, np.float64).ravel()
     bad = np.asarray(bad, np.float64).ravel()
-    rate = 0.5 if defect_rate is None else defect_rate
     span = float(max(good.max(), bad.max()) - min(good.min(), bad.min())) or 1.0
     widths = [max(1.06 * float(v.std()) * v.size ** -0.2, 1e-6 * span) * np.sqrt(3) / np.pi for v in (good, bad)]
     grid = np.linspace(min(good.min(), bad.min()) - 3 * max(widths), max(good.max(), bad.max()) + 3 * max(widths),
                        points)
     tnr = _sigmoid((grid[:, None] - good[None]) / widths[0]).mean(axis=1)  # smoothed P(good score ≤ t)
     tpr = 1.0 - _sigmoid((grid[:, None] - bad[None]) / widths[1]).mean(axis=1)
-    t = float(grid[int(np.argmax(rate * tpr + (1 - rate) * tnr))])
+    t = float(grid[int(np.argmax(expected_accuracy(tpr, tnr, defect_rate)))])
     return t, float(expected_accuracy(float((bad > t).mean()), float((good <= t).mean()), defect_rate))
 
 
 def _best_threshold(y: np.ndarray, p: np.ndarray, defect_rate: float | None = None) -> tuple[float, float]:
     """`best_threshold` on the logits of out-of-fold p(defect), returned as a threshold on p."""
-    z = _logit(p)
+    z = logit(p, 1e-9)
     t, acc = best_threshold(z[y <= 0], z[y > 0], defect_rate)
     return float(_sigmoid(np.array([t]))[0]), acc
 
@@ -227,7 +228,7 @@ def fit_head_with_oof(features: np.ndarray, labels: np.ndarray, seed: int = 0, f
     _, l2, oof = best
     stack = None
     if stack_columns:
-        head_logit = _logit(oof)
+        head_logit = logit(oof, 1e-9)
         stacked = np.empty(y.size)
         for f in range(k):
             part = _fit_stack(head_logit[fold != f], x[fold != f], y[fold != f], stack_columns)

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edge.eval.metrics import auroc
-from edge.grounding.head import FRAME_SCORE_COLUMNS, best_threshold, fit_head_with_oof
+from edge.grounding.head import FRAME_SCORE_COLUMNS, best_threshold, fit_head_with_oof, logit
 from edge.profile.profile import LineProfile
 from edge.uncertainty.failure import (
     NEIGHBOUR_NAMES,
@@ -172,13 +172,8 @@ def decision_margins(profile: LineProfile, rows: np.ndarray, dim: int) -> np.nda
     """z of the profile's good/defect decision for feature rows (> 0 = defect), as the daemon decides: the head
     where it is in use, else the fused frame score."""
     if profile.head is not None and profile.use_head:
-        return np.asarray(_logit(profile.head.predict(rows)) - _logit(profile.head.threshold), np.float64)
+        return np.asarray(logit(profile.head.predict(rows)) - logit(profile.head.threshold), np.float64)
     return np.asarray(fused_margin(profile, split_rows(rows, dim)), np.float64)
-
-
-def _logit(p: np.ndarray | float) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
-    return np.asarray(np.log(p / (1 - p)))
 
 
 def fused_margin(profile: LineProfile, parts: RowParts) -> np.ndarray:
@@ -217,7 +212,7 @@ def refit(profile: LineProfile, rows: LabelledRows, text: TextBank, logit_scale:
         profile.use_head = math.isnan(balanced) or head.cv_accuracy >= balanced
         metrics.update(head_cv_accuracy=head.cv_accuracy, head_l2=head.l2, head_in_use=profile.use_head)
         if profile.use_head:
-            z = _logit(oof) - _logit(head.threshold)
+            z = logit(oof) - logit(head.threshold)
     wrong = ((z > 0).astype(int) != y).astype(int)
     metrics.update(oof_accuracy=round(1 - float(wrong.mean()), 4), oof_wrong=int(wrong.sum()))
     if len(rows) >= MIN_OOD_REFERENCES:
