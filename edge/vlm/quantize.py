@@ -115,10 +115,9 @@ def kept_float(model: Any, float_layers: int = FLOAT_LAYERS) -> list[str]:
     shared machine):
     0 layers 0.932 / 0.63, 1.81×; 1 (the stem) 0.955 / 0.69, 1.91×; 3 0.978 / 0.88, 1.90×; 6 (stem + two MBConv
     blocks, the end of a stage) 0.995 / 0.98, 1.79×; 9 0.990 / 0.96, 1.52× — more is not better once the float
-    part ends inside a residual stage. The pack of 2026-12-02 (a stride-4 branch reads those early features), 60
-    textile test frames: 6 layers 0.969 / 0.939; 3 layers 0.946 / 0.883 and 10–15 % faster, but the ELPV
-    unseen-line AUROC fell 4.8 points (BENCHMARKS.md, "INT8"). Another model may want another number:
-    `--float-layers`."""
+    part ends inside a residual stage. The pack of 2026-12-02 (a stride-4 branch reads those early features), 6
+    held-out images: 6 layers 0.967 / 0.964; 3 layers 0.939 / 0.930 and ~10 % faster, but the ELPV unseen-line
+    AUROC fell 4.8 points (BENCHMARKS.md, "INT8"). Another model may want another number: `--float-layers`."""
     graph = model.graph
     weights = [i for i, node in enumerate(graph.node) if node.op_type in _WEIGHT_OPS]
     n = min(float_layers, len(weights))
