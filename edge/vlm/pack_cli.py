@@ -25,7 +25,9 @@ def quantize(
     target: Annotated[str, typer.Option(help="CPU the pack is for: auto (this one), x86-vnni, x86, arm")] = "auto",
     max_images: Annotated[int, typer.Option(help="calibrate on at most this many good images")] = 200,
     float_layers: Annotated[int, typer.Option(help="keep the first N weight layers float (accuracy; see "
-                                                   "edge/vlm/quantize.py kept_float)")] = 6,
+                                                   "edge/vlm/quantize.py kept_float)")] = 3,
+    rounding: Annotated[str, typer.Option(help="int8 weight rounding: gptq (error-compensating, from the good "
+                                               "images; minutes; edge/vlm/gptq.py) or nearest (seconds)")] = "gptq",
     eval_: Annotated[bool, typer.Option("--eval", help="also the image AUROC change on the textile calib split "
                                                        "(slow; needs the datasets extra)")] = False,
     quick: Annotated[bool, typer.Option(help="--eval on a small seeded subset")] = False,
@@ -38,13 +40,16 @@ def quantize(
     from edge.profile.calibrate import list_images
     from edge.profile.profile import ProfileError
     from edge.vlm.pack import PackError, load_pack
-    from edge.vlm.quantize import Target, auroc_change, quantize_pack
+    from edge.vlm.quantize import Rounding, Target, auroc_change, quantize_pack
 
     if target not in ("auto", "x86-vnni", "x86", "arm"):
         _user_error(ValueError(f"unknown --target {target!r} (auto, x86-vnni, x86 or arm)"))
+    if rounding not in ("nearest", "gptq"):
+        _user_error(ValueError(f"unknown --rounding {rounding!r} (nearest or gptq)"))
     try:
         result = quantize_pack(pack, list_images(good), out, target=cast(Target, target),
-                               max_calibration=max_images, float_layers=float_layers)
+                               max_calibration=max_images, float_layers=float_layers,
+                               rounding=cast(Rounding, rounding))
         typer.echo(result.summary())
         if eval_:
             change = auroc_change(load_pack(pack), result.pack, quick=quick)

@@ -3,7 +3,9 @@
 INT8 (CPU): ONNX Runtime static quantisation of the image tower in QDQ format — per-channel int8 weights, uint8
 activations whose ranges are calibrated (min/max) on the line's good-reference images, preprocessed by the runtime's
 own `ImagePreprocessor` so calibration sees exactly what the daemon feeds. The first few weight layers and the L2
-normalisation at the end of each output stay float (`kept_float` says why and what it is worth). The text tower is
+normalisation at the end of each output stay float (`kept_float` says why and what it is worth). The int8 conv
+weights are then re-rounded layer by layer to undo, on the good images, what quantising cost the layer's output
+(`edge.vlm.gptq`: same scales, same graph, same speed; `--rounding nearest` skips it). The text tower is
 copied as it is: it runs once per prompt bank, not per frame, and the starter's is already dynamic int8. A share of
 the good images (every 5th) is held out of calibration and used to report the accuracy change against FP32 (cosine of
 the global and patch embeddings); `--eval` adds the image AUROC change on the textile calib split (slow).
@@ -41,11 +43,14 @@ from edge.vlm.runtime import ImageEncoder, ImagePreprocessor
 
 log = logging.getLogger(__name__)
 Target = Literal["auto", "x86-vnni", "x86", "arm"]
+Rounding = Literal["nearest", "gptq"]
 Progress = Callable[[Sequence[Any], str], Iterable[Any]]
 STATIC_INT8 = "static-int8-qdq"
 HOLDOUT_EVERY = 5  # every 5th good image (sorted by name) is held out of calibration to measure the change
 _WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
-FLOAT_LAYERS = 6  # see kept_float
+FLOAT_LAYERS = 3  # see kept_float
+ROUNDING: Rounding = "gptq"  # see edge/vlm/gptq.py
+GPTQ_IMAGES = 32  # calibration images GPTQ's input moments come from (~6 s each for the starter pack, 2 cores)
 # ops of the L2 normalisation `x / max(||x||, eps)` that each output ends with (torch's F.normalize export), and of
 # the starter pack's embeddings, which are unit parts scaled and concatenated (models/build_starter.joint_embedding)
 _NORMALISATION_OPS = frozenset({"Div", "Expand", "Clip", "Max", "ReduceL2", "Shape", "Sqrt", "ReduceSumSquare",
@@ -110,14 +115,14 @@ def kept_float(model: Any, float_layers: int = FLOAT_LAYERS) -> list[str]:
     each output through normalisation ops only: a quantised unit vector is no longer one).
 
     Why the first layers: they run at the highest resolution on few channels, where 8-bit activations lose the
-    most, and keeping them float costs little speed. Starter pack, 40 calibration images, cosine of the global
-    embedding to FP32 on 40 textile calib frames (mean / worst) and INT8/FP32 frames/s (2 cores, one run on a
-    shared machine):
-    0 layers 0.932 / 0.63, 1.81×; 1 (the stem) 0.955 / 0.69, 1.91×; 3 0.978 / 0.88, 1.90×; 6 (stem + two MBConv
-    blocks, the end of a stage) 0.995 / 0.98, 1.79×; 9 0.990 / 0.96, 1.52× — more is not better once the float
-    part ends inside a residual stage. The pack of 2026-12-02 (a stride-4 branch reads those early features), 6
-    held-out images: 6 layers 0.967 / 0.964; 3 layers 0.939 / 0.930 and ~10 % faster, but the ELPV unseen-line
-    AUROC fell 4.8 points (BENCHMARKS.md, "INT8"). Another model may want another number: `--float-layers`."""
+    most. With nearest rounding the starter pack wanted 6 (stem + two MBConv blocks, the end of a stage): 3 ran
+    ~10 % faster but lost up to 2.9 accuracy points (ELPV unseen line). GPTQ rounding (`edge.vlm.gptq`) gives that
+    back: 3 float layers + GPTQ is at least as close to FP32 as 6 + nearest (`lineside eval --pack`, textile seeds
+    0–2 and ELPV, each quantised on its own good images; BENCHMARKS.md, "INT8"), at 1.7–1.8× FP32 frames/s.
+    Fewer: 1 float layer + GPTQ came as close to FP32 on textile frames and a little less close on ELPV cells
+    (worst stride-16 patch cosine 0.960 against 0.968), for two small layers' worth of time; not taken. More is
+    not better once the float part ends inside a residual stage (9: slower than 6). Another model may want
+    another number: `--float-layers`."""
     graph = model.graph
     weights = [i for i, node in enumerate(graph.node) if node.op_type in _WEIGHT_OPS]
     n = min(float_layers, len(weights))
@@ -136,7 +141,7 @@ def kept_float(model: Any, float_layers: int = FLOAT_LAYERS) -> list[str]:
 
 def quantize_image_model(src: Path, dst: Path, preprocess: ImagePreprocessor, input_name: str,
                          files: Sequence[Path], target: Target = "auto",
-                         float_layers: int = FLOAT_LAYERS) -> dict[str, Any]:
+                         float_layers: int = FLOAT_LAYERS, rounding: Rounding = ROUNDING) -> dict[str, Any]:
     """Static QDQ int8 of one image-tower ONNX file, calibrated on `files`; returns what was done (provenance)."""
     import onnx
     from onnxruntime.quantization import (
@@ -170,10 +175,18 @@ def quantize_image_model(src: Path, dst: Path, preprocess: ImagePreprocessor, in
                 extra_options={"CalibMaxIntermediateOutputs": 16})
         finally:
             root.setLevel(level)
+        rounded = {"rounding": "nearest"}
+        if rounding == "gptq":
+            from edge.vlm.gptq import round_weights
+
+            bounds = (-63, 63) if chosen == "x86" else (-127, 127)  # reduce_range: 7-bit weights
+            rounded = round_weights(dst, prepared, _FrameReader(preprocess, files[:GPTQ_IMAGES], input_name), dst,
+                                    bounds=bounds)
     return {"method": "onnxruntime quantize_static, QDQ, min/max calibration", "target": chosen,
             "activations": "int8" if chosen == "arm" else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel" + (" (7-bit, reduce_range)" if chosen == "x86" else ""),
-            "float_layers": float_layers, "kept_float_nodes": len(excluded), "onnxruntime": _ort_version()}
+            "float_layers": float_layers, "kept_float_nodes": len(excluded), **rounded,
+            "onnxruntime": _ort_version()}
 
 
 def _ort_version() -> str:
@@ -238,8 +251,8 @@ def _copy_other_files(src: ModelPack, staging: Path, replaced: set[str]) -> list
 
 
 def quantize_pack(pack_dir: Path, good: Sequence[Path], out: Path, *, target: Target = "auto",
-                  max_calibration: int = 200, float_layers: int = FLOAT_LAYERS, provider: str = "cpu",
-                  progress: Progress = _identity) -> QuantizeResult:
+                  max_calibration: int = 200, float_layers: int = FLOAT_LAYERS, rounding: Rounding = ROUNDING,
+                  provider: str = "cpu", progress: Progress = _identity) -> QuantizeResult:
     """A new pack in `out` with a static-int8 image tower calibrated on `good` (a held-out share excluded)."""
     started = time.monotonic()
     src = load_pack(pack_dir)
@@ -255,7 +268,7 @@ def quantize_pack(pack_dir: Path, good: Sequence[Path], out: Path, *, target: Ta
     with staged_directory(out, src.directory) as staging:
         log.debug("quantising %s on %d good images", src.path(image_file), len(calib))
         how = quantize_image_model(src.path(image_file), staging / image_file, ImagePreprocessor.from_pack(src),
-                                   src.image["input"], calib, target, float_layers)
+                                   src.image["input"], calib, target, float_layers, rounding)
         names = [image_file, *_copy_other_files(src, staging, {image_file})]
         manifest = json.loads(json.dumps(src.manifest))  # deep copy
         manifest["image"]["quantization"] = STATIC_INT8
