@@ -179,9 +179,7 @@ def quantize_image_model(src: Path, dst: Path, preprocess: ImagePreprocessor, in
         if rounding == "gptq":
             from edge.vlm.gptq import round_weights
 
-            bounds = (-63, 63) if chosen == "x86" else (-127, 127)  # reduce_range: 7-bit weights
-            rounded = round_weights(dst, prepared, _FrameReader(preprocess, files[:GPTQ_IMAGES], input_name), dst,
-                                    bounds=bounds)
+            rounded = round_weights(dst, prepared, _FrameReader(preprocess, files[:GPTQ_IMAGES], input_name), dst)
     return {"method": "onnxruntime quantize_static, QDQ, min/max calibration", "target": chosen,
             "activations": "int8" if chosen == "arm" else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel" + (" (7-bit, reduce_range)" if chosen == "x86" else ""),
