@@ -118,7 +118,7 @@ def kept_float(model: Any, float_layers: int = FLOAT_LAYERS) -> list[str]:
     most. With nearest rounding the starter pack wanted 6 (stem + two MBConv blocks, the end of a stage): 3 ran
     ~10 % faster but lost up to 2.9 accuracy points (ELPV unseen line). GPTQ rounding (`edge.vlm.gptq`) gives that
     back: 3 float layers + GPTQ is at least as close to FP32 as 6 + nearest (`lineside eval --pack`, textile seeds
-    0–2 and ELPV, each quantised on its own good images; BENCHMARKS.md, "INT8"), at 1.7–1.8× FP32 frames/s.
+    0–2 and ELPV, each quantised on its own good images; BENCHMARKS.md, "INT8"), at 1.7–1.9× FP32 frames/s.
     Fewer: 1 float layer + GPTQ came as close to FP32 on textile frames and a little less close on ELPV cells
     (worst stride-16 patch cosine 0.960 against 0.968), for two small layers' worth of time; not taken. More is
     not better once the float part ends inside a residual stage (9: slower than 6). Another model may want

@@ -1,6 +1,7 @@
 """edge/vlm/gptq.py: error-compensating rounding keeps a layer's output closer to float than nearest rounding at the
-same scales, its patches are what ONNX Runtime's Conv reads, and `lineside pack quantize --rounding gptq` makes a
-pack that passes `pack check` with only the int8 weights changed (scales, biases, graph as nearest rounding's)."""
+same scales, and its patches are what ONNX Runtime's Conv reads. The whole pass on the starter pack (same graph and
+scales as nearest rounding, other int8 weights and int32 biases, closer to FP32) is tested with the pack in
+tests/vlm/test_quantize.py, which quantises it once for all its tests."""
 
 from __future__ import annotations
 
