@@ -14,6 +14,7 @@ import yaml
 
 from edge.config import parse_config
 from edge.daemon import Daemon
+from edge.durable import write_atomic
 from edge.profile.profile import current_version, load_profile
 from edge.station.store import Store
 from edge.transport.schema import ReviewItem
@@ -78,7 +79,9 @@ def test_reviews_retrain_the_profile_and_the_running_daemon_swaps_it_in(
         n = daemon.counters["frames"]
         wait_for(lambda: daemon.counters["frames"] >= n + 3, 60, "frames on the trained version")
 
-        (tmp_path / "profile" / "CURRENT").write_text("v9999\n")  # a version that is not there
+        # a version that is not there, written as every lineside tool writes CURRENT (atomically: write_text's
+        # truncate-then-write can be seen twice by the 0.2 s watcher, two reloads, two failures)
+        write_atomic(tmp_path / "profile" / "CURRENT", b"v9999\n")
         wait_for(lambda: daemon.counters["reload_failures"] == 1, 30, "the refused version")
         n = daemon.counters["frames"]
         wait_for(lambda: daemon.counters["frames"] >= n + 2, 60, "frames after the refused version")
