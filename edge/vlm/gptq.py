@@ -100,39 +100,47 @@ def _rows(p: np.ndarray) -> np.ndarray:
     return p.transpose(1, 0, 2).reshape(p.shape[1], -1)
 
 
+def positions(shape: Sequence[int], attributes: dict[str, Any]) -> int:
+    """Output positions of a conv on one image of input shape [C, H, W]: the rows `patches` gives."""
+    kh, kw = attributes.get("kernel_shape", (1, 1))
+    sh, sw = attributes.get("strides", (1, 1))
+    top, left, bottom, right = attributes.get("pads", (0, 0, 0, 0))
+    return ((shape[-2] + top + bottom - kh) // sh + 1) * ((shape[-1] + left + right - kw) // sw + 1)
+
+
 class Moments:
-    """Per layer, accumulated image by image (float64): H = X̃ᵀX̃ and C = X̃ᵀX of the rows of its dequantised
-    inputs X̃ (what the int8 model feeds it) and its float inputs X (what the float model feeds it), their row
-    sums and count. Depthwise layers: one of each per channel."""
+    """One layer's sums, image by image (float64): H = X̃ᵀX̃ and C = X̃ᵀX of the rows of its dequantised inputs X̃
+    (what the int8 model feeds it) and its float inputs X (what the float model feeds it), their row sums and
+    count. Depthwise layers: one of each per channel."""
 
-    def __init__(self, layers: Sequence[ConvWeights]) -> None:
-        self.layers = list(layers)
-        self.h: dict[str, np.ndarray] = {}
-        self.c: dict[str, np.ndarray] = {}
-        self.sum_float: dict[str, np.ndarray] = {}
-        self.sum_quantised: dict[str, np.ndarray] = {}
-        self.rows: dict[str, int] = {}
+    def __init__(self, layer: ConvWeights) -> None:
+        self.layer = layer
+        self.h: np.ndarray | float = 0.0
+        self.c: np.ndarray | float = 0.0
+        self.sum_float: np.ndarray | float = 0.0
+        self.sum_quantised: np.ndarray | float = 0.0
+        self.rows = 0
 
-    def add(self, floats: dict[str, np.ndarray], quantised: dict[str, np.ndarray],
-            layers: Sequence[ConvWeights] | None = None) -> None:
-        for layer in self.layers if layers is None else layers:
-            for x, xq in zip(floats[layer.float_input], quantised[layer.quantised_input], strict=True):
-                # float64 throughout: W* solves H W*ᵀ = C Wᵀ, and H and C differ by little (float32 sums of
-                # products made the stride-8 patches' worst cosine to FP32 fall from 0.98 to 0.85)
-                p = patches(x.astype(np.float64), layer.attributes)  # [C, L, k]
-                pq = patches(xq.astype(np.float64), layer.attributes)
-                if layer.group == 1:
-                    r, rq = _rows(p), _rows(pq)
-                    h, c, sf, sq = rq.T @ rq, rq.T @ r, r.sum(0), rq.sum(0)
-                elif layer.group == p.shape[0]:  # depthwise
-                    pqt = np.ascontiguousarray(pq.transpose(0, 2, 1))
-                    h, c = pqt @ pq, pqt @ p
-                    sf, sq = p.sum(1), pq.sum(1)
-                else:
-                    raise ValueError(f"{layer.node}: grouped convolution ({layer.group} groups) is not supported")
-                for store, value in ((self.h, h), (self.c, c), (self.sum_float, sf), (self.sum_quantised, sq)):
-                    store[layer.node] = store.get(layer.node, 0) + value
-                self.rows[layer.node] = self.rows.get(layer.node, 0) + p.shape[1]
+    def add(self, x: np.ndarray, xq: np.ndarray) -> None:
+        """One batch of the layer's float inputs `x` and dequantised inputs `xq` [N, C, H, W]."""
+        layer = self.layer
+        for image, image_q in zip(x, xq, strict=True):
+            # float64 throughout: W* solves H W*ᵀ = C Wᵀ, and H and C differ by little (float32 sums of
+            # products made the stride-8 patches' worst cosine to FP32 fall from 0.98 to 0.85)
+            p = patches(image.astype(np.float64), layer.attributes)  # [C, L, k]
+            pq = patches(image_q.astype(np.float64), layer.attributes)
+            if layer.group == 1:
+                r, rq = _rows(p), _rows(pq)
+                h, c, sf, sq = rq.T @ rq, rq.T @ r, r.sum(0), rq.sum(0)
+            elif layer.group == p.shape[0]:  # depthwise
+                pqt = np.ascontiguousarray(pq.transpose(0, 2, 1))
+                h, c = pqt @ pq, pqt @ p
+                sf, sq = p.sum(1), pq.sum(1)
+            else:
+                raise ValueError(f"{layer.node}: grouped convolution ({layer.group} groups) is not supported")
+            self.h, self.c = self.h + h, self.c + c
+            self.sum_float, self.sum_quantised = self.sum_float + sf, self.sum_quantised + sq
+            self.rows += p.shape[1]
 
 
 def gptq_round(weights: np.ndarray, h: np.ndarray, scale: np.ndarray, damping: float = DAMPING,
@@ -194,34 +202,34 @@ def round_weights(qdq_path: Path, float_path: Path, feeds: Iterable[dict[str, np
     source = onnx.load(str(float_path))
     float_values = {i.name: numpy_helper.to_array(i) for i in source.graph.initializer}
     feeds = list(feeds)
-    moments = Moments(layers)
     float_session = _session(source, [layer.float_input for layer in layers])
     initialisers = {i.name: i for i in model.graph.initializer}
     rounded, kept, changed, total = [], [], 0, 0
     for layer in layers:
+        q0 = numpy_helper.to_array(initialisers[layer.weight])
+        scale = numpy_helper.to_array(initialisers[layer.scale]).astype(np.float64)
+        original = layer.weight.removesuffix("_quantized")
+        per_channel = int(np.prod(q0.shape[1:]))
+        first = float_session.run([layer.float_input], feeds[0])[0] if feeds else None
+        if first is None or original not in float_values or scale.shape != (q0.shape[0],) or \
+                len(first) * len(feeds) * positions(first.shape, layer.attributes) < min_rows * per_channel:
+            kept.append(layer.node)  # decided before the int8 model runs for it: too few rows is known from shapes
+            continue
         # layer by layer in graph order: this layer's int8 inputs come from the layers before it as already
         # rounded, so each compensates what is left (all layers from the nearest-rounded model's inputs at once
         # over-correct: every layer undoes errors the ones before it have already undone)
         int8_model = onnx.ModelProto()
         int8_model.CopyFrom(model)
         int8_session = _session(int8_model, [layer.quantised_input])
-        for feed in feeds:  # (a session per layer: ~0.1 s; the runs, ~20 ms each, are most of the time)
-            (x,) = float_session.run([layer.float_input], feed)
-            (xq,) = int8_session.run([layer.quantised_input], feed)
-            moments.add({layer.float_input: x}, {layer.quantised_input: xq}, [layer])
-        q0 = numpy_helper.to_array(initialisers[layer.weight])
-        scale = numpy_helper.to_array(initialisers[layer.scale]).astype(np.float64)
-        original = layer.weight.removesuffix("_quantized")
-        per_channel = int(np.prod(q0.shape[1:]))
-        if original not in float_values or scale.shape != (q0.shape[0],) or \
-                moments.rows.get(layer.node, 0) < min_rows * per_channel:
-            kept.append(layer.node)
-            continue
+        moments = Moments(layer)
+        for i, feed in enumerate(feeds):  # (a session per layer: ~0.1 s; the runs, ~20 ms each, are most of it)
+            x = first if i == 0 else float_session.run([layer.float_input], feed)[0]
+            moments.add(x, int8_session.run([layer.quantised_input], feed)[0])
         w = float_values[original].reshape(q0.shape[0], -1).astype(np.float64)
         # the quantiser's own range: ±127, or ±63/64 with reduce_range (each channel's largest weight reaches it)
         limit = int(np.abs(q0.astype(np.int64)).max())
         bounds = (-limit, limit)
-        h, c, rows = moments.h[layer.node], moments.c[layer.node], moments.rows[layer.node]
+        h, c, rows = np.asarray(moments.h), np.asarray(moments.c), moments.rows
         if layer.group == 1:
             target = compensated(w, h, c)
             q = gptq_round(target, h, scale, damping, bounds)
@@ -231,7 +239,7 @@ def round_weights(qdq_path: Path, float_path: Path, feeds: Iterable[dict[str, np
                                 for i in range(len(w))])
         if layer.bias is not None and layer.bias_scale is not None:
             # the mean output the float layer gives on its inputs, minus the int8 layer's on its: into the bias
-            mean_f, mean_q = moments.sum_float[layer.node] / rows, moments.sum_quantised[layer.node] / rows
+            mean_f, mean_q = np.asarray(moments.sum_float) / rows, np.asarray(moments.sum_quantised) / rows
             dq = q * scale[:, None]
             shift = (w @ mean_f - dq @ mean_q) if layer.group == 1 else \
                 (np.sum(w * mean_f, 1) - np.sum(dq * mean_q, 1))

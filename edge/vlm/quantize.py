@@ -50,7 +50,7 @@ HOLDOUT_EVERY = 5  # every 5th good image (sorted by name) is held out of calibr
 _WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
 FLOAT_LAYERS = 3  # see kept_float
 ROUNDING: Rounding = "gptq"  # see edge/vlm/gptq.py
-GPTQ_IMAGES = 32  # calibration images GPTQ's input moments come from (~6 s each for the starter pack, 2 cores)
+GPTQ_IMAGES = 32  # calibration images GPTQ's input moments come from (~4 s each for the starter pack, 2 cores)
 # ops of the L2 normalisation `x / max(||x||, eps)` that each output ends with (torch's F.normalize export), and of
 # the starter pack's embeddings, which are unit parts scaled and concatenated (models/build_starter.joint_embedding)
 _NORMALISATION_OPS = frozenset({"Div", "Expand", "Clip", "Max", "ReduceL2", "Shape", "Sqrt", "ReduceSumSquare",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.vlm.gptq import INT8_RANGE, gptq_round, patches
+from edge.vlm.gptq import INT8_RANGE, gptq_round, patches, positions
 
 onnx = pytest.importorskip("onnx")
 
@@ -67,6 +67,7 @@ def test_patches_are_what_the_conv_reads(kernel, stride, pads, group):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     (y,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     p = patches(x[0].astype(np.float64), attributes)  # [C, L, k]
+    assert positions(x[0].shape, attributes) == p.shape[1] == y.shape[2] * y.shape[3]
     if group == 1:
         got = p.transpose(1, 0, 2).reshape(p.shape[1], -1) @ w.reshape(out_c, -1).T.astype(np.float64)
     else:
