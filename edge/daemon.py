@@ -35,6 +35,7 @@ from edge.ops.health import HealthServer
 from edge.ops.logs import frame_context
 from edge.ops.metrics import DaemonMetrics
 from edge.ops.notify import SystemdNotifier
+from edge.ops.signals import SignalDispatcher
 from edge.ops.watchdog import InferenceStuck, InferenceWorker, WorkerGaveUp
 from edge.profile.fit import assess_rows
 from edge.profile.profile import LineProfile, load_profile
@@ -662,18 +663,20 @@ class Daemon:
                 self.health.stop()
         return self.status()
 
-    def install_signal_handlers(self) -> None:
-        def _stop(signum: int, _frame: object) -> None:
-            log.info("line %s: %s received, draining", self.cfg.id, signal.Signals(signum).name)
+    def install_signal_handlers(self) -> SignalDispatcher:
+        """SIGTERM/SIGINT drain and stop, SIGHUP reloads; handled on a thread of their own (edge.ops.signals).
+
+        From the main thread only. Closing the returned dispatcher puts the previous handlers back.
+        """
+        def _stop(signum: signal.Signals) -> None:
+            log.info("line %s: %s received, draining", self.cfg.id, signum.name)
             self.stop_event.set()
 
-        def _reload(_signum: int, _frame: object) -> None:
+        def _reload(_signum: signal.Signals) -> None:
             log.info("line %s: SIGHUP received, reloading between frames", self.cfg.id)
             self.reload_event.set()
 
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGHUP, _reload)
+        return SignalDispatcher({signal.SIGTERM: _stop, signal.SIGINT: _stop, signal.SIGHUP: _reload}).start()
 
 
 EXIT_WORKER_GAVE_UP = 3

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.ops.faultproxy import FaultProxy
+from edge.ops.signals import SignalDispatcher
 
 SCENARIOS = ("station_kill", "edge_kill", "unreachable", "slow", "disk_full", "dup_reorder")
 LINE = "faults"
@@ -134,12 +135,13 @@ def station_main(args: argparse.Namespace) -> int:
                           checkpoint_idle_s=0.5)
     server.start()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signals = SignalDispatcher({signal.SIGTERM: lambda _: stop.set()}).start()
     status = Path(args.status)
     try:
         while not stop.wait(0.2):
             _write_json(status, {"pid": os.getpid(), "ready": True, "counters": server.counters})
     finally:
+        signals.close()
         server.stop()
         _write_json(status, {"pid": os.getpid(), "ready": False, "counters": server.counters})
         store.close()

@@ -8,8 +8,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
-from typing import Any
 
 import uvicorn
 
@@ -17,6 +15,7 @@ from edge.config import StationConfig
 from edge.ops.health import HealthServer
 from edge.ops.metrics import station_registry
 from edge.ops.notify import SystemdNotifier
+from edge.ops.signals import SignalDispatcher
 from edge.station.console import create_app
 from edge.station.ingest import IngestServer, sqlite_wal_checkpoint
 from edge.station.retention import RetentionPolicy, StorageCollector, StoreMaintainer
@@ -69,7 +68,7 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
     ingest: IngestServer | None = None
     server: uvicorn.Server | None = None
     http_thread: threading.Thread | None = None
-    previous_handlers: dict[signal.Signals, Any] = {}
+    signals: SignalDispatcher | None = None
     metrics: HealthServer | None = None
     maintainer: StoreMaintainer | None = None
     notifier = SystemdNotifier()  # a no-op unless systemd started us as Type=notify
@@ -103,11 +102,10 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
             time.sleep(0.02)
 
         if threading.current_thread() is threading.main_thread():
-            def _on_signal(signum: int, _frame: FrameType | None) -> None:
-                log.info("station: %s received, stopping", signal.Signals(signum).name)
+            def _on_signal(signum: signal.Signals) -> None:
+                log.info("station: %s received, stopping", signum.name)
                 stop.set()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous_handlers[sig] = signal.signal(sig, _on_signal)
+            signals = SignalDispatcher({signal.SIGTERM: _on_signal, signal.SIGINT: _on_signal}).start()
 
         if cfg.metrics_port is not None:
             running = ingest
@@ -136,8 +134,8 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
         notifier.stopping("station stopping")
         if metrics is not None:
             metrics.stop()
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
+        if signals is not None:
+            signals.close()
         if maintainer is not None:
             maintainer.stop(SHUTDOWN_TIMEOUT_S)
         if ingest is not None:

@@ -196,7 +196,7 @@ def test_sighup_swaps_in_the_new_profile_version_and_refuses_a_broken_one(
     daemon = Daemon(cfg)
     daemon.config_path = config_path
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    daemon.install_signal_handlers()
+    signals = daemon.install_signal_handlers()
     running = Running(daemon)
     try:
         wait_for(lambda: daemon.counters["frames"] >= 2, 60, "first frames")
@@ -217,8 +217,8 @@ def test_sighup_swaps_in_the_new_profile_version_and_refuses_a_broken_one(
         wait_for(lambda: daemon.counters["frames"] >= n + 2, 30, "frames after the refused reload")
     finally:
         status = running.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signals.close()
+    assert {s: signal.getsignal(s) for s in previous} == previous, "the previous handlers are back"
     assert current_version(tmp_path / "profile") == "v9999"
     profiles = [json.loads(line)["profile"] for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
     assert profiles[0] == old_profile and profiles[-1].endswith(new_version)
