@@ -215,6 +215,20 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray, atol: float, what: st
     return CheckResult(name, diff <= atol, detail)
 
 
+def _int8_target_hint(pack: ModelPack) -> str | None:
+    """Why an int8 image tower's references can fail here: quantised for VNNI, run on an x86 CPU without it."""
+    from edge.vlm.quantize import cpu_target
+
+    provenance = pack.manifest.get("provenance")
+    how = provenance.get("quantization") if isinstance(provenance, dict) else None
+    target = how.get("target") if isinstance(how, dict) else None
+    here = cpu_target()
+    if target != "x86-vnni" or here == "x86-vnni":
+        return None
+    return (f"the pack was quantised for x86-vnni and this CPU is {here}, whose int8 kernels saturate on full-range "
+            f"int8 weights: quantise the FP32 pack again on this CPU (`lineside pack quantize`, --target auto)")
+
+
 def _check_reference(pack: ModelPack, image_encoder: Any, text_encoder: Any) -> list[CheckResult]:
     path = pack.directory / REFERENCE
     if not path.is_file():
@@ -246,12 +260,16 @@ def _check_reference(pack: ModelPack, image_encoder: Any, text_encoder: Any) -> 
             embs = image_encoder.encode_batch(batch)
         except Exception as exc:  # onnxruntime's own exception types
             return [*results, CheckResult("reference image", False, f"runtime failed: {str(exc).splitlines()[0]}")]
-        results.append(_compare("reference embedding", np.stack([e.global_ for e in embs]), z["embedding"], atol, n))
+        image_results = [_compare("reference embedding", np.stack([e.global_ for e in embs]), z["embedding"], atol,
+                                  n)]
         for stride in image_encoder.strides:
             key = f"patches_s{stride}"
             if key in z:  # the runtime hands grids channels-last; the reference stores the ONNX layout
                 got = np.stack([e.patches[stride].transpose(2, 0, 1) for e in embs])
-                results.append(_compare(f"reference {key}", got, z[key], atol, n))
+                image_results.append(_compare(f"reference {key}", got, z[key], atol, n))
+        hint = _int8_target_hint(pack) if not all(r.ok for r in image_results) else None
+        results += [r if r.ok or hint is None else CheckResult(r.name, False, f"{r.detail}; {hint}")
+                    for r in image_results]
     if has_text and text_encoder is not None:
         prompts = [str(p) for p in z["prompts"]]
         n = f"{len(prompts)} prompts"

@@ -104,6 +104,30 @@ def test_drifted_reference_output_fails(pack: Path) -> None:
     assert len(failed) == 1 and failed[0].startswith("FAIL  reference embedding: 2 images, max |Δ| 0.02")
 
 
+@pytest.mark.parametrize("cpu", ["x86", "x86-vnni"])
+def test_failed_reference_of_a_vnni_int8_pack_on_a_cpu_without_vnni_says_why(
+        pack: Path, cpu: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge.vlm.quantize
+
+    monkeypatch.setattr(edge.vlm.quantize, "cpu_target", lambda: cpu)
+    with np.load(pack / "reference.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["embedding"] = arrays["embedding"] + 10 * ATOL_FP32  # what saturated int8 kernels did to the outputs
+    (pack / "reference.npz").write_bytes(_npz_bytes(arrays))
+
+    def as_vnni_int8(m: dict[str, Any]) -> None:
+        m["files"]["reference.npz"] = sha256_of(pack / "reference.npz")
+        m["provenance"]["quantization"] = {"method": "onnxruntime quantize_static, QDQ", "target": "x86-vnni"}
+    edit_manifest(pack, as_vnni_int8)
+    (failed,) = failures(pack)
+    assert failed.startswith("FAIL  reference embedding: 2 images, max |Δ| 0.02")
+    hint = "the pack was quantised for x86-vnni and this CPU is x86"
+    assert (hint in failed) == (cpu == "x86"), failed
+    with pytest.raises(PackError, match="reference embedding") as refused:  # what the daemon says at start
+        verify_pack(pack)
+    assert (hint in str(refused.value)) == (cpu == "x86")
+
+
 def test_write_reference_round_trip(pack: Path) -> None:
     with np.load(PACK / "reference.npz") as z:
         images, prompts, want = z["image_uint8"], [str(p) for p in z["prompts"]], z["embedding"]
