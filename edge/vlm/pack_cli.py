@@ -51,6 +51,11 @@ def quantize(
                                max_calibration=max_images, float_layers=float_layers,
                                rounding=cast(Rounding, rounding))
         typer.echo(result.summary())
+        if result.pack.manifest["provenance"]["quantization"]["target"] == "x86":
+            typer.echo("note: quantised for an x86 CPU without VNNI (7-bit weights, int8 kernels that do in three "
+                       "instructions what VNNI does in one): expect a smaller speed-up and a larger accuracy change "
+                       "than on a VNNI CPU; measure both here (`lineside bench int8`, `lineside eval --pack`; "
+                       "BENCHMARKS.md, \"On a CPU without VNNI\")")
         if eval_:
             change = auroc_change(load_pack(pack), result.pack, quick=quick)
             typer.echo("textile calib split, image AUROC: " + ", ".join(f"{k} {v}" for k, v in change.items()))
