@@ -222,11 +222,11 @@ def _int8_target_hint(pack: ModelPack) -> str | None:
     provenance = pack.manifest.get("provenance")
     how = provenance.get("quantization") if isinstance(provenance, dict) else None
     target = how.get("target") if isinstance(how, dict) else None
-    here = cpu_target()
-    if target != "x86-vnni" or here == "x86-vnni":
+    if target != "x86-vnni" or cpu_target() != "x86":
         return None
-    return (f"the pack was quantised for x86-vnni and this CPU is {here}, whose int8 kernels saturate on full-range "
-            f"int8 weights: quantise the FP32 pack again on this CPU (`lineside pack quantize`, --target auto)")
+    return ("the pack was quantised for x86-vnni and this CPU is x86 without VNNI, whose int8 kernels saturate on "
+            "full-range int8 weights: quantise the FP32 pack again on this CPU (`lineside pack quantize`, "
+            "--target auto)")
 
 
 def _check_reference(pack: ModelPack, image_encoder: Any, text_encoder: Any) -> list[CheckResult]:

@@ -104,7 +104,7 @@ def test_drifted_reference_output_fails(pack: Path) -> None:
     assert len(failed) == 1 and failed[0].startswith("FAIL  reference embedding: 2 images, max |Δ| 0.02")
 
 
-@pytest.mark.parametrize("cpu", ["x86", "x86-vnni"])
+@pytest.mark.parametrize("cpu", ["x86", "x86-vnni", "arm"])
 def test_failed_reference_of_a_vnni_int8_pack_on_a_cpu_without_vnni_says_why(
         pack: Path, cpu: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import edge.vlm.quantize
@@ -121,7 +121,7 @@ def test_failed_reference_of_a_vnni_int8_pack_on_a_cpu_without_vnni_says_why(
     edit_manifest(pack, as_vnni_int8)
     (failed,) = failures(pack)
     assert failed.startswith("FAIL  reference embedding: 2 images, max |Δ| 0.02")
-    hint = "the pack was quantised for x86-vnni and this CPU is x86"
+    hint = "the pack was quantised for x86-vnni and this CPU is x86 without VNNI"
     assert (hint in failed) == (cpu == "x86"), failed
     with pytest.raises(PackError, match="reference embedding") as refused:  # what the daemon says at start
         verify_pack(pack)
