@@ -94,12 +94,17 @@ def test_pack_without_reference_outputs_says_so(pack: Path) -> None:
     assert results[-1].line() == "ok    reference: no reference outputs in this pack (skipped)"
 
 
-def test_drifted_reference_output_fails(pack: Path) -> None:
+def drift_reference_embedding(pack: Path) -> None:
+    """The stored global embeddings moved by 10 × the FP32 tolerance (sha256 updated): the runtime no longer agrees."""
     with np.load(pack / "reference.npz") as z:
         arrays = {k: z[k] for k in z.files}
     arrays["embedding"] = arrays["embedding"] + 10 * ATOL_FP32
     (pack / "reference.npz").write_bytes(_npz_bytes(arrays))
     edit_manifest(pack, lambda m: m["files"].update({"reference.npz": sha256_of(pack / "reference.npz")}))
+
+
+def test_drifted_reference_output_fails(pack: Path) -> None:
+    drift_reference_embedding(pack)
     failed = failures(pack)
     assert len(failed) == 1 and failed[0].startswith("FAIL  reference embedding: 2 images, max |Δ| 0.02")
 
@@ -110,15 +115,9 @@ def test_failed_reference_of_a_vnni_int8_pack_on_a_cpu_without_vnni_says_why(
     import edge.vlm.quantize
 
     monkeypatch.setattr(edge.vlm.quantize, "cpu_target", lambda: cpu)
-    with np.load(pack / "reference.npz") as z:
-        arrays = {k: z[k] for k in z.files}
-    arrays["embedding"] = arrays["embedding"] + 10 * ATOL_FP32  # what saturated int8 kernels did to the outputs
-    (pack / "reference.npz").write_bytes(_npz_bytes(arrays))
-
-    def as_vnni_int8(m: dict[str, Any]) -> None:
-        m["files"]["reference.npz"] = sha256_of(pack / "reference.npz")
-        m["provenance"]["quantization"] = {"method": "onnxruntime quantize_static, QDQ", "target": "x86-vnni"}
-    edit_manifest(pack, as_vnni_int8)
+    drift_reference_embedding(pack)  # what saturated int8 kernels did to the outputs
+    edit_manifest(pack, lambda m: m["provenance"].update(
+        quantization={"method": "onnxruntime quantize_static, QDQ", "target": "x86-vnni"}))
     (failed,) = failures(pack)
     assert failed.startswith("FAIL  reference embedding: 2 images, max |Δ| 0.02")
     hint = "the pack was quantised for x86-vnni and this CPU is x86 without VNNI"
