@@ -27,7 +27,7 @@ from edge.daemon import Inspector
 from edge.profile.calibrate import read_image
 from edge.profile.fit import LabelledRows, RoutingSpec, refit
 from edge.profile.profile import GOOD, LineProfile, ProfileError, load_profile, save_profile
-from edge.station.reviews import ReviewedFrame
+from edge.transport.reviewed import ReviewedFrame
 from edge.vlm.pack import ModelPack
 
 log = logging.getLogger(__name__)

@@ -33,75 +33,30 @@ training. The read is two queries (items with their latest review, then their re
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import selectinload
 
 from edge.config import StationConfig
+from edge.findings import GOOD, Region
 from edge.station import imagefiles
-from edge.station.store import GOOD, RegionView, Store
+from edge.station.store import Store
 from edge.station.tables import STATUS_REVIEWED, RegionRow, ReviewItemRow, ReviewRow
+from edge.transport.reviewed import ReviewedFrame
 
 __all__ = ["ReviewedFrame", "reviewed_frames", "station_url"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ReviewedFrame:
-    """One reviewed frame with the operator's final answer and what the daemon had decided (see module doc)."""
-
-    item_id: int
-    frame_id: str
-    line_id: str
-    source_id: str
-    image_path: Path  # absolute, under the station's storage_dir
-    width: int
-    height: int
-    captured_wall: float
-    # the daemon's decision
-    verdict: str
-    class_scores: Mapping[str, float] = field(hash=False)
-    uncertainty: float
-    anomaly_score: float
-    reason: str  # "uncertain" | "unknown_frame" | "sampled" | "ood"
-    pack_version: str
-    profile_version: str
-    # the operator's final answer (latest review)
-    final_verdict: str  # "good" or a defect class
-    defect_class: str | None  # None when final_verdict is "good"
-    decision: str  # accept | reject | relabel
-    reviewer: str
-    reviewed_wall: float
-    regions: tuple[RegionView, ...] = ()  # the model's boxes, only when final_verdict is a defect
-    operator_boxes: list[dict[str, Any]] | None = field(default=None, hash=False)
-    comment: str | None = None
-
-    @property
-    def is_good(self) -> bool:
-        return self.final_verdict == GOOD
-
-    @property
-    def wrong(self) -> bool:
-        """The daemon's verdict differs from the operator's (class level)."""
-        return self.verdict != self.final_verdict
-
-    @property
-    def wrong_good_defect(self) -> bool:
-        """The daemon got good vs defect wrong (the level of the routing guarantee)."""
-        return (self.verdict == GOOD) != (self.final_verdict == GOOD)
-
-
-def _region(r: RegionRow) -> RegionView:
-    return RegionView(x=r.x, y=r.y, w=r.w, h=r.h, area_px=r.area_px, area_pct=r.area_pct, peak=r.peak,
-                      defect_class=r.defect_class, location=r.location, caption=r.caption,
-                      description=r.description, caption_score=r.caption_score)
+def _region(r: RegionRow) -> Region:
+    return Region(x=r.x, y=r.y, w=r.w, h=r.h, area_px=r.area_px, area_pct=r.area_pct, peak=r.peak,
+                  defect_class=r.defect_class, location=r.location, caption=r.caption,
+                  description=r.description, caption_score=r.caption_score)
 
 
 def station_url(database: str | Path) -> str:

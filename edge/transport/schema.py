@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge.findings import Region
+
 SCHEMA_VERSION = 1
 KIND_ITEM = b"item"
 KIND_ACK = b"ack"
@@ -27,30 +29,13 @@ MAX_HEATMAP_CHARS = 64 * 1024
 HEATMAP_Z_MAX = 8.0
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+__all__ = ["Region", "ReviewItem", "ReviewReason", "WireError", "decode_item", "encode_item", "frame_id_of"]
+
 ReviewReason = Literal["uncertain", "unknown_frame", "sampled", "ood"]
 
 
 class WireError(ValueError):
     """A message that does not follow the schema; the text says what is wrong."""
-
-
-class Region(BaseModel):
-    """One defect region in frame pixel coordinates, with its caption."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    x: int = Field(ge=0)
-    y: int = Field(ge=0)
-    w: int = Field(gt=0)
-    h: int = Field(gt=0)
-    area_px: int = Field(ge=0)
-    area_pct: float = Field(ge=0, le=100)
-    peak: float = Field(description="peak anomaly score in the region")
-    defect_class: str
-    location: str = Field(description="3x3 grid word: upper-left … lower-right")
-    caption: str = Field(description='e.g. "crack, upper-left, 34×12 px (0.6 %)"')
-    description: str = Field(description="best prompt variant of the class for this region")
-    caption_score: float = Field(description="image–text score of the best description")
 
 
 class ReviewItem(BaseModel):
