@@ -14,12 +14,14 @@ import typer
 
 from edge.config import ConfigError, load_config
 from edge.datasets import DatasetMissing
+from edge.images import ImageError
 from edge.ops.logs import LogFormat, setup_logging
 from edge.profile.profile import ProfileError
 from edge.transport.keys import KeyFileError
 from edge.transport.outbox import OutboxError
 from edge.vlm.pack import PackError
 from edge.vlm.pack_cli import pack_app
+from edge.vlm.vocabulary import VocabularyError
 
 if TYPE_CHECKING:
     from edge.profile.fit import RoutingSpec
@@ -35,7 +37,8 @@ PolicyOption = Annotated[str, typer.Option(help="routing policy: risk (error rat
 AlphaOption = Annotated[float, typer.Option(help="risk policy: tolerated error rate among auto-decided frames")]
 DeltaOption = Annotated[float, typer.Option(help="risk policy: the bound holds with probability 1 − delta")]
 BudgetOption = Annotated[float, typer.Option(help="budget policy: largest share of frames sent to review")]
-_USER_ERRORS = (ConfigError, PackError, ProfileError, DatasetMissing, OutboxError, KeyFileError)
+_USER_ERRORS = (ConfigError, PackError, ProfileError, VocabularyError, ImageError, DatasetMissing, OutboxError,
+                KeyFileError)
 
 
 _LOG_FORMAT: dict[str, LogFormat] = {"format": "text"}
@@ -125,10 +128,10 @@ def calibrate(
 ) -> None:
     """Fit a new line-profile version from good (and labelled defect) images; a running daemon picks it up."""
     _setup_logging(verbose)
+    from edge.images import list_images
     from edge.profile.calibrate import calibrate as fit
-    from edge.profile.calibrate import list_images
-    from edge.profile.profile import load_vocabulary
     from edge.vlm.pack import load_pack
+    from edge.vlm.vocabulary import load_vocabulary
 
     try:
         cfg = load_config(config)

@@ -15,9 +15,10 @@ from typing import Literal
 
 import numpy as np
 
+from edge.images import IMAGE_SUFFIXES
+
 TextileSplit = Literal["train", "calib", "test"]
 TEXTILE_LABELS = ("nominal", "local", "global")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 _SPLIT_OF_REMAINDER = {0: "train", 1: "train", 2: "train", 3: "calib", 4: "test"}
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from edge.config import LineConfig, ModelConfig, SourceConfig, StationConfig, TransportConfig
 from edge.datasets import textile_split
 from edge.profile.fit import RoutingSpec
-from edge.profile.profile import ProfileError, current_version, load_profile, load_vocabulary
+from edge.profile.profile import ProfileError, current_version, load_profile
+from edge.vlm.vocabulary import load_vocabulary
 
 log = logging.getLogger("edge.demo")
 PACK_DIR = Path(__file__).resolve().parent.parent / "models" / "starter"

@@ -18,8 +18,9 @@ from edge.daemon import Inspector
 from edge.datasets import textile_split
 from edge.demo import default_pack_dir
 from edge.grounding.anomaly import combine, raw_scores, smooth
-from edge.profile.calibrate import calibrate, read_image
-from edge.profile.profile import load_vocabulary
+from edge.profile.calibrate import calibrate
+from edge.images import read_image
+from edge.vlm.vocabulary import load_vocabulary
 from edge.vlm.pack import load_pack
 
 

@@ -27,9 +27,9 @@ from edge.capture.frame import Frame
 from edge.config import LineConfig, ModelConfig, RoutingConfig, SourceConfig, TransportConfig
 from edge.datasets import textile_split
 from edge.profile.calibrate import calibrate
-from edge.profile.profile import load_vocabulary
 from edge.vlm.pack import load_pack
 from edge.vlm.runtime import ImageEncoder
+from edge.vlm.vocabulary import load_vocabulary
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]

@@ -25,8 +25,8 @@ import numpy as np
 
 from edge.capture.frame import as_bgr
 from edge.config import SourceConfig
+from edge.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 # A live backend that keeps answering with empty frames is broken, and unpaced it would spin a core.
 MAX_EMPTY_IN_A_ROW = 50
 

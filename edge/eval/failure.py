@@ -23,14 +23,7 @@ from typing import Any
 import numpy as np
 
 from edge.eval import plots
-from edge.eval.metrics import (
-    aurc,
-    auroc,
-    empirical_risk_threshold,
-    fpr_at_tpr,
-    reliability,
-    risk_coverage,
-)
+from edge.stats import aurc, auroc, empirical_risk_threshold, fpr_at_tpr, reliability, risk_coverage
 from edge.uncertainty.failure import BASELINES
 from edge.uncertainty.risk import risk_threshold
 

@@ -28,10 +28,10 @@ from edge.daemon import Inspector
 from edge.datasets import ElpvCell, elpv_per_class, elpv_split
 from edge.eval import plots
 from edge.eval.failure import routing_by_splits
-from edge.eval.metrics import accuracy, auroc
-from edge.profile.calibrate import read_image
+from edge.images import read_image
 from edge.profile.fit import LabelledRows, RoutingSpec, assess_rows, decision_margins, refit
 from edge.profile.profile import LineProfile
+from edge.stats import accuracy, auroc
 
 log = logging.getLogger(__name__)
 Progress = Callable[[Sequence[Any], str], Iterable[Any]]

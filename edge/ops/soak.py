@@ -85,8 +85,8 @@ def prepare(workdir: Path, fps: float, profile: Path | None, pack: Path) -> tupl
         shutil.copytree(profile, profile_dir)
     elif not (profile_dir / "CURRENT").exists():
         from edge.profile.calibrate import calibrate
-        from edge.profile.profile import load_vocabulary
         from edge.vlm.pack import load_pack
+        from edge.vlm.vocabulary import load_vocabulary
 
         good, defects = demo_calibration_images()
         print(f"soak: calibrating a textile line profile from {len(good)} good images …", flush=True)

@@ -21,39 +21,23 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from edge.datasets import IMAGE_SUFFIXES
 from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.head import best_threshold, frame_features
+from edge.images import ImageError, read_image
 from edge.profile.fit import LabelledRows, RoutingSpec, refit
-from edge.profile.profile import LineProfile, ProfileError, Vocabulary, save_profile
+from edge.profile.profile import LineProfile, ProfileError, save_profile
 from edge.vlm.pack import ModelPack
 from edge.vlm.prompts import build_text_bank
 from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder
+from edge.vlm.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 Progress = Callable[[Iterable[Path], str], Iterable[Path]]
 MAX_BANK_IMAGES = 40  # more good images than this go to the good-image statistics (and the head), not the bank
 CROSS_FIT_FOLDS = 3
 DEFAULT_BANK_SIZE = {8: 2048, 16: 1024}
-
-
-def list_images(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        raise ProfileError(f"{directory}: not a directory of images")
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ProfileError(f"{directory}: no images (.jpg, .png, .bmp, .tif) found")
-    return files
-
-
-def read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise ProfileError(f"{path}: unreadable image")
-    return image
 
 
 def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
@@ -123,7 +107,7 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
         for path in progress(files, label):
             try:
                 emb = encoder.encode(read_image(path))
-            except ProfileError as exc:  # one bad file must not spoil a line setup: say so, count it, go on
+            except ImageError as exc:  # one bad file must not spoil a line setup: say so, count it, go on
                 log.error("%s (skipped)", exc)
                 unreadable.append(str(path))
                 continue

@@ -31,9 +31,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge.eval.metrics import auroc
 from edge.grounding.head import FRAME_SCORE_COLUMNS, best_threshold, fit_head_with_oof, logit
 from edge.profile.profile import LineProfile
+from edge.stats import auroc
 from edge.uncertainty.failure import (
     NEIGHBOUR_NAMES,
     FailurePredictor,

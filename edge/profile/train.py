@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from edge.daemon import Inspector
-from edge.profile.calibrate import read_image
+from edge.findings import GOOD
+from edge.images import ImageError, read_image
 from edge.profile.fit import LabelledRows, RoutingSpec, refit
-from edge.profile.profile import GOOD, LineProfile, ProfileError, load_profile, save_profile
+from edge.profile.profile import LineProfile, ProfileError, load_profile, save_profile
 from edge.transport.reviewed import ReviewedFrame
 from edge.vlm.pack import ModelPack
 
@@ -45,7 +46,7 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
     for item in progress(list(reviewed), "reviewed frames"):
         try:
             bgr = read_image(item.image_path)
-        except ProfileError as exc:
+        except ImageError as exc:
             log.error("%s (skipped)", exc)
             skipped.append(str(item.image_path))
             continue

@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.stats import auroc
+
 SCALAR_NAMES = ("z", "abs_z", "map_max", "map_top", "map_mean", "global_score", "msp", "margin", "entropy")
 NEIGHBOUR_NAMES = ("neighbour_disagreement", "trust")
 TAIL = SCALAR_NAMES + NEIGHBOUR_NAMES  # the last columns of every feature row, after the embeddings
@@ -240,12 +242,6 @@ def forward_backward(params: dict[str, np.ndarray], x: np.ndarray, wrong: np.nda
     return loss, grads
 
 
-def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from edge.eval.metrics import auroc
-
-    return auroc(labels, scores)
-
-
 def fit_failure_predictor(features: np.ndarray, wrong: np.ndarray, seed: int = 0, hidden: int = 64,
                           epochs: int = 150, batch: int = 128, lr: float = 1e-3, weight_decay: float = 1e-2,
                           validation: float = 0.2, inputs: str = "full") -> FailurePredictor:
@@ -295,7 +291,7 @@ def fit_failure_predictor(features: np.ndarray, wrong: np.ndarray, seed: int = 0
                 params[k] = params[k] - lr * (m_hat / (np.sqrt(v_hat) + 1e-8) + decay * params[k])
         if val.any():
             logit = _gelu(x[val] @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"][0]
-            score = _auroc(y_all[val], logit)
+            score = auroc(y_all[val], logit)
             if score > best[0]:
                 best = (score, epoch + 1, {k: p.copy() for k, p in params.items()})
     if val.any():

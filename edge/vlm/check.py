@@ -41,6 +41,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.durable import write_atomic
+from edge.vlm import cpu
 from edge.vlm.pack import ModelPack, PackError, sha256_of
 
 REFERENCE = "reference.npz"
@@ -217,12 +218,10 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray, atol: float, what: st
 
 def _int8_target_hint(pack: ModelPack) -> str | None:
     """Why an int8 image tower's references can fail here: quantised for VNNI, run on an x86 CPU without it."""
-    from edge.vlm.quantize import cpu_target
-
     provenance = pack.manifest.get("provenance")
     how = provenance.get("quantization") if isinstance(provenance, dict) else None
     target = how.get("target") if isinstance(how, dict) else None
-    if target != "x86-vnni" or cpu_target() != "x86":
+    if target != "x86-vnni" or cpu.cpu_target() != "x86":
         return None
     return ("the pack was quantised for x86-vnni and this CPU is x86 without VNNI, whose int8 kernels saturate on "
             "full-range int8 weights: quantise the FP32 pack again on this CPU (`lineside pack quantize`, "

@@ -37,10 +37,11 @@ def quantize(
 
     from edge.datasets import DatasetMissing
     from edge.durable import write_atomic
-    from edge.profile.calibrate import list_images
+    from edge.eval.quantized import auroc_change
+    from edge.images import list_images
     from edge.profile.profile import ProfileError
     from edge.vlm.pack import PackError, load_pack
-    from edge.vlm.quantize import Rounding, Target, auroc_change, quantize_pack
+    from edge.vlm.quantize import Rounding, Target, quantize_pack
 
     if target not in ("auto", "x86-vnni", "x86", "arm"):
         _user_error(ValueError(f"unknown --target {target!r} (auto, x86-vnni, x86 or arm)"))

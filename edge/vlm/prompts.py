@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.profile.profile import GOOD, Vocabulary
+from edge.findings import GOOD
 from edge.vlm.runtime import TextEncoder
+from edge.vlm.vocabulary import Vocabulary
 
 
 def _unit(x: np.ndarray, axis: int = -1) -> np.ndarray:

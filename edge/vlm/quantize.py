@@ -8,7 +8,8 @@ weights are then re-rounded layer by layer to undo, on the good images, what qua
 (`edge.vlm.gptq`: same scales, same graph, same speed; `--rounding nearest` skips it). The text tower is
 copied as it is: it runs once per prompt bank, not per frame, and the starter's is already dynamic int8. A share of
 the good images (every 5th) is held out of calibration and used to report the accuracy change against FP32 (cosine of
-the global and patch embeddings); `--eval` adds the image AUROC change on the textile calib split (slow).
+the global and patch embeddings); `--eval` adds the image AUROC change on the textile calib split (slow;
+edge.eval.quantized).
 
 Activation/weight types follow ONNX Runtime's CPU guidance (`--target`): x86 with VNNI → uint8/int8; x86 without
 VNNI → the same with 7-bit weights (`reduce_range`, avoids int16 saturation in the AVX2 kernels); ARM → int8/int8.
@@ -35,8 +36,9 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from edge.profile.calibrate import read_image
+from edge.images import read_image
 from edge.vlm.check import REFERENCE
+from edge.vlm.cpu import cpu_target
 from edge.vlm.pack import ModelPack, PackError, load_pack
 from edge.vlm.pack_write import Reference, finish_pack, staged_directory
 from edge.vlm.runtime import ImageEncoder, ImagePreprocessor
@@ -59,19 +61,6 @@ _NORMALISATION_OPS = frozenset({"Div", "Expand", "Clip", "Max", "ReduceL2", "Sha
 
 def _identity(items: Sequence[Any], _label: str) -> Iterable[Any]:
     return items
-
-
-def cpu_target() -> Literal["x86-vnni", "x86", "arm"]:
-    """This machine's CPU in ONNX Runtime's int8 guidance terms (Linux /proc/cpuinfo; x86 without VNNI elsewhere)."""
-    import platform
-
-    if platform.machine().lower() in ("aarch64", "arm64"):
-        return "arm"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "x86"
-    return "x86-vnni" if ("avx512_vnni" in flags or "avx_vnni" in flags) else "x86"
 
 
 @dataclass(frozen=True)
@@ -311,39 +300,3 @@ def fp16_pack(pack_dir: Path, out: Path) -> ModelPack:
         finish_pack(staging, manifest, names, f"{src.manifest['version']}-fp16",
                     Reference(images, prompts, atol_image=1e-2, atol_text=1e-2))
     return load_pack(out)
-
-
-def textile_auroc(pack: ModelPack, provider: str = "cpu", quick: bool = False, seed: int = 0,
-                  progress: Progress = _identity) -> dict[str, float]:
-    """Image AUROC on the textile *calib* split through the evaluation's own path (`edge.eval.run`): a profile
-    calibrated as `lineside eval` does (textile train: 50 good + 25 local + 25 global, seeded), every calib frame
-    through `Inspector.inspect_embedding`. Slow (minutes); `quick` takes 12 shots and 60 frames."""
-    from edge.datasets import textile_split
-    from edge.eval.metrics import auroc
-    from edge.eval.run import Context, score_files, textile_shots
-
-    good, defects = textile_shots(seed, quick)
-    with tempfile.TemporaryDirectory(prefix="lineside-quant-eval-") as tmp:
-        ctx = Context(pack, Path(tmp), seed, quick, provider, progress)
-        inspector = ctx.fit("textile", good, defects)
-        items = ctx.subset([(p, int(lab != "nominal"), lab) for p, lab in textile_split("calib")], 60)
-        scored = score_files(ctx, inspector, items, f"textile calib ({pack.version})")
-    truth = np.array([s.truth for s in scored])
-    return {"auroc": round(auroc(truth, np.array([s.inspection.anomaly_score for s in scored])), 4),
-            "auroc_global_zero_shot": round(auroc(truth, np.array([s.ablation["global zero-shot"]
-                                                                    for s in scored])), 4),
-            "frames": float(len(scored))}
-
-
-def auroc_change(fp32: ModelPack, int8: ModelPack, provider: str = "cpu", quick: bool = False,
-                 progress: Progress = _identity) -> dict[str, float]:
-    """`textile_auroc` of both packs and the change in points (int8 − fp32, ×100)."""
-    a = textile_auroc(fp32, provider, quick, progress=progress)
-    b = textile_auroc(int8, provider, quick, progress=progress)
-    return {"fp32_auroc": a["auroc"], "int8_auroc": b["auroc"],
-            "auroc_change_points": round(100 * (b["auroc"] - a["auroc"]), 2),
-            "fp32_auroc_global_zero_shot": a["auroc_global_zero_shot"],
-            "int8_auroc_global_zero_shot": b["auroc_global_zero_shot"],
-            "auroc_global_zero_shot_change_points": round(
-                100 * (b["auroc_global_zero_shot"] - a["auroc_global_zero_shot"]), 2),
-            "frames": a["frames"]}

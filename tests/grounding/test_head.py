@@ -70,7 +70,7 @@ def test_stack_gives_the_frame_scores_their_own_weight_and_survives_a_round_trip
     plain = fit_head(x, y)
     stacked = fit_head(x, y, stack_columns=(-4, -1))
     assert stacked.stack is not None and plain.stack is None
-    from edge.eval.metrics import auroc
+    from edge.stats import auroc
 
     assert auroc(test_y, stacked.predict(test_x)) > auroc(test_y, plain.predict(test_x)) + 0.05
     stacked.save(tmp_path / "head.npz")

@@ -213,8 +213,8 @@ def test_one_stride_pack_calibrates_and_inspects(packs, tmp_path):
     from edge.daemon import Inspector
     from edge.datasets import textile_split
     from edge.profile.calibrate import calibrate
-    from edge.profile.profile import load_vocabulary
     from edge.vlm.pack import load_pack
+    from edge.vlm.vocabulary import load_vocabulary
 
     pack = load_pack(packs["clip"])
     good = [p for p, lab in textile_split("train") if lab == "nominal"][:6]

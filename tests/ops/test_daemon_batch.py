@@ -11,7 +11,7 @@ import yaml
 
 from edge.config import parse_config
 from edge.daemon import Daemon, Inspector
-from edge.profile.calibrate import read_image
+from edge.images import read_image
 from tests.conftest import free_port, line_config
 
 

@@ -5,10 +5,11 @@ from pathlib import Path
 from edge.datasets import textile_split
 from edge.demo import default_pack_dir
 from edge.grounding.anomaly import few_shot_scores
-from edge.profile.calibrate import calibrate, read_image
-from edge.profile.profile import load_vocabulary
+from edge.images import read_image
+from edge.profile.calibrate import calibrate
 from edge.vlm.pack import load_pack
 from edge.vlm.runtime import ImageEncoder
+from edge.vlm.vocabulary import load_vocabulary
 
 
 def test_every_good_image_is_in_the_bank_and_a_row_scored_without_itself(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from edge.profile.fit import LabelledRows, RoutingSpec, assess_rows, decision_margins, refit, split_rows
-from edge.profile.profile import LineProfile, load_profile, load_vocabulary, save_profile
+from edge.profile.profile import LineProfile, load_profile, save_profile
 from edge.vlm.prompts import TextBank
+from edge.vlm.vocabulary import load_vocabulary
 
 DIM = 8  # embedding dim; rows are [g, pooled s8, pooled s16, 4 map/global stats]
 

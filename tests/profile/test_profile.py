@@ -4,14 +4,8 @@ import numpy as np
 import pytest
 
 from edge.profile.calibrate import coreset
-from edge.profile.profile import (
-    LineProfile,
-    ProfileError,
-    load_profile,
-    load_vocabulary,
-    parse_vocabulary,
-    save_profile,
-)
+from edge.profile.profile import LineProfile, ProfileError, load_profile, save_profile
+from edge.vlm.vocabulary import load_vocabulary
 
 
 def _profile() -> LineProfile:
@@ -41,17 +35,6 @@ def test_profile_of_another_pack_is_refused(tmp_path: Path) -> None:
 def test_missing_profile_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match="lineside calibrate"):
         load_profile(tmp_path / "none")
-
-
-def test_vocabulary_needs_good_and_a_defect() -> None:
-    with pytest.raises(ProfileError, match="'good'"):
-        parse_vocabulary({"classes": {"spot": ["x"]}}, "v.yaml")
-    with pytest.raises(ProfileError, match="at least one defect"):
-        parse_vocabulary({"classes": {"good": ["x"]}}, "v.yaml")
-    with pytest.raises(ProfileError, match="template"):
-        parse_vocabulary({"templates": ["no slot"], "classes": {"good": ["x"], "spot": ["y"]}}, "v.yaml")
-    vocab = load_vocabulary()
-    assert "good" in vocab.classes and vocab.defect_classes
 
 
 def test_coreset_keeps_outliers_and_has_the_asked_size() -> None:

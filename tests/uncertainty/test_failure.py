@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from edge.eval.metrics import auroc
+from edge.stats import auroc
 from edge.uncertainty.failure import (
     NEIGHBOUR_NAMES,
     SCALAR_NAMES,

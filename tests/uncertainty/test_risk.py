@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edge.eval.metrics import aurc, empirical_risk_threshold, fpr_at_tpr, risk_coverage
+from edge.stats import aurc, empirical_risk_threshold, fpr_at_tpr, risk_coverage
 from edge.uncertainty.risk import budget_threshold, clopper_pearson, risk_threshold, risk_upper_bound
 
 

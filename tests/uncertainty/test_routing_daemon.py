@@ -15,7 +15,7 @@ import yaml
 
 from edge.config import parse_config
 from edge.daemon import Daemon, load_inspector
-from edge.profile.calibrate import read_image
+from edge.images import read_image
 from edge.profile.profile import load_profile, save_profile
 from edge.transport.outbox import Outbox
 from edge.transport.schema import ReviewItem

@@ -112,9 +112,9 @@ def test_drifted_reference_output_fails(pack: Path) -> None:
 @pytest.mark.parametrize("cpu", ["x86", "x86-vnni", "arm"])
 def test_failed_reference_of_a_vnni_int8_pack_on_a_cpu_without_vnni_says_why(
         pack: Path, cpu: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import edge.vlm.quantize
+    import edge.vlm.cpu
 
-    monkeypatch.setattr(edge.vlm.quantize, "cpu_target", lambda: cpu)
+    monkeypatch.setattr(edge.vlm.cpu, "cpu_target", lambda: cpu)
     drift_reference_embedding(pack)  # what saturated int8 kernels did to the outputs
     edit_manifest(pack, lambda m: m["provenance"].update(
         quantization={"method": "onnxruntime quantize_static, QDQ", "target": "x86-vnni"}))

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge.cli import app
-from edge.profile.calibrate import list_images, read_image
+from edge.images import list_images, read_image
 from edge.vlm.check import check_pack
 from edge.vlm.pack import load_pack
 from edge.vlm.quantize import STATIC_INT8, compare_encoders, fp16_pack, quantize_pack, split_holdout
@@ -108,7 +108,7 @@ def test_int8_close_to_fp32_on_held_out_real_frames(int8, held_out_frames):
 def test_int8_pack_runs_a_line(int8, textile_images, tmp_path):
     from edge.daemon import Inspector
     from edge.profile.calibrate import calibrate
-    from edge.profile.profile import load_vocabulary
+    from edge.vlm.vocabulary import load_vocabulary
 
     good = list_images(textile_images["good"])[:8]
     profile = calibrate(int8.pack, load_vocabulary(), good, "int8-line", tmp_path / "profile", provider="cpu")

@@ -1,4 +1,5 @@
-"""Evaluation metrics in plain numpy (the runtime carries no scikit-learn): ROC/AUROC, boxes and IoU."""
+"""Statistics that fitting, the runtime and the evaluation share, in plain numpy (the runtime carries no
+scikit-learn): ROC/AUROC, accuracy, FPR at a TPR, risk–coverage, calibration bins."""
 
 from __future__ import annotations
 
@@ -39,24 +40,6 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 def accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
     truth, predicted = np.asarray(truth), np.asarray(predicted)
     return float((truth == predicted).mean()) if truth.size else float("nan")
-
-
-Box = tuple[int, int, int, int]  # x, y, w, h
-
-
-def iou(a: Box, b: Box) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
-def mask_box(mask: np.ndarray) -> Box:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
 
 
 def fpr_at_tpr(labels: np.ndarray, scores: np.ndarray, tpr_target: float = 0.95) -> float:
