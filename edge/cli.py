@@ -16,7 +16,7 @@ from edge.config import ConfigError, load_config
 from edge.datasets import DatasetMissing
 from edge.images import ImageError
 from edge.ops.logs import LogFormat, setup_logging
-from edge.profile.profile import ProfileError
+from edge.profile.line_profile import ProfileError
 from edge.transport.keys import KeyFileError
 from edge.transport.outbox import OutboxError
 from edge.vlm.pack import PackError
@@ -24,7 +24,7 @@ from edge.vlm.pack_cli import pack_app
 from edge.vlm.vocabulary import VocabularyError
 
 if TYPE_CHECKING:
-    from edge.profile.fit import RoutingSpec
+    from edge.fit.refit import RoutingSpec
     from edge.station.store import Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Visual inspection at the line.")
@@ -128,8 +128,8 @@ def calibrate(
 ) -> None:
     """Fit a new line-profile version from good (and labelled defect) images; a running daemon picks it up."""
     _setup_logging(verbose)
+    from edge.fit.calibrate import calibrate as fit
     from edge.images import list_images
-    from edge.profile.calibrate import calibrate as fit
     from edge.vlm.pack import load_pack
     from edge.vlm.vocabulary import load_vocabulary
 
@@ -149,7 +149,7 @@ def calibrate(
 
 
 def _routing_spec(policy: str, alpha: float, delta: float, budget: float) -> RoutingSpec:
-    from edge.profile.fit import RoutingSpec
+    from edge.fit.refit import RoutingSpec
 
     if policy not in ("risk", "budget"):
         _fail(ValueError(f"--policy must be risk or budget, not {policy!r}"))
@@ -190,7 +190,7 @@ def train(
 ) -> None:
     """Retrain the line profile from the station's reviewed frames: a new version the daemon picks up by itself."""
     _setup_logging(verbose)
-    from edge.profile.train import train_profile
+    from edge.fit.train import train_profile
     from edge.station.reviews import reviewed_frames
     from edge.vlm.pack import load_pack
 

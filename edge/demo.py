@@ -20,8 +20,9 @@ import numpy as np
 
 from edge.config import LineConfig, ModelConfig, SourceConfig, StationConfig, TransportConfig
 from edge.datasets import textile_split
-from edge.profile.fit import RoutingSpec
-from edge.profile.profile import ProfileError, current_version, load_profile
+from edge.fit.refit import RoutingSpec
+from edge.profile.line_profile import ProfileError
+from edge.profile.versions import current_version, load_profile
 from edge.vlm.vocabulary import load_vocabulary
 
 log = logging.getLogger("edge.demo")
@@ -123,7 +124,7 @@ def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080,
              progress: Callable[[Iterable[Any], str], Iterable[Any]] | None = None,
              ingest_port: int = 5571) -> dict[str, Any]:
     from edge.daemon import Daemon
-    from edge.profile.calibrate import calibrate
+    from edge.fit.calibrate import calibrate
     from edge.station.server import run_station
     from edge.station.store import Store
     from edge.vlm.pack import load_pack

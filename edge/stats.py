@@ -6,6 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """σ(z) = 1 / (1 + e^−z), clipped so that no exp overflows."""
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+
+
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(false-positive rate, true-positive rate) at every distinct score, from (0, 0) to (1, 1)."""
     labels = np.asarray(labels, bool).ravel()

@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.daemon import Inspector
 from edge.datasets import textile_split
 from edge.demo import default_pack_dir
+from edge.fit.calibrate import calibrate
 from edge.grounding.anomaly import combine, raw_scores, smooth
-from edge.profile.calibrate import calibrate
 from edge.images import read_image
-from edge.vlm.vocabulary import load_vocabulary
+from edge.inspect.inspector import Inspector
 from edge.vlm.pack import load_pack
+from edge.vlm.vocabulary import load_vocabulary
 
 
 def main() -> None:

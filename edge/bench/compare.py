@@ -22,8 +22,9 @@ from edge.grounding import anomaly
 def compare_blas(seconds: float, rounds: int = 3) -> dict[str, Any]:
     """pipeline fps with `few_shot_scores` limited to one BLAS thread (after) vs BLAS's own thread count (before)."""
     from edge.bench.inference import bench_line, decode
-    from edge.daemon import Daemon, load_inspector
+    from edge.daemon import Daemon
     from edge.demo import default_pack_dir
+    from edge.inspect.inspector import load_inspector
 
     controller = anomaly.ThreadpoolController
     if controller is None:
@@ -92,8 +93,9 @@ def compare_spin(seconds: float, rounds: int = 4) -> dict[str, Any]:
     (after); the variants alternate in rounds (half the time for the encoders, half for the pipelines)."""
     from edge.bench.bench_quantized import quantised_pack
     from edge.bench.inference import _close, _pipeline_loop, bare_encoder_loop, bench_line, decode, test_frames
-    from edge.daemon import Daemon, load_inspector
+    from edge.daemon import Daemon
     from edge.demo import default_pack_dir
+    from edge.inspect.inspector import load_inspector
     from edge.vlm import runtime
     from edge.vlm.pack import load_pack
 

@@ -26,7 +26,7 @@ import numpy as np
 from edge.capture.frame import Frame
 from edge.config import LineConfig, ModelConfig, RoutingConfig, SourceConfig, TransportConfig
 from edge.datasets import textile_split
-from edge.profile.calibrate import calibrate
+from edge.fit.calibrate import calibrate
 from edge.vlm.pack import load_pack
 from edge.vlm.runtime import ImageEncoder
 from edge.vlm.vocabulary import load_vocabulary
@@ -135,7 +135,8 @@ def bench_pipeline(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0,
     goes through the daemon's own `handle`: inspect, route with the line's default threshold, JPEG-encode and
     durably put routed frames into the outbox. The bare encoder runs in the same process, alternating rounds.
     """
-    from edge.daemon import Daemon, load_inspector
+    from edge.daemon import Daemon
+    from edge.inspect.inspector import load_inspector
 
     with bench_line(pack_dir, provider, good_images, frames, say) as line:
         daemon = Daemon(line.cfg, load_inspector(line.cfg))
@@ -220,7 +221,8 @@ def bench_latency(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0, 
     last frame arrived, not counting that frame (`backlog_end`; > 0 means the input rate is above what the
     pipeline sustains).
     """
-    from edge.daemon import Daemon, load_inspector
+    from edge.daemon import Daemon
+    from edge.inspect.inspector import load_inspector
     from edge.station.ingest import IngestServer
     from edge.station.store import Store
 

@@ -24,13 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from edge.daemon import Inspector
 from edge.datasets import ElpvCell, elpv_per_class, elpv_split
 from edge.eval import plots
 from edge.eval.failure import routing_by_splits
+from edge.fit.refit import RoutingSpec, refit
 from edge.images import read_image
-from edge.profile.fit import LabelledRows, RoutingSpec, assess_rows, decision_margins, refit
-from edge.profile.profile import LineProfile
+from edge.inspect.assess import assess_rows, decision_margins
+from edge.inspect.inspector import Inspector
+from edge.profile.line_profile import LineProfile
+from edge.profile.rows import LabelledRows
 from edge.stats import accuracy, auroc
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ def run_loop(ctx: Any, every: int = 200) -> dict[str, Any]:
                                    [c.path for c in seed_cells if c.defective],
                                    defect_rate=sum(c.defective for c in train) / len(train))
     profile = inspector.profile
+    assert profile.rows is not None  # calibrate keeps the rows it fit on
     first_rows = copy.deepcopy(profile.rows)
     test_rows = _rows(inspector, test, ctx.progress, "loop: test cells")
     test_truth = np.array([int(c.defective) for c in test])

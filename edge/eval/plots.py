@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.grounding.regions import FoundRegion
+from edge.findings import Region
 
 _COLOURS = [(200, 90, 20), (40, 160, 40), (30, 30, 220), (160, 40, 160), (20, 160, 200), (90, 90, 90), (0, 110, 255)]
 
@@ -66,7 +66,7 @@ def confusion_png(matrix: np.ndarray, labels: list[str], title: str, path: Path,
     cv2.imwrite(str(path), img)
 
 
-def example_png(bgr: np.ndarray, anomaly_map: np.ndarray, regions: list[FoundRegion], headline: str,
+def example_png(bgr: np.ndarray, anomaly_map: np.ndarray, regions: list[Region], headline: str,
                 truth_mask: np.ndarray | None, path: Path) -> None:
     """The frame, beside it the heatmap overlay with the found boxes (green truth outline), captions below."""
     h, w = bgr.shape[:2]

@@ -27,18 +27,18 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
-from edge.daemon import Inspection, Inspector
 from edge.datasets import ElpvCell, elpv_per_class, elpv_split, textile_split
 from edge.eval import plots
 from edge.eval.boxes import iou, mask_box
 from edge.eval.failure import SCORERS, failure_figures
 from edge.eval.synthetic import KINDS, VOCAB_CLASS, make_defect
+from edge.fit.calibrate import DEFAULT_BANK_SIZE, calibrate
 from edge.grounding.anomaly import combine, global_zero_shot_score, raw_scores, smooth
-from edge.grounding.head import frame_features
+from edge.grounding.classifier import frame_features
 from edge.grounding.regions import location_word
 from edge.images import read_image
-from edge.profile.calibrate import DEFAULT_BANK_SIZE, calibrate
-from edge.profile.profile import LineProfile
+from edge.inspect.inspector import Inspection, Inspector
+from edge.profile.line_profile import LineProfile
 from edge.stats import accuracy, auroc, roc_curve
 from edge.vlm.pack import ModelPack
 from edge.vlm.runtime import ImageEmbedding

@@ -7,11 +7,10 @@ best of that class's states (best-of-N by image–text score).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
+from edge.findings import Region, caption_of
 from edge.vlm.prompts import TextBank
 
 _ROWS = ("upper", "middle", "lower")
@@ -32,26 +31,6 @@ def location_word(cx: float, cy: float, width: int, height: int) -> str:
     return f"{row}-{col}"
 
 
-@dataclass(frozen=True, slots=True)
-class FoundRegion:
-    x: int
-    y: int
-    w: int
-    h: int
-    area_px: int
-    area_pct: float
-    peak: float
-    defect_class: str
-    class_probs: dict[str, float]
-    location: str
-    description: str
-    caption_score: float
-
-    @property
-    def caption(self) -> str:
-        return f"{self.defect_class}, {self.location}, {self.w}×{self.h} px ({self.area_pct:.1f} %)"
-
-
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max())
     return e / e.sum()
@@ -64,7 +43,7 @@ def classify_embedding(embedding: np.ndarray, text: TextBank, logit_scale: float
 
 
 def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray, frame_w: int, frame_h: int,
-                 text: TextBank, logit_scale: float, min_area_pct: float = 0.02) -> list[FoundRegion]:
+                 text: TextBank, logit_scale: float, min_area_pct: float = 0.02) -> list[Region]:
     """Connected components of the map above threshold, in frame pixels, largest peak first."""
     grid_h, grid_w = smoothed_map.shape
     up = cv2.resize(smoothed_map, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
@@ -95,10 +74,11 @@ def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray
         state_scores = text.state_embeddings[cls] @ emb
         best = int(state_scores.argmax())
         ys, xs = np.nonzero(inside)
-        found.append(FoundRegion(
-            x=x, y=y, w=w, h=h, area_px=area, area_pct=round(100.0 * area / frame_area, 3), peak=peak,
-            defect_class=cls, class_probs=probs,
-            location=location_word(float(xs.mean()), float(ys.mean()), frame_w, frame_h),
-            description=text.states[cls][best], caption_score=float(state_scores[best])))
+        area_pct = round(100.0 * area / frame_area, 3)
+        location = location_word(float(xs.mean()), float(ys.mean()), frame_w, frame_h)
+        found.append(Region(
+            x=x, y=y, w=w, h=h, area_px=area, area_pct=area_pct, peak=peak, defect_class=cls,
+            location=location, caption=caption_of(cls, location, w, h, area_pct), description=text.states[cls][best],
+            caption_score=float(state_scores[best]), class_probs=probs))
     found.sort(key=lambda r: r.peak, reverse=True)
     return found[:MAX_REGIONS]

@@ -63,7 +63,7 @@ def preflight(config: Path, warm_up: bool = False) -> dict[str, Any]:
     ok = all(v == "ok" or (isinstance(v, str) and v.startswith("ok (")) for k, v in checks.items()
              if k != "providers")
     if warm_up and ok:
-        from edge.daemon import load_inspector
+        from edge.inspect.inspector import load_inspector
 
         started = time.monotonic()
         try:

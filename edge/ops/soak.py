@@ -84,7 +84,7 @@ def prepare(workdir: Path, fps: float, profile: Path | None, pack: Path) -> tupl
         shutil.rmtree(profile_dir, ignore_errors=True)
         shutil.copytree(profile, profile_dir)
     elif not (profile_dir / "CURRENT").exists():
-        from edge.profile.calibrate import calibrate
+        from edge.fit.calibrate import calibrate
         from edge.vlm.pack import load_pack
         from edge.vlm.vocabulary import load_vocabulary
 

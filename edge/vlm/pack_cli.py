@@ -39,7 +39,7 @@ def quantize(
     from edge.durable import write_atomic
     from edge.eval.quantized import auroc_change
     from edge.images import list_images
-    from edge.profile.profile import ProfileError
+    from edge.profile.line_profile import ProfileError
     from edge.vlm.pack import PackError, load_pack
     from edge.vlm.quantize import Rounding, Target, quantize_pack
 

@@ -210,9 +210,9 @@ def test_exported_normalisation_divides_by_broadcasting(kind, packs):
 
 
 def test_one_stride_pack_calibrates_and_inspects(packs, tmp_path):
-    from edge.daemon import Inspector
     from edge.datasets import textile_split
-    from edge.profile.calibrate import calibrate
+    from edge.fit.calibrate import calibrate
+    from edge.inspect.inspector import Inspector
     from edge.vlm.pack import load_pack
     from edge.vlm.vocabulary import load_vocabulary
 

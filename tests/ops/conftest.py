@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from edge.config import LineConfig, parse_config
-from edge.daemon import Inspector, load_inspector
+from edge.inspect.inspector import Inspector, load_inspector
 from tests.conftest import free_port, line_config
 
 

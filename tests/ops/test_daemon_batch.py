@@ -10,8 +10,9 @@ import numpy as np
 import yaml
 
 from edge.config import parse_config
-from edge.daemon import Daemon, Inspector
+from edge.daemon import Daemon
 from edge.images import read_image
+from edge.inspect.inspector import Inspector
 from tests.conftest import free_port, line_config
 
 

@@ -20,8 +20,9 @@ import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge.daemon import EXIT_WORKER_GAVE_UP, Daemon, Inspection, Inspector
-from edge.profile.profile import current_version, load_profile, save_profile
+from edge.daemon import EXIT_WORKER_GAVE_UP, Daemon
+from edge.inspect.inspector import Inspection, Inspector
+from edge.profile.versions import current_version, load_profile, save_profile
 from tests.conftest import free_port
 from tests.ops.conftest import Running, make_line, wait_for
 

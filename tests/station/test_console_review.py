@@ -69,7 +69,8 @@ def test_heatmap_field_is_optional_bounded_and_must_be_a_png(make_item, jpeg):
 def test_the_daemon_sends_the_anomaly_map_on_a_fixed_sigma_scale():
     from edge.capture.frame import Frame
     from edge.config import LineConfig
-    from edge.daemon import Inspection, review_item
+    from edge.inspect.inspector import Inspection
+    from edge.inspect.review_item import review_item
     from edge.uncertainty.score import Uncertainty
 
     z = np.zeros((28, 28), np.float32)

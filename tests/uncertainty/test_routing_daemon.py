@@ -14,12 +14,13 @@ import pytest
 import yaml
 
 from edge.config import parse_config
-from edge.daemon import Daemon, load_inspector
+from edge.daemon import Daemon
+from edge.fit.failure import fit_ood
 from edge.images import read_image
-from edge.profile.profile import load_profile, save_profile
+from edge.inspect.inspector import load_inspector
+from edge.profile.versions import load_profile, save_profile
 from edge.transport.outbox import Outbox
 from edge.transport.schema import ReviewItem
-from edge.uncertainty.failure import fit_ood
 from tests.conftest import free_port, line_config
 
 

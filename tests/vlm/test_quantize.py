@@ -106,8 +106,8 @@ def test_int8_close_to_fp32_on_held_out_real_frames(int8, held_out_frames):
 
 
 def test_int8_pack_runs_a_line(int8, textile_images, tmp_path):
-    from edge.daemon import Inspector
-    from edge.profile.calibrate import calibrate
+    from edge.fit.calibrate import calibrate
+    from edge.inspect.inspector import Inspector
     from edge.vlm.vocabulary import load_vocabulary
 
     good = list_images(textile_images["good"])[:8]

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.fit.classifier import best_threshold, fit_head
 from edge.grounding.anomaly import global_zero_shot_score
-from edge.grounding.head import LinearHead, best_threshold, fit_head, frame_features
+from edge.grounding.classifier import LinearHead, frame_features
 from edge.vlm.runtime import ImageEmbedding
 
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.profile.calibrate import coreset
-from edge.profile.profile import LineProfile, ProfileError, load_profile, save_profile
+from edge.profile.line_profile import LineProfile, ProfileError
+from edge.profile.versions import load_profile, save_profile
 from edge.vlm.vocabulary import load_vocabulary
 
 
@@ -37,14 +37,6 @@ def test_missing_profile_says_what_to_run(tmp_path: Path) -> None:
         load_profile(tmp_path / "none")
 
 
-def test_coreset_keeps_outliers_and_has_the_asked_size() -> None:
-    rng = np.random.default_rng(1)
-    feats = np.concatenate([rng.standard_normal((500, 8)) * 0.01, [[10.0] * 8]]).astype(np.float32)
-    picked = coreset(feats, 20)
-    assert picked.shape == (20, 8)
-    assert any(np.allclose(row, 10.0) for row in picked)
-
-
 def test_a_profile_written_before_the_frame_score_and_head_still_loads(tmp_path: Path) -> None:
     import json
 
@@ -61,7 +53,7 @@ def test_a_profile_written_before_the_frame_score_and_head_still_loads(tmp_path:
 
 
 def test_frame_score_fuses_map_and_global_in_good_standard_deviations(tmp_path: Path) -> None:
-    from edge.grounding.head import fit_head
+    from edge.fit.classifier import fit_head
 
     profile = _profile()
     profile.frame_stats = {"map": (1.0, 0.5), "global": (-2.0, 1.0)}

@@ -1,10 +1,7 @@
 """Fit the decision, the failure predictor, the routing threshold and the OoD detector from labelled frame rows.
 
-One labelled frame is one row: the classifier head's feature vector (`edge.grounding.head.frame_features`: g, the
-pooled patch embedding per stride, and the anomaly map's max / top-2 % / mean and the global zero-shot score), its
-label (1 = defect), the defect class when someone named it, and where it came from (`calibrate`, or the station
-frame id of a review). `lineside calibrate` makes the first rows from held-out good and labelled defect images;
-`lineside train` adds the station's reviewed frames and refits (`refit`), so every version keeps its rows
+`lineside calibrate` makes the first labelled rows (edge.profile.rows) from held-out good and labelled defect
+images; `lineside train` adds the station's reviewed frames and refits (`refit`), so every version keeps its rows
 (`rows.npz`) and the next training starts from them without re-encoding anything.
 
 `refit`, on a profile whose memory bank and patch statistics are already set:
@@ -25,27 +22,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from edge.grounding.head import FRAME_SCORE_COLUMNS, best_threshold, fit_head_with_oof, logit
-from edge.profile.profile import LineProfile
+from edge.fit.classifier import best_threshold, fit_head_with_oof
+from edge.fit.failure import cross_fit_failure, fit_failure_predictor, fit_msp_predictor, fit_ood
+from edge.grounding.classifier import FRAME_SCORE_COLUMNS, logit
+from edge.inspect.assess import features_for_failure, fused_margin, split_rows
+from edge.profile.line_profile import LineProfile
+from edge.profile.rows import LabelledRows
 from edge.stats import auroc
-from edge.uncertainty.failure import (
-    NEIGHBOUR_NAMES,
-    FailurePredictor,
-    NeighbourIndex,
-    baseline_scores,
-    cross_fit_failure,
-    decision_scalars,
-    failure_features,
-    fit_failure_predictor,
-    fit_msp_predictor,
-    fit_ood,
-)
+from edge.uncertainty.failure import FailurePredictor, NeighbourIndex
 from edge.uncertainty.risk import budget_threshold, risk_threshold
 from edge.vlm.prompts import TextBank
 
@@ -67,121 +56,6 @@ class RoutingSpec:
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1 or not 0 < self.delta < 1 or not 0 <= self.budget <= 1:
             raise ValueError(f"routing: alpha and delta must be in (0, 1) and budget in [0, 1], got {self}")
-
-
-@dataclass
-class LabelledRows:
-    features: np.ndarray  # [N, d] float32 frame_features rows
-    labels: np.ndarray  # [N] 1 = defect
-    classes: list[str] = field(default_factory=list)  # operator's defect class ("" = not named)
-    sources: list[str] = field(default_factory=list)  # "review:<frame id>"; "" for calibration images
-
-    def __post_init__(self) -> None:
-        n = self.labels.size
-        self.classes = self.classes or [""] * n
-        self.sources = self.sources or [""] * n
-        if self.features.shape[0] != n or len(self.classes) != n or len(self.sources) != n:
-            raise ValueError("labelled rows: features, labels, classes and sources differ in length")
-
-    def __len__(self) -> int:
-        return int(self.labels.size)
-
-    def extend(self, other: LabelledRows) -> LabelledRows:
-        """These rows plus `other`'s, skipping sources already present (a frame reviewed twice counts once, with
-        its latest label)."""
-        latest = {s: i for i, s in enumerate(other.sources) if s}
-        keep = [i for i, s in enumerate(self.sources) if not s or s not in latest]
-        return LabelledRows(np.concatenate([self.features[keep], other.features]),
-                            np.concatenate([self.labels[keep], other.labels]),
-                            [self.classes[i] for i in keep] + other.classes,
-                            [self.sources[i] for i in keep] + other.sources)
-
-    def save(self, path: Path) -> None:
-        np.savez_compressed(path, features=self.features.astype(np.float16), labels=self.labels.astype(np.int8),
-                            classes=np.array(self.classes, dtype=str), sources=np.array(self.sources, dtype=str))
-
-    @classmethod
-    def load(cls, path: Path) -> LabelledRows:
-        with np.load(path) as npz:
-            return cls(npz["features"].astype(np.float32), npz["labels"].astype(np.int64),
-                       [str(c) for c in npz["classes"]], [str(s) for s in npz["sources"]])
-
-
-@dataclass(frozen=True)
-class RowParts:
-    g: np.ndarray  # [N, D]
-    pooled: list[np.ndarray]  # per stride [N, D]
-    map_stats: np.ndarray  # [N, 3]
-    global_score: np.ndarray  # [N]
-
-
-def split_rows(features: np.ndarray, dim: int) -> RowParts:
-    """The parts of frame_features rows: g, pooled patches per stride, map stats, global score."""
-    x = np.atleast_2d(features)
-    n_strides = (x.shape[1] - 4) // dim - 1
-    if x.shape[1] != dim * (n_strides + 1) + 4:
-        raise ValueError(f"frame feature rows of width {x.shape[1]} do not fit embedding dim {dim}")
-    return RowParts(x[:, :dim], [x[:, dim * (i + 1):dim * (i + 2)] for i in range(n_strides)], x[:, -4:-1], x[:, -1])
-
-
-def global_class_probs(g: np.ndarray, text: TextBank, logit_scale: float) -> np.ndarray:
-    """[N, C − 1]: the defect-class split of each frame from its global embedding."""
-    logits = logit_scale * (np.atleast_2d(g) @ text.class_embeddings[1:].T)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def features_for_failure(parts: RowParts, z: np.ndarray, text: TextBank, logit_scale: float,
-                         neighbours: np.ndarray) -> np.ndarray:
-    """Failure-predictor inputs of N decisions with margins z (> 0 = defect) and their neighbourhood features."""
-    q = global_class_probs(parts.g, text, logit_scale)
-    predicted = np.where(z > 0, 1 + q.argmax(axis=1), 0)
-    scalars = decision_scalars(z, parts.map_stats, parts.global_score, q)
-    return failure_features(parts.g, parts.pooled, predicted, text.class_embeddings, logit_scale, scalars,
-                            neighbours)
-
-
-@dataclass(frozen=True)
-class RowAssessment:
-    """What the profile says about N decisions beyond the verdict: the classical scores, the learned p(wrong)
-    (None without a predictor) and the OoD distance (None without a detector)."""
-
-    baselines: dict[str, np.ndarray]
-    p_wrong: np.ndarray | None
-    ood_distance: np.ndarray | None
-
-
-def assess_rows(profile: LineProfile, rows: np.ndarray, z: np.ndarray, text: TextBank, logit_scale: float,
-                dim: int) -> RowAssessment:
-    """The uncertainty side of N decisions with margins z, from their feature rows (the daemon's per-frame path
-    and the evaluation's replay both come through here)."""
-    rows = np.atleast_2d(rows)
-    z = np.atleast_1d(np.asarray(z, np.float64))
-    parts = split_rows(rows, dim)
-    baselines = baseline_scores(z, global_class_probs(parts.g, text, logit_scale), parts.g, text.class_embeddings)
-    p_wrong = None
-    if profile.failure is not None:
-        near = (profile.neighbours.features(rows, z > 0) if profile.neighbours is not None
-                else np.zeros((rows.shape[0], len(NEIGHBOUR_NAMES)), np.float32))
-        p_wrong = profile.failure.predict(features_for_failure(parts, z, text, logit_scale, near))
-    ood = profile.ood.distance(parts.g) if profile.ood is not None else None
-    return RowAssessment(baselines, p_wrong, ood)
-
-
-def decision_margins(profile: LineProfile, rows: np.ndarray, dim: int) -> np.ndarray:
-    """z of the profile's good/defect decision for feature rows (> 0 = defect), as the daemon decides: the head
-    where it is in use, else the fused frame score."""
-    if profile.head is not None and profile.use_head:
-        return np.asarray(logit(profile.head.predict(rows)) - logit(profile.head.threshold), np.float64)
-    return np.asarray(fused_margin(profile, split_rows(rows, dim)), np.float64)
-
-
-def fused_margin(profile: LineProfile, parts: RowParts) -> np.ndarray:
-    """z of the fused frame score (no head) for every row."""
-    scores = np.array([profile.frame_score(float(m), float(g))[0]
-                       for m, g in zip(parts.map_stats[:, 0], parts.global_score, strict=True)])
-    thr = profile.frame_threshold if profile.frame_threshold is not None else profile.anomaly_threshold
-    return (scores - thr) / max(profile.frame_scale or profile.anomaly_scale, 1e-6)
 
 
 def refit(profile: LineProfile, rows: LabelledRows, text: TextBank, logit_scale: float, dim: int,

@@ -5,6 +5,15 @@ import math
 import numpy as np
 import pytest
 
+from edge.fit.failure import (
+    cross_fit_failure,
+    fit_failure_predictor,
+    fit_msp_predictor,
+    fit_ood,
+    forward_backward,
+    vilu_weight,
+    weighted_bce,
+)
 from edge.stats import auroc
 from edge.uncertainty.failure import (
     NEIGHBOUR_NAMES,
@@ -13,15 +22,8 @@ from edge.uncertainty.failure import (
     FailurePredictor,
     NeighbourIndex,
     baseline_scores,
-    cross_fit_failure,
     decision_scalars,
     failure_features,
-    fit_failure_predictor,
-    fit_msp_predictor,
-    fit_ood,
-    forward_backward,
-    vilu_weight,
-    weighted_bce,
 )
 from edge.uncertainty.score import Uncertainty, review_route
 

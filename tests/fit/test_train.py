@@ -15,7 +15,7 @@ import yaml
 from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.durable import write_atomic
-from edge.profile.profile import current_version, load_profile
+from edge.profile.versions import current_version, load_profile
 from edge.station.store import Store
 from edge.transport.schema import ReviewItem
 from tests.conftest import free_port, line_config, run_lineside

@@ -2,11 +2,13 @@
 
 from pathlib import Path
 
+import numpy as np
+
 from edge.datasets import textile_split
 from edge.demo import default_pack_dir
+from edge.fit.calibrate import calibrate, coreset
 from edge.grounding.anomaly import few_shot_scores
 from edge.images import read_image
-from edge.profile.calibrate import calibrate
 from edge.vlm.pack import load_pack
 from edge.vlm.runtime import ImageEncoder
 from edge.vlm.vocabulary import load_vocabulary
@@ -26,3 +28,11 @@ def test_every_good_image_is_in_the_bank_and_a_row_scored_without_itself(tmp_pat
     emb = ImageEncoder(pack, "cpu").encode(read_image(good[0]))
     row_mean, _ = profile.patch_stats[8]["few"]
     assert float(few_shot_scores(emb.patches[8], profile.bank[8]).max()) < 1e-4 < 0.05 < row_mean
+
+
+def test_coreset_keeps_outliers_and_has_the_asked_size() -> None:
+    rng = np.random.default_rng(1)
+    feats = np.concatenate([rng.standard_normal((500, 8)) * 0.01, [[10.0] * 8]]).astype(np.float32)
+    picked = coreset(feats, 20)
+    assert picked.shape == (20, 8)
+    assert any(np.allclose(row, 10.0) for row in picked)

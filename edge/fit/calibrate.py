@@ -23,11 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.fit.classifier import best_threshold
+from edge.fit.refit import RoutingSpec, refit
 from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
-from edge.grounding.head import best_threshold, frame_features
+from edge.grounding.classifier import frame_features
 from edge.images import ImageError, read_image
-from edge.profile.fit import LabelledRows, RoutingSpec, refit
-from edge.profile.profile import LineProfile, ProfileError, save_profile
+from edge.profile.line_profile import LineProfile, ProfileError
+from edge.profile.rows import LabelledRows
+from edge.profile.versions import save_profile
 from edge.vlm.pack import ModelPack
 from edge.vlm.prompts import build_text_bank
 from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder

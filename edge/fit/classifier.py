@@ -1,12 +1,9 @@
-"""The line-profile classifier head: good vs defect from what the frame's way has already computed.
+"""Fitting the classifier head (edge.grounding.classifier) on labelled frame rows.
 
-Features x of a frame (all from one encoder pass): the global embedding g, the mean patch embedding at each stride,
-and four numbers of the grounding step — the anomaly map's maximum, the mean of its top 2 %, its mean, and the global
-zero-shot score. A logistic regression p(defect | x) = σ(wᵀ·(x − μ)/σ + b) with an L2 penalty is fit in numpy
-(Newton steps) at calibrate time when labelled defects are given; the penalty is picked by k-fold
-cross-validation, and the decision threshold on p is the one with the best out-of-fold accuracy at the line's
-defect rate (`expected_accuracy`; balanced accuracy when the rate is not known), on smoothed class distributions
-(`best_threshold`).
+A logistic regression p(defect | x) = σ(wᵀ·(x − μ)/σ + b) with an L2 penalty is fit in numpy (Newton steps) at
+calibrate time when labelled defects are given; the penalty is picked by k-fold cross-validation, and the decision
+threshold on p is the one with the best out-of-fold accuracy at the line's defect rate (`expected_accuracy`;
+balanced accuracy when the rate is not known), on smoothed class distributions (`best_threshold`).
 
 Stacked on top (`FRAME_SCORE_COLUMNS`): a second, 3-input logistic regression on the head's out-of-fold logit, the
 map's maximum and the global zero-shot score. The first fit weighs ~770 standardised columns alike under one L2
@@ -18,36 +15,15 @@ unchanged, 0.909).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from edge.vlm.runtime import ImageEmbedding
+from edge.grounding.classifier import LinearHead, Stack, logit
+from edge.stats import sigmoid
 
 L2_GRID = (0.3, 3.0, 30.0, 300.0, 3000.0)
-FRAME_SCORE_COLUMNS = (-4, -1)  # of frame_features: the anomaly map's maximum and the global zero-shot score
+
+
 STACK_L2 = 1.0
-
-
-def frame_features(emb: ImageEmbedding, anomaly_map: np.ndarray, global_score: float) -> np.ndarray:
-    flat = np.sort(anomaly_map.ravel())
-    top = flat[-max(1, flat.size // 50):]
-    pooled = [emb.patches[s].reshape(-1, emb.patches[s].shape[-1]).mean(axis=0) for s in sorted(emb.patches)]
-    stats = np.array([flat[-1], top.mean(), flat.mean(), global_score], np.float32)
-    return np.concatenate([emb.global_.astype(np.float32), *pooled, stats]).astype(np.float32)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
-
-
-def logit(p: np.ndarray | float, eps: float = 1e-6) -> np.ndarray:
-    """log(p / (1 − p)) with p clipped to [eps, 1 − eps]: the head's p(defect) as a decision score (the daemon's and
-    the profile's margins) and as the stack's input (eps 1e-9 there)."""
-    q = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
-    return np.asarray(np.log(q / (1 - q)))
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iters: int = 15) -> tuple[np.ndarray, float]:
@@ -68,7 +44,7 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iters: int = 15) -> t
     reg = np.full(d + 1, l2)
     reg[-1] = 0.0
     for _ in range(iters):
-        p = _sigmoid(xa @ theta)
+        p = sigmoid(xa @ theta)
         grad = xa.T @ (sample_w * (p - y)) + reg * theta
         hess = (xa * (sample_w * p * (1 - p))[:, None]).T @ xa + np.diag(reg + 1e-6)
         step = np.linalg.solve(hess, grad)
@@ -76,61 +52,6 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iters: int = 15) -> t
         if float(np.abs(step).max()) < 1e-4:
             break
     return theta[:-1], float(theta[-1])
-
-
-@dataclass
-class LinearHead:
-    mean: np.ndarray
-    std: np.ndarray
-    w: np.ndarray
-    b: float
-    threshold: float  # on p(defect)
-    l2: float
-    cv_accuracy: float  # out-of-fold accuracy at `threshold` at the line's defect rate (balanced if unknown)
-    stack: Stack | None = None  # the second stage on (head logit, frame scores); None: the head alone decides
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """p(defect) for [N, d] (or one [d]) feature rows."""
-        x = np.atleast_2d(features)
-        z = (x - self.mean) / self.std @ self.w + self.b
-        if self.stack is not None:
-            z = self.stack.logit(z, x)
-        return _sigmoid(z)
-
-    def save(self, path: Path) -> None:
-        arrays: dict[str, Any] = {
-            "mean": self.mean, "std": self.std, "w": self.w,
-            "scalars": np.array([self.b, self.threshold, self.l2, self.cv_accuracy])}
-        if self.stack is not None:
-            arrays.update({"stack_mean": self.stack.mean, "stack_std": self.stack.std, "stack_w": self.stack.w,
-                           "stack_b": np.array([self.stack.b]), "stack_columns": np.array(self.stack.columns)})
-        np.savez(path, **arrays)
-
-    @classmethod
-    def load(cls, path: Path) -> LinearHead:
-        with np.load(path) as npz:
-            b, threshold, l2, cv = (float(v) for v in npz["scalars"])
-            stack = (Stack(npz["stack_mean"], npz["stack_std"], npz["stack_w"], float(npz["stack_b"][0]),
-                           tuple(int(c) for c in npz["stack_columns"])) if "stack_w" in npz.files else None)
-            return cls(npz["mean"], npz["std"], npz["w"], b, threshold, l2, cv, stack)
-
-
-@dataclass
-class Stack:
-    """logit = w · standardised([head logit, features[columns]]) + b."""
-
-    mean: np.ndarray
-    std: np.ndarray
-    w: np.ndarray
-    b: float
-    columns: tuple[int, ...]
-
-    def inputs(self, head_logit: np.ndarray, features: np.ndarray) -> np.ndarray:
-        x = np.column_stack([head_logit, *(features[:, c] for c in self.columns)])
-        return (x - self.mean) / self.std
-
-    def logit(self, head_logit: np.ndarray, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.inputs(head_logit, features) @ self.w + self.b)
 
 
 def _fit_stack(head_logit: np.ndarray, features: np.ndarray, y: np.ndarray, columns: tuple[int, ...]) -> Stack:
@@ -179,8 +100,8 @@ def best_threshold(good: np.ndarray, bad: np.ndarray, defect_rate: float | None 
     widths = [max(1.06 * float(v.std()) * v.size ** -0.2, 1e-6 * span) * np.sqrt(3) / np.pi for v in (good, bad)]
     grid = np.linspace(min(good.min(), bad.min()) - 3 * max(widths), max(good.max(), bad.max()) + 3 * max(widths),
                        points)
-    tnr = _sigmoid((grid[:, None] - good[None]) / widths[0]).mean(axis=1)  # smoothed P(good score ≤ t)
-    tpr = 1.0 - _sigmoid((grid[:, None] - bad[None]) / widths[1]).mean(axis=1)
+    tnr = sigmoid((grid[:, None] - good[None]) / widths[0]).mean(axis=1)  # smoothed P(good score ≤ t)
+    tpr = 1.0 - sigmoid((grid[:, None] - bad[None]) / widths[1]).mean(axis=1)
     t = float(grid[int(np.argmax(expected_accuracy(tpr, tnr, defect_rate)))])
     return t, float(expected_accuracy(float((bad > t).mean()), float((good <= t).mean()), defect_rate))
 
@@ -189,7 +110,7 @@ def _best_threshold(y: np.ndarray, p: np.ndarray, defect_rate: float | None = No
     """`best_threshold` on the logits of out-of-fold p(defect), returned as a threshold on p."""
     z = logit(p, 1e-9)
     t, acc = best_threshold(z[y <= 0], z[y > 0], defect_rate)
-    return float(_sigmoid(np.array([t]))[0]), acc
+    return float(sigmoid(np.array([t]))[0]), acc
 
 
 def fit_head(features: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 5,
@@ -220,7 +141,7 @@ def fit_head_with_oof(features: np.ndarray, labels: np.ndarray, seed: int = 0, f
         oof = np.empty(y.size)
         for f in range(k):
             w, b = _fit_logistic(xs[fold != f], y[fold != f], l2)
-            oof[fold == f] = _sigmoid(xs[fold == f] @ w + b)
+            oof[fold == f] = sigmoid(xs[fold == f] @ w + b)
         loss = -float(np.mean(y * np.log(oof + 1e-9) + (1 - y) * np.log(1 - oof + 1e-9)))
         if best is None or loss < best[0]:
             best = (loss, l2, oof)
@@ -232,7 +153,7 @@ def fit_head_with_oof(features: np.ndarray, labels: np.ndarray, seed: int = 0, f
         stacked = np.empty(y.size)
         for f in range(k):
             part = _fit_stack(head_logit[fold != f], x[fold != f], y[fold != f], stack_columns)
-            stacked[fold == f] = _sigmoid(part.logit(head_logit[fold == f], x[fold == f]))
+            stacked[fold == f] = sigmoid(part.logit(head_logit[fold == f], x[fold == f]))
         stack, oof = _fit_stack(head_logit, x, y, stack_columns), stacked
     threshold, cv_acc = _best_threshold(y, oof, defect_rate)
     w, b = _fit_logistic(xs, y, l2)

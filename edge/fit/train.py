@@ -23,11 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from edge.daemon import Inspector
 from edge.findings import GOOD
+from edge.fit.refit import RoutingSpec, refit
 from edge.images import ImageError, read_image
-from edge.profile.fit import LabelledRows, RoutingSpec, refit
-from edge.profile.profile import LineProfile, ProfileError, load_profile, save_profile
+from edge.inspect.inspector import Inspector
+from edge.profile.line_profile import LineProfile, ProfileError
+from edge.profile.rows import LabelledRows
+from edge.profile.versions import load_profile, save_profile
 from edge.transport.reviewed import ReviewedFrame
 from edge.vlm.pack import ModelPack
 

@@ -6,8 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.profile.fit import LabelledRows, RoutingSpec, assess_rows, decision_margins, refit, split_rows
-from edge.profile.profile import LineProfile, load_profile, save_profile
+from edge.fit.refit import RoutingSpec, refit
+from edge.inspect.assess import assess_rows, decision_margins, split_rows
+from edge.profile.line_profile import LineProfile
+from edge.profile.rows import LabelledRows
+from edge.profile.versions import load_profile, save_profile
 from edge.vlm.prompts import TextBank
 from edge.vlm.vocabulary import load_vocabulary
 

@@ -1,0 +1,152 @@
+"""One frame's way through the models, top to bottom: encode → ground → caption → score.
+
+`Inspector.inspect` takes a BGR frame and returns an `Inspection` (verdict, class scores, regions with captions,
+p(wrong), OoD distance); it does no I/O and starts no thread. The daemon wires it to capture and routing
+(edge.daemon); the evaluation, the benches and `lineside train` call it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.config import LineConfig, TensorrtConfig
+from edge.findings import Region
+from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
+from edge.grounding.classifier import frame_features, logit
+from edge.grounding.regions import classify_embedding, find_regions
+from edge.inspect.assess import assess_rows
+from edge.profile.line_profile import LineProfile
+from edge.profile.versions import load_profile
+from edge.uncertainty.score import Uncertainty, baseline_uncertainty, frame_class_scores
+from edge.vlm.check import verify_pack
+from edge.vlm.pack import ModelPack, load_pack
+from edge.vlm.prompts import TextBank, build_text_bank
+from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What the models say about one frame. `anomaly_score` / `anomaly_threshold` are the score the verdict was
+    taken on: the head's logit p(defect) when the profile has a classifier head, else the fused frame score (or,
+    for profiles without frame statistics, the anomaly map's maximum); `anomaly_map` is the map regions come from."""
+
+    verdict: str
+    class_scores: dict[str, float]
+    anomaly_score: float
+    anomaly_threshold: float
+    regions: list[Region]
+    uncertainty: Uncertainty
+    anomaly_map: np.ndarray = field(repr=False)
+    raw_scores: RawScores | None = field(default=None, repr=False)  # per-stride zero-/few-shot patch scores
+
+
+class Inspector:
+    """Models for one line: the pack's encoders, the profile's vocabulary and memory bank."""
+
+    def __init__(self, pack: ModelPack, profile: LineProfile, provider: str = "auto",
+                 intra_op_threads: int = 0, *, tensorrt: TensorrtConfig | None = None, device_id: int = 0) -> None:
+        self.pack = pack
+        self.profile = profile
+        self.image_encoder = ImageEncoder(pack, provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id)
+        text = TextEncoder(pack, provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id)
+        self.text_bank: TextBank = build_text_bank(profile.vocabulary, text)
+
+    @property
+    def versions(self) -> tuple[str, str]:
+        return self.pack.version, self.profile.describe()
+
+    def inspect(self, bgr: np.ndarray) -> Inspection:
+        height, width = bgr.shape[:2]
+        # encode: global embedding g and patch grids in the joint image–text space
+        return self.inspect_embedding(self.image_encoder.encode(bgr), width, height)
+
+    def ground(self, emb: ImageEmbedding) -> tuple[RawScores, np.ndarray, float]:
+        """Zero-shot ⊕ few-shot anomaly map (with its raw per-stride scores) and the whole frame's zero-shot score."""
+        profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
+        raw = raw_scores(emb, profile.bank, text.class_embeddings, scale)
+        anomaly_map = smooth(combine(raw, profile.patch_stats, profile.weights))
+        return raw, anomaly_map, global_zero_shot_score(emb.global_, text.class_embeddings, scale)
+
+    def frame_row(self, emb: ImageEmbedding) -> np.ndarray:
+        """The labelled-row features of an encoded frame under this profile (as `lineside calibrate` makes them)."""
+        _, anomaly_map, global_score = self.ground(emb)
+        return frame_features(emb, anomaly_map, global_score)
+
+    def inspect_batch(self, images: list[np.ndarray]) -> list[Inspection]:
+        """Several frames through one encoder run (same results as one by one, faster per frame)."""
+        batch = np.stack([self.image_encoder.preprocess(bgr) for bgr in images])
+        embeddings = self.image_encoder.encode_batch(batch)
+        return [self.inspect_embedding(emb, bgr.shape[1], bgr.shape[0]) for emb, bgr in
+                zip(embeddings, images, strict=True)]
+
+    def inspect_embedding(self, emb: ImageEmbedding, width: int, height: int) -> Inspection:
+        """The rest of the frame's way once it is encoded (the evaluation calls this to encode a frame once)."""
+        profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
+        raw, anomaly_map, global_score = self.ground(emb)
+        map_max = float(anomaly_map.max())
+        # the frame's feature row, once: the head decides on it, the failure predictor and OoD detector read it
+        use_head = profile.head is not None and profile.use_head
+        row = (frame_features(emb, anomaly_map, global_score)[None]
+               if use_head or profile.failure is not None or profile.ood is not None else None)
+        # decide good / defect: the line's classifier head if it has one, else the fused frame score
+        if profile.head is not None and row is not None and use_head:
+            p_defect = float(profile.head.predict(row)[0])
+            score, threshold, spread = float(logit(p_defect)), float(logit(profile.head.threshold)), 1.0
+        else:
+            score, threshold, spread = profile.frame_score(map_max, global_score)
+        is_defect = score > threshold
+        # caption: regions above the map threshold, each with class, place, size and best description; a defect
+        # frame with no region that hot gets its hottest area
+        finest = min(emb.patches)
+        regions: list[Region] = []
+        if is_defect:
+            regions = find_regions(anomaly_map, profile.anomaly_threshold, emb.patches[finest], width, height,
+                                   text, scale)
+            if not regions:
+                hottest = map_max - 0.25 * (map_max - float(anomaly_map.mean()))
+                regions = find_regions(anomaly_map, hottest, emb.patches[finest], width, height, text, scale)[:1]
+        # verdict: good or the defect class (from the strongest region, else from the whole frame)
+        defect_probs = regions[0].class_probs if regions else classify_embedding(emb.global_, text, scale)
+        class_scores = frame_class_scores(score, threshold, spread, defect_probs)
+        verdict = max(defect_probs, key=defect_probs.__getitem__) if is_defect else "good"
+        # score: how likely this decision is wrong (the line's learned failure predictor, else the baseline), and
+        # whether the frame is like anything the line knows at all
+        uncertainty = self.uncertainty(row, (score - threshold) / max(spread, 1e-6), class_scores, score, threshold,
+                                       spread)
+        return Inspection(verdict, class_scores, score, threshold, regions, uncertainty, anomaly_map, raw)
+
+    def uncertainty(self, row: np.ndarray | None, z: float, class_scores: dict[str, float], score: float,
+                    threshold: float, spread: float) -> Uncertainty:
+        """The baseline from the class scores; with a failure predictor or OoD detector, theirs from the frame's
+        feature row [1, d] (None when the profile has neither)."""
+        profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
+        baseline = baseline_uncertainty(class_scores, score, threshold, spread)
+        if row is None or (profile.failure is None and profile.ood is None):
+            return baseline
+        assessed = assess_rows(profile, row, np.array([z]), text, scale, self.pack.embedding_dim)
+        scores = {k: float(v[0]) for k, v in assessed.baselines.items()}
+        value, source = baseline.value, baseline.source
+        if assessed.p_wrong is not None:
+            value, source = float(assessed.p_wrong[0]), "learned"
+            scores["learned"] = value
+        ood_distance = float(assessed.ood_distance[0]) if assessed.ood_distance is not None else 0.0
+        is_ood = profile.ood is not None and ood_distance > profile.ood.threshold
+        return Uncertainty(value, source, scores, ood_distance, is_ood)
+
+    @property
+    def review_threshold(self) -> float | None:
+        """The profile's calibrated threshold on p(wrong) (risk or budget policy), when it has a predictor."""
+        routing = self.profile.routing
+        if self.profile.failure is None or not routing:
+            return None
+        return float(routing["threshold"])
+
+
+def load_inspector(cfg: LineConfig) -> Inspector:
+    pack = load_pack(cfg.model.pack)
+    verify_pack(pack)  # schema, sha256s, ONNX names/shapes, reference outputs: a failing pack is refused here
+    profile = load_profile(cfg.profile, pack_version=pack.version)
+    return Inspector(pack, profile, cfg.model.provider, cfg.model.intra_op_threads, tensorrt=cfg.model.tensorrt,
+                     device_id=cfg.model.device_id)

@@ -1,0 +1,97 @@
+"""The line profile: what one product line knows (one version of it; edge.profile.versions writes and reads them).
+
+The frame verdict: with a head in use, p(defect) from the head against its threshold; without one, the frame score — the
+weighted mean of the anomaly map's maximum and the global zero-shot score, each in held-out good-frame standard
+deviations (`frame_stats`, `frame_weights`) — against `frame_threshold`. Profiles written before these fields
+existed carry none of them and decide on the map's maximum against `anomaly_threshold`, as they were fit.
+`anomaly_threshold` is always the *map* threshold that cuts regions.
+
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.grounding.classifier import LinearHead
+from edge.profile.rows import LabelledRows
+from edge.uncertainty.failure import FailurePredictor, NeighbourIndex, OodDetector
+from edge.vlm.vocabulary import Vocabulary
+
+
+class ProfileError(RuntimeError):
+    """A line profile that cannot be used; one line naming the profile and the problem."""
+
+
+@dataclass
+class LineProfile:
+    line_id: str
+    version: str
+    pack_version: str
+    vocabulary: Vocabulary
+    bank: dict[int, np.ndarray]  # stride -> [M, D] float32 unit-norm good patch embeddings
+    # per stride, per mode ("few", "zero"): mean and std of patch scores over good images, to put them on one scale
+    patch_stats: dict[int, dict[str, tuple[float, float]]]
+    anomaly_threshold: float  # frame score above this = defect
+    anomaly_scale: float  # spread of good frame scores, for the distance-to-threshold term
+    weights: dict[str, float] = field(default_factory=lambda: {"few": 0.5, "zero": 0.5})
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created_wall: float = field(default_factory=time.time)
+    frame_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # "map"/"global" -> good mean, std
+    frame_weights: dict[str, float] = field(default_factory=dict)
+    frame_threshold: float | None = None
+    frame_scale: float | None = None
+    head: LinearHead | None = None
+    use_head: bool = True  # False: the head is kept for the record, the fused frame score decides
+    failure: FailurePredictor | None = None  # learned p(decision wrong); None = the baseline uncertainty
+    neighbours: NeighbourIndex | None = None  # labelled frames, for the predictor's neighbourhood inputs
+    ood: OodDetector | None = None
+    # policy ("risk" | "budget"), alpha, delta, budget, threshold on p(wrong), calibration figures
+    routing: dict[str, Any] | None = None
+    rows: LabelledRows | None = None  # the LabelledRows the head / predictor were fit on (kept for `lineside train`)
+    # share of defective parts the line makes, when the line engineer knows it: decision thresholds are then the
+    # ones with the best accuracy at that rate; None = balanced accuracy (the labelled set's mix says nothing)
+    defect_rate: float | None = None
+
+    def frame_score(self, map_max: float, global_score: float) -> tuple[float, float, float]:
+        """(score, threshold, scale) of the frame without the head."""
+        if not self.frame_stats or self.frame_threshold is None:
+            return map_max, self.anomaly_threshold, self.anomaly_scale
+        parts = {"map": map_max, "global": global_score}
+        total = weight_sum = 0.0
+        for name, weight in self.frame_weights.items():
+            if weight > 0 and name in self.frame_stats:
+                mean, std = self.frame_stats[name]
+                total += weight * (parts[name] - mean) / max(std, 1e-6)
+                weight_sum += weight
+        return total / max(weight_sum, 1e-9), self.frame_threshold, self.frame_scale or 1.0
+
+    def describe(self) -> str:
+        return f"{self.line_id}@{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "line_id": self.line_id, "version": self.version, "pack_version": self.pack_version,
+            "created_wall": self.created_wall, "vocabulary": self.vocabulary.to_dict(),
+            "patch_stats": {str(s): {m: list(v) for m, v in st.items()} for s, st in self.patch_stats.items()},
+            "anomaly_threshold": self.anomaly_threshold, "anomaly_scale": self.anomaly_scale,
+            "weights": self.weights, "metrics": self.metrics,
+            "bank_sizes": {str(s): int(b.shape[0]) for s, b in self.bank.items()},
+            "frame_stats": {k: list(v) for k, v in self.frame_stats.items()}, "frame_weights": self.frame_weights,
+            "frame_threshold": self.frame_threshold, "frame_scale": self.frame_scale,
+            "head": None if self.head is None else {"file": "head.npz", "threshold": self.head.threshold,
+                                                    "l2": self.head.l2, "cv_accuracy": self.head.cv_accuracy,
+                                                    "in_use": self.use_head},
+            "failure": None if self.failure is None else {"file": "failure.npz", **self.failure.info},
+            "neighbours": None if self.neighbours is None else {"file": "neighbours.npz",
+                                                                "n": int(self.neighbours.labels.size)},
+            "ood": None if self.ood is None else {"file": "ood.npz", "threshold": self.ood.threshold,
+                                                  "references": int(self.ood.references.shape[0])},
+            "routing": self.routing, "defect_rate": self.defect_rate,
+            "rows": None if self.rows is None else {"file": "rows.npz", "n": len(self.rows)},
+        }
+
+
