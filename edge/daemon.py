@@ -1,6 +1,6 @@
 """The line-side daemon: capture → encode → ground → caption → score → route → outbox, for one line.
 
-`Inspector.inspect` is one frame's way through the models, top to bottom. `Daemon` wires it to a capture thread,
+`Daemon` wires the frame's algorithm (edge.inspect) to a capture thread, the decision sink (edge.route) with
 the durable outbox and the sender, keeps counters, writes a status file, and stops cleanly on SIGTERM (the frame
 being inspected finishes, the outbox is given a bounded time to drain; what is not acknowledged stays on disk).
 """
@@ -17,26 +17,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-import zmq
 
 from edge.capture.frame import Frame
 from edge.capture.thread import COUNTER_NAMES, CaptureThread
 from edge.config import ConfigError, LineConfig, load_config
 from edge.inspect.inspector import Inspection, Inspector, load_inspector
-from edge.inspect.review_item import review_item
 from edge.ops.decision_summary import DecisionSummarizer
 from edge.ops.decisions import DecisionPublisher
 from edge.ops.health import HealthServer
 from edge.ops.logs import frame_context
 from edge.ops.metrics import DaemonMetrics
 from edge.ops.notify import SystemdNotifier
+from edge.ops.reload import Reloader, file_stamp
 from edge.ops.signals import SignalDispatcher
 from edge.ops.watchdog import InferenceStuck, InferenceWorker, WorkerGaveUp
-from edge.transport.outbox import Outbox, OutboxError
+from edge.route.sink import DecisionSink
+from edge.transport.outbox import Outbox
 from edge.transport.sender import OutboxSender
-from edge.uncertainty.score import review_route
 
 log = logging.getLogger("edge.daemon")
 
@@ -67,21 +65,14 @@ class Daemon:
         self.boot_id = format(int(time.time() * 1000), "x")
         self.summaries = DecisionSummarizer(cfg.id, self.outbox, boot=self.boot_id)  # per-minute counts → station
         self.stop_event = threading.Event()
-        self.reload_event = threading.Event()
         self.config_path: Path | None = None  # set by `lineside run`: SIGHUP re-reads it
         self.exit_code = 0
         self.counters: dict[str, int] = {
             "frames": 0, "routed": 0, "auto": 0, "errors": 0, "outbox_errors": 0, "inference_stuck": 0,
             "worker_restarts": 0, "capture_stalls": 0, "reloads": 0, "reload_failures": 0, "published": 0,
             "publish_errors": 0, "ood": 0, "sampled": 0, "batched_frames": 0}
-        self.by_verdict: dict[str, int] = {}
-        self._audit_rng = np.random.default_rng(cfg.routing.audit_seed)
-        self._reload_thread: threading.Thread | None = None
-        self._prepared: tuple[LineConfig, Inspector] | None = None
-        self._reload_again = False
-        self._watch_mono = time.monotonic()
-        self._seen_signature = self.watched_signature()
-        self.by_route: dict[tuple[str, str], int] = {}
+        self.reloader: Reloader[tuple[LineConfig, Inspector]] = Reloader(
+            self._prepare_reload, self.watched_signature, cfg.ops.reload_watch_s, name=f"line {cfg.id}")
         self.started_mono = time.monotonic()
         self.loop_mono = self.started_mono  # the main loop's last turn (/healthz)
         self._quiet_since = self.started_mono  # last frame, or when the source last became connected
@@ -94,9 +85,8 @@ class Daemon:
             window_s=ops.worker_restart_window_s, backoff_initial_s=ops.worker_backoff_initial_s,
             factory=self._fresh_inspector if inspector is None else None, name=f"inference-{cfg.id}")
         self.metrics = DaemonMetrics(self)
+        self.sink = DecisionSink(cfg, self.outbox, self.summaries, self.metrics, self.counters)
         self.health: HealthServer | None = None
-        self.publisher: DecisionPublisher | None = None
-        self._decision_log = open(cfg.decision_log, "a", buffering=1) if cfg.decision_log else None  # noqa: SIM115
 
     # ---- parts ---------------------------------------------------------------------------------------------
     def _new_capture(self) -> CaptureThread:
@@ -193,89 +183,11 @@ class Daemon:
             self._decide(frame, result)
 
     def _decide(self, frame: Frame, result: Inspection) -> None:
-        """Route one inspected frame: to review (outbox) or decided here; log, publish, count."""
-        frame_id = self.frame_id(frame)
-        ctx = frame_context(self.cfg.id, frame.source_id, frame_id, "inspect")
-        stage = self.metrics.stage_seconds
-        t = time.monotonic()
-        reason = review_route(result.uncertainty, self.review_threshold(), float(self._audit_rng.random()),
-                              self.cfg.routing.audit_fraction)
-        routed = reason is not None
-        self.counters["frames"] += 1
-        self.counters["routed" if routed else "auto"] += 1
-        if reason == "ood":
-            self.counters["ood"] += 1
-            log.warning("line %s camera %s frame %s: unlike anything the line knows (OoD distance %.3f > %.3f): "
-                        "to review", self.cfg.id, frame.source_id, frame_id, result.uncertainty.ood_distance,
-                        self.inspector.profile.ood.threshold if self.inspector.profile.ood else float("nan"),
-                        extra=ctx)
-        elif reason == "sampled":
-            self.counters["sampled"] += 1
-        self.by_verdict[result.verdict] = self.by_verdict.get(result.verdict, 0) + 1
-        key = ("review" if routed else "auto", result.verdict)
-        self.by_route[key] = self.by_route.get(key, 0) + 1
-        versions = self.inspector.versions
-        stage.labels("route").observe(time.monotonic() - t)
-        queued = False
-        if reason is not None:
-            t = time.monotonic()
-            ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.routing.jpeg_quality])
-            try:
-                if not ok:
-                    raise OutboxError(f"JPEG encoding failed for frame {frame_id}")
-                # None = a full outbox refused it; the outbox has counted and logged that
-                queued = self.outbox.put(review_item(self.cfg, frame, frame_id, result, versions, reason),
-                                         jpeg.tobytes()) is not None
-            except OutboxError as exc:
-                self.counters["outbox_errors"] += 1
-                log.error("line %s camera %s frame %s stage outbox: %s", self.cfg.id, frame.source_id, frame_id, exc,
-                          extra={**ctx, "stage": "outbox"})
-            stage.labels("outbox").observe(time.monotonic() - t)
-        decision = {
-            "frame_id": frame_id, "wall": frame.wall_ts, "origin": frame.origin, "verdict": result.verdict,
-            "anomaly_score": round(result.anomaly_score, 4), "uncertainty": round(result.uncertainty.value, 4),
-            "routed": routed, "reason": reason, "queued": queued, "pack": versions[0], "profile": versions[1]}
-        if self._decision_log is not None:
-            self._decision_log.write(json.dumps(decision) + "\n")
-            if self._decision_log.tell() >= self.cfg.decision_log_max_bytes:
-                self._roll_decision_log()
-        self.summaries.add(decision)
-        if self.publisher is not None:
-            t = time.monotonic()
-            try:
-                self.publisher.publish({
-                    **decision, "line": self.cfg.id, "camera": frame.source_id,
-                    "class_scores": {k: round(v, 4) for k, v in result.class_scores.items()},
-                    "regions": [{"x": r.x, "y": r.y, "w": r.w, "h": r.h, "defect_class": r.defect_class,
-                                 "caption": r.caption} for r in result.regions],
-                    "latency_ms": round((time.monotonic() - frame.mono_ts) * 1000, 1)})
-                self.counters["published"] += 1
-            except zmq.ZMQError as exc:
-                self.counters["publish_errors"] += 1
-                log.error("line %s camera %s frame %s stage publish: %s", self.cfg.id, frame.source_id, frame_id,
-                          exc, extra={**ctx, "stage": "publish"})
-            stage.labels("publish").observe(time.monotonic() - t)
-        self.metrics.frame_latency.observe(time.monotonic() - frame.mono_ts)
+        self.sink.decide(frame, self.frame_id(frame), result, self.review_threshold(), self.inspector.versions)
 
-    def _roll_decision_log(self) -> None:
-        """<log> → <log>.1 → … → <log>.N (the oldest goes), and a fresh <log>: a line runs for years."""
-        assert self._decision_log is not None and self.cfg.decision_log is not None
-        path, keep = self.cfg.decision_log, self.cfg.decision_log_keep
-        self._decision_log.close()
-        try:
-            for i in range(keep, 0, -1):
-                older = path.with_name(f"{path.name}.{i}")
-                if i == keep:
-                    older.unlink(missing_ok=True)
-                elif older.exists():
-                    os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
-            if keep:
-                os.replace(path, path.with_name(f"{path.name}.1"))
-            else:
-                path.unlink(missing_ok=True)
-        except OSError as exc:  # a log that cannot roll keeps growing; deciding frames matters more
-            log.error("line %s: decision log %s cannot roll over: %s", self.cfg.id, path, exc)
-        self._decision_log = open(path, "a", buffering=1)  # noqa: SIM115
+    @property
+    def by_route(self) -> dict[tuple[str, str], int]:
+        return self.sink.by_route
 
     # ---- health --------------------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -326,15 +238,8 @@ class Daemon:
     # ---- reload (SIGHUP or a new version on disk) -----------------------------------------------------------------
     def watched_signature(self) -> tuple[object, ...]:
         """What a new pack or profile version changes on disk: the profile's CURRENT and the pack's manifest, both
-        replaced atomically when a version is written (stat only: no file is opened every few seconds)."""
-        def stamp(path: Path) -> object:
-            try:
-                st = path.stat()
-            except OSError:
-                return None
-            return st.st_ino, st.st_mtime_ns, st.st_size
-
-        return stamp(self.cfg.profile / "CURRENT"), stamp(self.cfg.model.pack / "manifest.json")
+        replaced atomically when a version is written."""
+        return file_stamp(self.cfg.profile / "CURRENT"), file_stamp(self.cfg.model.pack / "manifest.json")
 
     def _prepare_reload(self) -> tuple[LineConfig, Inspector] | None:
         """Load what the reload needs (config, pack, profile, new ONNX sessions); None when anything is refused,
@@ -368,6 +273,7 @@ class Daemon:
         """Between frames: the next frame is decided by the new inspector, every earlier one by the old."""
         old_versions = self.inspector.versions
         self.cfg = new_cfg
+        self.sink.cfg = new_cfg
         self.inspector = inspector
         self.counters["reloads"] += 1
         log.info("line %s: reloaded: pack %s → %s, profile %s → %s", self.cfg.id, old_versions[0],
@@ -377,48 +283,12 @@ class Daemon:
     def reload(self) -> bool:
         """Re-read the config (when started from a file), the pack and the profile's CURRENT version and swap the
         inspector now. Anything that does not load is refused, counted and logged; the old keeps running."""
-        self._seen_signature = self.watched_signature()
+        self.reloader.mark_seen()
         prepared = self._prepare_reload()
         if prepared is None:
             return False
         self._swap(*prepared)
         return True
-
-    def _start_reload(self, trigger: str) -> None:
-        """Build the new inspector on a side thread (new ONNX sessions take seconds) while frames keep flowing."""
-        if self._reload_thread is not None and self._reload_thread.is_alive():
-            self._reload_again = True  # another change arrived while loading: load once more afterwards
-            return
-        self._seen_signature = self.watched_signature()
-        log.info("line %s: reload (%s): loading off the frame path", self.cfg.id, trigger,
-                 extra=frame_context(self.cfg.id, self.cfg.source.id, None, "reload"))
-
-        def work() -> None:
-            self._prepared = self._prepare_reload()
-
-        self._prepared = None
-        self._reload_thread = threading.Thread(target=work, name=f"reload-{self.cfg.id}", daemon=True)
-        self._reload_thread.start()
-
-    def _poll_reload(self, now: float) -> None:
-        """Main loop, between frames: start a reload on SIGHUP or a changed version on disk; swap a ready one."""
-        if self.reload_event.is_set():
-            self.reload_event.clear()
-            self._start_reload("SIGHUP")
-        watch = self.cfg.ops.reload_watch_s
-        if watch > 0 and now - self._watch_mono >= watch:
-            self._watch_mono = now
-            if self.watched_signature() != self._seen_signature:
-                self._start_reload("new version on disk")
-        thread = self._reload_thread
-        if thread is not None and not thread.is_alive():
-            self._reload_thread = None
-            if self._prepared is not None:
-                self._swap(*self._prepared)
-                self._prepared = None
-            if self._reload_again:
-                self._reload_again = False
-                self._start_reload("change during the last reload")
 
     # ---- status and lifecycle ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -426,13 +296,13 @@ class Daemon:
         pack_version, profile_version = self.inspector.versions
         return {
             "line": self.cfg.id, "pid": os.getpid(), "uptime_s": round(elapsed, 1),
-            "fps": round(self.counters["frames"] / elapsed, 2), **self.counters, "by_verdict": self.by_verdict,
+            "fps": round(self.counters["frames"] / elapsed, 2), **self.counters, "by_verdict": self.sink.by_verdict,
             "capture": {"status": self.capture.status, **self.capture_counters()},
             "outbox": self.outbox.snapshot(), "station": self.sender.status(),
             "pack": pack_version, "profile": profile_version, "ready": self.readiness()[0],
             "exit_code": self.exit_code,
             "health": self.health.url if self.health is not None else None,
-            "decisions_pub": self.publisher.bound if self.publisher is not None else None,
+            "decisions_pub": self.sink.publisher.bound if self.sink.publisher is not None else None,
         }
 
     def _write_status(self) -> None:
@@ -450,8 +320,8 @@ class Daemon:
                                        name=f"daemon-{self.cfg.id}").start()
             log.info("line %s: health and metrics on %s", self.cfg.id, self.health.url)
         if ops.decisions_pub is not None:
-            self.publisher = DecisionPublisher(ops.decisions_pub)
-            log.info("line %s: decisions published on %s", self.cfg.id, self.publisher.bound)
+            self.sink.publisher = DecisionPublisher(ops.decisions_pub)
+            log.info("line %s: decisions published on %s", self.cfg.id, self.sink.publisher.bound)
 
     def run(self, seconds: float | None = None) -> dict[str, Any]:
         """Inspect until stopped, `seconds` pass, or a finite source ends; then drain and return the status.
@@ -468,7 +338,9 @@ class Daemon:
             while not self.stop_event.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                self._poll_reload(time.monotonic())
+                prepared = self.reloader.poll(time.monotonic())
+                if prepared is not None:
+                    self._swap(*prepared)
                 frame = self.capture.get(timeout=0.2)
                 if frame is not None:
                     self.handle_batch(self._gather(frame))
@@ -498,10 +370,7 @@ class Daemon:
             self.capture.join(timeout=5)
             self.worker.close()
             self._write_status()
-            if self._decision_log is not None:
-                self._decision_log.close()
-            if self.publisher is not None:
-                self.publisher.close()
+            self.sink.close()
             if self.health is not None:
                 self.health.stop()
         return self.status()
@@ -517,7 +386,7 @@ class Daemon:
 
         def _reload(_signum: signal.Signals) -> None:
             log.info("line %s: SIGHUP received, reloading between frames", self.cfg.id)
-            self.reload_event.set()
+            self.reloader.request()
 
         return SignalDispatcher({signal.SIGTERM: _stop, signal.SIGINT: _stop, signal.SIGHUP: _reload}).start()
 

@@ -133,7 +133,8 @@ class Inspector:
             scores["learned"] = value
         ood_distance = float(assessed.ood_distance[0]) if assessed.ood_distance is not None else 0.0
         is_ood = profile.ood is not None and ood_distance > profile.ood.threshold
-        return Uncertainty(value, source, scores, ood_distance, is_ood)
+        return Uncertainty(value, source, scores, ood_distance, is_ood,
+                           profile.ood.threshold if profile.ood is not None else float("nan"))
 
     @property
     def review_threshold(self) -> float | None:

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from edge.daemon import Daemon
 
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -47,6 +44,51 @@ def thread_count(pid: int | str = "self") -> int:
     return 0
 
 
+class _Versioned(Protocol):
+    @property
+    def versions(self) -> tuple[str, str]: ...
+
+
+class _LineId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class _Counted(Protocol):
+    @property
+    def counters(self) -> dict[str, Any]: ...
+
+
+class _Outbox(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class _Sender(_Counted, Protocol):
+    def status(self) -> dict[str, object]: ...
+
+
+class DaemonView(Protocol):
+    """What the daemon's collector reads at scrape time (edge.daemon.Daemon is one)."""
+
+    @property
+    def cfg(self) -> _LineId: ...
+    @property
+    def inspector(self) -> _Versioned: ...
+    @property
+    def counters(self) -> dict[str, int]: ...
+    @property
+    def by_route(self) -> dict[tuple[str, str], int]: ...
+    @property
+    def sender(self) -> _Sender: ...
+    @property
+    def notifier(self) -> _Counted: ...
+    @property
+    def outbox(self) -> _Outbox: ...
+    def capture_counters(self) -> dict[str, Any]: ...
+    def capture_queue_depth(self) -> int: ...
+    def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+
 def _counter(name: str, doc: str, labels: list[str], rows: dict[tuple[str, ...], float]) -> CounterMetricFamily:
     fam = CounterMetricFamily(name, doc, labels=labels)
     for key, value in sorted(rows.items()):
@@ -59,7 +101,7 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 class DaemonCollector(Collector):
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.d = daemon
 
     def collect(self) -> Iterator[Any]:
@@ -121,7 +163,7 @@ class DaemonCollector(Collector):
 class DaemonMetrics:
     """The daemon's registry: scrape-time collector + stage latency histograms + process metrics (RSS, FDs)."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.registry.register(DaemonCollector(daemon))

@@ -23,6 +23,7 @@ class Uncertainty:
     scores: dict[str, float] = field(default_factory=dict)  # every scorer's value on this decision
     ood_distance: float = 0.0  # cosine distance of g to the nearest reference frame of the line
     ood: bool = False  # beyond the profile's OoD threshold
+    ood_threshold: float = float("nan")  # that threshold (nan: the profile has no OoD detector)
 
     def as_dict(self) -> dict[str, float | str | bool]:
         return {"uncertainty": self.value, "source": self.source, **self.scores, "ood_distance": self.ood_distance,

@@ -104,7 +104,7 @@ def test_notify_health_metrics_and_decisions_feed(tmp_path: Path, textile_images
     sub.setsockopt(zmq.SUBSCRIBE, b"decision")
     sub.setsockopt(zmq.RCVTIMEO, 5000)
     try:
-        wait_for(lambda: daemon.publisher is not None and daemon.health is not None, 30, "ops to start")
+        wait_for(lambda: daemon.sink.publisher is not None and daemon.health is not None, 30, "ops to start")
         assert daemon.health is not None
         sub.connect(pub)
         received = [json.loads(sub.recv_multipart()[1]) for _ in range(8)]

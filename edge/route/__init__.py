@@ -1,0 +1,1 @@
+"""Where a decided frame goes: to review through the durable outbox, or decided here; the decision log."""

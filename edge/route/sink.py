@@ -1,0 +1,120 @@
+"""Where a decided frame goes: to review through the durable outbox (uncertain, OoD or audit-sampled), or decided
+here; either way into the decision log, the per-minute summaries and, when set, the decisions PUB socket.
+
+The routing rule itself is edge.uncertainty.score.review_route; the wire item is edge.inspect.review_item.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+import zmq
+
+from edge.capture.frame import Frame
+from edge.config import LineConfig
+from edge.inspect.inspector import Inspection
+from edge.inspect.review_item import review_item
+from edge.ops.decision_summary import DecisionSummarizer
+from edge.ops.decisions import DecisionPublisher
+from edge.ops.logs import frame_context
+from edge.ops.metrics import DaemonMetrics
+from edge.route.decision_log import DecisionLog
+from edge.transport.outbox import Outbox, OutboxError
+from edge.uncertainty.score import review_route
+
+log = logging.getLogger("edge.daemon")
+
+
+class DecisionSink:
+    """Routes, records and publishes each decided frame of one line. `counters` is the daemon's own dict: the sink
+    counts frames, routed, auto, ood, sampled, outbox_errors, published and publish_errors in it."""
+
+    def __init__(self, cfg: LineConfig, outbox: Outbox, summaries: DecisionSummarizer, metrics: DaemonMetrics,
+                 counters: dict[str, int]) -> None:
+        self.cfg = cfg  # replaced by the daemon on a reload (routing may change)
+        self.outbox = outbox
+        self.summaries = summaries
+        self.metrics = metrics
+        self.counters = counters
+        self.by_verdict: dict[str, int] = {}
+        self.by_route: dict[tuple[str, str], int] = {}
+        self.publisher: DecisionPublisher | None = None
+        self._audit_rng = np.random.default_rng(cfg.routing.audit_seed)
+        self._log = (DecisionLog(cfg.decision_log, cfg.decision_log_max_bytes, cfg.decision_log_keep)
+                     if cfg.decision_log else None)
+
+    def decide(self, frame: Frame, frame_id: str, result: Inspection, review_threshold: float,
+               versions: tuple[str, str]) -> None:
+        """Route one inspected frame: to review (outbox) or decided here; log, publish, count."""
+        ctx = frame_context(self.cfg.id, frame.source_id, frame_id, "inspect")
+        stage = self.metrics.stage_seconds
+        t = time.monotonic()
+        reason = review_route(result.uncertainty, review_threshold, float(self._audit_rng.random()),
+                              self.cfg.routing.audit_fraction)
+        routed = reason is not None
+        self.counters["frames"] += 1
+        self.counters["routed" if routed else "auto"] += 1
+        if reason == "ood":
+            self.counters["ood"] += 1
+            log.warning("line %s camera %s frame %s: unlike anything the line knows (OoD distance %.3f > %.3f): "
+                        "to review", self.cfg.id, frame.source_id, frame_id, result.uncertainty.ood_distance,
+                        result.uncertainty.ood_threshold, extra=ctx)
+        elif reason == "sampled":
+            self.counters["sampled"] += 1
+        self.by_verdict[result.verdict] = self.by_verdict.get(result.verdict, 0) + 1
+        key = ("review" if routed else "auto", result.verdict)
+        self.by_route[key] = self.by_route.get(key, 0) + 1
+        stage.labels("route").observe(time.monotonic() - t)
+        queued = False
+        if reason is not None:
+            t = time.monotonic()
+            ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.routing.jpeg_quality])
+            try:
+                if not ok:
+                    raise OutboxError(f"JPEG encoding failed for frame {frame_id}")
+                # None = a full outbox refused it; the outbox has counted and logged that
+                queued = self.outbox.put(review_item(self.cfg, frame, frame_id, result, versions, reason),
+                                         jpeg.tobytes()) is not None
+            except OutboxError as exc:
+                self.counters["outbox_errors"] += 1
+                log.error("line %s camera %s frame %s stage outbox: %s", self.cfg.id, frame.source_id, frame_id, exc,
+                          extra={**ctx, "stage": "outbox"})
+            stage.labels("outbox").observe(time.monotonic() - t)
+        decision = {
+            "frame_id": frame_id, "wall": frame.wall_ts, "origin": frame.origin, "verdict": result.verdict,
+            "anomaly_score": round(result.anomaly_score, 4), "uncertainty": round(result.uncertainty.value, 4),
+            "routed": routed, "reason": reason, "queued": queued, "pack": versions[0], "profile": versions[1]}
+        if self._log is not None:
+            self._log.write(decision)
+        self.summaries.add(decision)
+        if self.publisher is not None:
+            self._publish(frame, frame_id, result, decision, ctx)
+        self.metrics.frame_latency.observe(time.monotonic() - frame.mono_ts)
+
+    def _publish(self, frame: Frame, frame_id: str, result: Inspection, decision: dict[str, Any],
+                 ctx: dict[str, Any]) -> None:
+        assert self.publisher is not None
+        t = time.monotonic()
+        try:
+            self.publisher.publish({
+                **decision, "line": self.cfg.id, "camera": frame.source_id,
+                "class_scores": {k: round(v, 4) for k, v in result.class_scores.items()},
+                "regions": [{"x": r.x, "y": r.y, "w": r.w, "h": r.h, "defect_class": r.defect_class,
+                             "caption": r.caption} for r in result.regions],
+                "latency_ms": round((time.monotonic() - frame.mono_ts) * 1000, 1)})
+            self.counters["published"] += 1
+        except zmq.ZMQError as exc:
+            self.counters["publish_errors"] += 1
+            log.error("line %s camera %s frame %s stage publish: %s", self.cfg.id, frame.source_id, frame_id,
+                      exc, extra={**ctx, "stage": "publish"})
+        self.metrics.stage_seconds.labels("publish").observe(time.monotonic() - t)
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+        if self.publisher is not None:
+            self.publisher.close()
