@@ -43,7 +43,7 @@ test: setup chromium postgresql
 
 # the long fault-injection run (README "Fault injection"): 10,000 frames per scenario, 60 s outages
 faults: setup
-	$(BIN)/python -m edge.ops.faults run --frames 10000 --out var/faults
+	$(BIN)/python -m edge.tools.faults run --frames 10000 --out var/faults
 
 lint: setup
 	$(BIN)/ruff check edge tests models

@@ -285,8 +285,8 @@ def bench(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def faults(ctx: typer.Context) -> None:
     """Fault-injection runs of the review transport (kill -9, outages, slow link, disk full, duplicates): `lineside
-    faults --frames 10000 --out var/faults` — options as `python -m edge.ops.faults run --help`."""
-    from edge.ops.faults import main
+    faults --frames 10000 --out var/faults` — options as `python -m edge.tools.faults run --help`."""
+    from edge.tools.faults.__main__ import main
 
     raise typer.Exit(main(["run", *ctx.args]))
 
@@ -327,7 +327,7 @@ def soak(
 ) -> None:
     """Station + daemon on a looping textile source: RSS, FDs, threads and latency over time, then a verdict."""
     _setup_logging(verbose)
-    from edge.ops.soak import SoakError, describe_verdict, run_soak
+    from edge.tools.soak import SoakError, describe_verdict, run_soak
 
     typer.echo(f"soak: {minutes:g} min at {fps:g} fps, a sample every {interval:g} s (workdir {workdir})")
     try:

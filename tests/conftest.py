@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge.tools.net import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 PACK = REPO / "models" / "starter"
 LINESIDE = [sys.executable, "-m", "edge.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_lineside(*args: str, timeout: float = 300, env: dict[str, str] | None = None,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import PACK, REPO, free_port, line_config, run_lineside
+from edge.tools.net import free_port
+from tests.conftest import PACK, REPO, line_config, run_lineside
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:

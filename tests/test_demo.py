@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, free_port
+from edge.tools.net import free_port
+from tests.conftest import REPO
 
 SCRIPT = """
 import json, sys

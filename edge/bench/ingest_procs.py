@@ -75,12 +75,12 @@ def bench(senders: int, seconds: float, warmup_s: float, fsync: str, window: int
           database_url: str | None, workdir: Path) -> dict[str, Any]:
     from sqlalchemy import create_engine, text
 
-    from edge.ops.faults import free_port
+    from edge.tools.faults.harness import free_port
 
     port = free_port()
     status = workdir / "station.json"
     url = database_url or f"sqlite:///{workdir / 'station.db'}"
-    station = subprocess.Popen([sys.executable, "-m", "edge.ops.faults", "station", "--database-url", url,
+    station = subprocess.Popen([sys.executable, "-m", "edge.tools.faults", "station", "--database-url", url,
                                 "--images", str(workdir / "images"), "--bind", f"tcp://127.0.0.1:{port}",
                                 "--status", str(status)], stdout=open(workdir / "station.log", "wb"),  # noqa: SIM115
                                stderr=subprocess.STDOUT)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from edge.capture import CaptureThread
 from edge.config import SourceConfig
+from edge.tools import net
 
 
 @pytest.fixture
@@ -33,6 +33,4 @@ def running() -> Iterator[Callable[..., CaptureThread]]:
 @pytest.fixture
 def free_port() -> int:
     """A loopback TCP port nothing listens on (bound, read, released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return net.free_port()

@@ -17,8 +17,9 @@ from edge.daemon import Daemon
 from edge.durable import write_atomic
 from edge.profile.versions import current_version, load_profile
 from edge.station.store import Store
+from edge.tools.net import free_port
 from edge.transport.schema import ReviewItem
-from tests.conftest import free_port, line_config, run_lineside
+from tests.conftest import line_config, run_lineside
 from tests.ops.conftest import Running, wait_for
 
 CLASS_SCORES = {"good": 0.6, "spot": 0.2, "texture": 0.1, "scratch": 0.05, "patch": 0.05}

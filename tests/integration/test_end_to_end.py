@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LINESIDE, REPO, free_port, line_config
+from edge.tools.net import free_port
+from tests.conftest import LINESIDE, REPO, line_config
 
 
 def _wait_http(url: str, timeout: float) -> None:

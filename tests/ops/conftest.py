@@ -14,7 +14,8 @@ import yaml
 
 from edge.config import LineConfig, parse_config
 from edge.inspect.inspector import Inspector, load_inspector
-from tests.conftest import free_port, line_config
+from edge.tools.net import free_port
+from tests.conftest import line_config
 
 
 def make_line(workdir: Path, frames: Path, profile: Path, *, loop: bool = False, fps: float = 30,

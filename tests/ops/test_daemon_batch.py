@@ -13,7 +13,8 @@ from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.images import read_image
 from edge.inspect.inspector import Inspector
-from tests.conftest import free_port, line_config
+from edge.tools.net import free_port
+from tests.conftest import line_config
 
 
 def test_inspect_batch_matches_frame_by_frame(real_inspector: Inspector, textile_images: dict[str, Path]) -> None:

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge.daemon import EXIT_WORKER_GAVE_UP, Daemon
 from edge.inspect.inspector import Inspection, Inspector
 from edge.profile.versions import current_version, load_profile, save_profile
-from tests.conftest import free_port
+from edge.tools.net import free_port
 from tests.ops.conftest import Running, make_line, wait_for
 
 

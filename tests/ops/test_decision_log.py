@@ -10,7 +10,8 @@ import yaml
 
 from edge.config import parse_config
 from edge.daemon import Daemon
-from tests.conftest import free_port, line_config
+from edge.tools.net import free_port
+from tests.conftest import line_config
 
 
 def test_decision_log_rolls_over_and_keeps_every_recent_decision(tmp_path: Path, textile_images: dict[str, Path],

@@ -16,8 +16,9 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge.tools.net import free_port
 from edge.transport.outbox import Outbox
-from tests.conftest import LINESIDE, REPO, free_port
+from tests.conftest import LINESIDE, REPO
 from tests.ops.conftest import make_line, wait_for
 
 

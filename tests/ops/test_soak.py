@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.ops.soak import Sample, verdict
+from edge.tools.soak import Sample, verdict
 from tests.conftest import run_lineside
 
 

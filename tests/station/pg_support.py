@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from edge.tools.net import free_port
 
 
 def _bindir() -> Path | None:

@@ -19,9 +19,9 @@ import pytest
 from edge.config import StationConfig
 from edge.station.store import Store
 from edge.station.users import add_user
+from edge.tools.net import free_port
 from edge.transport.schema import ReviewItem
 from edge.uncertainty.risk import clopper_pearson
-from tests.conftest import free_port
 from tests.station.console_support import (
     BROWSER_ARGS,
     CHROMIUM,

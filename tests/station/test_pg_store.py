@@ -120,7 +120,8 @@ def test_the_postgres_url_is_what_the_store_runs_on(db_url: str) -> None:
 @pytest.mark.parametrize("scenario", ["station_kill", "dup_reorder"])
 def test_fault_scenarios_on_postgres(scenario: str, pg_url: str, tmp_path: Path) -> None:  # noqa: F811
     """Real station processes killed -9 / a link that duplicates and reorders, with PostgreSQL as the store."""
-    from edge.ops.faults import FaultOptions, results_table, run_scenario
+    from edge.tools.faults.harness import FaultOptions
+    from edge.tools.faults.scenarios import results_table, run_scenario
 
     result = run_scenario(scenario, tmp_path / scenario, FaultOptions(frames=300, rate=250.0, kills=2,
                                                                       database_url=pg_url, timeout_s=90.0))

@@ -25,7 +25,7 @@ from edge.station.retention import (
 from edge.station.server import run_station
 from edge.station.store import Store
 from edge.station.tables import RegionRow, ReviewItemRow, ReviewRow
-from tests.conftest import free_port
+from edge.tools.net import free_port
 
 
 def _count(store: Store, model: type) -> int:

@@ -1,6 +1,6 @@
 """Fault injection, short version: real edge and station processes over loopback TCP, one fault per scenario.
 
-Each scenario streams a few hundred frames (the long version, ``python -m edge.ops.faults run --frames 10000``,
+Each scenario streams a few hundred frames (the long version, ``python -m edge.tools.faults run --frames 10000``,
 streams 10,000 with 60 s outages) and checks from the files that every frame routed to review is in the station's
 database exactly once, with its own image, and that the edge's outbox drained to empty. About 45 s in all.
 """
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.ops.faultproxy import ZmtpSplitter
-from edge.ops.faults import SCENARIOS, FaultOptions, frame_jpeg, results_table, run_scenario
+from edge.tools.faultproxy import ZmtpSplitter
+from edge.tools.faults.harness import FaultOptions
+from edge.tools.faults.processes import SCENARIOS, frame_jpeg
+from edge.tools.faults.scenarios import results_table, run_scenario
 
 SHORT = FaultOptions(frames=400, rate=250.0, outage_s=2.5, kills=3, ack_timeout_s=1.0, fsync="batch",
                      timeout_s=90.0)
@@ -57,7 +59,7 @@ def test_frame_jpeg_stays_a_jpeg_and_names_its_frame() -> None:
     import cv2
     import numpy as np
 
-    from edge.ops.faults import base_jpeg
+    from edge.tools.faults.processes import base_jpeg
 
     data = frame_jpeg(base_jpeg(), "faults:cam0:x:1")
     assert data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from edge.config import TransportConfig
 from edge.station.ingest import IngestServer
 from edge.station.store import Store
+from edge.tools.net import free_port
 from edge.transport.outbox import FSYNC_BATCH_ITEMS, Outbox
 from edge.transport.sender import OutboxSender
 
@@ -107,16 +107,11 @@ def test_batch_fsync_flushes_after_a_short_wait_or_a_full_batch(tmp_path: Path, 
     assert all(reopened.load(n) is not None for n in reopened.take(1000))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.mark.parametrize("policy", ["drop_oldest", "refuse_newest"])
 def test_full_outbox_during_an_outage_then_the_station_gets_what_was_kept(
         policy, tmp_path: Path, item_factory, jpeg_factory):
-    port = _free_port()
+    port = free_port()
     cfg = TransportConfig(station=f"tcp://127.0.0.1:{port}", outbox_dir=tmp_path / "o", ack_timeout_s=0.5,
                           retry_initial_s=0.1, retry_max_s=0.5, outbox_max_items=4, outbox_full_policy=policy,
                           outbox_fsync="batch")

@@ -1,21 +1,15 @@
 """The edge sender against the real station ingest, over loopback ZeroMQ, with a real SQLite file."""
 
-import socket
 import time
 from pathlib import Path
 
 from edge.config import TransportConfig
 from edge.station.ingest import IngestServer
 from edge.station.store import Store
+from edge.tools.net import free_port
 from edge.transport.outbox import Outbox
 from edge.transport.sender import OutboxSender
 from tests.conftest import wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _transport(port: int, tmp_path: Path) -> TransportConfig:
@@ -24,7 +18,7 @@ def _transport(port: int, tmp_path: Path) -> TransportConfig:
 
 
 def test_every_item_reaches_the_station_once(tmp_path: Path, item_factory, jpeg_factory) -> None:
-    port = _free_port()
+    port = free_port()
     store = Store(f"sqlite:///{tmp_path / 'station.db'}", tmp_path / "images")
     ingest = IngestServer(store, f"tcp://127.0.0.1:{port}")
     ingest.start()
@@ -49,7 +43,7 @@ def test_every_item_reaches_the_station_once(tmp_path: Path, item_factory, jpeg_
 
 def test_unreachable_station_holds_items_then_drains_when_it_is_back(
         tmp_path: Path, item_factory, jpeg_factory) -> None:
-    port = _free_port()
+    port = free_port()
     cfg = _transport(port, tmp_path)
     outbox = Outbox(cfg.outbox_dir)
     sender = OutboxSender(outbox, cfg)
@@ -78,7 +72,7 @@ def test_unreachable_station_holds_items_then_drains_when_it_is_back(
 
 
 def test_items_written_before_a_restart_are_sent_after_it(tmp_path: Path, item_factory, jpeg_factory) -> None:
-    port = _free_port()
+    port = free_port()
     cfg = _transport(port, tmp_path)
     first = Outbox(cfg.outbox_dir)
     for i in range(5):
@@ -103,7 +97,7 @@ def test_a_frame_put_twice_is_settled_by_one_ack(tmp_path: Path, item_factory, j
     """A daemon killed between its outbox put and its own bookkeeping puts the frame again on restart: two files,
     one frame id. Both go in flight together; the station's one ack (the second copy is never sent) must delete
     both, or the outbox never drains."""
-    port = _free_port()
+    port = free_port()
     store = Store(f"sqlite:///{tmp_path / 'station.db'}", tmp_path / "images")
     ingest = IngestServer(store, f"tcp://127.0.0.1:{port}")
     cfg = _transport(port, tmp_path)

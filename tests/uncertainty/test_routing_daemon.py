@@ -19,9 +19,10 @@ from edge.fit.failure import fit_ood
 from edge.images import read_image
 from edge.inspect.inspector import load_inspector
 from edge.profile.versions import load_profile, save_profile
+from edge.tools.net import free_port
 from edge.transport.outbox import Outbox
 from edge.transport.schema import ReviewItem
-from tests.conftest import free_port, line_config
+from tests.conftest import line_config
 
 
 @pytest.fixture

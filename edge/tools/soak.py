@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import yaml
 import zmq
 
 from edge.ops.metrics import open_fds, rss_bytes, thread_count
+from edge.tools.net import free_port as _free_port
 
 RSS_LIMIT_MB = 400.0
 RSS_GROWTH_LIMIT = 0.05
@@ -59,11 +59,6 @@ class SoakResult:
     def passed(self) -> bool:
         return bool(self.verdict.get("pass"))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _percentile(values: list[float], q: float) -> float | None:

@@ -1,4 +1,4 @@
-"""Outbox put rate under each fsync policy: ``python -m edge.transport.outbox_bench [DIR] [--items N]``.
+"""Outbox put rate under each fsync policy: ``python -m edge.bench.outbox [DIR] [--items N]``.
 
 Writes N items of a ~50 KB payload into a fresh outbox under DIR (default: a temp folder; pass a folder on the disk
 you care about, e.g. the edge's SD card) and prints items/s and ms per put for fsync "always" and "batch".
