@@ -39,6 +39,7 @@ postgresql:
 	  || (sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql); }
 
 test: setup chromium postgresql
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m pytest -q
 
 # the long fault-injection run (README "Fault injection"): 10,000 frames per scenario, 60 s outages
@@ -46,8 +47,9 @@ faults: setup
 	$(BIN)/python -m edge.tools.faults run --frames 10000 --out var/faults
 
 lint: setup
-	$(BIN)/ruff check edge tests models
+	$(BIN)/ruff check edge tests models scripts
 	$(BIN)/mypy edge
+	$(BIN)/lint-imports --no-cache --no-logo
 
 pack: setup
 	$(BIN)/python models/build_starter.py --out models/starter

@@ -23,8 +23,6 @@ from edge.capture.frame import Frame
 from edge.capture.thread import COUNTER_NAMES, CaptureThread
 from edge.config import ConfigError, LineConfig, load_config
 from edge.inspect.inspector import Inspection, Inspector, load_inspector
-from edge.ops.decision_summary import DecisionSummarizer
-from edge.ops.decisions import DecisionPublisher
 from edge.ops.health import HealthServer
 from edge.ops.logs import frame_context
 from edge.ops.metrics import DaemonMetrics
@@ -32,7 +30,9 @@ from edge.ops.notify import SystemdNotifier
 from edge.ops.reload import Reloader, file_stamp
 from edge.ops.signals import SignalDispatcher
 from edge.ops.watchdog import InferenceStuck, InferenceWorker, WorkerGaveUp
+from edge.route.publisher import DecisionPublisher
 from edge.route.sink import DecisionSink
+from edge.route.summaries import DecisionSummarizer
 from edge.transport.outbox import Outbox
 from edge.transport.sender import OutboxSender
 

@@ -15,7 +15,7 @@ preflight() {
     if [ -z "$(ls -A "$CACHE" 2>/dev/null)" ]; then
         echo "lineside: no TensorRT engines in $CACHE yet; the first start builds them (several minutes)" >&2
     fi
-    "$PYTHON" -m edge.ops.preflight --config "$CONFIG" --warm-up
+    "$PYTHON" -m edge.preflight --config "$CONFIG" --warm-up
 }
 
 cmd="${1:-run}"

@@ -18,11 +18,11 @@ from edge.capture.frame import Frame
 from edge.config import LineConfig
 from edge.inspect.inspector import Inspection
 from edge.inspect.review_item import review_item
-from edge.ops.decision_summary import DecisionSummarizer
-from edge.ops.decisions import DecisionPublisher
 from edge.ops.logs import frame_context
 from edge.ops.metrics import DaemonMetrics
 from edge.route.decision_log import DecisionLog
+from edge.route.publisher import DecisionPublisher
+from edge.route.summaries import DecisionSummarizer
 from edge.transport.outbox import Outbox, OutboxError
 from edge.uncertainty.score import review_route
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from edge.config import TransportConfig
-from edge.ops.decision_summary import DecisionSummarizer
+from edge.route.summaries import DecisionSummarizer
 from edge.station.console import create_app
 from edge.station.ingest import IngestServer
 from edge.station.store import Store

@@ -4,16 +4,13 @@ so that `lineside run` never pays for onnx / torch."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn, cast
+from typing import Annotated, cast
 
 import typer
 
+from edge.cli.app import app, fail
+
 pack_app = typer.Typer(no_args_is_help=True, help="Model packs: check, quantise, convert, bring your own.")
-
-
-def _user_error(exc: Exception) -> NoReturn:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
 
 
 @pack_app.command("quantize")
@@ -44,9 +41,9 @@ def quantize(
     from edge.vlm.quantize import Rounding, Target, quantize_pack
 
     if target not in ("auto", "x86-vnni", "x86", "arm"):
-        _user_error(ValueError(f"unknown --target {target!r} (auto, x86-vnni, x86 or arm)"))
+        fail(ValueError(f"unknown --target {target!r} (auto, x86-vnni, x86 or arm)"))
     if rounding not in ("nearest", "gptq"):
-        _user_error(ValueError(f"unknown --rounding {rounding!r} (nearest or gptq)"))
+        fail(ValueError(f"unknown --rounding {rounding!r} (nearest or gptq)"))
     try:
         result = quantize_pack(pack, list_images(good), out, target=cast(Target, target),
                                max_calibration=max_images, float_layers=float_layers,
@@ -64,9 +61,9 @@ def quantize(
             manifest["provenance"]["quantization"]["textile_calib"] = change
             write_atomic(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     except (PackError, ProfileError, DatasetMissing) as exc:
-        _user_error(exc)
+        fail(exc)
     except ImportError as exc:  # onnx: the quantiser's dependency, in the build extra
-        _user_error(PackError(f"quantisation needs {exc.name or 'onnx'} (pip install onnx, or the build extra)"))
+        fail(PackError(f"quantisation needs {exc.name or 'onnx'} (pip install onnx, or the build extra)"))
 
 
 @pack_app.command("fp16")
@@ -81,9 +78,9 @@ def fp16(
     try:
         new = fp16_pack(pack, out)
     except PackError as exc:
-        _user_error(exc)
+        fail(exc)
     except ImportError as exc:
-        _user_error(PackError(f"fp16 conversion needs {exc.name or 'onnx'} (pip install onnx, or the build extra)"))
+        fail(PackError(f"fp16 conversion needs {exc.name or 'onnx'} (pip install onnx, or the build extra)"))
     typer.echo(f"pack {new.version} written to {new.directory}")
 
 
@@ -103,17 +100,17 @@ def export(
     script = Path(__file__).resolve().parents[2] / "models" / "export_hf.py"
     spec = importlib.util.spec_from_file_location("export_hf", script) if script.is_file() else None
     if spec is None or spec.loader is None:
-        _user_error(PackError(f"{script} not found: the exporter ships with the source checkout"))
+        fail(PackError(f"{script} not found: the exporter ships with the source checkout"))
     try:
         module = importlib.util.module_from_spec(spec)
         sys.modules.setdefault("export_hf", module)
         spec.loader.exec_module(module)
     except ImportError as exc:
-        _user_error(PackError(f"the exporter needs the build extra (pip install -e '.[build]'): {exc}"))
+        fail(PackError(f"the exporter needs the build extra (pip install -e '.[build]'): {exc}"))
     try:
         new = module.export_hf(checkpoint, out, name)
     except (module.ExportError, PackError) as exc:
-        _user_error(exc)
+        fail(exc)
     typer.echo(f"pack {new.version} written to {new.directory}")
 
 
@@ -133,3 +130,6 @@ def check(
     failed = sum(not r.ok for r in results)
     typer.echo(f"{directory}: {len(results) - failed} checks passed" + (f", {failed} FAILED" if failed else ""))
     raise typer.Exit(2 if failed else 0)
+
+
+app.add_typer(pack_app, name="pack")

@@ -1,4 +1,4 @@
-"""`python -m edge.ops.preflight`: the Python half of the Jetson container's entry point (deploy/jetson/).
+"""`python -m edge.preflight`: the Python half of the Jetson container's entry point (deploy/jetson/).
 
 Checks, before the daemon starts, what makes a first start on a fresh box fail late: the config loads, the model
 pack's files match their sha256, ONNX Runtime offers the providers the config asks for, the TensorRT engine cache

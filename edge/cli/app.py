@@ -1,0 +1,67 @@
+"""The `lineside` app and what its commands share: options, logging set-up, the one-line user error, progress."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+
+from edge.config import ConfigError
+from edge.datasets import DatasetMissing
+from edge.images import ImageError
+from edge.ops.logs import LogFormat, setup_logging
+from edge.profile.line_profile import ProfileError
+from edge.transport.keys import KeyFileError
+from edge.transport.outbox import OutboxError
+from edge.vlm.pack import PackError
+from edge.vlm.vocabulary import VocabularyError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Visual inspection at the line.")
+log = logging.getLogger("lineside")
+T = TypeVar("T")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="config.yaml describing the line and station")]
+PolicyOption = Annotated[str, typer.Option(help="routing policy: risk (error rate ≤ alpha among auto-decided "
+                                           "frames) or budget (at most --budget of frames to review)")]
+AlphaOption = Annotated[float, typer.Option(help="risk policy: tolerated error rate among auto-decided frames")]
+DeltaOption = Annotated[float, typer.Option(help="risk policy: the bound holds with probability 1 − delta")]
+BudgetOption = Annotated[float, typer.Option(help="budget policy: largest share of frames sent to review")]
+USER_ERRORS = (ConfigError, PackError, ProfileError, VocabularyError, ImageError, DatasetMissing, OutboxError,
+                KeyFileError)
+
+
+_LOG_FORMAT: dict[str, LogFormat] = {"format": "text"}
+
+
+@app.callback()
+def _options(log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", envvar="LINESIDE_LOG_FORMAT",
+        help="text, or json: one JSON object per line (errors carry camera, frame_id, stage)")] = "text") -> None:
+    """Visual inspection at the line."""
+    _LOG_FORMAT["format"] = log_format
+
+
+def setup_cli_logging(verbose: bool) -> None:
+    setup_logging(verbose, _LOG_FORMAT["format"])
+
+
+def fail(exc: Exception) -> NoReturn:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def progress(items: Iterable[T], label: str) -> Iterable[T]:
+    """A plain progress line on stderr (no extra dependency); redraws in place on a terminal."""
+    seq = list(items)
+    started = time.monotonic()
+    for i, item in enumerate(seq, 1):
+        yield item
+        if sys.stderr.isatty() or i == len(seq):
+            end = "\n" if i == len(seq) else "\r"
+            sys.stderr.write(f"  {label}: {i}/{len(seq)} ({time.monotonic() - started:.1f} s){end}")
+            sys.stderr.flush()

@@ -1,0 +1,126 @@
+"""`lineside calibrate` and `lineside train`: fitting a line profile version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from edge.cli.app import (
+    USER_ERRORS,
+    AlphaOption,
+    BudgetOption,
+    ConfigOption,
+    DeltaOption,
+    PolicyOption,
+    app,
+    fail,
+    progress,
+    setup_cli_logging,
+)
+from edge.config import load_config
+
+if TYPE_CHECKING:
+    from edge.fit.refit import RoutingSpec
+
+
+
+@app.command()
+def calibrate(
+    good: Annotated[Path, typer.Option(help="folder of good images of this line")],
+    config: ConfigOption = Path("config.yaml"),
+    defects: Annotated[Path | None, typer.Option(help="optional folder of defect images")] = None,
+    vocab: Annotated[Path | None, typer.Option(help="defect vocabulary YAML (default: built in)")] = None,
+    limit: Annotated[int | None, typer.Option(help="use at most this many good images")] = None,
+    policy: PolicyOption = "risk",
+    alpha: AlphaOption = 0.01,
+    delta: DeltaOption = 0.1,
+    budget: BudgetOption = 0.2,
+    defect_rate: Annotated[float | None, typer.Option(
+        help="share of defective parts this line makes (e.g. 0.03), if known: good/defect thresholds then give "
+             "the fewest wrong decisions at that rate; without it they balance the two error rates")] = None,
+    verbose: bool = False,
+) -> None:
+    """Fit a new line-profile version from good (and labelled defect) images; a running daemon picks it up."""
+    setup_cli_logging(verbose)
+    from edge.fit.calibrate import calibrate as fit
+    from edge.images import list_images
+    from edge.vlm.pack import load_pack
+    from edge.vlm.vocabulary import load_vocabulary
+
+    try:
+        cfg = load_config(config)
+        pack = load_pack(cfg.line.model.pack)
+        good_files = list_images(good)[:limit]
+        profile = fit(pack, load_vocabulary(vocab), good_files, cfg.line.id, cfg.line.profile,
+                      defects=list_images(defects) if defects else None, provider=cfg.line.model.provider,
+                      progress=progress, routing=_routing_spec(policy, alpha, delta, budget),
+                      defect_rate=defect_rate)
+    except USER_ERRORS as exc:
+        fail(exc)
+    typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} "
+               f"(threshold {profile.anomaly_threshold:.3f}, {profile.metrics['seconds']} s)")
+    typer.echo(_routing_summary(profile.metrics))
+
+
+def _routing_spec(policy: str, alpha: float, delta: float, budget: float) -> RoutingSpec:
+    from edge.fit.refit import RoutingSpec
+
+    if policy not in ("risk", "budget"):
+        fail(ValueError(f"--policy must be risk or budget, not {policy!r}"))
+    try:
+        return RoutingSpec(policy, alpha, delta, budget)  # type: ignore[arg-type]
+    except ValueError as exc:
+        fail(exc)
+        raise
+
+
+def _routing_summary(metrics: dict[str, Any]) -> str:
+    routing = metrics.get("routing")
+    if not routing:
+        return f"failure predictor: {metrics.get('failure_predictor', 'none')} — routing uses the baseline " \
+               "uncertainty and routing.review_threshold"
+    cal = routing["calibration"]
+    if routing["policy"] == "risk" and not cal["accepted"]:
+        return (f"routing: risk ≤ {routing['alpha']:.1%} with confidence {1 - routing['delta']:.0%} cannot be "
+                f"vouched for from {cal['n']} labelled frames: every frame goes to review until `lineside train` "
+                f"adds reviews (or choose --policy budget); failure AUROC {metrics.get('failure_oof_auroc')}")
+    if routing["policy"] == "risk":
+        return (f"routing: risk ≤ {routing['alpha']:.1%} with confidence {1 - routing['delta']:.0%}: auto-decides "
+                f"{cal['coverage']:.1%} of {cal['n']} out-of-fold frames ({cal['errors']} wrong, bound "
+                f"{cal['upper_bound']:.2%}); failure AUROC {metrics.get('failure_oof_auroc')}")
+    return (f"routing: budget {routing['budget']:.0%}: {cal['routed']} of {cal['n']} out-of-fold frames to review; "
+            f"failure AUROC {metrics.get('failure_oof_auroc')}")
+
+
+@app.command()
+def train(
+    config: ConfigOption = Path("config.yaml"),
+    line: Annotated[str | None, typer.Option(help="line id (default: the config's line)")] = None,
+    policy: PolicyOption = "risk",
+    alpha: AlphaOption = 0.01,
+    delta: DeltaOption = 0.1,
+    budget: BudgetOption = 0.2,
+    verbose: bool = False,
+) -> None:
+    """Retrain the line profile from the station's reviewed frames: a new version the daemon picks up by itself."""
+    setup_cli_logging(verbose)
+    from edge.fit.train import train_profile
+    from edge.station.reviews import reviewed_frames
+    from edge.vlm.pack import load_pack
+
+    try:
+        cfg = load_config(config)
+        line_id = line or cfg.line.id
+        reviewed = reviewed_frames(cfg.station, line_id)
+        typer.echo(f"line {line_id}: {len(reviewed)} reviewed frames in the station")
+        profile = train_profile(load_pack(cfg.line.model.pack), cfg.line.profile, reviewed,
+                                _routing_spec(policy, alpha, delta, budget), cfg.line.model.provider,
+                                progress=progress)
+    except USER_ERRORS as exc:
+        fail(exc)
+    typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} from {profile.metrics['trained_from']} "
+               f"+ {profile.metrics['reviewed_frames']} reviewed frames ({profile.metrics['rows']} rows, "
+               f"{profile.metrics['seconds']} s)")
+    typer.echo(_routing_summary(profile.metrics))

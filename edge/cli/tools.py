@@ -1,0 +1,154 @@
+"""`lineside eval`, `bench`, `faults`, `demo` and `soak`: evaluation, benchmarks and harnesses."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from edge.cli.app import (
+    USER_ERRORS,
+    app,
+    fail,
+    progress,
+    setup_cli_logging,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+
+@app.command("eval")
+def eval_(
+    out: Annotated[Path, typer.Option(help="report directory (report.json, report.md, PNG plots, eval profiles)")],
+    dataset: Annotated[str, typer.Option(help="textile | elpv | synthetic-loc | all")] = "all",
+    quick: Annotated[bool, typer.Option(help="a small seeded subset of every set (CI, < 60 s)")] = False,
+    seed: Annotated[int, typer.Option(help="seed of the splits, shots and synthetic defects")] = 0,
+    pack: Annotated[Path | None, typer.Option(help="model pack directory (default: the starter pack)")] = None,
+    loop: Annotated[bool, typer.Option(help="also the active-learning simulation on ELPV (reviews retrain the "
+                                            "profile; coverage and workload per round)")] = False,
+    loop_every: Annotated[int, typer.Option(help="--loop: retrain after this many reviews")] = 200,
+    bank_size: Annotated[int | None, typer.Option(help="memory-bank coreset size at stride 8 (stride 16 gets half; "
+                                                       "default 2048) — the coreset ablation")] = None,
+    verbose: bool = False,
+) -> None:
+    """Evaluate the models on fixed seeded splits of the textile, ELPV and synthetic-localisation sets."""
+    setup_cli_logging(verbose)
+    from edge.demo import default_pack_dir
+    from edge.eval.run import DATASETS, progress_lines, run_eval
+    from edge.vlm.pack import load_pack
+
+    datasets = list(DATASETS) if dataset == "all" else [dataset]
+    if any(d not in DATASETS for d in datasets):
+        fail(ValueError(f"unknown dataset {dataset!r} (textile, elpv, synthetic-loc or all)"))
+    try:
+        if loop and "elpv" not in datasets:
+            raise ValueError("--loop replays ELPV: use --dataset elpv or all")
+        report = run_eval(load_pack(pack or default_pack_dir()), datasets, out, quick=quick, seed=seed,
+                          progress=progress_lines, loop=loop, loop_every=loop_every,
+                          bank_size=None if bank_size is None else {8: bank_size, 16: max(1, bank_size // 2)})
+    except (*USER_ERRORS, ValueError) as exc:
+        fail(exc)
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"report written to {out} ({report['seconds']} s)")
+
+
+@app.command()
+def bench(
+    part: Annotated[str, typer.Argument(
+        help="encoder, pipeline, latency, ingest, console, int8, batch or all")] = "all",
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object (progress stays on stderr)")] = False,
+    seconds: Annotated[float, typer.Option(help="time per part")] = 10.0,
+    fps: Annotated[float, typer.Option(help="latency: input frame rate")] = 15.0,
+    good_images: Annotated[int, typer.Option(help="textile train good images to calibrate the bench profile")] = 30,
+    frames: Annotated[int, typer.Option(help="distinct textile test frames cycled through")] = 60,
+    senders: Annotated[int, typer.Option(help="ingest: DEALER senders")] = 4,
+    console_items: Annotated[int, typer.Option(help="console: items in the queue")] = 100_000,
+    pack: Annotated[Path | None, typer.Option(help="model pack directory (default: the starter pack)")] = None,
+    provider: Annotated[str, typer.Option(help="ONNX Runtime provider: cpu, cuda, tensorrt, auto")] = "cpu",
+    verbose: bool = False,
+) -> None:
+    """Measure each stage on this machine (issue 10); ratios within one run are what compare across machines."""
+    setup_cli_logging(verbose)
+    from edge.bench.run import BenchOptions, run_parts
+    from edge.demo import default_pack_dir
+
+    opts = BenchOptions(pack=pack or default_pack_dir(), provider=provider, seconds=seconds, fps=fps,
+                        good_images=good_images, frames=frames, senders=senders, console_items=console_items)
+
+    def say(message: str) -> None:
+        typer.echo(f"  {message}", err=True)
+
+    try:
+        result = {"command": " ".join(["lineside", *sys.argv[1:]]), **run_parts([part], opts, say)}
+    except (*USER_ERRORS, ValueError, RuntimeError) as exc:
+        fail(exc)
+    if json_out:
+        typer.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            typer.echo(f"{key:28s} {value}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def faults(ctx: typer.Context) -> None:
+    """Fault-injection runs of the review transport (kill -9, outages, slow link, disk full, duplicates): `lineside
+    faults --frames 10000 --out var/faults` — options as `python -m edge.tools.faults run --help`."""
+    from edge.tools.faults.__main__ import main
+
+    raise typer.Exit(main(["run", *ctx.args]))
+
+
+@app.command()
+def demo(
+    seconds: Annotated[float | None, typer.Option(help="stop by itself after this many seconds")] = None,
+    workdir: Annotated[Path, typer.Option(help="where the demo keeps its profile, outbox and database")] = Path(
+        "var/demo"),
+    port: Annotated[int, typer.Option(help="console HTTP port")] = 8080,
+    fps: Annotated[float, typer.Option(help="pace of the demo source")] = 10.0,
+    verbose: bool = False,
+) -> None:
+    """Calibrate a demo textile line (first run), start station + daemon on the textile test split."""
+    setup_cli_logging(verbose)
+    from edge.demo import DemoError, run_demo
+
+    try:
+        summary = run_demo(workdir, seconds=seconds, http_port=port, fps=fps, progress=progress)
+    except (*USER_ERRORS, DemoError) as exc:
+        fail(exc)
+    typer.echo(
+        f"demo: {summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} fps), "
+        f"routed to review {summary['routed']}, auto-decided {summary['auto']}, "
+        f"in the station {summary['station_items']}")
+
+
+@app.command()
+def soak(
+    minutes: Annotated[float, typer.Option(help="how long to run (the issue's goal: 30)")] = 30.0,
+    workdir: Annotated[Path, typer.Option(help="frames, profile, outbox, database and logs of the soak")] = Path(
+        "var/soak"),
+    fps: Annotated[float, typer.Option(help="pace of the looping textile source")] = 15.0,
+    interval: Annotated[float, typer.Option(help="seconds between samples")] = 10.0,
+    profile: Annotated[Path | None, typer.Option(
+        help="line profile directory to use (default: calibrate one in the workdir on first run)")] = None,
+    verbose: bool = False,
+) -> None:
+    """Station + daemon on a looping textile source: RSS, FDs, threads and latency over time, then a verdict."""
+    setup_cli_logging(verbose)
+    from edge.tools.soak import SoakError, describe_verdict, run_soak
+
+    typer.echo(f"soak: {minutes:g} min at {fps:g} fps, a sample every {interval:g} s (workdir {workdir})")
+    try:
+        result = run_soak(workdir, minutes, fps=fps, interval_s=interval, profile=profile, echo=typer.echo)
+    except (*USER_ERRORS, SoakError) as exc:
+        fail(exc)
+    typer.echo(describe_verdict(result.verdict))
+    (workdir / "soak-result.json").write_text(json.dumps(
+        {"minutes": minutes, "fps": fps, "warmup_s": result.warmup_s, "verdict": result.verdict,
+         "samples": [vars(s) for s in result.samples]}, indent=1))
+    if not result.passed:
+        raise typer.Exit(1)
