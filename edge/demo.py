@@ -12,7 +12,6 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from edge.datasets import textile_split
 from edge.fit.refit import RoutingSpec
 from edge.profile.line_profile import ProfileError
 from edge.profile.versions import current_version, load_profile
+from edge.progress import Progress, silent
 from edge.vlm.vocabulary import load_vocabulary
 
 log = logging.getLogger("edge.demo")
@@ -121,7 +121,7 @@ def _profile_fits(profile_dir: Path, pack_version: str) -> bool:
 
 
 def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080, fps: float = 10.0,
-             progress: Callable[[Iterable[Any], str], Iterable[Any]] | None = None,
+             progress: Progress = silent,
              ingest_port: int = 5571) -> dict[str, Any]:
     from edge.daemon import Daemon
     from edge.fit.calibrate import calibrate
@@ -140,7 +140,7 @@ def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080,
         # ~80 labelled frames cannot certify a 1 % risk bound (that takes hundreds): the demo line sends its most
         # uncertain fifth to review instead, ranked by the learned failure predictor
         calibrate(pack, load_vocabulary(), good, line_cfg.id, line_cfg.profile, defects=defects,
-                  provider=line_cfg.model.provider, progress=progress or (lambda items, _label: items),
+                  provider=line_cfg.model.provider, progress=progress,
                   routing=RoutingSpec("budget", budget=DEMO_REVIEW_BUDGET))
 
     user, password = demo_login(station_cfg, workdir)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
-import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
@@ -53,15 +50,3 @@ def setup_cli_logging(verbose: bool) -> None:
 def fail(exc: Exception) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
-
-
-def progress(items: Iterable[T], label: str) -> Iterable[T]:
-    """A plain progress line on stderr (no extra dependency); redraws in place on a terminal."""
-    seq = list(items)
-    started = time.monotonic()
-    for i, item in enumerate(seq, 1):
-        yield item
-        if sys.stderr.isatty() or i == len(seq):
-            end = "\n" if i == len(seq) else "\r"
-            sys.stderr.write(f"  {label}: {i}/{len(seq)} ({time.monotonic() - started:.1f} s){end}")
-            sys.stderr.flush()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from edge import progress
 from edge.cli.app import (
     USER_ERRORS,
     AlphaOption,
@@ -16,7 +17,6 @@ from edge.cli.app import (
     PolicyOption,
     app,
     fail,
-    progress,
     setup_cli_logging,
 )
 from edge.config import load_config
@@ -55,7 +55,7 @@ def calibrate(
         good_files = list_images(good)[:limit]
         profile = fit(pack, load_vocabulary(vocab), good_files, cfg.line.id, cfg.line.profile,
                       defects=list_images(defects) if defects else None, provider=cfg.line.model.provider,
-                      progress=progress, routing=_routing_spec(policy, alpha, delta, budget),
+                      progress=progress.lines, routing=_routing_spec(policy, alpha, delta, budget),
                       defect_rate=defect_rate)
     except USER_ERRORS as exc:
         fail(exc)
@@ -117,7 +117,7 @@ def train(
         typer.echo(f"line {line_id}: {len(reviewed)} reviewed frames in the station")
         profile = train_profile(load_pack(cfg.line.model.pack), cfg.line.profile, reviewed,
                                 _routing_spec(policy, alpha, delta, budget), cfg.line.model.provider,
-                                progress=progress)
+                                progress=progress.lines)
     except USER_ERRORS as exc:
         fail(exc)
     typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} from {profile.metrics['trained_from']} "

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from edge import progress
 from edge.cli.app import (
     USER_ERRORS,
     app,
     fail,
-    progress,
     setup_cli_logging,
 )
 
@@ -39,7 +39,7 @@ def eval_(
     """Evaluate the models on fixed seeded splits of the textile, ELPV and synthetic-localisation sets."""
     setup_cli_logging(verbose)
     from edge.demo import default_pack_dir
-    from edge.eval.run import DATASETS, progress_lines, run_eval
+    from edge.eval.run import DATASETS, run_eval
     from edge.vlm.pack import load_pack
 
     datasets = list(DATASETS) if dataset == "all" else [dataset]
@@ -49,7 +49,7 @@ def eval_(
         if loop and "elpv" not in datasets:
             raise ValueError("--loop replays ELPV: use --dataset elpv or all")
         report = run_eval(load_pack(pack or default_pack_dir()), datasets, out, quick=quick, seed=seed,
-                          progress=progress_lines, loop=loop, loop_every=loop_every,
+                          progress=progress.lines, loop=loop, loop_every=loop_every,
                           bank_size=None if bank_size is None else {8: bank_size, 16: max(1, bank_size // 2)})
     except (*USER_ERRORS, ValueError) as exc:
         fail(exc)
@@ -117,7 +117,7 @@ def demo(
     from edge.demo import DemoError, run_demo
 
     try:
-        summary = run_demo(workdir, seconds=seconds, http_port=port, fps=fps, progress=progress)
+        summary = run_demo(workdir, seconds=seconds, http_port=port, fps=fps, progress=progress.lines)
     except (*USER_ERRORS, DemoError) as exc:
         fail(exc)
     typer.echo(

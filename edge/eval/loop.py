@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,10 @@ from edge.inspect.assess import assess_rows, decision_margins
 from edge.inspect.inspector import Inspector
 from edge.profile.line_profile import LineProfile
 from edge.profile.rows import LabelledRows
+from edge.progress import Progress
 from edge.stats import accuracy, auroc
 
 log = logging.getLogger(__name__)
-Progress = Callable[[Sequence[Any], str], Iterable[Any]]
 LOOP_ALPHA = 0.05
 SEED_PER_CLASS = 50
 

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edge.datasets import textile_split
-from edge.eval.run import Context, score_files, textile_shots
+from edge.eval.scoring import Context, score_files
+from edge.eval.sets import textile_shots
+from edge.progress import Progress, silent
 from edge.stats import auroc
 from edge.vlm.pack import ModelPack
 
-Progress = Callable[[Sequence[Any], str], Iterable[Any]]
-
-
-def _identity(items: Sequence[Any], _label: str) -> Iterable[Any]:
-    return items
-
 
 def textile_auroc(pack: ModelPack, provider: str = "cpu", quick: bool = False, seed: int = 0,
-                  progress: Progress = _identity) -> dict[str, float]:
+                  progress: Progress = silent) -> dict[str, float]:
     """Image AUROC on the textile *calib* split through the evaluation's own path (`edge.eval.run`): a profile
     calibrated as `lineside eval` does (textile train: 50 good + 25 local + 25 global, seeded), every calib frame
     through `Inspector.inspect_embedding`. Slow (minutes); `quick` takes 12 shots and 60 frames."""
@@ -40,7 +34,7 @@ def textile_auroc(pack: ModelPack, provider: str = "cpu", quick: bool = False, s
 
 
 def auroc_change(fp32: ModelPack, int8: ModelPack, provider: str = "cpu", quick: bool = False,
-                 progress: Progress = _identity) -> dict[str, float]:
+                 progress: Progress = silent) -> dict[str, float]:
     """`textile_auroc` of both packs and the change in points (int8 − fp32, ×100)."""
     a = textile_auroc(fp32, provider, quick, progress=progress)
     b = textile_auroc(int8, provider, quick, progress=progress)

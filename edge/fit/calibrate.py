@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,13 +31,13 @@ from edge.images import ImageError, read_image
 from edge.profile.line_profile import LineProfile, ProfileError
 from edge.profile.rows import LabelledRows
 from edge.profile.versions import save_profile
+from edge.progress import Progress, silent
 from edge.vlm.pack import ModelPack
 from edge.vlm.prompts import build_text_bank
 from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder
 from edge.vlm.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
-Progress = Callable[[Iterable[Path], str], Iterable[Path]]
 MAX_BANK_IMAGES = 40  # more good images than this go to the good-image statistics (and the head), not the bank
 CROSS_FIT_FOLDS = 3
 DEFAULT_BANK_SIZE = {8: 2048, 16: 1024}
@@ -61,9 +61,6 @@ def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     return features[np.asarray(chosen)]
 
 
-def _identity(items: Iterable[Path], _label: str) -> Iterable[Path]:
-    return items
-
 
 @dataclass
 class _Scored:
@@ -82,7 +79,7 @@ def _compact(emb: ImageEmbedding) -> ImageEmbedding:
 
 def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id: str, profile_dir: Path,
               defects: list[Path] | None = None, bank_size: dict[int, int] | None = None, sigmas: float = 3.0,
-              provider: str = "auto", progress: Progress = _identity, seed: int = 0,
+              provider: str = "auto", progress: Progress = silent, seed: int = 0,
               max_bank_images: int = MAX_BANK_IMAGES, global_weight: float = 1.0,
               fit_classifier: bool = True, weights: dict[str, float] | None = None,
               routing: RoutingSpec | None = None, defect_rate: float | None = None) -> LineProfile:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +30,15 @@ from edge.inspect.inspector import Inspector
 from edge.profile.line_profile import LineProfile, ProfileError
 from edge.profile.rows import LabelledRows
 from edge.profile.versions import load_profile, save_profile
+from edge.progress import Progress, silent
 from edge.transport.reviewed import ReviewedFrame
 from edge.vlm.pack import ModelPack
 
 log = logging.getLogger(__name__)
-Progress = Callable[[Sequence[Any], str], Iterable[Any]]
 
 
-def _identity(items: Sequence[Any], _label: str) -> Iterable[Any]:
-    return items
 
-
-def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], progress: Progress = _identity
+def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], progress: Progress = silent
                       ) -> tuple[LabelledRows, list[str]]:
     """Rows for the reviewed frames; unreadable images are skipped and named in the second value."""
     features, labels, classes, sources, skipped = [], [], [], [], []
@@ -64,7 +61,7 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
 
 def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[ReviewedFrame],
                   routing: RoutingSpec | None = None, provider: str = "auto", seed: int = 0,
-                  progress: Progress = _identity) -> LineProfile:
+                  progress: Progress = silent) -> LineProfile:
     """Fit and save the next profile version from the current one's rows plus `reviewed`; returns it."""
     started = time.monotonic()
     current = load_profile(profile_dir, pack_version=pack.version, with_rows=True)

@@ -28,7 +28,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from edge.images import read_image
+from edge.progress import Progress, silent
 from edge.vlm.check import REFERENCE
 from edge.vlm.cpu import cpu_target
 from edge.vlm.pack import ModelPack, PackError, load_pack
@@ -46,7 +47,6 @@ from edge.vlm.runtime import ImageEncoder, ImagePreprocessor
 log = logging.getLogger(__name__)
 Target = Literal["auto", "x86-vnni", "x86", "arm"]
 Rounding = Literal["nearest", "gptq"]
-Progress = Callable[[Sequence[Any], str], Iterable[Any]]
 STATIC_INT8 = "static-int8-qdq"
 HOLDOUT_EVERY = 5  # every 5th good image (sorted by name) is held out of calibration to measure the change
 _WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
@@ -58,9 +58,6 @@ GPTQ_IMAGES = 32  # calibration images GPTQ's input moments come from (~4 s each
 _NORMALISATION_OPS = frozenset({"Div", "Expand", "Clip", "Max", "ReduceL2", "Shape", "Sqrt", "ReduceSumSquare",
                                 "Pow", "ReduceSum", "Unsqueeze", "Constant", "Mul", "Concat"})
 
-
-def _identity(items: Sequence[Any], _label: str) -> Iterable[Any]:
-    return items
 
 
 @dataclass(frozen=True)
@@ -183,7 +180,7 @@ def _ort_version() -> str:
 
 
 def compare_encoders(reference: ImageEncoder, other: ImageEncoder, files: Sequence[Path],
-                     progress: Progress = _identity) -> dict[str, float]:
+                     progress: Progress = silent) -> dict[str, float]:
     """Cosine similarity of `other`'s embeddings to `reference`'s on the same frames: global (min, mean) and, per
     stride, every patch's (min, mean)."""
     glob: list[float] = []
@@ -239,7 +236,7 @@ def _copy_other_files(src: ModelPack, staging: Path, replaced: set[str]) -> list
 
 def quantize_pack(pack_dir: Path, good: Sequence[Path], out: Path, *, target: Target = "auto",
                   max_calibration: int = 200, float_layers: int = FLOAT_LAYERS, rounding: Rounding = ROUNDING,
-                  provider: str = "cpu", progress: Progress = _identity) -> QuantizeResult:
+                  provider: str = "cpu", progress: Progress = silent) -> QuantizeResult:
     """A new pack in `out` with a static-int8 image tower calibrated on `good` (a held-out share excluded)."""
     started = time.monotonic()
     src = load_pack(pack_dir)

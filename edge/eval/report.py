@@ -1,0 +1,122 @@
+"""report.md: every figure next to its published anchor and the goal, with the gap; ablation, failure and routing
+tables."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edge.eval.failure import SCORERS
+
+# published anchors and the issue's goals, written next to every figure in report.md
+ANCHORS: dict[str, str] = {
+    "elpv.accuracy": "goal ≥ 0.91; Deitsch 2019 CNN 0.8842, SVM 0.8244; ResNet152 0.9013",
+    "elpv_unseen.accuracy": "goal ≥ 0.88 (50 labelled cells per class)",
+    "textile.auroc": "goal ≥ 0.98 with ≤ 50 shots per class; Megahed 2025 CLIP ViT-L/14 0.996 at 50 shots, "
+                     "ViT-B/32 ~0.70",
+    "textile.auroc_local": "(no published split)",
+    "textile.auroc_global": "(no published split)",
+    "synthetic_loc.pixel_auroc": "goal ≥ 0.95; WinCLIP+ 4-shot MVTec 0.962, PatchCore 0.981",
+    "synthetic_loc.region_recall": "IoU ≥ 0.3 (no anchor)",
+    "synthetic_loc.region_precision": "IoU ≥ 0.3 (no anchor)",
+    "captions.class_accuracy": "(no anchor)",
+    "captions.location_accuracy": "(no anchor; 3×3 grid words)",
+    "elpv.failure.learned.auroc": "goal ≥ 0.90 and ≥ MSP + 0.05; ViLU lifts MCM by 0.08–0.33 (ICCV 2025)",
+    "elpv.failure.msp.auroc": "max-softmax baseline, same decisions",
+    "elpv.routing.coverage_at_1pct": "goal ≥ 0.60 (threshold chosen on the calibration half)",
+    "elpv.routing.realised_risk": "the profile's own risk threshold (α in routing.alpha) on the test split",
+}
+
+
+GOALS = {"elpv.accuracy": 0.91, "elpv_unseen.accuracy": 0.88, "textile.auroc": 0.98, "synthetic_loc.pixel_auroc": 0.95,
+         "elpv.failure.learned.auroc": 0.90, "elpv.routing.coverage_at_1pct": 0.60}
+
+
+def _get(report: dict[str, Any], dotted: str) -> Any:
+    node: Any = report
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    cfg = report["config"]
+    lines = [f"# lineside eval — {', '.join(cfg['datasets'])}{' (quick subset)' if cfg['quick'] else ''}", "",
+             f"pack `{cfg['pack_version']}`, seed {cfg['seed']}, {report['seconds']} s. "
+             "Reproduce: `lineside eval --dataset all --out DIR`.", "",
+             "| figure | value | published anchor / goal | gap to goal |", "|---|---|---|---|"]
+    for key, anchor in ANCHORS.items():
+        value = _get(report, key)
+        if value is None:
+            continue
+        goal = GOALS.get(key)
+        gap = "" if goal is None else ("met" if value >= goal else f"{value - goal:+.3f}")
+        lines.append(f"| `{key}` | {value:.4f} | {anchor} | {gap} |")
+    if _get(report, "elpv.accuracy_by_label"):
+        lines += ["", "ELPV accuracy by expert label (0 and ⅓ count as functional, ⅔ and 1 as defective):", "",
+                  "| profile | 0 | 0.33 | 0.67 | 1 |", "|---|---|---|---|---|"]
+        for name in ("elpv", "elpv_unseen"):
+            by = report[name]["accuracy_by_label"]
+            lines.append(f"| {name} | " + " | ".join(f"{by[k]:.3f}" for k in ("0", "0.33", "0.67", "1")) + " |")
+    lines += ["", "## Ablation (image AUROC of each frame score on the same test frames)", ""]
+    rows: list[tuple[str, dict[str, float]]] = [
+        (name, report[name]["ablation_auroc"]) for name in ("textile", "elpv", "elpv_unseen") if name in report]
+    if "textile" in report:
+        rows += [("textile local", report["textile"]["ablation_auroc_local"]),
+                 ("textile global", report["textile"]["ablation_auroc_global"])]
+    if rows:
+        names = list(dict.fromkeys(k for _, r in rows for k in r))
+        lines += ["| set | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(f"{r[k]:.4f}" if k in r else "—" for k in names) + " |"
+                  for name, r in rows]
+    lines += _failure_markdown(report)
+    lines += ["", "## Configuration", "", "```json", json.dumps(cfg, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _failure_markdown(report: dict[str, Any]) -> list[str]:
+    sets = [name for name in ("elpv", "elpv_unseen", "textile") if "failure" in report.get(name, {})]
+    if not sets:
+        return []
+    lines = ["", "## Failure prediction and routing (same decisions for every scorer)", "",
+             "Failure AUROC / FPR at 95 % TPR / AURC (wrong decision = positive; lower AURC is better):", "",
+             "| set | " + " | ".join(SCORERS) + " |", "|---" * (len(SCORERS) + 1) + "|"]
+    for name in sets:
+        f = report[name]["failure"]
+        lines.append(f"| {name} | " + " | ".join(
+            f"{f[s]['auroc']:.3f} / {f[s]['fpr95']:.2f} / {f['aurc_by_scorer'][s]:.3f}" if s in f else "—"
+            for s in SCORERS) + " |")
+    lines += ["", "Coverage at selective risk (test halves, threshold from the calibration halves, mean of "
+              f"{report[sets[0]]['routing']['splits']} splits) and the profile's own risk threshold on the test "
+              "split:", "", "| set | decisions wrong | coverage @1 % | @5 % | profile policy | its coverage | "
+              "realised risk | bound held (share of splits) |", "|---|---|---|---|---|---|---|---|"]
+    for name in sets:
+        r, e = report[name]["routing"], report[name]
+        policy = f"{r['policy']} α={r['alpha']}, δ={r['delta']}" if "policy" in r else "—"
+        held = r.get("bounded", {}).get("risk_within_alpha_share", float("nan"))
+        lines.append(f"| {name} | {1 - e['accuracy']:.3f} | "
+                     f"{r['coverage_at_1pct']:.3f} | {r['coverage_at_5pct']:.3f} | {policy} | "
+                     f"{r.get('coverage', float('nan')):.3f} | {r.get('realised_risk', float('nan')):.3f} | "
+                     f"{held:.2f} |")
+    for name in sets:
+        cal = report[name]["failure"].get("calibration") or {}
+        if cal.get("failure_inputs"):
+            lines.append(f"\n{name}: calibrate kept the `{cal.get('failure_inputs')}` predictor (out-of-fold "
+                         f"failure AUROC by inputs {cal.get('failure_oof_auroc_by_inputs')}, MSP "
+                         f"{cal.get('failure_oof_auroc_msp')}, on {cal.get('rows')} labelled rows).")
+    if "ood" in report.get("elpv", {}) and report["elpv"]["ood"]:
+        o = report["elpv"]["ood"]
+        lines += ["", f"OoD on the ELPV line: {o['false_alarm_rate']:.3f} of its test cells flagged, "
+                  f"{o['detection_rate']:.3f} of foreign frames ({o['foreign']}), AUROC {o['auroc']:.3f}."]
+    loop = report.get("elpv", {}).get("loop")
+    if loop:
+        lines += ["", f"## Review loop (ELPV stream of {loop['stream']} cells, retrain every {loop['every']} "
+                  f"reviews, routing risk α = {loop['alpha_routing']})", "",
+                  "| round | reviews | rows | workload | accuracy | failure AUROC | coverage @1 % | @5 % |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in loop["rounds"]:
+            lines.append(f"| {r['round']} | {r['reviews']} | {r['rows']} | {r['workload']:.2f} | {r['accuracy']:.3f} "
+                         f"| {r['failure_auroc']:.3f} | {r['coverage_at_1pct']:.3f} | {r['coverage_at_5pct']:.3f} |")
+    return lines
