@@ -1,10 +1,16 @@
-"""Files that survive kill -9 and power loss: written whole or not at all, durable when the call returns."""
+"""Files that survive kill -9 and power loss: written whole or not at all, durable when the call returns; and npz
+content that is the same bytes for the same arrays (packs and profiles are hashed)."""
 
 from __future__ import annotations
 
+import io
 import os
 import threading
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+
+import numpy as np
 
 TMP_SUFFIX = ".tmp"
 
@@ -49,3 +55,18 @@ def remove_stale_temp_files(directory: Path) -> int:
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """Like np.savez_compressed, but byte-reproducible (fixed timestamps, sorted members): a rebuilt pack with the
+    same content has the same sha256."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asanyarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue(), compresslevel=9)
+    return buf.getvalue()

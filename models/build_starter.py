@@ -949,18 +949,10 @@ def write_text_tower(tower: TextTower, tok: Any, out: Path, threads: int) -> tup
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Like np.savez_compressed, but byte-reproducible (fixed zip timestamps, sorted member order)."""
-    import io
-    import zipfile
+    """Like np.savez_compressed, but byte-reproducible (edge.durable.npz_bytes)."""
+    from edge.durable import npz_bytes
 
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asanyarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
+    path.write_bytes(npz_bytes(arrays))
 
 
 REFERENCE_PROMPTS = (

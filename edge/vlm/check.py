@@ -22,12 +22,11 @@ Keys, all optional in pairs — an image part and a text part:
 | `atol_image`, `atol_text` | scalar max abs difference allowed (defaults below) |
 
 The starter pack's `reference.npz` (models/build_starter.py) already has this layout. Exporters store theirs with
-`write_reference`.
+`edge.vlm.pack_write.write_reference`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -40,7 +39,6 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge.durable import write_atomic
 from edge.vlm import cpu
 from edge.vlm.pack import ModelPack, PackError, sha256_of
 
@@ -123,7 +121,7 @@ def _schema_errors(exc: ValidationError) -> list[str]:
     return out
 
 
-def _read_manifest(directory: Path) -> tuple[dict[str, Any] | None, list[CheckResult]]:
+def read_manifest(directory: Path) -> tuple[dict[str, Any] | None, list[CheckResult]]:
     path = directory / "manifest.json"
     try:
         raw = json.loads(path.read_text())
@@ -199,13 +197,13 @@ def _grid(side: int, stride: int) -> tuple[int, ...]:
     return tuple({side // stride, ceil(side / stride)})  # convolutions round up, patchifiers down
 
 
-def _atol(z: Mapping[str, np.ndarray], key: str, spec: Mapping[str, Any]) -> float:
+def tolerance(z: Mapping[str, np.ndarray], key: str, spec: Mapping[str, Any]) -> float:
     if key in z:
         return float(z[key])
     return ATOL_INT8 if "int8" in str(spec.get("quantization", "")).lower() else ATOL_FP32
 
 
-def _compare(name: str, got: np.ndarray, want: np.ndarray, atol: float, what: str) -> CheckResult:
+def compare(name: str, got: np.ndarray, want: np.ndarray, atol: float, what: str) -> CheckResult:
     if got.shape != want.shape:
         return CheckResult(name, False, f"runtime gives shape {list(got.shape)}, reference has {list(want.shape)}")
     diff = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max()) if got.size else 0.0
@@ -253,19 +251,19 @@ def _check_reference(pack: ModelPack, image_encoder: Any, text_encoder: Any) -> 
         batch = np.stack([image_encoder.preprocess(cv2.cvtColor(im, cv2.COLOR_RGB2BGR)) for im in images])
         n = f"{len(images)} images"
         if "image" in z:
-            results.append(_compare("reference preprocessing", batch, z["image"], ATOL_PREPROCESS, n))
-        atol = _atol(z, "atol_image", pack.image)
+            results.append(compare("reference preprocessing", batch, z["image"], ATOL_PREPROCESS, n))
+        atol = tolerance(z, "atol_image", pack.image)
         try:
             embs = image_encoder.encode_batch(batch)
         except Exception as exc:  # onnxruntime's own exception types
             return [*results, CheckResult("reference image", False, f"runtime failed: {str(exc).splitlines()[0]}")]
-        image_results = [_compare("reference embedding", np.stack([e.global_ for e in embs]), z["embedding"], atol,
+        image_results = [compare("reference embedding", np.stack([e.global_ for e in embs]), z["embedding"], atol,
                                   n)]
         for stride in image_encoder.strides:
             key = f"patches_s{stride}"
             if key in z:  # the runtime hands grids channels-last; the reference stores the ONNX layout
                 got = np.stack([e.patches[stride].transpose(2, 0, 1) for e in embs])
-                image_results.append(_compare(f"reference {key}", got, z[key], atol, n))
+                image_results.append(compare(f"reference {key}", got, z[key], atol, n))
         hint = _int8_target_hint(pack) if not all(r.ok for r in image_results) else None
         results += [r if r.ok or hint is None else CheckResult(r.name, False, f"{r.detail}; {hint}")
                     for r in image_results]
@@ -282,8 +280,8 @@ def _check_reference(pack: ModelPack, image_encoder: Any, text_encoder: Any) -> 
             got = text_encoder.encode(prompts)
         except Exception as exc:  # onnxruntime's own exception types
             return [*results, CheckResult("reference text", False, f"runtime failed: {str(exc).splitlines()[0]}")]
-        results.append(_compare("reference text_embedding", got, z["text_embedding"],
-                                _atol(z, "atol_text", pack.text), n))
+        results.append(compare("reference text_embedding", got, z["text_embedding"],
+                                tolerance(z, "atol_text", pack.text), n))
     return results
 
 
@@ -294,7 +292,7 @@ def check_pack(directory: Path | str, reference: bool = True) -> list[CheckResul
     directory = Path(directory)
     if not directory.is_dir():
         return [CheckResult("pack", False, f"{directory} is not a directory")]
-    manifest, results = _read_manifest(directory)
+    manifest, results = read_manifest(directory)
     if manifest is None:
         return results
     results += _check_files(directory, manifest["files"])
@@ -336,77 +334,3 @@ def verify_pack(pack: ModelPack | Path | str, reference: bool = True) -> None:
         raise PackError(f"model pack {directory}: {failed[0].name}: {failed[0].detail}{more}")
 
 
-def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
-    """Like np.savez_compressed, but byte-reproducible (fixed timestamps, sorted members): a rebuilt pack with the
-    same content has the same sha256."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asanyarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, member.getvalue(), compresslevel=9)
-    return buf.getvalue()
-
-
-def write_reference(pack_dir: Path | str, images_rgb: np.ndarray, prompts: Sequence[str], *,
-                    expected: Mapping[str, np.ndarray] | None = None, atol_image: float | None = None,
-                    atol_text: float | None = None) -> Path:
-    """Store reference inputs and outputs in a pack (`reference.npz`, format in the module docstring) and list it,
-    with its sha256, in `manifest.json`'s `files`; returns its path.
-
-    For exporters (models/export_hf.py): call it once the ONNX files, the tokenizer and a manifest naming them are
-    written, and before computing anything (a version string) from the sha256s in `files`.
-    `images_rgb` is [N, H, W, 3] uint8 RGB (a few real images, any one size); `prompts` a few texts. The outputs
-    stored are the runtime's own (CPU) on this pack. Pass `expected` — the source model's outputs, e.g. torch's,
-    keys `embedding` [N, D], `patches_s{stride}` [N, D, h, w], `text_embedding` [M, D] — to store those instead; they
-    must then agree with the runtime within `atol_image` / `atol_text` (defaults as in the check), or PackError
-    says by how much (this is the exporter's ONNX ≈ source test). Given tolerances are stored and used by the check.
-    """
-    from edge.vlm.runtime import ImageEncoder, TextEncoder
-
-    directory = Path(pack_dir)
-    manifest, results = _read_manifest(directory)
-    if manifest is None:
-        raise PackError(f"model pack {directory}: {results[0].detail}")
-    manifest["files"].pop(REFERENCE, None)  # rewritten below; its old digest must not be checked meanwhile
-    pack = ModelPack(directory, manifest)
-    images = np.asarray(images_rgb)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images):
-        raise ValueError(f"images_rgb must be [N,H,W,3] uint8 RGB, got {images.dtype} {list(images.shape)}")
-    if not prompts:
-        raise ValueError("no prompts")
-    image_encoder = ImageEncoder(pack, "cpu", quiet=True)
-    text_encoder = TextEncoder(pack, "cpu", quiet=True)
-    batch = np.stack([image_encoder.preprocess(cv2.cvtColor(im, cv2.COLOR_RGB2BGR)) for im in images])
-    embs = image_encoder.encode_batch(batch)
-    enc = text_encoder.tokenizer.encode_batch(list(prompts))
-    arrays: dict[str, np.ndarray] = {
-        "image_uint8": images, "image": batch, "embedding": np.stack([e.global_ for e in embs]),
-        "prompts": np.array(list(prompts)), "input_ids": np.asarray([e.ids for e in enc], np.int64),
-        "attention_mask": np.asarray([e.attention_mask for e in enc], np.int64),
-        "text_embedding": text_encoder.encode(list(prompts))}
-    for stride in image_encoder.strides:
-        arrays[f"patches_s{stride}"] = np.stack([e.patches[stride].transpose(2, 0, 1) for e in embs])
-    for key, want in (expected or {}).items():
-        if key not in arrays or key in ("image_uint8", "image", "prompts", "input_ids", "attention_mask"):
-            raise ValueError(f"expected output '{key}' is not one of embedding, patches_s<stride>, text_embedding")
-        spec = pack.text if key == "text_embedding" else pack.image
-        given = atol_text if key == "text_embedding" else atol_image
-        limit = given if given is not None else _atol({}, "", spec)
-        check = _compare(key, arrays[key], np.asarray(want, np.float32), limit, "expected vs runtime")
-        if not check.ok:
-            raise PackError(f"model pack {directory}: the runtime does not reproduce the expected {key}: "
-                            f"{check.detail}")
-        arrays[key] = np.asarray(want, np.float32)
-    if atol_image is not None:
-        arrays["atol_image"] = np.asarray(atol_image, np.float64)
-    if atol_text is not None:
-        arrays["atol_text"] = np.asarray(atol_text, np.float64)
-    path = directory / REFERENCE
-    write_atomic(path, _npz_bytes(arrays))
-    manifest["files"][REFERENCE] = sha256_of(path)
-    write_atomic(directory / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
-    return path

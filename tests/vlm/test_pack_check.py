@@ -15,8 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from edge.cli import app
-from edge.vlm.check import ATOL_FP32, _npz_bytes, check_pack, verify_pack, write_reference
+from edge.durable import npz_bytes
+from edge.vlm.check import ATOL_FP32, check_pack, verify_pack
 from edge.vlm.pack import PackError, sha256_of
+from edge.vlm.pack_write import write_reference
 
 REPO = Path(__file__).resolve().parents[2]
 PACK = REPO / "models" / "starter"
@@ -99,7 +101,7 @@ def drift_reference_embedding(pack: Path) -> None:
     with np.load(pack / "reference.npz") as z:
         arrays = {k: z[k] for k in z.files}
     arrays["embedding"] = arrays["embedding"] + 10 * ATOL_FP32
-    (pack / "reference.npz").write_bytes(_npz_bytes(arrays))
+    (pack / "reference.npz").write_bytes(npz_bytes(arrays))
     edit_manifest(pack, lambda m: m["files"].update({"reference.npz": sha256_of(pack / "reference.npz")}))
 
 
