@@ -149,6 +149,13 @@ class RoutingConfig(StrictModel):
     jpeg_quality: int = Field(90, ge=30, le=100)
 
 
+def _curve_both_or_neither(model: BaseModel, first: str, second: str) -> None:
+    """CURVE needs both of its files (or neither): one alone would start an unencrypted socket by mistake."""
+    if (getattr(model, first) is None) != (getattr(model, second) is None):
+        have, missing = (first, second) if getattr(model, second) is None else (second, first)
+        raise ValueError(f"CURVE is half configured: {have} is set but {missing} is not; set both or neither")
+
+
 class TransportConfig(StrictModel):
     station: str = Field("tcp://127.0.0.1:5571", description="station ingest address (ZeroMQ)")
     outbox_dir: Path = Field(Path("var/outbox"), description="durable outbox; frames wait here until acked")
@@ -168,10 +175,7 @@ class TransportConfig(StrictModel):
 
     @model_validator(mode="after")
     def _curve_whole_or_off(self) -> TransportConfig:
-        if (self.curve_secret_key is None) != (self.station_public_key is None):
-            have, missing = (("curve_secret_key", "station_public_key") if self.station_public_key is None
-                             else ("station_public_key", "curve_secret_key"))
-            raise ValueError(f"CURVE is half configured: {have} is set but {missing} is not; set both or neither")
+        _curve_both_or_neither(self, "curve_secret_key", "station_public_key")
         return self
 
 
@@ -247,10 +251,7 @@ class StationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _curve_whole_or_off(self) -> StationConfig:
-        if (self.curve_secret_key is None) != (self.allowed_keys_dir is None):
-            have, missing = (("curve_secret_key", "allowed_keys_dir") if self.allowed_keys_dir is None
-                             else ("allowed_keys_dir", "curve_secret_key"))
-            raise ValueError(f"CURVE is half configured: {have} is set but {missing} is not; set both or neither")
+        _curve_both_or_neither(self, "curve_secret_key", "allowed_keys_dir")
         return self
 
 

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import yaml
 import zmq
 
 from edge.ops.metrics import open_fds, rss_bytes, thread_count
-from edge.tools.net import free_port as _free_port
+from edge.tools.net import free_port, wait_http
 
 RSS_LIMIT_MB = 400.0
 RSS_GROWTH_LIMIT = 0.05
@@ -61,6 +60,13 @@ class SoakResult:
 
 
 
+def _wait(url: str, timeout: float, proc: subprocess.Popen[bytes], log_file: Path) -> None:
+    try:
+        wait_http(url, timeout, proc, log_file)
+    except (RuntimeError, TimeoutError) as exc:
+        raise SoakError(str(exc)) from None
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -93,8 +99,8 @@ def prepare(workdir: Path, fps: float, profile: Path | None, pack: Path) -> tupl
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    ports = {"ingest": _free_port(), "http": _free_port(), "health": _free_port(), "pub": _free_port(),
-             "station_metrics": _free_port()}
+    ports = {"ingest": free_port(), "http": free_port(), "health": free_port(), "pub": free_port(),
+             "station_metrics": free_port()}
     cfg = {
         "line": {
             "id": "soak-line",
@@ -112,20 +118,6 @@ def prepare(workdir: Path, fps: float, profile: Path | None, pack: Path) -> tupl
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, ports
-
-
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log_file: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SoakError(f"{proc.args!r} exited with {proc.returncode}: {log_file.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise SoakError(f"{url} did not answer within {timeout:.0f} s: {log_file.read_text()[-2000:]}")
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
@@ -155,11 +147,11 @@ def run_soak(workdir: Path, minutes: float, fps: float = 15.0, interval_s: float
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.SUBSCRIBE, b"decision")
         try:
-            _wait_http(f"http://127.0.0.1:{ports['http']}/healthz", 60, station, station_log)
+            _wait(f"http://127.0.0.1:{ports['http']}/healthz", 60, station, station_log)
             sub.connect(f"tcp://127.0.0.1:{ports['pub']}")
             daemon = subprocess.Popen([*LINESIDE, "run", "--config", str(config)], stdout=dlog,
                                       stderr=subprocess.STDOUT, env=env)
-            _wait_http(f"http://127.0.0.1:{ports['health']}/readyz", 120, daemon, daemon_log)
+            _wait(f"http://127.0.0.1:{ports['health']}/readyz", 120, daemon, daemon_log)
             return _sample(daemon, station, sub, minutes * 60, interval_s, echo, daemon_log)
         finally:
             sub.close(linger=0)

@@ -287,19 +287,15 @@ class Outbox:
 
     def take(self, limit: int) -> list[str]:
         """Remove up to `limit` names from the head of the send queue (they stay on disk until acked)."""
-        with self._lock:
-            out: list[str] = []
-            while self._queue and len(out) < limit:
-                out.append(self._queue.popleft())
-            return out
+        return self._take(self._queue, limit)
 
     def take_summaries(self, limit: int) -> list[str]:
         """``take`` for the decision summaries' queue."""
+        return self._take(self._summary_queue, limit)
+
+    def _take(self, queue: deque[str], limit: int) -> list[str]:
         with self._lock:
-            out: list[str] = []
-            while self._summary_queue and len(out) < limit:
-                out.append(self._summary_queue.popleft())
-            return out
+            return [queue.popleft() for _ in range(min(limit, len(queue)))]
 
     def requeue(self, names: list[str]) -> None:
         """Put names back at the head (in order), e.g. after a send timed out."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import binascii
 import json
 from base64 import b64decode
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -31,6 +31,7 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 __all__ = ["Region", "ReviewItem", "ReviewReason", "WireError", "decode_item", "encode_item", "frame_id_of"]
 
+M = TypeVar("M", bound=BaseModel)
 ReviewReason = Literal["uncertain", "unknown_frame", "sampled", "ood"]
 
 
@@ -101,30 +102,42 @@ def decode_item(frames: list[bytes]) -> tuple[ReviewItem, bytes]:
     if not jpeg.endswith(b"\xff\xd9"):
         # a cheap check (no decode at 1,000 items/s) that catches the common breakage: a cut-off image
         raise WireError("image is truncated (no JPEG end-of-image marker)")
+    item = parse_versioned(ReviewItem, header, "header", SCHEMA_VERSION)
+    return item, jpeg
+
+
+def parse_versioned(model: type[M], body: bytes, what: str, version: int) -> M:
+    """`body` as a JSON object of `model` carrying `schema_version` = `version`; WireError naming what is wrong
+    (`what` names the part: "header", "summary")."""
     try:
-        data = json.loads(header)
+        data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"header is not JSON: {exc}") from None
+        raise WireError(f"{what} is not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise WireError("header is not a JSON object")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise WireError(f"schema_version {data.get('schema_version')!r} not supported (want {SCHEMA_VERSION})")
+        raise WireError(f"{what} is not a JSON object")
+    if data.get("schema_version") != version:
+        raise WireError(f"{what} schema_version {data.get('schema_version')!r} not supported (want {version})")
     try:
-        item = ReviewItem.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(header)"
-        raise WireError(f"header field {where}: {first['msg']}") from None
-    return item, jpeg
+        where = ".".join(str(p) for p in first["loc"]) or f"({what})"
+        raise WireError(f"{what} field {where}: {first['msg']}") from None
+
+
+def id_of(frames: list[bytes], key: str, max_bytes: int | None = None) -> str:
+    """Best-effort id (`key` of the JSON in the second frame) of a possibly malformed message, for error replies
+    and logs; "" when there is none."""
+    if len(frames) >= 2 and (max_bytes is None or len(frames[1]) <= max_bytes):
+        try:
+            data = json.loads(frames[1])
+            if isinstance(data, dict) and isinstance(data.get(key), str):
+                return str(data[key])[:200]
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            pass
+    return ""
 
 
 def frame_id_of(frames: list[bytes]) -> str:
     """Best-effort frame id of a (possibly malformed) item message, for error replies and logs."""
-    if len(frames) >= 2:
-        try:
-            data = json.loads(frames[1])
-            if isinstance(data, dict) and isinstance(data.get("frame_id"), str):
-                return data["frame_id"][:200]
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            pass
-    return ""
+    return id_of(frames, "frame_id")

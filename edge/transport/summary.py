@@ -16,11 +16,9 @@ for a minute already sent arrive late; the station adds the parts up.
 
 from __future__ import annotations
 
-import json
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from edge.transport.schema import WireError
+from edge.transport.schema import WireError, id_of, parse_versioned
 
 KIND_SUMMARY = b"summary"
 SUMMARY_VERSION = 1
@@ -79,30 +77,9 @@ def decode_summary(frames: list[bytes]) -> DecisionSummary:
         raise WireError(f"unknown message kind {kind[:20]!r}")
     if len(body) > MAX_SUMMARY_BYTES:
         raise WireError(f"summary too large ({len(body)} bytes > {MAX_SUMMARY_BYTES})")
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"summary is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise WireError("summary is not a JSON object")
-    if data.get("schema_version") != SUMMARY_VERSION:
-        raise WireError(f"summary schema_version {data.get('schema_version')!r} not supported "
-                        f"(want {SUMMARY_VERSION})")
-    try:
-        return DecisionSummary.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(summary)"
-        raise WireError(f"summary field {where}: {first['msg']}") from None
+    return parse_versioned(DecisionSummary, body, "summary", SUMMARY_VERSION)
 
 
 def summary_id_of(frames: list[bytes]) -> str:
     """Best-effort summary id of a (possibly malformed) summary message, for the err reply."""
-    if len(frames) >= 2 and len(frames[1]) <= MAX_SUMMARY_BYTES:
-        try:
-            data = json.loads(frames[1])
-            if isinstance(data, dict) and isinstance(data.get("summary_id"), str):
-                return str(data["summary_id"])[:200]
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            pass
-    return ""
+    return id_of(frames, "summary_id", MAX_SUMMARY_BYTES)

@@ -6,26 +6,12 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from edge.tools.net import free_port
+from edge.tools.net import free_port, wait_http
 from tests.conftest import LINESIDE, REPO, line_config
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
 def _decisions(workdir: Path) -> list[dict]:
@@ -46,7 +32,7 @@ def line_workdir(tmp_path: Path, calibrated_profile: Path) -> Path:
 def _start_station(config: Path, http_port: int) -> subprocess.Popen[str]:
     station = subprocess.Popen([*LINESIDE, "station", "--config", str(config)], cwd=REPO, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _wait_http(f"http://127.0.0.1:{http_port}/healthz", 60)
+    wait_http(f"http://127.0.0.1:{http_port}/healthz", 60)
     return station
 
 

@@ -5,13 +5,13 @@ end to end on real textile images."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.models.scripts import load_script
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -28,12 +28,7 @@ ATOL = 2e-4  # float32 ONNX Runtime vs torch on unit vectors
 
 
 def _exporter():
-    spec = importlib.util.spec_from_file_location("export_hf", REPO / "models" / "export_hf.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("export_hf", mod)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("export_hf")
 
 
 def _tokenizer(first: list[str], last: list[str], template: str):

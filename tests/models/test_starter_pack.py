@@ -6,15 +6,14 @@ The runtime tests import no torch."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge.vlm.pack import sha256_of
+from tests.models.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 PACK = REPO / "models" / "starter"
@@ -186,12 +185,7 @@ def test_zero_shot_sanity(manifest, reference, image_session, text_session):
 
 
 def _build_module():
-    spec = importlib.util.spec_from_file_location("build_starter", REPO / "models" / "build_starter.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("build_starter", mod)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("build_starter")
 
 
 @pytest.mark.build

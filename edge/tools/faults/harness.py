@@ -98,6 +98,15 @@ class FaultRun:
     def _status_file(self, n: int) -> Path:
         return self.workdir / f"station-{n}.json"
 
+    def start(self, **proxy: float) -> None:
+        """Set the proxy's faults (attributes of FaultProxy) if any, then start the station and the edge."""
+        if proxy:
+            assert self.proxy is not None, "this run has no proxy"
+            for name, value in proxy.items():
+                setattr(self.proxy, name, value)
+        self.start_station()
+        self.start_edge()
+
     def start_station(self) -> None:
         self.station_starts += 1
         n = self.station_starts

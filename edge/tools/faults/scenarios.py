@@ -24,8 +24,7 @@ def _kill_points(opts: FaultOptions) -> list[int]:
 
 
 def _station_kill(run: FaultRun) -> list[str]:
-    run.start_station()
-    run.start_edge()
+    run.start()
     for at in _kill_points(run.opts):
         run.wait_routed(at)
         run.kill_station()
@@ -35,8 +34,7 @@ def _station_kill(run: FaultRun) -> list[str]:
 
 
 def _edge_kill(run: FaultRun) -> list[str]:
-    run.start_station()
-    run.start_edge()
+    run.start()
     for at in _kill_points(run.opts):
         run.wait_routed(at)
         run.kill_edge()
@@ -46,8 +44,7 @@ def _edge_kill(run: FaultRun) -> list[str]:
 
 def _unreachable(run: FaultRun) -> list[str]:
     assert run.proxy is not None
-    run.start_station()
-    run.start_edge()
+    run.start()
     run.wait_routed(run.opts.frames // 4)
     run.proxy.cut()
     time.sleep(run.opts.outage_s)
@@ -57,11 +54,7 @@ def _unreachable(run: FaultRun) -> list[str]:
 
 
 def _slow(run: FaultRun) -> list[str]:
-    assert run.proxy is not None
-    run.proxy.latency_s = 0.05
-    run.proxy.bytes_per_s = 400_000
-    run.start_station()
-    run.start_edge()
+    run.start(latency_s=0.05, bytes_per_s=400_000)
     frozen = run.opts.ack_timeout_s * 1.5
     for at in (run.opts.frames // 4, run.opts.frames // 2):
         run.wait_routed(at)
@@ -72,11 +65,7 @@ def _slow(run: FaultRun) -> list[str]:
 
 
 def _dup_reorder(run: FaultRun) -> list[str]:
-    assert run.proxy is not None
-    run.proxy.duplicate_p = 0.1
-    run.proxy.reorder_p = 0.2
-    run.start_station()
-    run.start_edge()
+    run.start(duplicate_p=0.1, reorder_p=0.2)
     return ["10 % of messages duplicated and 20 % reordered, both directions"]
 
 
@@ -116,8 +105,7 @@ def _fill(path: Path, leave_bytes: int) -> Path:
 
 
 def _disk_full(run: FaultRun, mounted: bool) -> list[str]:
-    run.start_station()
-    run.start_edge()
+    run.start()
     run.wait_routed(run.opts.frames // 4)
     if mounted:
         filler = _fill(run.images.parent, 64 * 1024)
