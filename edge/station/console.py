@@ -8,7 +8,8 @@ This module only wires the parts together; each lives in its own module:
   (``risk_audit``: error rate of the sampled auto-decisions per line; its alarm banner is on every page).
   ``views.live``: the queue's live arrivals (Server-Sent Events).  ``views.stats_view``: the stats page and JSON
   (``stats``: review rate, time per item, workload, model-vs-operator and second-review agreement).
-- ``queue``: the queue query (filters, keyset pages).  ``export``: COCO / JSONL zips.  ``users``: accounts.
+- ``store``: the database and image files, by role (ingest, queue and leases, reviews, audit).
+  ``export``: COCO / JSONL zips.  ``users``: accounts.
 
 Templates and static files ship inside the package; nothing is loaded from the internet.
 """

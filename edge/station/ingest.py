@@ -48,8 +48,9 @@ COUNTER_NAMES = ("received", "stored", "duplicates", "malformed", "errors", "aut
 
 
 class ItemSink(Protocol):
-    """Where items go. A sink may also offer ``add_items(list[(item, jpeg)]) -> list[bool]`` (one transaction
-    for many; see ``Store.add_items``): the server then commits the items waiting on the socket together."""
+    """Where items go (the station's: ``Store.ingest``). A sink may also offer ``add_items(list[(item, jpeg)]) ->
+    list[bool]`` (one transaction for many; see ``edge.station.store.ingest``): the server then commits the items
+    waiting on the socket together, and ``add_summary`` (decision summaries)."""
 
     def add_item(self, item: ReviewItem, jpeg: bytes) -> bool: ...
 

@@ -42,21 +42,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import selectinload
 
 from edge.config import StationConfig
-from edge.findings import GOOD, Region
-from edge.station import imagefiles
-from edge.station.store import Store
-from edge.station.tables import STATUS_REVIEWED, RegionRow, ReviewItemRow, ReviewRow
+from edge.findings import GOOD
+from edge.station.store import Store, imagefiles
+from edge.station.store.records import region_of
+from edge.station.tables import STATUS_REVIEWED, ReviewItemRow, ReviewRow
 from edge.transport.reviewed import ReviewedFrame
 
 __all__ = ["ReviewedFrame", "reviewed_frames", "station_url"]
 
 log = logging.getLogger(__name__)
-
-
-def _region(r: RegionRow) -> Region:
-    return Region(x=r.x, y=r.y, w=r.w, h=r.h, area_px=r.area_px, area_pct=r.area_pct, peak=r.peak,
-                  defect_class=r.defect_class, location=r.location, caption=r.caption,
-                  description=r.description, caption_score=r.caption_score)
 
 
 def station_url(database: str | Path) -> str:
@@ -129,7 +123,7 @@ def reviewed_frames(store_or_url: Store | StationConfig | str | Path, line_id: s
                     pack_version=item.pack_version, profile_version=item.profile_version,
                     final_verdict=final, defect_class=None if final == GOOD else final, decision=review.decision,
                     reviewer=review.reviewer, reviewed_wall=review.created_wall,
-                    regions=() if final == GOOD else tuple(_region(r) for r in item.regions),
+                    regions=() if final == GOOD else tuple(region_of(r) for r in item.regions),
                     operator_boxes=review.boxes, comment=review.comment))
     if missing:
         log.warning("reviewed_frames: line %s: skipped %d of %d reviewed items whose image file is missing "

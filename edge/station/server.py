@@ -73,7 +73,7 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
     maintainer: StoreMaintainer | None = None
     notifier = SystemdNotifier()  # a no-op unless systemd started us as Type=notify
     try:
-        ingest = IngestServer(store, cfg.ingest_bind, curve_secret_key=cfg.curve_secret_key,
+        ingest = IngestServer(store.ingest, cfg.ingest_bind, curve_secret_key=cfg.curve_secret_key,
                               allowed_keys_dir=cfg.allowed_keys_dir,
                               checkpoint=(lambda: sqlite_wal_checkpoint(store.engine))
                               if cfg.wal_checkpoint_idle_s > 0 else None,

@@ -29,7 +29,8 @@ from typing import Any
 from sqlalchemy import Integer, cast, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from edge.station.store import GOOD, Store
+from edge.findings import GOOD
+from edge.station.store import Store
 from edge.station.tables import STATUS_PENDING, ReviewItemRow, ReviewRow
 
 HOUR = 3600.0
@@ -196,7 +197,7 @@ def _window(s: Session, since: float, now: float, dialect: str) -> _Window:
         out.per_hour[int(h)] = out.per_hour.get(int(h), 0) + n
     out.last_hour = int(s.scalar(select(func.count()).select_from(ReviewRow)
                                  .where(ReviewRow.created_wall >= now - HOUR)) or 0)
-    tenths = _floor(ReviewRow.seconds_spent * 10 + 0.5, dialect)  # seconds_spent >= 0 (Store.add_review)
+    tenths = _floor(ReviewRow.seconds_spent * 10 + 0.5, dialect)  # seconds_spent >= 0 (Reviews.add)
     histogram: dict[str, list[tuple[float, int]]] = {}
     for who, seconds, n in s.execute(select(ReviewRow.reviewer, tenths, func.count())
                                      .where(in_window, ReviewRow.seconds_spent.is_not(None))

@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from edge.findings import GOOD
 from edge.station.tables import DecisionSummaryRow
 from edge.transport.summary import DecisionSummary
 
-GOOD = "good"
 MAX_BUCKETS = 10_000
 
 

@@ -48,7 +48,7 @@ class ReviewItemRow(Base):
     status: Mapped[str] = mapped_column(String(16), default=STATUS_PENDING)
     second_review_of: Mapped[str | None] = mapped_column(
         String(100), nullable=True, doc="set while the item waits for a second review: its first reviewer, who may "
-        "not take it; the item is pending meanwhile (see Store.add_review)")
+        "not take it; the item is pending meanwhile (see edge.station.store.reviews)")
 
     regions: Mapped[list[RegionRow]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="RegionRow.id")

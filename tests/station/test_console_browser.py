@@ -207,15 +207,15 @@ def test_login_then_review_two_items_with_the_keyboard(station, accounts, browse
 
     store = Store(cfg.database_url, cfg.storage_dir)
     try:
-        first, second = store.get_item(2), store.get_item(1)
+        first, second = store.queue.get_item(2), store.queue.get_item(1)
         assert first is not None and second is not None
         assert first.frame_id == more.frame_id and second.frame_id == less.frame_id
         assert [(r.decision, r.final_verdict, r.reviewer) for r in first.reviews] == [("accept", "scratch", "ana")]
         assert [(r.decision, r.final_verdict, r.defect_class) for r in second.reviews] == [
             ("relabel", "scratch", "scratch")]
         assert all(r.seconds_spent is not None and r.seconds_spent >= 0 for r in first.reviews + second.reviews)
-        assert store.counts()["by_status"] == {"pending": 0, "reviewed": 2}
-        actions = [e.action for e in store.audit_log(item_id=2)]
+        assert store.queue.counts()["by_status"] == {"pending": 0, "reviewed": 2}
+        actions = [e.action for e in store.audit.recent(item_id=2)]
         assert actions.count("review") == 2 and "undo" in actions
     finally:
         store.close()
@@ -264,8 +264,8 @@ def test_admin_downloads_the_export(station, accounts, browser):
     send_items(ingest, _items())
     store = Store(cfg.database_url, cfg.storage_dir)
     try:
-        store.add_review(2, "accept", "ana")
-        store.add_review(1, "reject", "ana")
+        store.reviews.add(2, "accept", "ana")
+        store.reviews.add(1, "reject", "ana")
     finally:
         store.close()
     page = browser.new_page(viewport={"width": 1400, "height": 860})

@@ -123,8 +123,8 @@ def test_keyboard_review_with_heatmap_references_box_editing_and_a_comment(tmp_p
         send_items(ingest, [(item, _frame(i)) for i, item in enumerate(items)])
         store = Store(cfg.database_url, cfg.storage_dir)
         try:
-            ref_id = store.queue_page(_all(), None, limit=10).items[-1].id
-            store.add_review(ref_id, "reject", "root")  # a reviewed-good frame of line-1: the reference
+            ref_id = store.queue.page(_all(), None, limit=10).items[-1].id
+            store.reviews.add(ref_id, "reject", "root")  # a reviewed-good frame of line-1: the reference
         finally:
             store.close()
 
@@ -240,7 +240,7 @@ def test_keyboard_review_with_heatmap_references_box_editing_and_a_comment(tmp_p
 
     store = Store(cfg.database_url, cfg.storage_dir)
     try:
-        first, second, third = (store.get_item(i) for i in (1, 2, 3))
+        first, second, third = (store.queue.get_item(i) for i in (1, 2, 3))
         assert first is not None and second is not None and third is not None
         review = first.reviews[-1]
         assert (review.decision, review.final_verdict, review.comment) == (
@@ -249,7 +249,7 @@ def test_keyboard_review_with_heatmap_references_box_editing_and_a_comment(tmp_p
         assert [(r.x, r.y, r.defect_class) for r in first.regions] == [(36, 56, "scratch"), (169, 159, "spot")]
         assert second.reviews[-1].boxes is None and second.reviews[-1].final_verdict == "good"
         assert third.reviews[-1].final_verdict == "spot"
-        audit = next(e for e in store.audit_log(item_id=1) if e.action == "review")
+        audit = next(e for e in store.audit.recent(item_id=1) if e.action == "review")
         assert [b["x"] for b in audit.before["boxes"]] == [36, 169]  # the model's, which stood before
         assert audit.after["boxes"] == review.boxes
     finally:
@@ -257,7 +257,7 @@ def test_keyboard_review_with_heatmap_references_box_editing_and_a_comment(tmp_p
 
 
 def _all() -> Any:
-    from edge.station.queue import QueueFilter
+    from edge.station.store import QueueFilter
 
     return QueueFilter(status="all")
 
@@ -350,7 +350,7 @@ def test_second_review_goes_to_another_reviewer_and_the_stats_page_shows_agreeme
     try:
         for item_id, answers in ((1, [("ana", "scratch", False), ("ben", "scratch", True)]),
                                  (2, [("ana", "good", False), ("ben", "spot", True)])):
-            item = store.get_item(item_id)
+            item = store.queue.get_item(item_id)
             assert item is not None and item.status == "reviewed" and item.second_review_of is None
             assert [(r.reviewer, r.final_verdict, r.second_review) for r in item.reviews] == answers
     finally:

@@ -85,7 +85,7 @@ def test_two_stores_on_one_postgres_database_store_each_frame_once(pg_url: str, 
     def run(k: int) -> None:
         barrier.wait()
         for start in range(0, 40, 8):
-            results[k] += stores[k].add_items([(item, jpeg()) for item in items[start:start + 8]])
+            results[k] += stores[k].ingest.add_items([(item, jpeg()) for item in items[start:start + 8]])
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
     for t in threads:
@@ -105,7 +105,7 @@ def test_two_stores_on_one_postgres_database_store_each_frame_once(pg_url: str, 
 def test_sqlite_only_maintenance_is_a_no_op_on_postgres(store: Store) -> None:
     assert store.engine.dialect.name == "postgresql"
     assert sqlite_wal_checkpoint(store.engine) is True  # nothing to checkpoint: PostgreSQL manages its own WAL
-    server = IngestServer(store, "tcp://127.0.0.1:0", checkpoint=lambda: sqlite_wal_checkpoint(store.engine))
+    server = IngestServer(store.ingest, "tcp://127.0.0.1:0", checkpoint=lambda: sqlite_wal_checkpoint(store.engine))
     server.stop()
 
 

@@ -36,13 +36,13 @@ def test_a_new_database_gets_every_table_at_head(tmp_path: Path):
 def test_a_database_at_head_reopens_without_change(tmp_path: Path, make_item, jpeg):
     db = tmp_path / "station.db"
     store = Store(f"sqlite:///{db}", tmp_path / "images")
-    store.add_item(make_item(), jpeg())
+    store.ingest.add_item(make_item(), jpeg())
     store.close()
     before = _schema(db)
     again = Store(f"sqlite:///{db}", tmp_path / "images")
     try:
         assert migrations.upgrade(again.engine) == migrations.head_revision()  # the fast path: nothing to do
-        assert again.counts()["items"] == 1
+        assert again.queue.counts()["items"] == 1
     finally:
         again.close()
     assert _schema(db) == before
@@ -69,7 +69,7 @@ def test_a_database_from_before_migrations_is_adopted(tmp_path: Path, make_item,
     store = Store(f"sqlite:///{db}", tmp_path / "images")
     try:
         assert migrations.current_revision(store.engine) == migrations.head_revision()
-        assert store.add_item(make_item(), jpeg())
+        assert store.ingest.add_item(make_item(), jpeg())
     finally:
         store.close()
 
@@ -88,8 +88,8 @@ def test_first_revision_then_upgrade_keeps_the_data(tmp_path: Path, make_item, j
     store = Store(f"sqlite:///{db}", tmp_path / "images")
     try:
         item = make_item()
-        assert store.add_item(item, jpeg())
-        assert store.has_frame(item.frame_id)
+        assert store.ingest.add_item(item, jpeg())
+        assert store.ingest.has_frame(item.frame_id)
     finally:
         store.close()
 
