@@ -1,6 +1,6 @@
 """`lineside train --line L`: the operators' answers make the line surer.
 
-Reads the line's reviewed frames from the station (edge.station.reviews), encodes each reviewed image once with
+Reads the line's reviewed frames from the station (edge.station.training_export), encodes each reviewed image once with
 the running pack, turns it into a labelled row with the current profile's memory bank and statistics (exactly the
 row `lineside calibrate` makes for its images), adds the rows to the ones the current version was fit on (a frame
 reviewed again replaces its earlier row) and refits the classifier head, the failure predictor, the routing

@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 from edge.config import StationConfig
 from edge.station import migrations
 from edge.station.console import create_app
-from edge.station.reviews import reviewed_frames
 from edge.station.stats import review_stats
 from edge.station.store import LeaseConflict, QueueFilter, ReviewError, Store
 from edge.station.store.reviews import MAX_BOXES, check_boxes, picked_for_second_review
+from edge.station.training_export import reviewed_frames
 from edge.transport.schema import (
     HEATMAP_Z_MAX,
     MAX_HEATMAP_CHARS,

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import test_console_queue
 import test_retention
-import test_reviews
 import test_station_ingest
 import test_station_store
 import test_summaries
+import test_training_export
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from pg_support import pg_server, pg_url  # noqa: F401  (fixtures)
@@ -44,13 +44,13 @@ def _adopt(module: Any) -> None:
             globals()[name] = obj
 
 
-for _module in (test_station_store, test_station_ingest, test_retention, test_reviews, test_console_queue,
+for _module in (test_station_store, test_station_ingest, test_retention, test_training_export, test_console_queue,
                 test_summaries):
     _adopt(_module)
 
 # fixtures those tests use that live in their own modules
 app, ana, ben, five = test_console_queue.app, test_console_queue.ana, test_console_queue.ben, test_console_queue.five
-line = test_reviews.line
+line = test_training_export.line
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""edge.station.reviews on a real SQLite station: items stored through the Store, reviewed and undone through it."""
+"""edge.station.training_export on a real SQLite station: items stored, reviewed and undone through the Store."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from edge.config import StationConfig
-from edge.station.reviews import ReviewedFrame, reviewed_frames, station_url
 from edge.station.store import Store
+from edge.station.training_export import ReviewedFrame, reviewed_frames, station_url
 
 
 @pytest.fixture
@@ -105,10 +105,10 @@ def test_items_whose_image_is_missing_are_skipped_counted_and_logged(store: Stor
         path = store.queue.image_file(item_id)
         assert path is not None
         path.unlink()
-    with caplog.at_level(logging.WARNING, logger="edge.station.reviews"):
+    with caplog.at_level(logging.WARNING, logger="edge.station.training_export"):
         frames = reviewed_frames(store, "line-1")
     assert [f.item_id for f in frames] == [3]
-    lines = [r.getMessage() for r in caplog.records if r.name == "edge.station.reviews"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.station.training_export"]
     assert len(lines) == 1, lines
     assert "skipped 2 of 3" in lines[0] and line[0].frame_id in lines[0]
 

@@ -1,8 +1,8 @@
-"""Reviewed frames of one line, read from the station database: what ``lineside train --line L`` learns from.
+"""The training export: reviewed frames of one line, read from the station database for ``lineside train --line L``.
 
 Use::
 
-    from edge.station.reviews import reviewed_frames
+    from edge.station.training_export import reviewed_frames
     frames = reviewed_frames(cfg.station, "line-1")                      # a StationConfig …
     frames = reviewed_frames("var/station/station.db", "line-1",         # … or a SQLite path / SQLAlchemy URL
                              storage_dir="var/station/images", since_wall=last_train_wall)
