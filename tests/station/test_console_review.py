@@ -326,7 +326,7 @@ def test_review_stats_rate_median_workload_and_agreement(store, make_item, jpeg)
     assert (longer.n, longer.agree, longer.agree_good_defect) == (2, 1, 1)
     assert (agreement["spot"].n, agreement["spot"].agree) == (1, 0)  # the second answer (good) is the latest
     second = stats.second
-    assert (second.pairs, second.agree_good_defect, second.agree_class, second.waiting) == (1, 0, 0, 1)
+    assert (second.n, second.agree_good_defect, second.agree, second.waiting) == (1, 0, 0, 1)
     assert [(d.item_id, d.first, d.first_reviewer, d.second, d.second_reviewer) for d in second.disagreements] == [
         (6, "spot", "ben", "good", "ana")]
     assert json.loads(json.dumps(stats.as_dict()))["second_review"]["pairs"] == 1
