@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import time
 import zipfile
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from console_support import login, make_user
 from fastapi.testclient import TestClient
 
 from edge.config import StationConfig
-from edge.station import migrations
 from edge.station.console import create_app
 from edge.station.stats import review_stats
 from edge.station.store import LeaseConflict, QueueFilter, ReviewError, Store
@@ -342,39 +340,6 @@ def test_stats_page_and_json(app_client, store, make_item, jpeg):
     assert data["reviews"] == 1 and data["median_seconds"] == 3.0 and data["window_hours"] == 1
     assert data["hours"][-1]["arrivals"] == 1 and data["hours"][-1]["reviews"] == 1
     assert client.get("/api/stats/reviews", params={"hours": 0}).status_code == 422
-
-
-# ---- migration ----
-
-def test_upgrade_from_0002_keeps_reviews_and_adds_the_new_columns(tmp_path: Path, make_item, jpeg):
-    from alembic import command
-    from sqlalchemy import create_engine
-
-    db = tmp_path / "v2.db"
-    engine = create_engine(f"sqlite:///{db}")
-    with engine.begin() as conn:
-        cfg = migrations.alembic_config()
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
-    engine.dispose()
-    with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO review_items (frame_id, line_id, source_id, seq, captured_wall, decided_wall, "
-                     "received_wall, width, height, verdict, class_scores, anomaly_score, anomaly_threshold, "
-                     "uncertainty, reason, pack_version, profile_version, image_path, status) VALUES ('f', 'line-1', "
-                     "'cam0', 1, 1, 1, 1, 10, 10, 'crack', '{\"good\": 0.4, \"crack\": 0.6}', 1, 0.5, 0.5, "
-                     "'uncertain', 'p', 'q', 'line-1/f.jpg', 'reviewed')")
-        conn.execute("INSERT INTO reviews (item_id, decision, final_verdict, defect_class, reviewer, created_wall) "
-                     "VALUES (1, 'accept', 'crack', 'crack', 'ana', 5)")
-    store = Store(f"sqlite:///{db}", tmp_path / "images")
-    try:
-        assert migrations.current_revision(store.engine) == migrations.head_revision()
-        item = store.queue.get_item(1)
-        assert item is not None and item.second_review_of is None and item.heatmap_png is None
-        review = item.reviews[0]
-        assert (review.boxes, review.comment, review.second_review) == (None, None, False)
-        assert store.ingest.add_item(make_item(heatmap_png=_png(np.zeros((8, 8)))), jpeg())
-    finally:
-        store.close()
 
 
 @pytest.fixture

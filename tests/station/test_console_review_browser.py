@@ -24,13 +24,8 @@ from edge.config import StationConfig
 from edge.station.store import Store
 from edge.station.users import add_user
 from edge.transport.schema import HEATMAP_Z_MAX, Region, ReviewItem
-from tests.station.console_support import (
-    PASSWORD,
-    TEST_OUTPUT,
-    browser_login,
-    running_station,
-    send_items,
-)
+from tests.station.console_support import PASSWORD, TEST_OUTPUT, browser_login, running_station, send_items
+from tests.station.frames_support import SCRATCH, SPOT, defect_jpeg, woven
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -38,25 +33,11 @@ REPO = Path(__file__).resolve().parents[2]
 OUT = TEST_OUTPUT
 VIEWPORT = {"width": 1400, "height": 860}
 
-SCRATCH = Region(x=36, y=56, w=78, h=33, area_px=2574, area_pct=4.1, peak=0.88, defect_class="scratch",
-                 location="upper-left", caption="scratch, upper-left, 78×33 px (4.1 %)",
-                 description="a thin dark scratch across the fabric", caption_score=0.287)
-SPOT = Region(x=169, y=159, w=22, h=22, area_px=484, area_pct=0.8, peak=0.71, defect_class="spot",
-              location="lower-right", caption="spot, lower-right, 22×22 px (0.8 %)",
-              description="a dark stain on the fabric", caption_score=0.254)
 CLASSES = {"good": 0.25, "scratch": 0.45, "spot": 0.30}  # keys 1 good, 2 scratch, 3 spot
 
 
 def _frame(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    noise = rng.normal(128, 30, (250, 250)).astype(np.float32)
-    img = cv2.cvtColor(np.clip(cv2.GaussianBlur(noise, (0, 0), sigmaX=4, sigmaY=1), 0, 255).astype(np.uint8),
-                       cv2.COLOR_GRAY2BGR)
-    cv2.line(img, (40, 60), (110, 85), (25, 25, 25), 3, cv2.LINE_AA)
-    cv2.circle(img, (180, 170), 9, (30, 30, 30), -1, cv2.LINE_AA)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
-    assert ok
-    return buf.tobytes()
+    return defect_jpeg(woven(seed))
 
 
 def _heatmap() -> str:
