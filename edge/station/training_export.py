@@ -8,23 +8,15 @@ Use::
                              storage_dir="var/station/images", since_wall=last_train_wall)
     frames = reviewed_frames(store, "line-1")                            # … or an open Store (the tests)
 
-One ``ReviewedFrame`` per reviewed item of the line, oldest review first. What each field means:
+One ``ReviewedFrame`` per reviewed item of the line, oldest review first; ``edge.transport.reviewed`` says what
+each field means. What the station's side adds:
 
-- The label is the operator's **final answer**: ``final_verdict`` is ``"good"`` or a defect class,
-  ``defect_class`` the same class or None for good. An item reviewed more than once counts once, with its latest
-  review (``reviewer``, ``reviewed_wall``, ``decision``). A review that was undone in the console is gone from
-  the database, so an undone item is either back in the queue (skipped here) or carries its earlier review.
-- ``verdict``, ``class_scores``, ``uncertainty``, ``anomaly_score``, ``pack_version`` and ``profile_version`` are
-  what the **daemon** decided and with which model: ``wrong`` (verdict ≠ final_verdict) is the failure
-  predictor's target. ``reason`` says why the frame came to review: ``uncertain``, ``unknown_frame``, ``ood``, or
-  ``sampled`` (an auto-decided frame sent for the risk audit: an unbiased sample of the auto-decisions, which the
-  other reasons are not).
-- ``image_path`` is the absolute path of the frame's JPEG under the station's ``storage_dir``. Items whose file
-  is missing are skipped, counted and logged (one line per call).
-- ``regions`` are the **model's** boxes (in frame pixels, the model's class and caption), given only when the
-  final answer is a defect: they say where the model saw the defect the operator named. Good frames have none.
-  ``operator_boxes`` are the operator's own (``[{x, y, w, h, class}]``) when they edited the boxes in the console,
-  else None; ``comment`` is their note, if any. An item still waiting for its second review is not listed yet.
+- An item reviewed more than once counts once, with its latest review. A review that was undone in the console is
+  gone from the database, so an undone item is either back in the queue (skipped here) or carries its earlier
+  review. An item still waiting for its second review is not listed yet.
+- Items whose image file is missing are skipped, counted and logged (one line per call).
+- ``regions`` are the model's, given only when the final answer is a defect: they say where the model saw the
+  defect the operator named.
 
 ``since_wall`` (epoch seconds) keeps only items whose latest review was made at or after it, for incremental
 training. The read is two queries (items with their latest review, then their regions), however many items.
