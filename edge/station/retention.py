@@ -29,13 +29,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import delete, select
 
 from edge.durable import TMP_SUFFIX
+from edge.station.store.db import Database
 from edge.station.tables import STATUS_REVIEWED, ReviewItemRow
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def image_bytes(storage_dir: Path) -> int:
     return total
 
 
-def remove_orphans(store: Any, grace_s: float = 60.0, lock: threading.Lock | None = None,
+def remove_orphans(store: Database, grace_s: float = 60.0, lock: threading.Lock | None = None,
                    now: float | None = None) -> OrphanReport:
     """Delete images that no row points at and leftover temp files, both older than ``grace_s``.
 
@@ -169,7 +169,7 @@ def _bytes_to_free(policy: RetentionPolicy, free: int, used: int | None) -> int:
     return need
 
 
-def apply_retention(store: Any, policy: RetentionPolicy) -> RetentionReport:
+def apply_retention(store: Database, policy: RetentionPolicy) -> RetentionReport:
     """Delete the oldest reviewed items (rows, then images) until the watermarks hold; never a pending item."""
     storage_dir = Path(store.storage_dir)
     free = free_bytes(storage_dir)
@@ -208,7 +208,7 @@ def apply_retention(store: Any, policy: RetentionPolicy) -> RetentionReport:
 class StoreMaintainer(threading.Thread):
     """Runs orphan scans and retention on their intervals, counts what they did, says when retention is blocked."""
 
-    def __init__(self, store: Any, policy: RetentionPolicy, schedule: MaintenanceSchedule = MaintenanceSchedule(),
+    def __init__(self, store: Database, policy: RetentionPolicy, schedule: MaintenanceSchedule = MaintenanceSchedule(),
                  *, lock: threading.Lock | None = None) -> None:
         super().__init__(name="station-storage-maintainer", daemon=True)
         self.store, self.policy, self.schedule, self.lock = store, policy, schedule, lock

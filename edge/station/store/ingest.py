@@ -15,11 +15,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from edge.durable import fsync_dir, replace_synced
-from edge.station import summaries
 from edge.station.store import imagefiles
 from edge.station.store.db import Database
 from edge.station.store.records import region_columns
-from edge.station.tables import STATUS_PENDING, HeatmapRow, RegionRow, ReviewItemRow
+from edge.station.tables import STATUS_PENDING, DecisionSummaryRow, HeatmapRow, RegionRow, ReviewItemRow
 from edge.transport.schema import ReviewItem
 from edge.transport.summary import DecisionSummary
 
@@ -145,6 +144,26 @@ class Ingest:
             return [is_new and self.add_item(item, jpeg) for (item, jpeg), is_new in zip(batch, new, strict=True)]
         return new
 
+    def has_summary(self, summary_id: str) -> bool:
+        with self._db.session() as s:
+            query = select(DecisionSummaryRow.id).where(DecisionSummaryRow.summary_id == summary_id)
+            return s.scalar(query) is not None
+
     def add_summary(self, summary: DecisionSummary) -> bool:
-        """Store a per-minute decision summary once per summary_id (see ``edge.station.summaries``)."""
-        return summaries.add_summary(self._db, summary)
+        """Store a per-minute decision summary (``edge.transport.summary``) once: True when new, False when that
+        summary_id is stored already (then it may be acked). ``edge.station.summaries`` adds them up."""
+        if self.has_summary(summary.summary_id):
+            return False
+        row = DecisionSummaryRow(
+            summary_id=summary.summary_id, line_id=summary.line_id, boot=summary.boot,
+            minute_wall=float(summary.minute_wall), frames=summary.frames, auto=dict(summary.auto),
+            routed=dict(summary.routed), reasons=dict(summary.reasons), versions=dict(summary.versions),
+            first_frame_id=summary.first_frame_id, last_frame_id=summary.last_frame_id, received_wall=time.time())
+        try:
+            with self._db.session(write=True) as s:
+                s.add(row)
+        except IntegrityError:  # the same summary from two connections at once: the UNIQUE constraint settles it
+            if self.has_summary(summary.summary_id):
+                return False
+            raise
+        return True
