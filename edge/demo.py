@@ -171,7 +171,7 @@ def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080,
     station_thread.join(timeout=15)
     store = Store(station_cfg.database_url, station_cfg.storage_dir)
     try:
-        items = store.counts()["items"]
+        items = store.queue.counts()["items"]
     finally:
         store.close()
     return {"frames": status["frames"], "seconds": elapsed, "fps": status["frames"] / max(elapsed, 1e-9),

@@ -228,7 +228,7 @@ def bench_latency(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0, 
 
     with tempfile.TemporaryDirectory(prefix="lineside-bench-station-") as station_dir:
         store = Store(f"sqlite:///{station_dir}/station.db", Path(station_dir) / "images")
-        sink = _TimedSink(store)
+        sink = _TimedSink(store.ingest)
         server = IngestServer(sink, "tcp://127.0.0.1:0", poll_ms=20)
         server.start()
         try:
@@ -257,20 +257,20 @@ def bench_latency(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0, 
 
 
 class _TimedSink:
-    """The store, plus the time from capture to commit of each new item (for the latency bench)."""
+    """The store's ingest, plus the time from capture to commit of each new item (for the latency bench)."""
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
+    def __init__(self, ingest: Any) -> None:
+        self.ingest = ingest
         self.latencies_ms: list[float] = []
 
     def add_item(self, item: Any, jpeg: bytes) -> bool:
-        new = bool(self.store.add_item(item, jpeg))
+        new = bool(self.ingest.add_item(item, jpeg))
         if new:
             self.latencies_ms.append((time.time() - item.captured_wall) * 1000)
         return new
 
     def add_items(self, batch: list[tuple[Any, bytes]]) -> list[bool]:
-        results: list[bool] = self.store.add_items(batch)
+        results: list[bool] = self.ingest.add_items(batch)
         now = time.time()
         self.latencies_ms.extend((now - item.captured_wall) * 1000 for (item, _), new in zip(batch, results,
                                                                                              strict=True) if new)

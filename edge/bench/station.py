@@ -65,7 +65,7 @@ def bench_ingest(seconds: float = 10.0, senders: int = 4, window: int = 32, jpeg
     jpeg = jpeg_of_size(jpeg_kb)
     with tempfile.TemporaryDirectory(prefix="lineside-bench-") as tmp:
         store = Store(f"sqlite:///{tmp}/station.db", Path(tmp) / "images")
-        server = IngestServer(store, "tcp://127.0.0.1:0", poll_ms=20, batch_items=batch_items)
+        server = IngestServer(store.ingest, "tcp://127.0.0.1:0", poll_ms=20, batch_items=batch_items)
         server.start()
         ctx = zmq.Context()
         acked = [0] * senders
@@ -107,7 +107,7 @@ def bench_ingest(seconds: float = 10.0, senders: int = 4, window: int = 32, jpeg
         elapsed = time.perf_counter() - started
         server.stop()
         counters = server.counters
-        stored = store.counts()["items"]
+        stored = store.queue.counts()["items"]
         store.close()
         ctx.term()
     total = sum(acked)

@@ -107,7 +107,7 @@ def train(
     """Retrain the line profile from the station's reviewed frames: a new version the daemon picks up by itself."""
     setup_cli_logging(verbose)
     from edge.fit.train import train_profile
-    from edge.station.reviews import reviewed_frames
+    from edge.station.training_export import reviewed_frames
     from edge.vlm.pack import load_pack
 
     try:

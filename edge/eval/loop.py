@@ -5,13 +5,13 @@ starts from a profile calibrated on 50 functional + 50 defective cells (the rest
 streamed cell is decided by the current version; the ones its routing policy sends to review (risk policy,
 `LOOP_ALPHA`, δ = 0.1; OoD frames always) are answered with their label, and after every `every` answers the
 profile is refit from the first rows plus all answers — what `lineside train` does with the station's reviews
-(edge.profile.fit.refit; memory bank and patch statistics stay as calibrated). After each version the fixed test
+(edge.fit.refit; memory bank and patch statistics stay as calibrated). After each version the fixed test
 split is scored: coverage at 1 % and 5 % selective risk (threshold chosen on random calibration halves, as in
 edge.eval.failure), accuracy and failure AUROC; the reviewer's workload is the share of that round's stream the
 version sent to review.
 
 Every cell is encoded once, with the first version's bank: a version's decisions are then a function of the
-cell's feature row (edge.profile.fit.decision_margins / assess_rows — the same code the daemon runs per frame).
+cell's feature row (edge.inspect.assess.decision_margins / assess_rows — the same code the daemon runs per frame).
 """
 
 from __future__ import annotations

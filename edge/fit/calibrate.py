@@ -8,8 +8,8 @@ is learnt from *cross-fitted* scores: the bank images fall into CROSS_FIT_FOLDS 
 bank built without its fold, as is every other image (good beyond the bank's share, labelled defects), round-robin.
 So every good image is both in the bank and a held-out row, and good and defect rows see banks of the same size.
 With defect images the thresholds are instead the ones that best separate the good rows from the defects, and a
-classifier head (edge.grounding.head) is fit on them; it decides the verdict where its out-of-fold accuracy is at
-least the fused score's. The rows are kept as labelled rows, from which edge.profile.fit also fits the failure
+classifier head (edge.grounding.classifier) is fit on them; it decides the verdict where its out-of-fold accuracy is at
+least the fused score's. The rows are kept as labelled rows, from which edge.fit.refit also fits the failure
 predictor, the routing threshold and the OoD detector (and `lineside train` adds to them).
 """
 

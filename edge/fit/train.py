@@ -1,11 +1,12 @@
 """`lineside train --line L`: the operators' answers make the line surer.
 
-Reads the line's reviewed frames from the station (edge.station.reviews), encodes each reviewed image once with
-the running pack, turns it into a labelled row with the current profile's memory bank and statistics (exactly the
-row `lineside calibrate` makes for its images), adds the rows to the ones the current version was fit on (a frame
-reviewed again replaces its earlier row) and refits the classifier head, the failure predictor, the routing
-threshold and the OoD detector (edge.profile.fit.refit). The result is saved as the next version and made CURRENT:
-a running daemon picks it up between frames (it watches CURRENT; SIGHUP does the same at once).
+Takes the line's reviewed frames as the station exports them (edge.transport.reviewed; `lineside train` reads them
+with edge.station.training_export), encodes each reviewed image once with the running pack, turns it into a
+labelled row with the current profile's memory bank and statistics (exactly the row `lineside calibrate` makes for
+its images), adds the rows to the ones the current version was fit on (a frame reviewed again replaces its earlier
+row) and refits the classifier head, the failure predictor, the routing threshold and the OoD detector
+(edge.fit.refit). The result is saved as the next version and made CURRENT: a running daemon picks it up between
+frames (it watches CURRENT; SIGHUP does the same at once).
 
 The memory bank and the patch statistics stay as calibrated: changing them would change every stored row's
 numbers, so good frames operators confirm are not added to the bank here — recalibrating with them as `--good`

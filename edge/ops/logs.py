@@ -1,7 +1,8 @@
 """Log set-up for every command: plain text (default) or one JSON object per line (``--log-format json``).
 
 Error lines about a frame carry ``camera``, ``frame_id`` and ``stage`` (``log.error(..., extra=frame_context(...))``);
-the JSON formatter puts them, and any other ``extra`` field, beside the message.
+the JSON formatter puts them, and any other ``extra`` field, beside the message. ``RateLimitedLog`` keeps a failure
+that repeats many times a second to one line per key and interval.
 """
 
 from __future__ import annotations
@@ -33,6 +34,34 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
+
+
+class RateLimitedLog:
+    """One log line per `interval_s` per key, saying how many like it were held back since: a refused peer that
+    retries every 200 ms, or a full disk that fails every item at every retry, must show in the log without filling
+    it (or the disk's last bytes)."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
+        self._log = logger
+        self._interval = interval_s
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warning(self, key: str, msg: str, *args: object) -> None:
+        self.log(logging.WARNING, key, msg, *args)
+
+    def error(self, key: str, msg: str, *args: object) -> None:
+        self.log(logging.ERROR, key, msg, *args)
+
+    def log(self, level: int, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        self._log.log(level, msg + (f" ({held} more like it in the last {self._interval:g} s)" if held else ""), *args)
 
 
 def setup_logging(verbose: bool = False, fmt: LogFormat = "text") -> None:

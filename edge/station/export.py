@@ -28,8 +28,8 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from edge.station import imagefiles
-from edge.station.store import GOOD, Store
+from edge.findings import GOOD
+from edge.station.store import Store, imagefiles
 from edge.station.tables import STATUS_REVIEWED, ReviewItemRow, ReviewRow
 
 log = logging.getLogger(__name__)

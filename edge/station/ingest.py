@@ -37,7 +37,8 @@ from typing import Any, Protocol
 
 import zmq
 
-from edge.transport.handshake import HandshakeWatch, LoggingAuthenticator, RateLimitedLog
+from edge.ops.logs import RateLimitedLog
+from edge.transport.handshake import HandshakeWatch, LoggingAuthenticator
 from edge.transport.keys import KeyFileError, count_public_keys, load_secret, make_curve_server
 from edge.transport.schema import KIND_ACK, KIND_ERR, ReviewItem, WireError, decode_item, frame_id_of
 from edge.transport.summary import KIND_SUMMARY, DecisionSummary, decode_summary, summary_id_of
@@ -48,8 +49,9 @@ COUNTER_NAMES = ("received", "stored", "duplicates", "malformed", "errors", "aut
 
 
 class ItemSink(Protocol):
-    """Where items go. A sink may also offer ``add_items(list[(item, jpeg)]) -> list[bool]`` (one transaction
-    for many; see ``Store.add_items``): the server then commits the items waiting on the socket together."""
+    """Where items go (the station's: ``Store.ingest``). A sink may also offer ``add_items(list[(item, jpeg)]) ->
+    list[bool]`` (one transaction for many; see ``edge.station.store.ingest``): the server then commits the items
+    waiting on the socket together, and ``add_summary`` (decision summaries)."""
 
     def add_item(self, item: ReviewItem, jpeg: bytes) -> bool: ...
 
@@ -79,7 +81,7 @@ class IngestServer(threading.Thread):
         # held while items are stored: storage housekeeping (edge.station.retention) takes it to tell an image
         # between its rename and its commit from an orphan
         self.store_lock = threading.Lock()
-        self._store_errors = _RateLimitedErrors(log)
+        self._store_errors = RateLimitedLog(log)  # a full disk fails every item at every retry
         self._batch_warnings = RateLimitedLog(log)
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         # decision summaries apart from the items' counters (received and malformed ones count there too)
@@ -318,27 +320,6 @@ class IngestServer(threading.Thread):
         except zmq.ZMQError as exc:
             self._count("errors")
             log.error("ingest: cannot reply %r to peer %s: %s", frames[0], identity.hex(), exc)
-
-
-class _RateLimitedErrors:
-    """ERROR lines, at most one per key and `interval_s`, each saying how many like it were held back: a full disk
-    fails every item every retry, and must show in the log without filling the disk's last bytes with it."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
-        self._log = logger
-        self._interval = interval_s
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def error(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._held[key] = self._held.get(key, 0) + 1
-            return
-        self._last[key] = now
-        held = self._held.pop(key, 0)
-        self._log.error(msg + (f" ({held} more like it in the last {self._interval:g} s)" if held else ""), *args)
 
 
 def sqlite_wal_checkpoint(engine: Any, busy_timeout_ms: int = 200) -> bool:

@@ -29,13 +29,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import delete, select
 
 from edge.durable import TMP_SUFFIX
+from edge.station.store.db import Database
 from edge.station.tables import STATUS_REVIEWED, ReviewItemRow
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,17 @@ COUNTER_NAMES = ("orphan_images", "orphan_temp_files", "orphan_bytes", "retentio
 
 @dataclass(frozen=True)
 class OrphanReport:
-    images: int
-    temp_files: int
-    bytes: int
+    """What one orphan scan deleted (nothing, by default)."""
+
+    images: int = 0
+    temp_files: int = 0
+    bytes: int = 0
 
 
 @dataclass(frozen=True)
 class RetentionReport:
+    """What one retention run deleted, and where the watermarks stand after it."""
+
     items: int
     bytes: int
     blocked: bool  # the watermark still does not hold and no reviewed item is left to delete
@@ -65,12 +69,23 @@ class RetentionReport:
 
 @dataclass(frozen=True)
 class RetentionPolicy:
+    """The watermarks (``retention_min_free_bytes``, ``retention_max_bytes``); neither set: keep everything."""
+
     min_free_bytes: int | None = None
     max_bytes: int | None = None
 
     @property
     def active(self) -> bool:
         return self.min_free_bytes is not None or self.max_bytes is not None
+
+
+@dataclass(frozen=True)
+class MaintenanceSchedule:
+    """How often the maintainer applies retention and scans for orphans, and how old an orphan must be to go."""
+
+    retention_interval_s: float = 60.0
+    orphan_interval_s: float = 3600.0
+    orphan_grace_s: float = 60.0
 
 
 def _line_dirs(storage_dir: Path) -> Iterator[Path]:
@@ -98,7 +113,7 @@ def image_bytes(storage_dir: Path) -> int:
     return total
 
 
-def remove_orphans(store: Any, grace_s: float = 60.0, lock: threading.Lock | None = None,
+def remove_orphans(store: Database, grace_s: float = 60.0, lock: threading.Lock | None = None,
                    now: float | None = None) -> OrphanReport:
     """Delete images that no row points at and leftover temp files, both older than ``grace_s``.
 
@@ -154,7 +169,7 @@ def _bytes_to_free(policy: RetentionPolicy, free: int, used: int | None) -> int:
     return need
 
 
-def apply_retention(store: Any, policy: RetentionPolicy) -> RetentionReport:
+def apply_retention(store: Database, policy: RetentionPolicy) -> RetentionReport:
     """Delete the oldest reviewed items (rows, then images) until the watermarks hold; never a pending item."""
     storage_dir = Path(store.storage_dir)
     free = free_bytes(storage_dir)
@@ -193,17 +208,11 @@ def apply_retention(store: Any, policy: RetentionPolicy) -> RetentionReport:
 class StoreMaintainer(threading.Thread):
     """Runs orphan scans and retention on their intervals, counts what they did, says when retention is blocked."""
 
-    def __init__(self, store: Any, policy: RetentionPolicy, *, retention_interval_s: float = 60.0,
-                 orphan_interval_s: float = 3600.0, orphan_grace_s: float = 60.0,
-                 lock: threading.Lock | None = None) -> None:
+    def __init__(self, store: Database, policy: RetentionPolicy, schedule: MaintenanceSchedule = MaintenanceSchedule(),
+                 *, lock: threading.Lock | None = None) -> None:
         super().__init__(name="station-storage-maintainer", daemon=True)
-        self.store = store
-        self.policy = policy
-        self.retention_interval_s = retention_interval_s
-        self.orphan_interval_s = orphan_interval_s
-        self.orphan_grace_s = orphan_grace_s
-        self.lock = lock
-        self.blocked = False
+        self.store, self.policy, self.schedule, self.lock = store, policy, schedule, lock
+        self.blocked = False  # retention cannot reach its watermark (logged once on the way in and out)
         self.last_free_bytes: int | None = None
         self.last_image_bytes: int | None = None
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
@@ -230,7 +239,7 @@ class StoreMaintainer(threading.Thread):
         except Exception as exc:  # housekeeping must never stop the station; the next scan tries again
             self._add(errors=1)
             log.error("storage %s: orphan scan failed: %s: %s", self.store.storage_dir, type(exc).__name__, exc)
-            return OrphanReport(0, 0, 0)
+            return OrphanReport()
         self._add(orphan_images=report.images, orphan_temp_files=report.temp_files, orphan_bytes=report.bytes)
         return report
 
@@ -265,13 +274,14 @@ class StoreMaintainer(threading.Thread):
             self.join(timeout)
 
     def run(self) -> None:
-        next_orphans = time.monotonic() + self.orphan_interval_s
+        every = self.schedule
+        next_orphans = time.monotonic() + every.orphan_interval_s
         self.retention()
-        while not self._stopping.wait(min(self.retention_interval_s, self.orphan_interval_s)):
+        while not self._stopping.wait(min(every.retention_interval_s, every.orphan_interval_s)):
             self.retention()
             if time.monotonic() >= next_orphans:
-                self._orphans(self.orphan_grace_s)
-                next_orphans = time.monotonic() + self.orphan_interval_s
+                self._orphans(every.orphan_grace_s)
+                next_orphans = time.monotonic() + every.orphan_interval_s
 
 
 class StorageCollector(Collector):

@@ -33,7 +33,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from edge.station.store import GOOD, Store
+from edge.findings import GOOD
+from edge.station.store import Store
 from edge.station.tables import ReviewItemRow, ReviewRow
 from edge.uncertainty.risk import clopper_pearson
 

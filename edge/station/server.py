@@ -18,7 +18,7 @@ from edge.ops.notify import SystemdNotifier
 from edge.ops.signals import SignalDispatcher
 from edge.station.console import create_app
 from edge.station.ingest import IngestServer, sqlite_wal_checkpoint
-from edge.station.retention import RetentionPolicy, StorageCollector, StoreMaintainer
+from edge.station.retention import MaintenanceSchedule, RetentionPolicy, StorageCollector, StoreMaintainer
 from edge.station.risk_audit import AuditCollector
 from edge.station.store import Store
 
@@ -73,7 +73,7 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
     maintainer: StoreMaintainer | None = None
     notifier = SystemdNotifier()  # a no-op unless systemd started us as Type=notify
     try:
-        ingest = IngestServer(store, cfg.ingest_bind, curve_secret_key=cfg.curve_secret_key,
+        ingest = IngestServer(store.ingest, cfg.ingest_bind, curve_secret_key=cfg.curve_secret_key,
                               allowed_keys_dir=cfg.allowed_keys_dir,
                               checkpoint=(lambda: sqlite_wal_checkpoint(store.engine))
                               if cfg.wal_checkpoint_idle_s > 0 else None,
@@ -87,7 +87,8 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
                                        daemon=True)
         maintainer = StoreMaintainer(
             store, RetentionPolicy(cfg.retention_min_free_bytes, cfg.retention_max_bytes),
-            retention_interval_s=cfg.retention_interval_s, orphan_interval_s=cfg.orphan_scan_interval_s,
+            MaintenanceSchedule(retention_interval_s=cfg.retention_interval_s,
+                                orphan_interval_s=cfg.orphan_scan_interval_s),
             lock=ingest.store_lock)
         maintainer.clean_at_start()  # before ingest: whatever a crash left is an orphan, however young
         maintainer.start()

@@ -29,52 +29,69 @@ from typing import Any
 from sqlalchemy import Integer, cast, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from edge.station.store import GOOD, Store
+from edge.findings import GOOD
+from edge.station.store import Store
 from edge.station.tables import STATUS_PENDING, ReviewItemRow, ReviewRow
 
 HOUR = 3600.0
 
 
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
 @dataclass(frozen=True)
 class ReviewerStats:
+    """One reviewer's reviews in the window."""
+
     username: str
-    reviews: int  # in the window
+    reviews: int
     active_hours: int
     median_seconds: float | None
 
     @property
     def per_active_hour(self) -> float:
-        return self.reviews / self.active_hours if self.active_hours else 0.0
+        return _share(self.reviews, self.active_hours)
 
 
 @dataclass(frozen=True)
 class HourLoad:
+    """One hour of the last day: items that arrived, reviews made."""
+
     start_wall: float
     arrivals: int
     reviews: int
 
 
 @dataclass(frozen=True)
-class ClassAgreement:
-    """The model's verdict ``verdict`` against people's final answers on the same items."""
+class Agreement:
+    """``n`` pairs of answers about the same items: how many name the same class, how many agree on good vs defect."""
 
-    verdict: str
     n: int
-    agree: int  # final answer = the model's class
+    agree: int  # the same class
     agree_good_defect: int  # both good, or both a defect (of any class)
-    answers: dict[str, int]  # final answer -> items (the row of the confusion matrix)
 
     @property
     def rate(self) -> float:
-        return self.agree / self.n if self.n else 0.0
+        return _share(self.agree, self.n)
 
     @property
     def good_defect_rate(self) -> float:
-        return self.agree_good_defect / self.n if self.n else 0.0
+        return _share(self.agree_good_defect, self.n)
+
+
+@dataclass(frozen=True)
+class ClassAgreement(Agreement):
+    """The model's verdict ``verdict`` against people's final answers on the same ``n`` items."""
+
+    verdict: str
+    answers: dict[str, int]  # final answer -> items (the row of the confusion matrix)
 
 
 @dataclass(frozen=True)
 class Disagreement:
+    """A second review that names another class than the first: for someone to settle."""
+
     item_id: int
     first: str
     first_reviewer: str
@@ -84,20 +101,11 @@ class Disagreement:
 
 
 @dataclass(frozen=True)
-class SecondReviewStats:
-    pairs: int
-    agree_good_defect: int
-    agree_class: int
+class SecondReviewStats(Agreement):
+    """The ``n`` pairs of a first answer and the independent second one, given in the window."""
+
     waiting: int  # items in the queue for their second review now
     disagreements: list[Disagreement] = field(default_factory=list)  # the latest ones
-
-    @property
-    def good_defect_rate(self) -> float:
-        return self.agree_good_defect / self.pairs if self.pairs else 0.0
-
-    @property
-    def class_rate(self) -> float:
-        return self.agree_class / self.pairs if self.pairs else 0.0
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,7 @@ class ReviewStats:
 
     @property
     def per_active_hour(self) -> float:
-        return self.reviews / self.active_hours if self.active_hours else 0.0
+        return _share(self.reviews, self.active_hours)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -131,9 +139,9 @@ class ReviewStats:
                          "good_defect_rate": round(c.good_defect_rate, 4), "answers": c.answers}
                         for c in self.classes],
             "second_review": {
-                "pairs": self.second.pairs, "agree_good_defect": self.second.agree_good_defect,
-                "agree_class": self.second.agree_class, "good_defect_rate": round(self.second.good_defect_rate, 4),
-                "class_rate": round(self.second.class_rate, 4), "waiting": self.second.waiting,
+                "pairs": self.second.n, "agree_good_defect": self.second.agree_good_defect,
+                "agree_class": self.second.agree, "good_defect_rate": round(self.second.good_defect_rate, 4),
+                "class_rate": round(self.second.rate, 4), "waiting": self.second.waiting,
                 "disagreements": [vars(d) for d in self.second.disagreements]},
         }
 
@@ -196,7 +204,7 @@ def _window(s: Session, since: float, now: float, dialect: str) -> _Window:
         out.per_hour[int(h)] = out.per_hour.get(int(h), 0) + n
     out.last_hour = int(s.scalar(select(func.count()).select_from(ReviewRow)
                                  .where(ReviewRow.created_wall >= now - HOUR)) or 0)
-    tenths = _floor(ReviewRow.seconds_spent * 10 + 0.5, dialect)  # seconds_spent >= 0 (Store.add_review)
+    tenths = _floor(ReviewRow.seconds_spent * 10 + 0.5, dialect)  # seconds_spent >= 0 (Reviews.add)
     histogram: dict[str, list[tuple[float, int]]] = {}
     for who, seconds, n in s.execute(select(ReviewRow.reviewer, tenths, func.count())
                                      .where(in_window, ReviewRow.seconds_spent.is_not(None))
@@ -262,8 +270,8 @@ def second_review_agreement(s: Session, since: float, disagreements: int = 20) -
         ReviewItemRow.status == STATUS_PENDING, ReviewItemRow.second_review_of.is_not(None))) or 0
     differ = sorted((p for p in pairs if p[1] != p[3]), key=lambda p: p[5], reverse=True)[:disagreements]
     return SecondReviewStats(
-        pairs=len(pairs), agree_good_defect=sum((a == GOOD) == (b == GOOD) for _, a, _, b, _, _ in pairs),
-        agree_class=sum(a == b for _, a, _, b, _, _ in pairs), waiting=int(waiting),
+        n=len(pairs), agree_good_defect=sum((a == GOOD) == (b == GOOD) for _, a, _, b, _, _ in pairs),
+        agree=sum(a == b for _, a, _, b, _, _ in pairs), waiting=int(waiting),
         disagreements=[Disagreement(item_id=i, first=a, first_reviewer=ra, second=b, second_reviewer=rb, at_wall=at)
                        for i, a, ra, b, rb, at in differ])
 

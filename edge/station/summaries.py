@@ -1,24 +1,22 @@
-"""Decision summaries at the station: stored once per summary_id, added up per hour, shift or any bucket.
+"""Decision summaries at the station, added up per hour, shift or any bucket.
 
 The edges send one summary per minute of decisions (``edge.transport.summary``), counting every frame — the ones
-decided automatically and the ones routed to review. Here they are stored (``decision_summaries``) and added up into
-buckets of ``bucket_s`` seconds, aligned to UTC plus ``offset_s`` (a shift that starts at 06:00 UTC is
-``bucket_s=28800, offset_s=21600``), for ``/api/summaries``.
+decided automatically and the ones routed to review. The station stores each once (``Store.ingest.add_summary``, in
+``decision_summaries``); here they are added up into buckets of ``bucket_s`` seconds, aligned to UTC plus
+``offset_s`` (a shift that starts at 06:00 UTC is ``bucket_s=28800, offset_s=21600``), for ``/api/summaries``.
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
+from edge.findings import GOOD
+from edge.station.store.db import Database
 from edge.station.tables import DecisionSummaryRow
-from edge.transport.summary import DecisionSummary
 
-GOOD = "good"
 MAX_BUCKETS = 10_000
 
 
@@ -26,28 +24,7 @@ class SummaryQueryError(ValueError):
     """A summaries query that cannot be answered; the text says which parameter is wrong."""
 
 
-def add_summary(store: Any, summary: DecisionSummary) -> bool:
-    """Store a summary once: True when new, False when that summary_id is stored already (then it may be acked)."""
-    with store.session() as s:
-        if s.scalar(select(DecisionSummaryRow.id).where(DecisionSummaryRow.summary_id == summary.summary_id)):
-            return False
-    row = DecisionSummaryRow(
-        summary_id=summary.summary_id, line_id=summary.line_id, boot=summary.boot,
-        minute_wall=float(summary.minute_wall), frames=summary.frames, auto=dict(summary.auto),
-        routed=dict(summary.routed), reasons=dict(summary.reasons), versions=dict(summary.versions),
-        first_frame_id=summary.first_frame_id, last_frame_id=summary.last_frame_id, received_wall=time.time())
-    try:
-        with store.session(write=True) as s:
-            s.add(row)
-    except IntegrityError:  # the same summary from two connections at once: the UNIQUE constraint settles it
-        with store.session() as s:
-            if s.scalar(select(DecisionSummaryRow.id).where(DecisionSummaryRow.summary_id == summary.summary_id)):
-                return False
-        raise
-    return True
-
-
-def summary_lines(store: Any) -> list[dict[str, Any]]:
+def summary_lines(store: Database) -> list[dict[str, Any]]:
     """Every line that sent summaries, with its first and last minute."""
     with store.session() as s:
         rows = s.execute(select(DecisionSummaryRow.line_id, func.min(DecisionSummaryRow.minute_wall),
@@ -68,7 +45,7 @@ def _bucket(counts: dict[str, Counter[str]], frames: int, start: float, n: int) 
             "versions": dict(counts["versions"]), "summaries": n}
 
 
-def line_summaries(store: Any, line: str, since: float, until: float, bucket_s: int = 3600,
+def line_summaries(store: Database, line: str, since: float, until: float, bucket_s: int = 3600,
                    offset_s: int = 0) -> dict[str, Any]:
     """One line's decisions in [since, until) added up per bucket; verdicts other than 'good' count as defects."""
     if not 60 <= bucket_s <= 31 * 86400 or bucket_s % 60:

@@ -1,7 +1,8 @@
 """The station's tables, as SQLAlchemy 2 typed declarative models.
 
 Portable SQL only (no SQLite-specific types), so the same models run on SQLite today and on PostgreSQL by
-changing the database URL. Times are epoch seconds (float), as on the wire.
+changing the database URL. Times are epoch seconds (float), as on the wire. A column declared by its annotation
+alone (``x: Mapped[int]``) has the type ``Base`` maps it to: Integer, Float, Boolean; NULL only when it says ``| None``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ ROLES = ("reviewer", "admin")
 
 
 class Base(DeclarativeBase):
-    pass
+    type_annotation_map = {int: Integer, float: Float, bool: Boolean}  # the column types of the first schema
 
 
 class ReviewItemRow(Base):
@@ -26,21 +27,21 @@ class ReviewItemRow(Base):
 
     __tablename__ = "review_items"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
     frame_id: Mapped[str] = mapped_column(String(200), unique=True)
     line_id: Mapped[str] = mapped_column(String(100), index=True)
     source_id: Mapped[str] = mapped_column(String(100))
-    seq: Mapped[int] = mapped_column(Integer)
-    captured_wall: Mapped[float] = mapped_column(Float)
-    decided_wall: Mapped[float] = mapped_column(Float)
-    received_wall: Mapped[float] = mapped_column(Float)
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int]
+    captured_wall: Mapped[float]
+    decided_wall: Mapped[float]
+    received_wall: Mapped[float] = mapped_column(doc="when the station stored it, by the station's clock")
+    width: Mapped[int]
+    height: Mapped[int]
     verdict: Mapped[str] = mapped_column(String(100))
     class_scores: Mapped[dict[str, Any]] = mapped_column(JSON)
-    anomaly_score: Mapped[float] = mapped_column(Float)
-    anomaly_threshold: Mapped[float] = mapped_column(Float)
-    uncertainty: Mapped[float] = mapped_column(Float)
+    anomaly_score: Mapped[float]
+    anomaly_threshold: Mapped[float]
+    uncertainty: Mapped[float]
     reason: Mapped[str] = mapped_column(String(32))
     pack_version: Mapped[str] = mapped_column(String(100))
     profile_version: Mapped[str] = mapped_column(String(100))
@@ -48,7 +49,7 @@ class ReviewItemRow(Base):
     status: Mapped[str] = mapped_column(String(16), default=STATUS_PENDING)
     second_review_of: Mapped[str | None] = mapped_column(
         String(100), nullable=True, doc="set while the item waits for a second review: its first reviewer, who may "
-        "not take it; the item is pending meanwhile (see Store.add_review)")
+        "not take it; the item is pending meanwhile (see edge.station.store.reviews)")
 
     regions: Mapped[list[RegionRow]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="RegionRow.id")
@@ -72,20 +73,20 @@ class RegionRow(Base):
 
     __tablename__ = "regions"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), index=True)
-    x: Mapped[int] = mapped_column(Integer)
-    y: Mapped[int] = mapped_column(Integer)
-    w: Mapped[int] = mapped_column(Integer)
-    h: Mapped[int] = mapped_column(Integer)
-    area_px: Mapped[int] = mapped_column(Integer)
-    area_pct: Mapped[float] = mapped_column(Float)
-    peak: Mapped[float] = mapped_column(Float)
+    x: Mapped[int]
+    y: Mapped[int]
+    w: Mapped[int]
+    h: Mapped[int]
+    area_px: Mapped[int]
+    area_pct: Mapped[float]
+    peak: Mapped[float]
     defect_class: Mapped[str] = mapped_column(String(100))
     location: Mapped[str] = mapped_column(String(32))
     caption: Mapped[str] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text)
-    caption_score: Mapped[float] = mapped_column(Float)
+    caption_score: Mapped[float]
 
     item: Mapped[ReviewItemRow] = relationship(back_populates="regions")
 
@@ -95,20 +96,20 @@ class ReviewRow(Base):
 
     __tablename__ = "reviews"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), index=True)
     decision: Mapped[str] = mapped_column(String(16))
     final_verdict: Mapped[str] = mapped_column(String(100), doc="'good' or the defect class")
     defect_class: Mapped[str | None] = mapped_column(String(100), nullable=True)
     reviewer: Mapped[str] = mapped_column(String(100))
-    created_wall: Mapped[float] = mapped_column(Float)
-    seconds_spent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_wall: Mapped[float]
+    seconds_spent: Mapped[float | None]
     boxes: Mapped[list[dict[str, Any]] | None] = mapped_column(
         JSON, nullable=True, doc="the operator's boxes [{x, y, w, h, class}] in frame pixels when they edited them; "
         "None: the model's regions stand")
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
-    second_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(),
-                                                doc="the second, independent review of a sampled item")
+    second_review: Mapped[bool] = mapped_column(default=False, server_default=false(),
+                                                 doc="the second, independent review of a sampled item")
 
     item: Mapped[ReviewItemRow] = relationship(back_populates="reviews")
 
@@ -142,12 +143,12 @@ class UserRow(Base):
 
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(100), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300), doc="scrypt$n$r$p$salt$hash (see edge.station.users)")
     role: Mapped[str] = mapped_column(String(16))
-    created_wall: Mapped[float] = mapped_column(Float)
-    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_wall: Mapped[float]
+    disabled: Mapped[bool] = mapped_column(default=False)
 
     __table_args__ = (
         CheckConstraint("role IN ('reviewer', 'admin')", name="ck_users_role"),
@@ -162,8 +163,8 @@ class LeaseRow(Base):
 
     item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True)
     username: Mapped[str] = mapped_column(String(100))
-    claimed_wall: Mapped[float] = mapped_column(Float, doc="when this holder opened the item (time spent starts)")
-    expires_wall: Mapped[float] = mapped_column(Float, index=True)
+    claimed_wall: Mapped[float] = mapped_column(doc="when this holder opened the item (time spent starts)")
+    expires_wall: Mapped[float] = mapped_column(index=True)
 
 
 class AuditRow(Base):
@@ -171,15 +172,14 @@ class AuditRow(Base):
 
     __tablename__ = "audit_log"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at_wall: Mapped[float] = mapped_column(Float, index=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at_wall: Mapped[float] = mapped_column(index=True)
     username: Mapped[str] = mapped_column(String(100), index=True)
     action: Mapped[str] = mapped_column(String(32), doc="login, login_failed, logout, lease, review, undo, ...")
-    item_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True,
-                                                doc="no foreign key: the log outlives what it describes")
+    item_id: Mapped[int | None] = mapped_column(index=True, doc="no foreign key: the log outlives what it describes")
     before: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     after: Mapped[Any | None] = mapped_column(JSON, nullable=True)
-    seconds_spent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    seconds_spent: Mapped[float | None]
 
 
 class DecisionSummaryRow(Base):
@@ -188,19 +188,19 @@ class DecisionSummaryRow(Base):
 
     __tablename__ = "decision_summaries"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
     summary_id: Mapped[str] = mapped_column(String(200), unique=True)
     line_id: Mapped[str] = mapped_column(String(100))
     boot: Mapped[str] = mapped_column(String(40))
-    minute_wall: Mapped[float] = mapped_column(Float, doc="epoch seconds of the minute's start (capture time)")
-    frames: Mapped[int] = mapped_column(Integer)
+    minute_wall: Mapped[float] = mapped_column(doc="epoch seconds of the minute's start (capture time)")
+    frames: Mapped[int]
     auto: Mapped[dict[str, Any]] = mapped_column(JSON, doc="verdict → frames decided by the edge")
     routed: Mapped[dict[str, Any]] = mapped_column(JSON, doc="verdict → frames routed to review")
     reasons: Mapped[dict[str, Any]] = mapped_column(JSON, doc="routing reason → frames")
     versions: Mapped[dict[str, Any]] = mapped_column(JSON, doc="'<pack> <profile>' → frames")
     first_frame_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     last_frame_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    received_wall: Mapped[float] = mapped_column(Float)
+    received_wall: Mapped[float]
 
 
 # /api/summaries: one line's minutes in a time range

@@ -13,7 +13,6 @@ ZeroMQ refuses a peer inside its I/O thread; the application sees nothing unless
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,8 @@ import zmq
 import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
+
+from edge.ops.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -74,28 +75,6 @@ class HandshakeWatch:
             except zmq.ZMQError as exc:  # the owner is being torn down; the monitor goes with it
                 log.debug("disable_monitor: %s", exc)
         self.socket.close(linger=0)
-
-
-class RateLimitedLog:
-    """One log line per `interval_s` per key, with how many were suppressed since: a refused peer that retries
-    every 200 ms must not flood the log, and must not vanish from it either."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
-        self._log = logger
-        self._interval = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._last[key] = now
-        more = self._suppressed.pop(key, 0)
-        suffix = f" ({more} more like it in the last {self._interval:g} s)" if more else ""
-        self._log.warning(msg + suffix, *args)
 
 
 class LoggingAuthenticator(ThreadAuthenticator):

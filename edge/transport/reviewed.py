@@ -1,7 +1,7 @@
 """The station's training export contract: one reviewed frame as `lineside train` learns from it.
 
-The station writes these (edge.station.reviews.reviewed_frames reads them out of its database); the trainer reads
-only this type, never the station's tables. What each field means:
+The station writes these (edge.station.training_export.reviewed_frames reads them out of its database); the
+trainer reads only this type, never the station's tables. What each field means:
 
 - The label is the operator's **final answer**: ``final_verdict`` is ``"good"`` or a defect class,
   ``defect_class`` the same class or None for good. An item reviewed more than once counts once, with its latest

@@ -18,7 +18,7 @@ FP16 (GPUs): `onnxruntime.transformers.float16` converts the float towers to flo
 and outputs so the runtime feeds and reads them unchanged; an already-quantised text tower is copied as it is.
 
 Every new pack gets a new version (`<source version>-int8-<digest>`), its own sha256s, reference outputs
-(`edge.vlm.check.write_reference`) and its provenance in the manifest; it loads with `load_pack`.
+(`edge.vlm.pack_write.write_reference`) and its provenance in the manifest; it loads with `load_pack`.
 """
 
 from __future__ import annotations

@@ -48,15 +48,15 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def test_add_items_stores_each_once(store: Store) -> None:
     jpeg = _jpeg()
-    assert store.add_item(_item(1), jpeg)
+    assert store.ingest.add_item(_item(1), jpeg)
     batch = [(_item(1), jpeg), (_item(2), jpeg), (_item(3), jpeg), (_item(2), jpeg)]
-    assert store.add_items(batch) == [False, True, True, False]  # known, new, new, repeated in the batch
-    assert store.add_items(batch) == [False, False, False, False]
-    assert store.counts()["items"] == 3
+    assert store.ingest.add_items(batch) == [False, True, True, False]  # known, new, new, repeated in the batch
+    assert store.ingest.add_items(batch) == [False, False, False, False]
+    assert store.queue.counts()["items"] == 3
     for n in (2, 3):
-        view = next(v for v in store.list_items() if v.frame_id == f"line-1:cam0:b1:{n}")
+        view = next(v for v in store.queue.list_items() if v.frame_id == f"line-1:cam0:b1:{n}")
         assert len(view.regions) == 1
-        path = store.image_file(view.id)
+        path = store.queue.image_file(view.id)
         assert path is not None and path.read_bytes() == jpeg  # the image is on disk with its row
 
 
@@ -64,8 +64,8 @@ def test_add_items_failure_commits_nothing(store: Store, tmp_path: Path) -> None
     (tmp_path / "images" / "bad-line").write_bytes(b"a file where a line directory should be")
     batch = [(_item(1), _jpeg()), (_item(2, line_id="bad-line"), _jpeg())]
     with pytest.raises(OSError):
-        store.add_items(batch)
-    assert store.counts()["items"] == 0
+        store.ingest.add_items(batch)
+    assert store.queue.counts()["items"] == 0
 
 
 def test_ingest_group_commit_acks_good_items_of_a_failed_batch(store: Store, tmp_path: Path,
@@ -73,7 +73,7 @@ def test_ingest_group_commit_acks_good_items_of_a_failed_batch(store: Store, tmp
     """Many items queued at once share a commit; a batch with one unstorable item still acks all the others,
     and never the unstorable one (the edge keeps it and retries)."""
     (tmp_path / "images" / "bad-line").write_bytes(b"not a directory")
-    server = IngestServer(store, "tcp://127.0.0.1:0", poll_ms=20)
+    server = IngestServer(store.ingest, "tcp://127.0.0.1:0", poll_ms=20)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -93,7 +93,7 @@ def test_ingest_group_commit_acks_good_items_of_a_failed_batch(store: Store, tmp
         sock.close()
         ctx.term()
     assert sorted(acked) == sorted(i.frame_id for i in items if i.line_id == "line-1")
-    assert store.counts()["items"] == 40
+    assert store.queue.counts()["items"] == 40
     counters = server.counters
     assert counters["stored"] == 40 and counters["duplicates"] == 1 and counters["errors"] == 1
 
@@ -105,12 +105,12 @@ def test_sink_without_add_items_still_works(store: Store) -> None:
 
         def add_item(self, item: ReviewItem, jpeg: bytes) -> bool:
             self.calls += 1
-            return store.add_item(item, jpeg)
+            return store.ingest.add_item(item, jpeg)
 
     sink = OneByOne()
     server = IngestServer(sink, "tcp://127.0.0.1:0", poll_ms=20)
     server._handle_batch([([b"peer", *encode_item(_item(n), _jpeg())], "peer") for n in range(3)])
     server.stop()
-    assert sink.calls == 3 and store.counts()["items"] == 3
+    assert sink.calls == 3 and store.queue.counts()["items"] == 3
 
 

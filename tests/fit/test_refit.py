@@ -1,4 +1,4 @@
-"""edge.profile.fit.refit on labelled rows with known structure: the decision, the failure predictor, the routing
+"""edge.fit.refit on labelled rows with known structure: the decision, the failure predictor, the routing
 threshold (risk and budget policies), the OoD detector, and the round trip through a saved version."""
 
 from pathlib import Path

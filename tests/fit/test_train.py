@@ -42,14 +42,14 @@ def _reviewed_station(workdir: Path, frames: Path) -> int:
                 verdict="good", class_scores=CLASS_SCORES, anomaly_score=0.1, anomaly_threshold=0.5,
                 uncertainty=0.45, reason="uncertain", regions=[], pack_version="p", profile_version="test-line@v0001"),
                 jpeg.tobytes()))
-        assert all(store.add_items(batch))
+        assert all(store.ingest.add_items(batch))
         for item_id, (item, _) in enumerate(batch, 1):
             label = sorted(frames.iterdir())[item.seq].stem.split("_")[1]
             answer = OPERATOR_SAYS[label]
             if answer == "good":
-                store.add_review(item_id, "accept", "ana", now=2000.0 + item_id)
+                store.reviews.add(item_id, "accept", "ana", now=2000.0 + item_id)
             else:
-                store.add_review(item_id, "relabel", "ana", defect_class=answer, now=2000.0 + item_id)
+                store.reviews.add(item_id, "relabel", "ana", defect_class=answer, now=2000.0 + item_id)
         return len(batch)
     finally:
         store.close()

@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from console_support import login, make_user  # noqa: E402
 
 from edge.bench.station import fill_queue  # noqa: E402
+from edge.findings import GOOD  # noqa: E402
 from edge.station.console import create_app  # noqa: E402
-from edge.station.store import GOOD, Store  # noqa: E402
+from edge.station.store import Store  # noqa: E402
 from edge.station.tables import ReviewItemRow, ReviewRow  # noqa: E402
 
 
@@ -112,7 +113,7 @@ def main() -> None:
                 "GET /api/items (50)": "/api/items",
             }
             if args.stats:
-                top = store.latest_item_id()
+                top = store.queue.latest_item_id()
                 pages.update({
                     "stats page (/stats)": "/stats",
                     "GET /api/stats/reviews": "/api/stats/reviews",

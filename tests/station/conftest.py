@@ -89,7 +89,7 @@ def store(db_url: str, storage_dir: Path) -> Iterator[Store]:
 @pytest.fixture
 def ingest(store: Store) -> Iterator[IngestServer]:
     """A real ingest server on a free loopback port, storing into `store`."""
-    server = IngestServer(store, "tcp://127.0.0.1:0", poll_ms=20)
+    server = IngestServer(store.ingest, "tcp://127.0.0.1:0", poll_ms=20)
     server.start()
     yield server
     server.stop()

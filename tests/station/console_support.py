@@ -123,3 +123,4 @@ def browser_login(page: Any, console: str, name: str, password: str = PASSWORD) 
     page.keyboard.type(password)
     page.keyboard.press("Enter")
     page.wait_for_url(console + "/")
+

@@ -22,16 +22,11 @@ import pytest
 from edge.config import StationConfig
 from edge.station.store import Store
 from edge.station.users import add_user
-from edge.transport.schema import Region, ReviewItem
-from tests.station.console_support import (
-    TEST_OUTPUT,
-    running_station,
-    send_items,
-)
+from edge.transport.schema import ReviewItem
+from tests.station.console_support import PASSWORD, TEST_OUTPUT, running_station, send_items
+from tests.station.frames_support import SCRATCH, SPOT, defect_jpeg, woven
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
-
-PASSWORD = "correct horse battery"
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = TEST_OUTPUT
@@ -48,29 +43,7 @@ def _textile(seed: int) -> np.ndarray:
             return img
     except ImportError:
         pass
-    rng = np.random.default_rng(seed)
-    noise = rng.normal(128, 30, (250, 250)).astype(np.float32)
-    img = cv2.GaussianBlur(noise, (0, 0), sigmaX=4, sigmaY=1)
-    return cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
-
-
-def _frame_with_defects(seed: int, scratch: bool, spot: bool) -> bytes:
-    img = _textile(seed)
-    if scratch:
-        cv2.line(img, (40, 60), (110, 85), (25, 25, 25), 3, cv2.LINE_AA)
-    if spot:
-        cv2.circle(img, (180, 170), 9, (30, 30, 30), -1, cv2.LINE_AA)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
-    assert ok
-    return buf.tobytes()
-
-
-SCRATCH = Region(x=36, y=56, w=78, h=33, area_px=2574, area_pct=4.1, peak=0.88, defect_class="scratch",
-                 location="upper-left", caption="scratch, upper-left, 78×33 px (4.1 %)",
-                 description="a thin dark scratch across the fabric", caption_score=0.287)
-SPOT = Region(x=169, y=159, w=22, h=22, area_px=484, area_pct=0.8, peak=0.71, defect_class="spot",
-              location="lower-right", caption="spot, lower-right, 22×22 px (0.8 %)",
-              description="a dark stain on the fabric", caption_score=0.254)
+    return woven(seed)
 
 
 def _items() -> list[tuple[ReviewItem, bytes]]:
@@ -83,8 +56,7 @@ def _items() -> list[tuple[ReviewItem, bytes]]:
     more = ReviewItem(frame_id="line-1:cam0:b7:1042", seq=1042, captured_wall=now - 42, decided_wall=now - 42,
                       verdict="scratch", class_scores={"good": 0.28, "scratch": 0.41, "spot": 0.31},
                       anomaly_score=0.71, uncertainty=0.82, regions=[SCRATCH, SPOT], **common)
-    return [(less, _frame_with_defects(3, scratch=False, spot=True)),
-            (more, _frame_with_defects(7, scratch=True, spot=True))]
+    return [(less, defect_jpeg(_textile(3), scratch=False)), (more, defect_jpeg(_textile(7)))]
 
 
 @pytest.fixture
@@ -207,15 +179,15 @@ def test_login_then_review_two_items_with_the_keyboard(station, accounts, browse
 
     store = Store(cfg.database_url, cfg.storage_dir)
     try:
-        first, second = store.get_item(2), store.get_item(1)
+        first, second = store.queue.get_item(2), store.queue.get_item(1)
         assert first is not None and second is not None
         assert first.frame_id == more.frame_id and second.frame_id == less.frame_id
         assert [(r.decision, r.final_verdict, r.reviewer) for r in first.reviews] == [("accept", "scratch", "ana")]
         assert [(r.decision, r.final_verdict, r.defect_class) for r in second.reviews] == [
             ("relabel", "scratch", "scratch")]
         assert all(r.seconds_spent is not None and r.seconds_spent >= 0 for r in first.reviews + second.reviews)
-        assert store.counts()["by_status"] == {"pending": 0, "reviewed": 2}
-        actions = [e.action for e in store.audit_log(item_id=2)]
+        assert store.queue.counts()["by_status"] == {"pending": 0, "reviewed": 2}
+        actions = [e.action for e in store.audit.recent(item_id=2)]
         assert actions.count("review") == 2 and "undo" in actions
     finally:
         store.close()
@@ -264,8 +236,8 @@ def test_admin_downloads_the_export(station, accounts, browser):
     send_items(ingest, _items())
     store = Store(cfg.database_url, cfg.storage_dir)
     try:
-        store.add_review(2, "accept", "ana")
-        store.add_review(1, "reject", "ana")
+        store.reviews.add(2, "accept", "ana")
+        store.reviews.add(1, "reject", "ana")
     finally:
         store.close()
     page = browser.new_page(viewport={"width": 1400, "height": 860})

@@ -11,8 +11,7 @@ from console_support import login, make_user
 from fastapi.testclient import TestClient
 
 from edge.station.console import create_app
-from edge.station.queue import QueueFilter
-from edge.station.store import LeaseConflict, ReviewError, Store
+from edge.station.store import LeaseConflict, QueueFilter, ReviewError, Store
 
 
 @pytest.fixture
@@ -40,7 +39,7 @@ def ben(app) -> Iterator[TestClient]:
 def five(store, make_item, jpeg):
     """Items 1..5 with uncertainty .5 .9 .7 .3 .8: queue order 2, 5, 3, 1, 4."""
     for u in (0.5, 0.9, 0.7, 0.3, 0.8):
-        store.add_item(make_item(uncertainty=u), jpeg())
+        store.ingest.add_item(make_item(uncertainty=u), jpeg())
 
 
 def test_two_reviewers_never_get_the_same_next_item(store, five):
@@ -49,9 +48,9 @@ def test_two_reviewers_never_get_the_same_next_item(store, five):
 
     def work(name: str) -> None:
         barrier.wait()
-        while (item := store.claim_next(name, minutes=5)) is not None:
+        while (item := store.queue.claim_next(name, minutes=5)) is not None:
             got[name].append(item)
-            store.add_review(item, "accept", name)
+            store.reviews.add(item, "accept", name)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in got]
     for t in threads:
@@ -59,12 +58,12 @@ def test_two_reviewers_never_get_the_same_next_item(store, five):
     for t in threads:
         t.join(30)
     assert sorted(got["ana"] + got["ben"]) == [1, 2, 3, 4, 5]  # each item once, none twice
-    assert store.counts()["by_status"] == {"pending": 0, "reviewed": 5}
+    assert store.queue.counts()["by_status"] == {"pending": 0, "reviewed": 5}
 
 
 def test_opening_an_item_leases_it_and_others_skip_it(ana, ben, store, five):
     assert ana.get("/items/2").status_code == 200
-    lease = store.lease_of(2)
+    lease = store.queue.lease_of(2)
     assert lease is not None and lease.username == "ana" and lease.expires_wall > time.time() + 4 * 60
     # ben's queue and next item skip it
     assert [i["id"] for i in ben.get("/api/items").json()] == [5, 3, 1, 4]
@@ -76,30 +75,30 @@ def test_opening_an_item_leases_it_and_others_skip_it(ana, ben, store, five):
     assert "being reviewed by ana" in page and "actions locked" in page
     r = ben.post("/items/2/review", data={"decision": "accept"}, follow_redirects=False)
     assert r.status_code == 409 and "being reviewed by ana" in r.json()["detail"]
-    assert store.get_item(2).status == "pending"
+    assert store.queue.get_item(2).status == "pending"
     # ana's review goes through, releases the lease and hands her the next item nobody holds (5 is ben's)
     r = ana.post("/items/2/review", data={"decision": "accept"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/items/3"
-    assert store.lease_of(2) is None and store.lease_of(3).username == "ana"
+    assert store.queue.lease_of(2) is None and store.queue.lease_of(3).username == "ana"
 
 
 def test_leases_expire(store, five):
     now = time.time()
-    store.claim(2, "ana", minutes=1, now=now)
+    store.queue.claim(2, "ana", minutes=1, now=now)
     with pytest.raises(LeaseConflict, match="ana"):
-        store.claim(2, "ben", minutes=1, now=now + 30)
+        store.queue.claim(2, "ben", minutes=1, now=now + 30)
     with pytest.raises(LeaseConflict):
-        store.add_review(2, "accept", "ben", now=now + 30)
-    assert store.claim_next("ben", 1, now=now + 30) == 5
+        store.reviews.add(2, "accept", "ben", now=now + 30)
+    assert store.queue.claim_next("ben", 1, now=now + 30) == 5
     # a minute later ana's lease is gone: ben may take it and review it
-    assert store.claim(2, "ben", minutes=1, now=now + 61).username == "ben"
-    store.add_review(2, "accept", "ben", now=now + 62)
-    assert store.get_item(2).latest_review.reviewer == "ben"
+    assert store.queue.claim(2, "ben", minutes=1, now=now + 61).username == "ben"
+    store.reviews.add(2, "accept", "ben", now=now + 62)
+    assert store.queue.get_item(2).latest_review.reviewer == "ben"
 
 
 def test_the_page_renews_its_lease(ana, ben, store, five):
     ana.get("/items/2")
-    first = store.lease_of(2)
+    first = store.queue.lease_of(2)
     r = ana.post("/api/items/2/lease")
     assert r.status_code == 200 and r.json()["expires_wall"] >= first.expires_wall
     assert r.json()["claimed_wall"] == first.claimed_wall  # time spent keeps counting from the first open
@@ -112,7 +111,7 @@ def test_audit_records_who_when_before_after_and_time_spent(ana, store, five):
     ana.post("/items/2/review", data={"decision": "accept", "seconds_spent": "4.2"})
     ana.get("/items/3")
     ana.post("/items/3/review", data={"decision": "relabel", "defect_class": "spot"})  # no client figure
-    log = store.audit_log()
+    log = store.audit.recent()
     reviews = [e for e in log if e.action == "review"]
     assert [e.item_id for e in reviews] == [3, 2]
     second, first = reviews
@@ -127,33 +126,33 @@ def test_audit_records_who_when_before_after_and_time_spent(ana, store, five):
 
 def test_undo_takes_back_my_last_review_and_reopens_the_item(ana, ben, store, five):
     ana.post("/items/2/review", data={"decision": "reject"})
-    assert store.get_item(2).status == "reviewed"
+    assert store.queue.get_item(2).status == "reviewed"
     r = ana.post("/undo", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/items/2"
-    item = store.get_item(2)
+    item = store.queue.get_item(2)
     assert item.status == "pending" and item.reviews == []
-    assert store.lease_of(2).username == "ana"
-    undo = store.audit_log(1)[0]
+    assert store.queue.lease_of(2).username == "ana"
+    undo = store.audit.recent(1)[0]
     assert undo.action == "undo" and undo.before["review"]["decision"] == "reject" and undo.after["review"] is None
     assert ben.post("/undo", follow_redirects=False).status_code == 409  # nothing of ben's
 
 
 def test_undo_refused_when_someone_reviewed_since(store, five):
-    store.add_review(2, "accept", "ana")
-    store.add_review(2, "reject", "ben")
+    store.reviews.add(2, "accept", "ana")
+    store.reviews.add(2, "reject", "ben")
     with pytest.raises(ReviewError, match="reviewed again by ben"):
-        store.undo_last_review("ana", 5)
+        store.reviews.undo_last("ana", 5)
 
 
 def test_queue_filters(ana, store, make_item, jpeg):
     now = time.time()
-    store.add_item(make_item(line_id="line-1", verdict="crack", reason="uncertain", captured_wall=now - 7200,
-                             decided_wall=now - 7200), jpeg())
-    store.add_item(make_item(line_id="line-2", verdict="spot", reason="unknown_frame", captured_wall=now - 60,
-                             decided_wall=now - 60), jpeg())
-    store.add_item(make_item(line_id="line-2", verdict="crack", reason="sampled", captured_wall=now - 30,
-                             decided_wall=now - 30), jpeg())
-    store.add_review(3, "accept", "ana")
+    store.ingest.add_item(make_item(line_id="line-1", verdict="crack", reason="uncertain", captured_wall=now - 7200,
+                                    decided_wall=now - 7200), jpeg())
+    store.ingest.add_item(make_item(line_id="line-2", verdict="spot", reason="unknown_frame", captured_wall=now - 60,
+                                    decided_wall=now - 60), jpeg())
+    store.ingest.add_item(make_item(line_id="line-2", verdict="crack", reason="sampled", captured_wall=now - 30,
+                                    decided_wall=now - 30), jpeg())
+    store.reviews.add(3, "accept", "ana")
 
     def ids(**params: str) -> list[int]:
         r = ana.get("/api/items", params=params)
@@ -179,7 +178,7 @@ def test_queue_filters(ana, store, make_item, jpeg):
 def test_keyset_pages_cover_the_queue_exactly_once_in_order(ana, store, make_item, jpeg):
     data = jpeg()
     for i in range(23):
-        store.add_item(make_item(uncertainty=round((i * 7 % 10) / 10, 1)), data)  # many ties
+        store.ingest.add_item(make_item(uncertainty=round((i * 7 % 10) / 10, 1)), data)  # many ties
     for sort in ("uncertainty", "age"):
         seen, after = [], None
         while True:
@@ -198,11 +197,11 @@ def test_keyset_pages_cover_the_queue_exactly_once_in_order(ana, store, make_ite
 
 
 def test_queue_page_store_level(store, five):
-    page = store.queue_page(QueueFilter(), "ana", limit=2)
+    page = store.queue.page(QueueFilter(), "ana", limit=2)
     assert [i.id for i in page.items] == [2, 5] and page.total == 5 and page.next_cursor == "0.8:5"
-    page = store.queue_page(QueueFilter(), "ana", limit=2, after=(0.8, 5))
+    page = store.queue.page(QueueFilter(), "ana", limit=2, after=(0.8, 5))
     assert [i.id for i in page.items] == [3, 1]
-    assert [i.id for i in store.queue_page(QueueFilter(sort="age"), "ana", limit=10).items] == [1, 2, 3, 4, 5]
+    assert [i.id for i in store.queue.page(QueueFilter(sort="age"), "ana", limit=10).items] == [1, 2, 3, 4, 5]
 
 
 def test_item_page_prefetches_the_next_image_and_shows_the_keys(ana, five):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import time
 import zipfile
 from collections.abc import Iterator
@@ -19,19 +18,11 @@ from console_support import login, make_user
 from fastapi.testclient import TestClient
 
 from edge.config import StationConfig
-from edge.station import migrations
 from edge.station.console import create_app
-from edge.station.queue import QueueFilter
-from edge.station.reviews import reviewed_frames
 from edge.station.stats import review_stats
-from edge.station.store import (
-    MAX_BOXES,
-    LeaseConflict,
-    ReviewError,
-    Store,
-    check_boxes,
-    picked_for_second_review,
-)
+from edge.station.store import LeaseConflict, QueueFilter, ReviewError, Store
+from edge.station.store.reviews import MAX_BOXES, check_boxes, picked_for_second_review
+from edge.station.training_export import reviewed_frames
 from edge.transport.schema import (
     HEATMAP_Z_MAX,
     MAX_HEATMAP_CHARS,
@@ -91,10 +82,10 @@ def test_the_daemon_sends_the_anomaly_map_on_a_fixed_sigma_scale():
 
 def test_heatmaps_are_stored_by_add_item_and_add_items_and_served_on_the_item_only(store, make_item, jpeg):
     heat = _png(np.full((32, 32), 200))
-    assert store.add_item(make_item(heatmap_png=heat), jpeg())
-    assert store.add_items([(make_item(heatmap_png=heat), jpeg()), (make_item(), jpeg())]) == [True, True]
-    assert [store.get_item(i).heatmap_png for i in (1, 2, 3)] == [heat, heat, None]  # type: ignore[union-attr]
-    page = store.queue_page(QueueFilter(), None)
+    assert store.ingest.add_item(make_item(heatmap_png=heat), jpeg())
+    assert store.ingest.add_items([(make_item(heatmap_png=heat), jpeg()), (make_item(), jpeg())]) == [True, True]
+    assert [store.queue.get_item(i).heatmap_png for i in (1, 2, 3)] == [heat, heat, None]  # type: ignore[union-attr]
+    page = store.queue.page(QueueFilter(), None)
     assert all(item.heatmap_png is None for item in page.items)  # the queue never reads them
 
 
@@ -116,19 +107,19 @@ def test_check_boxes_clips_to_the_frame_and_refuses_what_is_not_a_box():
 
 
 def test_operator_boxes_and_comment_are_saved_exported_and_audited(store, make_item, jpeg, region):
-    store.add_item(make_item(regions=[region(), region(x=150, y=160, w=40, h=30, defect_class="spot")]), jpeg())
-    store.add_item(make_item(), jpeg())
+    store.ingest.add_item(make_item(regions=[region(), region(x=150, y=160, w=40, h=30, defect_class="spot")]), jpeg())
+    store.ingest.add_item(make_item(), jpeg())
     mine = [{"x": 10, "y": 20, "w": 30, "h": 40, "class": "spot"}]
     with pytest.raises(ReviewError, match="good part has no defect boxes"):
-        store.add_review(2, "reject", "ana", boxes=mine)
+        store.reviews.add(2, "reject", "ana", boxes=mine)
     with pytest.raises(ReviewError, match="at most 2000"):
-        store.add_review(2, "reject", "ana", comment="x" * 2001)
-    saved = store.add_review(1, "accept", "ana", boxes=mine, comment="  two spots, one boxed  ")
+        store.reviews.add(2, "reject", "ana", comment="x" * 2001)
+    saved = store.reviews.add(1, "accept", "ana", boxes=mine, comment="  two spots, one boxed  ")
     assert (saved.boxes, saved.comment) == (mine, "two spots, one boxed")
-    store.add_review(2, "reject", "ana", boxes=[], comment="")  # deleting every box of a good part is fine
-    item = store.get_item(1)
+    store.reviews.add(2, "reject", "ana", boxes=[], comment="")  # deleting every box of a good part is fine
+    item = store.queue.get_item(1)
     assert item is not None and [(r.x, r.defect_class) for r in item.regions] == [(30, "crack"), (150, "spot")]
-    entry = next(e for e in store.audit_log(item_id=1) if e.action == "review")
+    entry = next(e for e in store.audit.recent(item_id=1) if e.action == "review")
     assert [b["x"] for b in entry.before["boxes"]] == [30, 150] and entry.after["boxes"] == mine
     assert entry.after["review"]["comment"] == "two spots, one boxed"
 
@@ -156,7 +147,7 @@ def test_operator_boxes_and_comment_are_saved_exported_and_audited(store, make_i
 def test_review_posts_boxes_as_a_form_field_or_json(app_client, store, make_item, jpeg):
     client, _ = app_client
     for _ in range(3):
-        store.add_item(make_item(), jpeg())
+        store.ingest.add_item(make_item(), jpeg())
     json_accept = {"Accept": "application/json"}
     box = {"x": 5, "y": 6, "w": 7, "h": 8, "class": "crack"}
     r = client.post("/items/1/review", data={"decision": "accept", "boxes": json.dumps([box]), "comment": "c"},
@@ -185,47 +176,47 @@ def test_picked_for_second_review_is_a_stable_fraction():
 
 
 def test_a_sampled_item_goes_back_to_the_queue_for_another_reviewer(store, make_item, jpeg):
-    store.add_item(make_item(uncertainty=0.9), jpeg())
-    store.add_item(make_item(uncertainty=0.5), jpeg())
-    first = store.add_review(1, "accept", "ana", second_review_fraction=1.0)
+    store.ingest.add_item(make_item(uncertainty=0.9), jpeg())
+    store.ingest.add_item(make_item(uncertainty=0.5), jpeg())
+    first = store.reviews.add(1, "accept", "ana", second_review_fraction=1.0)
     assert not first.second_review
-    item = store.get_item(1)
+    item = store.queue.get_item(1)
     assert item is not None and (item.status, item.second_review_of) == ("pending", "ana")
-    assert [i.id for i in store.queue_page(QueueFilter(), "ana").items] == [2]  # not for ana ...
-    assert [i.id for i in store.queue_page(QueueFilter(), "ben").items] == [1, 2]  # ... for anyone else
-    assert store.claim_next("ana", 5) == 2 and store.peek_next("ana", exclude=2) is None
+    assert [i.id for i in store.queue.page(QueueFilter(), "ana").items] == [2]  # not for ana ...
+    assert [i.id for i in store.queue.page(QueueFilter(), "ben").items] == [1, 2]  # ... for anyone else
+    assert store.queue.claim_next("ana", 5) == 2 and store.queue.peek_next("ana", exclude=2) is None
     with pytest.raises(LeaseConflict, match="second review by someone other than you"):
-        store.claim(1, "ana", 5)
+        store.queue.claim(1, "ana", 5)
     with pytest.raises(ReviewError, match="someone other than you"):
-        store.add_review(1, "reject", "ana")
-    assert store.claim_next("ben", 5) == 1
-    second = store.add_review(1, "reject", "ben", second_review_fraction=1.0)
+        store.reviews.add(1, "reject", "ana")
+    assert store.queue.claim_next("ben", 5) == 1
+    second = store.reviews.add(1, "reject", "ben", second_review_fraction=1.0)
     assert second.second_review
-    item = store.get_item(1)
+    item = store.queue.get_item(1)
     assert item is not None and (item.status, item.second_review_of) == ("reviewed", None)
     assert [r.final_verdict for r in item.reviews] == ["crack", "good"]  # the latest answer stands
 
     # ben takes his back: the item waits for a second answer again, leased to ben
-    assert store.undo_last_review("ben", 5) == 1
-    item = store.get_item(1)
+    assert store.reviews.undo_last("ben", 5) == 1
+    item = store.queue.get_item(1)
     assert item is not None and (item.status, item.second_review_of) == ("pending", "ana")
-    assert store.lease_of(1) is not None and store.lease_of(1).username == "ben"  # type: ignore[union-attr]
-    store.release(1, "ben")
+    assert store.queue.lease_of(1) is not None and store.queue.lease_of(1).username == "ben"  # type: ignore[union-attr]
+    store.queue.release(1, "ben")
     # ana takes her first answer back: an ordinary pending item again
-    assert store.undo_last_review("ana", 5) == 1
-    item = store.get_item(1)
+    assert store.reviews.undo_last("ana", 5) == 1
+    item = store.queue.get_item(1)
     assert item is not None and (item.status, item.second_review_of, item.reviews) == ("pending", None, [])
     # a correction of a reviewed item is no new first answer: it is never sampled again
-    store.add_review(1, "accept", "ana")
-    store.add_review(1, "reject", "ana", second_review_fraction=1.0)
-    assert store.get_item(1).status == "reviewed"  # type: ignore[union-attr]
+    store.reviews.add(1, "accept", "ana")
+    store.reviews.add(1, "reject", "ana", second_review_fraction=1.0)
+    assert store.queue.get_item(1).status == "reviewed"  # type: ignore[union-attr]
 
 
 def test_the_second_reviewer_does_not_see_the_first_answer(app_client, store, make_item, jpeg):
     client, app = app_client
     app.state.console.second_review_fraction = 1.0
-    store.add_item(make_item(), jpeg())
-    store.add_review(1, "reject", "ben", second_review_fraction=1.0)
+    store.ingest.add_item(make_item(), jpeg())
+    store.reviews.add(1, "reject", "ben", second_review_fraction=1.0)
     queue = client.get("/").text
     assert "second review" in queue and "by ben" not in queue
     page = client.get("/items/1").text
@@ -237,19 +228,19 @@ def test_the_second_reviewer_does_not_see_the_first_answer(app_client, store, ma
 
 def test_good_references_are_the_latest_good_answers_of_the_line(store, make_item, jpeg):
     for line in ("line-1", "line-1", "line-1", "line-2", "line-1", "line-1"):
-        store.add_item(make_item(line_id=line, frame_id=f"{line}:cam0:b:{time.monotonic_ns()}"), jpeg())
+        store.ingest.add_item(make_item(line_id=line, frame_id=f"{line}:cam0:b:{time.monotonic_ns()}"), jpeg())
     t = time.time()
-    store.add_review(1, "reject", "ana", now=t)  # good
-    store.add_review(2, "reject", "ana", now=t + 1)  # good, later overruled
-    store.add_review(3, "accept", "ana", now=t + 2)  # crack
-    store.add_review(4, "reject", "ana", now=t + 3)  # good, other line
-    store.add_review(5, "reject", "ben", now=t + 4)  # good
-    store.add_review(2, "relabel", "ben", "spot", now=t + 5)
-    refs = store.good_references("line-1", limit=4)
+    store.reviews.add(1, "reject", "ana", now=t)  # good
+    store.reviews.add(2, "reject", "ana", now=t + 1)  # good, later overruled
+    store.reviews.add(3, "accept", "ana", now=t + 2)  # crack
+    store.reviews.add(4, "reject", "ana", now=t + 3)  # good, other line
+    store.reviews.add(5, "reject", "ben", now=t + 4)  # good
+    store.reviews.add(2, "relabel", "ben", "spot", now=t + 5)
+    refs = store.queue.good_references("line-1", limit=4)
     assert [(r.item_id, r.reviewer) for r in refs] == [(5, "ben"), (1, "ana")]
-    assert [r.item_id for r in store.good_references("line-1", exclude=5)] == [1]
-    assert [r.item_id for r in store.good_references("line-1", limit=1)] == [5]
-    assert [r.item_id for r in store.good_references("line-2")] == [4]
+    assert [r.item_id for r in store.queue.good_references("line-1", exclude=5)] == [1]
+    assert [r.item_id for r in store.queue.good_references("line-1", limit=1)] == [5]
+    assert [r.item_id for r in store.queue.good_references("line-2")] == [4]
 
 
 # ---- live arrivals ----
@@ -265,8 +256,8 @@ def _events(text: str) -> list[dict[str, Any]]:
 
 def test_live_arrivals_stream_counts_new_items_under_the_filter(app_client, store, make_item, jpeg):
     client, _ = app_client
-    store.add_item(make_item(), jpeg())
-    store.add_item(make_item(line_id="line-2", frame_id="line-2:cam0:b:1"), jpeg())
+    store.ingest.add_item(make_item(), jpeg())
+    store.ingest.add_item(make_item(line_id="line-2", frame_id="line-2:cam0:b:1"), jpeg())
     r = client.get("/api/events", params={"after_id": 0, "max_events": 1})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     assert r.text.startswith("retry: ")
@@ -282,7 +273,7 @@ def test_live_arrivals_stream_counts_new_items_under_the_filter(app_client, stor
     # an item arriving while the stream is open
     import threading
 
-    threading.Timer(0.3, lambda: store.add_item(make_item(), jpeg())).start()
+    threading.Timer(0.3, lambda: store.ingest.add_item(make_item(), jpeg())).start()
     r = client.get("/api/events", params={"after_id": 2, "max_events": 1, "timeout_s": 10})
     assert _events(r.text) == [{"id": 3, "max_id": 3, "new": 1, "pending": 3}]
     assert client.get("/api/events", params={"timeout_s": 0}).status_code == 422
@@ -291,7 +282,7 @@ def test_live_arrivals_stream_counts_new_items_under_the_filter(app_client, stor
 
 def test_the_queue_page_carries_the_stream_starting_point(app_client, store, make_item, jpeg):
     client, _ = app_client
-    store.add_item(make_item(), jpeg())
+    store.ingest.add_item(make_item(), jpeg())
     page = client.get("/", params={"line": "line-1"}).text
     assert 'data-after-id="1"' in page and 'data-query="line=line-1"' in page and 'id="arrivals"' in page
 
@@ -300,14 +291,14 @@ def test_the_queue_page_carries_the_stream_starting_point(app_client, store, mak
 
 def _review_at(store: Store, item_id: int, decision: str, who: str, at: float, seconds: float,
                cls: str | None = None, fraction: float = 0.0) -> None:
-    store.add_review(item_id, decision, who, cls, seconds, now=at, second_review_fraction=fraction)
+    store.reviews.add(item_id, decision, who, cls, seconds, now=at, second_review_fraction=fraction)
 
 
 def test_review_stats_rate_median_workload_and_agreement(store, make_item, jpeg):
     now = 1_800_000_000.0 + 1800  # half past an hour
     verdicts = ["crack", "crack", "crack", "good", "good", "spot", "crack"]
     for v in verdicts:
-        store.add_item(make_item(verdict=v), jpeg())
+        store.ingest.add_item(make_item(verdict=v), jpeg())
     _review_at(store, 1, "accept", "ana", now - 10, 4)  # crack ok
     _review_at(store, 2, "reject", "ana", now - 20, 10)  # crack -> good
     _review_at(store, 3, "relabel", "ana", now - 3 * 3600, 6, "spot")  # crack -> spot (same side)
@@ -334,7 +325,7 @@ def test_review_stats_rate_median_workload_and_agreement(store, make_item, jpeg)
     assert (longer.n, longer.agree, longer.agree_good_defect) == (2, 1, 1)
     assert (agreement["spot"].n, agreement["spot"].agree) == (1, 0)  # the second answer (good) is the latest
     second = stats.second
-    assert (second.pairs, second.agree_good_defect, second.agree_class, second.waiting) == (1, 0, 0, 1)
+    assert (second.n, second.agree_good_defect, second.agree, second.waiting) == (1, 0, 0, 1)
     assert [(d.item_id, d.first, d.first_reviewer, d.second, d.second_reviewer) for d in second.disagreements] == [
         (6, "spot", "ben", "good", "ana")]
     assert json.loads(json.dumps(stats.as_dict()))["second_review"]["pairs"] == 1
@@ -342,47 +333,14 @@ def test_review_stats_rate_median_workload_and_agreement(store, make_item, jpeg)
 
 def test_stats_page_and_json(app_client, store, make_item, jpeg):
     client, _ = app_client
-    store.add_item(make_item(), jpeg())
-    store.add_review(1, "accept", "ana", seconds_spent=3)
+    store.ingest.add_item(make_item(), jpeg())
+    store.reviews.add(1, "accept", "ana", seconds_spent=3)
     page = client.get("/stats")
     assert page.status_code == 200 and 'id="agreement"' in page.text and 'id="workload"' in page.text
     data = client.get("/api/stats/reviews", params={"hours": 1}).json()
     assert data["reviews"] == 1 and data["median_seconds"] == 3.0 and data["window_hours"] == 1
     assert data["hours"][-1]["arrivals"] == 1 and data["hours"][-1]["reviews"] == 1
     assert client.get("/api/stats/reviews", params={"hours": 0}).status_code == 422
-
-
-# ---- migration ----
-
-def test_upgrade_from_0002_keeps_reviews_and_adds_the_new_columns(tmp_path: Path, make_item, jpeg):
-    from alembic import command
-    from sqlalchemy import create_engine
-
-    db = tmp_path / "v2.db"
-    engine = create_engine(f"sqlite:///{db}")
-    with engine.begin() as conn:
-        cfg = migrations.alembic_config()
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
-    engine.dispose()
-    with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO review_items (frame_id, line_id, source_id, seq, captured_wall, decided_wall, "
-                     "received_wall, width, height, verdict, class_scores, anomaly_score, anomaly_threshold, "
-                     "uncertainty, reason, pack_version, profile_version, image_path, status) VALUES ('f', 'line-1', "
-                     "'cam0', 1, 1, 1, 1, 10, 10, 'crack', '{\"good\": 0.4, \"crack\": 0.6}', 1, 0.5, 0.5, "
-                     "'uncertain', 'p', 'q', 'line-1/f.jpg', 'reviewed')")
-        conn.execute("INSERT INTO reviews (item_id, decision, final_verdict, defect_class, reviewer, created_wall) "
-                     "VALUES (1, 'accept', 'crack', 'crack', 'ana', 5)")
-    store = Store(f"sqlite:///{db}", tmp_path / "images")
-    try:
-        assert migrations.current_revision(store.engine) == migrations.head_revision()
-        item = store.get_item(1)
-        assert item is not None and item.second_review_of is None and item.heatmap_png is None
-        review = item.reviews[0]
-        assert (review.boxes, review.comment, review.second_review) == (None, None, False)
-        assert store.add_item(make_item(heatmap_png=_png(np.zeros((8, 8)))), jpeg())
-    finally:
-        store.close()
 
 
 @pytest.fixture
@@ -397,7 +355,7 @@ def app_client(store: Store, storage_dir: Path) -> Iterator[tuple[TestClient, An
 def test_help_overlay_and_readme_list_every_item_key(app_client, store, make_item, jpeg):
     """Every key the item page's script handles is in its ``?`` overlay and in README's "Console keys"."""
     client, _ = app_client
-    store.add_item(make_item(), jpeg())
+    store.ingest.add_item(make_item(), jpeg())
     page = client.get("/items/1").text
     help_text = page.split('id="help"')[1]
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()

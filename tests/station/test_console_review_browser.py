@@ -24,13 +24,8 @@ from edge.config import StationConfig
 from edge.station.store import Store
 from edge.station.users import add_user
 from edge.transport.schema import HEATMAP_Z_MAX, Region, ReviewItem
-from tests.station.console_support import (
-    PASSWORD,
-    TEST_OUTPUT,
-    browser_login,
-    running_station,
-    send_items,
-)
+from tests.station.console_support import PASSWORD, TEST_OUTPUT, browser_login, running_station, send_items
+from tests.station.frames_support import SCRATCH, SPOT, defect_jpeg, woven
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -38,25 +33,11 @@ REPO = Path(__file__).resolve().parents[2]
 OUT = TEST_OUTPUT
 VIEWPORT = {"width": 1400, "height": 860}
 
-SCRATCH = Region(x=36, y=56, w=78, h=33, area_px=2574, area_pct=4.1, peak=0.88, defect_class="scratch",
-                 location="upper-left", caption="scratch, upper-left, 78×33 px (4.1 %)",
-                 description="a thin dark scratch across the fabric", caption_score=0.287)
-SPOT = Region(x=169, y=159, w=22, h=22, area_px=484, area_pct=0.8, peak=0.71, defect_class="spot",
-              location="lower-right", caption="spot, lower-right, 22×22 px (0.8 %)",
-              description="a dark stain on the fabric", caption_score=0.254)
 CLASSES = {"good": 0.25, "scratch": 0.45, "spot": 0.30}  # keys 1 good, 2 scratch, 3 spot
 
 
 def _frame(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    noise = rng.normal(128, 30, (250, 250)).astype(np.float32)
-    img = cv2.cvtColor(np.clip(cv2.GaussianBlur(noise, (0, 0), sigmaX=4, sigmaY=1), 0, 255).astype(np.uint8),
-                       cv2.COLOR_GRAY2BGR)
-    cv2.line(img, (40, 60), (110, 85), (25, 25, 25), 3, cv2.LINE_AA)
-    cv2.circle(img, (180, 170), 9, (30, 30, 30), -1, cv2.LINE_AA)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])
-    assert ok
-    return buf.tobytes()
+    return defect_jpeg(woven(seed))
 
 
 def _heatmap() -> str:
@@ -123,8 +104,8 @@ def test_keyboard_review_with_heatmap_references_box_editing_and_a_comment(tmp_p
         send_items(ingest, [(item, _frame(i)) for i, item in enumerate(items)])
         store = Store(cfg.database_url, cfg.storage_dir)
         try:
-            ref_id = store.queue_page(_all(), None, limit=10).items[-1].id
-            store.add_review(ref_id, "reject", "root")  # a reviewed-good frame of line-1: the reference
+            ref_id = store.queue.page(_all(), None, limit=10).items[-1].id
+            store.reviews.add(ref_id, "reject", "root")  # a reviewed-good frame of line-1: the reference
         finally:
             store.close()
 
@@ -240,7 +221,7 @@ def test_keyboard_review_with_heatmap_references_box_editing_and_a_comment(tmp_p
 
     store = Store(cfg.database_url, cfg.storage_dir)
     try:
-        first, second, third = (store.get_item(i) for i in (1, 2, 3))
+        first, second, third = (store.queue.get_item(i) for i in (1, 2, 3))
         assert first is not None and second is not None and third is not None
         review = first.reviews[-1]
         assert (review.decision, review.final_verdict, review.comment) == (
@@ -249,7 +230,7 @@ def test_keyboard_review_with_heatmap_references_box_editing_and_a_comment(tmp_p
         assert [(r.x, r.y, r.defect_class) for r in first.regions] == [(36, 56, "scratch"), (169, 159, "spot")]
         assert second.reviews[-1].boxes is None and second.reviews[-1].final_verdict == "good"
         assert third.reviews[-1].final_verdict == "spot"
-        audit = next(e for e in store.audit_log(item_id=1) if e.action == "review")
+        audit = next(e for e in store.audit.recent(item_id=1) if e.action == "review")
         assert [b["x"] for b in audit.before["boxes"]] == [36, 169]  # the model's, which stood before
         assert audit.after["boxes"] == review.boxes
     finally:
@@ -257,7 +238,7 @@ def test_keyboard_review_with_heatmap_references_box_editing_and_a_comment(tmp_p
 
 
 def _all() -> Any:
-    from edge.station.queue import QueueFilter
+    from edge.station.store import QueueFilter
 
     return QueueFilter(status="all")
 
@@ -350,7 +331,7 @@ def test_second_review_goes_to_another_reviewer_and_the_stats_page_shows_agreeme
     try:
         for item_id, answers in ((1, [("ana", "scratch", False), ("ben", "scratch", True)]),
                                  (2, [("ana", "good", False), ("ben", "spot", True)])):
-            item = store.get_item(item_id)
+            item = store.queue.get_item(item_id)
             assert item is not None and item.status == "reviewed" and item.second_review_of is None
             assert [(r.reviewer, r.final_verdict, r.second_review) for r in item.reviews] == answers
     finally:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import test_console_queue
 import test_retention
-import test_reviews
 import test_station_ingest
 import test_station_store
 import test_summaries
+import test_training_export
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from pg_support import pg_server, pg_url  # noqa: F401  (fixtures)
@@ -44,13 +44,13 @@ def _adopt(module: Any) -> None:
             globals()[name] = obj
 
 
-for _module in (test_station_store, test_station_ingest, test_retention, test_reviews, test_console_queue,
+for _module in (test_station_store, test_station_ingest, test_retention, test_training_export, test_console_queue,
                 test_summaries):
     _adopt(_module)
 
 # fixtures those tests use that live in their own modules
 app, ana, ben, five = test_console_queue.app, test_console_queue.ana, test_console_queue.ben, test_console_queue.five
-line = test_reviews.line
+line = test_training_export.line
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_two_stores_on_one_postgres_database_store_each_frame_once(pg_url: str, 
     def run(k: int) -> None:
         barrier.wait()
         for start in range(0, 40, 8):
-            results[k] += stores[k].add_items([(item, jpeg()) for item in items[start:start + 8]])
+            results[k] += stores[k].ingest.add_items([(item, jpeg()) for item in items[start:start + 8]])
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
     for t in threads:
@@ -105,7 +105,7 @@ def test_two_stores_on_one_postgres_database_store_each_frame_once(pg_url: str, 
 def test_sqlite_only_maintenance_is_a_no_op_on_postgres(store: Store) -> None:
     assert store.engine.dialect.name == "postgresql"
     assert sqlite_wal_checkpoint(store.engine) is True  # nothing to checkpoint: PostgreSQL manages its own WAL
-    server = IngestServer(store, "tcp://127.0.0.1:0", checkpoint=lambda: sqlite_wal_checkpoint(store.engine))
+    server = IngestServer(store.ingest, "tcp://127.0.0.1:0", checkpoint=lambda: sqlite_wal_checkpoint(store.engine))
     server.stop()
 
 

@@ -39,11 +39,11 @@ def _fill(store: Store, make_item: Callable[..., object], jpeg: Callable[..., by
     ids = []
     for k in range(n):
         item = make_item(captured_wall=1_700_000_000 + 60 * k)
-        store.add_item(item, jpeg(seed=k))
+        store.ingest.add_item(item, jpeg(seed=k))
         with store.session() as s:
             ids.append(int(s.scalar(select(ReviewItemRow.id).where(ReviewItemRow.frame_id == item.frame_id))))
         if k in reviewed:
-            store.add_review(ids[-1], "accept", "ana")
+            store.reviews.add(ids[-1], "accept", "ana")
     return ids
 
 
@@ -157,9 +157,9 @@ def test_min_free_watermark_on_a_real_small_file_system(small_disk, make_item, j
         big = jpeg(width=640, height=480)  # ~100 KB each
         reviewed = set(range(0, 20, 2))
         for k in range(20):
-            store.add_item(make_item(captured_wall=1_700_000_000 + k), big)
+            store.ingest.add_item(make_item(captured_wall=1_700_000_000 + k), big)
             if k in reviewed:
-                store.add_review(k + 1, "accept", "ana")
+                store.reviews.add(k + 1, "accept", "ana")
         free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
         want = free + 5 * len(big)
         report = apply_retention(store, RetentionPolicy(min_free_bytes=want))
@@ -205,7 +205,7 @@ def test_images_under_sanitised_names_are_not_orphans(store, storage_dir, make_i
     hostile = make_item().model_copy(update={"line_id": "../../outside"})
     dot = make_item().model_copy(update={"frame_id": "."})
     for item in (hostile, dot):
-        store.add_item(item, jpeg())
+        store.ingest.add_item(item, jpeg())
     files = list(storage_dir.rglob("*.jpg"))
     assert len(files) == 2
     for p in files:

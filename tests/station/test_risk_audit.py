@@ -34,18 +34,18 @@ def sample(store: Store, make_item, jpeg) -> Callable[..., list[int]]:
             n = next(_frames)
             items.append(make_item(line_id=line, frame_id=f"{line}:cam0:b1:{n}", seq=n, verdict=verdict,
                                    reason=reason, uncertainty=0.05, regions=[]))
-        store.add_items([(item, image) for item in items])
-        ids = [view.id for view in store.list_items(status=None, limit=100_000)
+        store.ingest.add_items([(item, image) for item in items])
+        ids = [view.id for view in store.queue.list_items(status=None, limit=100_000)
                if view.frame_id in {i.frame_id for i in items}]
         for item_id, answer in zip(sorted(ids), answers, strict=True):
             if answer is None:
                 continue
             if answer == verdict:
-                store.add_review(item_id, "accept", "ana")
+                store.reviews.add(item_id, "accept", "ana")
             elif answer == "good":
-                store.add_review(item_id, "reject", "ana")
+                store.reviews.add(item_id, "reject", "ana")
             else:
-                store.add_review(item_id, "relabel", "ana", defect_class=answer)
+                store.reviews.add(item_id, "relabel", "ana", defect_class=answer)
         return sorted(ids)
 
     return add
@@ -81,12 +81,12 @@ def test_errors_at_the_good_defect_level_and_class_level_apart(store: Store, sam
 
 def test_latest_review_counts_and_an_undone_one_does_not(store: Store, sample):
     ids = sample("line-1", "good", ["good"] * 10)
-    store.add_review(ids[0], "relabel", "ben", defect_class="crack")  # ben overrules ana: now an error
+    store.reviews.add(ids[0], "relabel", "ben", defect_class="crack")  # ben overrules ana: now an error
     assert _by_line(store)["line-1"].errors == 1
-    assert store.undo_last_review("ben", minutes=5) == ids[0]          # ben takes it back: ana's answer again
+    assert store.reviews.undo_last("ben", minutes=5) == ids[0]          # ben takes it back: ana's answer again
     a = _by_line(store)["line-1"]
     assert (a.n, a.errors) == (10, 0)
-    assert store.undo_last_review("ana", minutes=5) == ids[-1]  # her latest: back to pending, out of n
+    assert store.reviews.undo_last("ana", minutes=5) == ids[-1]  # her latest: back to pending, out of n
     a = _by_line(store)["line-1"]
     assert (a.n, a.errors) == (9, 0)
 

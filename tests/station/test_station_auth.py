@@ -39,7 +39,7 @@ def anon(app) -> Iterator[TestClient]:
 @pytest.fixture
 def items(store, make_item, jpeg):
     for u in (0.3, 0.9, 0.6):
-        store.add_item(make_item(uncertainty=u), jpeg())
+        store.ingest.add_item(make_item(uncertainty=u), jpeg())
 
 
 def _concrete(path: str) -> str:
@@ -121,7 +121,7 @@ def test_wrong_password_unknown_user_and_disabled_user_cannot_log_in(app, anon, 
                       follow_redirects=False)
         assert r.status_code == 401 and "Wrong user name or password" in r.text
     assert app.state.console.counters["login_failed"] == 3
-    assert [e.action for e in store.audit_log()] == ["login_failed"] * 3
+    assert [e.action for e in store.audit.recent()] == ["login_failed"] * 3
 
 
 def test_login_without_csrf_is_refused(app, anon, store):
@@ -143,7 +143,7 @@ def test_csrf_token_required_on_every_change(app, anon, store, items):
         r = anon.post(url, data=body, headers={"X-CSRF-Token": "forged"}, follow_redirects=False)
         assert r.status_code == 403, url
     assert app.state.console.counters["csrf_rejected"] == 10
-    assert store.get_item(2).status == "pending"
+    assert store.queue.get_item(2).status == "pending"
     # the same post with the token, as a form field or as the header, goes through
     r = anon.post("/items/2/review", data={"decision": "accept", "csrf_token": token}, follow_redirects=False)
     assert r.status_code == 303
@@ -160,7 +160,7 @@ def test_logout_ends_the_session_and_rotates_the_token(anon, store, items):
     assert anon.get("/", follow_redirects=False).status_code == 303
     assert anon.get("/api/items").status_code == 401
     assert csrf_of(anon.get("/login").text) != token
-    assert [e.action for e in store.audit_log()][:2] == ["logout", "login"]
+    assert [e.action for e in store.audit.recent()][:2] == ["logout", "login"]
 
 
 def test_disabling_a_user_ends_their_session(anon, store, items):
@@ -237,11 +237,11 @@ def test_reviewers_cannot_reach_admin_routes(anon, store, items):
 
 
 def test_admin_exports_reviewed_items_as_coco_and_jsonl(anon, store, make_item, jpeg, region):
-    store.add_item(make_item(uncertainty=0.9, regions=[region(), region(x=150, y=160, w=40, h=30,
-                                                                      defect_class="spot")]), jpeg(seed=1))
-    store.add_item(make_item(uncertainty=0.8), jpeg(seed=2))
-    store.add_item(make_item(uncertainty=0.7), jpeg(seed=3))
-    store.add_item(make_item(uncertainty=0.1), jpeg(seed=4))  # stays pending: not exported
+    store.ingest.add_item(make_item(uncertainty=0.9, regions=[region(), region(x=150, y=160, w=40, h=30,
+                                                                             defect_class="spot")]), jpeg(seed=1))
+    store.ingest.add_item(make_item(uncertainty=0.8), jpeg(seed=2))
+    store.ingest.add_item(make_item(uncertainty=0.7), jpeg(seed=3))
+    store.ingest.add_item(make_item(uncertainty=0.1), jpeg(seed=4))  # stays pending: not exported
     make_user(store, "root", role="admin")
     login(anon, "root")
     anon.post("/items/1/review", data={"decision": "accept"})

@@ -27,11 +27,11 @@ def client(store: Store, storage_dir) -> Iterator[TestClient]:
 @pytest.fixture
 def three(store, make_item, jpeg, region):
     """Three pending items: ids 1 (u=0.3), 2 (u=0.9, two regions), 3 (u=0.6, verdict good)."""
-    store.add_item(make_item(uncertainty=0.3), jpeg())
-    store.add_item(make_item(uncertainty=0.9, regions=[
+    store.ingest.add_item(make_item(uncertainty=0.3), jpeg())
+    store.ingest.add_item(make_item(uncertainty=0.9, regions=[
         region(), region(x=150, y=160, w=40, h=30, defect_class="spot", location="lower-right",
                          caption="spot, lower-right, 40×30 px (1.9 %)", peak=0.7)]), jpeg(seed=1))
-    store.add_item(make_item(uncertainty=0.6, verdict="good", regions=[]), jpeg(seed=2))
+    store.ingest.add_item(make_item(uncertainty=0.6, verdict="good", regions=[]), jpeg(seed=2))
 
 
 def test_queue_lists_pending_most_uncertain_first(client, three):
@@ -63,7 +63,7 @@ def test_item_page_has_boxes_captions_scores_and_actions(client, three):
 
 
 def test_item_page_escapes_untrusted_text(client, store, make_item, jpeg, region):
-    store.add_item(make_item(regions=[region(caption="<script>alert(1)</script>")]), jpeg())
+    store.ingest.add_item(make_item(regions=[region(caption="<script>alert(1)</script>")]), jpeg())
     html = client.get("/items/1").text
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
 
@@ -81,12 +81,12 @@ def test_review_redirects_to_next_pending_then_to_queue(client, store, three):
     assert r.status_code == 303 and r.headers["location"] == "/items/1"
     r = client.post("/items/1/review", data={"decision": "reject", "defect_class": ""}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/"
-    decisions = {i: (store.get_item(i).latest_review.decision, store.get_item(i).latest_review.final_verdict)
-                 for i in (1, 2, 3)}
+    latest = {i: store.queue.get_item(i).latest_review for i in (1, 2, 3)}
+    decisions = {i: (review.decision, review.final_verdict) for i, review in latest.items() if review is not None}
     assert decisions == {1: ("reject", "good"), 2: ("accept", "crack"), 3: ("relabel", "spot")}
-    assert store.get_item(2).latest_review.seconds_spent == 3.5
+    assert store.queue.get_item(2).latest_review.seconds_spent == 3.5
     # the reviewer is the logged-in user, whatever the client claims
-    assert {store.get_item(i).latest_review.reviewer for i in (1, 2, 3)} == {"ana"}
+    assert {store.queue.get_item(i).latest_review.reviewer for i in (1, 2, 3)} == {"ana"}
 
 
 @pytest.mark.parametrize(("payload", "status", "message"), [
@@ -100,7 +100,7 @@ def test_review_validation(client, store, three, payload, status, message):
     r = client.post("/items/2/review", data=payload, follow_redirects=False)
     assert r.status_code == status
     assert message in r.json()["detail"]
-    assert store.get_item(2).status == "pending"
+    assert store.queue.get_item(2).status == "pending"
 
 
 def test_review_validation_json(client, three):
@@ -119,7 +119,7 @@ def test_image_by_id(client, store, three, storage_dir):
     r = client.get("/images/2")
     assert r.status_code == 200
     assert r.headers["content-type"] == "image/jpeg"
-    assert r.content == store.image_file(2).read_bytes()
+    assert r.content == store.queue.image_file(2).read_bytes()
     assert "max-age" in r.headers["cache-control"]
 
 
@@ -138,7 +138,7 @@ def test_image_lookup_refuses_anything_but_an_item_id(client, three, url, allowe
 
 
 def test_image_file_missing_is_404_not_500(client, store, three):
-    store.image_file(1).unlink()
+    store.queue.image_file(1).unlink()
     assert client.get("/images/1").status_code == 404
 
 

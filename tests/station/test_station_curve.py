@@ -42,7 +42,7 @@ def keys(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.fixture
 def curve_ingest(store: Store, keys: dict[str, Path]) -> Iterator[IngestServer]:
-    server = IngestServer(store, "tcp://127.0.0.1:0", poll_ms=50, curve_secret_key=keys["station.sec"],
+    server = IngestServer(store.ingest, "tcp://127.0.0.1:0", poll_ms=50, curve_secret_key=keys["station.sec"],
                           allowed_keys_dir=keys["allowed"])
     server.start()
     yield server
@@ -69,7 +69,7 @@ def test_allowed_key_delivers_every_item(curve_ingest, store, keys, tmp_path, ma
     sender, outbox = _run_sender(cfg, 25, make_item, jpeg)
     try:
         assert sender.drain(20), sender.status()
-        assert store.counts()["items"] == 25
+        assert store.queue.counts()["items"] == 25
         assert curve_ingest.counters["stored"] == 25
         assert curve_ingest.counters["auth_rejected"] == 0
         assert sender.status()["state"] == "connected"
@@ -88,7 +88,7 @@ def test_unknown_key_is_refused_counted_and_logged(curve_ingest, store, keys, tm
         assert wait_until(lambda: sender.status()["state"] == "refused", 10), sender.status()
         assert "allowed_keys_dir" in str(sender.status()["detail"])
         time.sleep(0.5)
-        assert store.counts()["items"] == 0
+        assert store.queue.counts()["items"] == 0
         assert curve_ingest.counters["received"] == 0
         assert outbox.depth() == 5  # refused is not lost: the items wait at the edge
         intruder_key = load_public(keys["intruder.pub"]).decode()
@@ -105,7 +105,7 @@ def test_plaintext_peer_is_refused_and_counted(curve_ingest, store, tmp_path, ma
     try:
         assert wait_until(lambda: curve_ingest.counters["auth_rejected"] >= 1, 10), curve_ingest.counters
         assert wait_until(lambda: sender.status()["state"] == "refused", 10), sender.status()
-        assert store.counts()["items"] == 0
+        assert store.queue.counts()["items"] == 0
         assert outbox.depth() == 5
     finally:
         sender.stop()
@@ -123,14 +123,14 @@ def test_plaintext_dealer_gets_no_reply(curve_ingest, store, make_item, jpeg):
             sock.send_multipart(encode_item(make_item(), jpeg()), flags=zmq.NOBLOCK)
         assert not sock.poll(1000, zmq.POLLIN)
         assert wait_until(lambda: curve_ingest.counters["auth_rejected"] >= 1, 10), curve_ingest.counters
-        assert curve_ingest.counters["received"] == 0 and store.counts()["items"] == 0
+        assert curve_ingest.counters["received"] == 0 and store.queue.counts()["items"] == 0
     finally:
         sock.close()
         ctx.term()
 
 
 def test_two_curve_stations_in_one_process_do_not_share_a_zap_handler(store, keys):
-    servers = [IngestServer(store, "tcp://127.0.0.1:0", curve_secret_key=keys["station.sec"],
+    servers = [IngestServer(store.ingest, "tcp://127.0.0.1:0", curve_secret_key=keys["station.sec"],
                             allowed_keys_dir=keys["allowed"]) for _ in range(2)]
     for server in servers:
         server.stop()
@@ -155,7 +155,7 @@ def test_half_configured_station_curve_fails_at_start_up(given):
 
 def test_missing_station_key_file_is_a_clear_ingest_error(store, keys, tmp_path):
     with pytest.raises(IngestError, match="does not exist"):
-        IngestServer(store, "tcp://127.0.0.1:0", curve_secret_key=tmp_path / "nope.key_secret",
+        IngestServer(store.ingest, "tcp://127.0.0.1:0", curve_secret_key=tmp_path / "nope.key_secret",
                      allowed_keys_dir=keys["allowed"])
 
 
@@ -222,6 +222,6 @@ def test_run_station_wires_curve_from_its_config(tmp_path, keys, make_item, jpeg
         station.join(15)
     store = Store(f"sqlite:///{db}", tmp_path / "images")
     try:
-        assert store.counts()["items"] == 5
+        assert store.queue.counts()["items"] == 5
     finally:
         store.close()

@@ -178,7 +178,7 @@ def test_oversized_image_is_refused_and_counted(ingest, dealer, store, make_item
     assert dealer.poll(REPLY_TIMEOUT_MS, zmq.POLLIN)
     reply = dealer.recv_multipart()
     assert reply[:2] == [b"err", item.frame_id.encode()] and b"too large" in reply[2]
-    assert ingest.counters["malformed"] == 1 and store.counts()["items"] == 0
+    assert ingest.counters["malformed"] == 1 and store.queue.counts()["items"] == 0
     dealer.send_multipart(encode_item(item, jpeg()))
     assert dealer.poll(REPLY_TIMEOUT_MS, zmq.POLLIN)
     assert dealer.recv_multipart() == [b"ack", item.frame_id.encode()]

@@ -32,8 +32,8 @@ def test_items_are_acked_after_they_are_stored(ingest, dealer, store, make_item,
     for item in items:
         reply = request(dealer, encode_item(item, jpeg()))
         assert reply == [b"ack", item.frame_id.encode()]
-        assert any(i.frame_id == item.frame_id for i in store.queue())  # committed before the ack
-    assert [i.frame_id for i in store.queue()] == [items[1].frame_id, items[0].frame_id]
+        assert any(i.frame_id == item.frame_id for i in store.queue.pending())  # committed before the ack
+    assert [i.frame_id for i in store.queue.pending()] == [items[1].frame_id, items[0].frame_id]
     assert ingest.counters == {"received": 2, "stored": 2, "duplicates": 0, "malformed": 0, "errors": 0,
                                "auth_rejected": 0, "checkpoints": 0}
 
@@ -42,7 +42,7 @@ def test_duplicate_is_acked_but_stored_once(ingest, dealer, store, make_item, jp
     item = make_item()
     for _ in range(3):
         assert request(dealer, encode_item(item, jpeg())) == [b"ack", item.frame_id.encode()]
-    assert store.counts()["items"] == 1
+    assert store.queue.counts()["items"] == 1
     assert ingest.counters["stored"] == 1 and ingest.counters["duplicates"] == 2
 
 
@@ -72,7 +72,7 @@ def test_malformed_message_gets_err_and_is_counted(case, ingest, dealer, store, 
     assert reply is not None and reply[0] == b"err", reply
     assert len(reply) == 3 and reply[2], "err carries a reason"
     assert ingest.counters["malformed"] == 1
-    assert store.counts()["items"] == 0
+    assert store.queue.counts()["items"] == 0
     # the server keeps serving
     good = make_item()
     assert request(dealer, encode_item(good, jpeg())) == [b"ack", good.frame_id.encode()]
@@ -102,14 +102,14 @@ def test_store_failure_is_not_acked_and_retry_succeeds(ingest, dealer, store, st
     item = make_item()
     assert request(dealer, encode_item(item, jpeg()), timeout_ms=700) is None  # no ack: the edge retries
     assert ingest.counters["errors"] == 1
-    assert store.counts()["items"] == 0
+    assert store.queue.counts()["items"] == 0
     blocker.unlink()
     assert request(dealer, encode_item(item, jpeg())) == [b"ack", item.frame_id.encode()]
     assert ingest.counters["stored"] == 1
 
 
 def test_stop_is_prompt(store):
-    server = IngestServer(store, "tcp://127.0.0.1:0", poll_ms=100)
+    server = IngestServer(store.ingest, "tcp://127.0.0.1:0", poll_ms=100)
     server.start()
     started = time.monotonic()
     server.stop()
@@ -119,4 +119,4 @@ def test_stop_is_prompt(store):
 
 def test_bind_conflict_is_a_clear_error(ingest, store):
     with pytest.raises(IngestError, match="cannot bind"):
-        IngestServer(store, ingest.endpoint)
+        IngestServer(store.ingest, ingest.endpoint)

@@ -25,7 +25,7 @@ def _wal(db: Path) -> int:
 def test_wal_is_truncated_after_a_burst_and_bounded_during_it(tmp_path: Path, make_item, jpeg):
     db = tmp_path / "station.db"
     store = Store(f"sqlite:///{db}", tmp_path / "images")
-    ingest = IngestServer(store, "tcp://127.0.0.1:0", poll_ms=20,
+    ingest = IngestServer(store.ingest, "tcp://127.0.0.1:0", poll_ms=20,
                           checkpoint=lambda: sqlite_wal_checkpoint(store.engine), checkpoint_idle_s=0.3)
     ingest.start()
     peak = 0
@@ -74,11 +74,11 @@ def test_a_reader_holding_the_wal_makes_the_checkpoint_wait_not_the_ingest(tmp_p
     db = tmp_path / "station.db"
     store = Store(f"sqlite:///{db}", tmp_path / "images")
     try:
-        store.add_item(make_item(), jpeg())
+        store.ingest.add_item(make_item(), jpeg())
         reader = sqlite3.connect(db, isolation_level=None)
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM review_items").fetchone()  # a snapshot that pins the WAL
-        store.add_item(make_item(), jpeg())
+        store.ingest.add_item(make_item(), jpeg())
         started = time.monotonic()
         assert sqlite_wal_checkpoint(store.engine, busy_timeout_ms=100) is False
         assert time.monotonic() - started < 2
@@ -86,6 +86,6 @@ def test_a_reader_holding_the_wal_makes_the_checkpoint_wait_not_the_ingest(tmp_p
         reader.close()
         assert sqlite_wal_checkpoint(store.engine) is True
         assert _wal(db) == 0
-        assert store.add_item(make_item(), jpeg())  # the busy timeout was restored for ordinary writes
+        assert store.ingest.add_item(make_item(), jpeg())  # the busy timeout was restored for ordinary writes
     finally:
         store.close()

@@ -3,11 +3,14 @@ change, a database from before migrations is adopted, and the migrations agree w
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -16,6 +19,25 @@ from sqlalchemy import create_engine, inspect
 from edge.station import migrations
 from edge.station.store import Store
 from edge.station.tables import Base
+
+
+def _database_at(db: Path, revision: str) -> Path:
+    """A SQLite database built by the migrations up to ``revision`` only: what an older station left."""
+    from alembic import command
+
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        cfg = migrations.alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    engine.dispose()
+    return db
+
+
+def _png_8x8() -> str:
+    ok, data = cv2.imencode(".png", np.zeros((8, 8), np.uint8))
+    assert ok
+    return base64.b64encode(data.tobytes()).decode("ascii")
 
 
 def _schema(db: Path) -> list[tuple[str, str, str]]:
@@ -36,13 +58,13 @@ def test_a_new_database_gets_every_table_at_head(tmp_path: Path):
 def test_a_database_at_head_reopens_without_change(tmp_path: Path, make_item, jpeg):
     db = tmp_path / "station.db"
     store = Store(f"sqlite:///{db}", tmp_path / "images")
-    store.add_item(make_item(), jpeg())
+    store.ingest.add_item(make_item(), jpeg())
     store.close()
     before = _schema(db)
     again = Store(f"sqlite:///{db}", tmp_path / "images")
     try:
         assert migrations.upgrade(again.engine) == migrations.head_revision()  # the fast path: nothing to do
-        assert again.counts()["items"] == 1
+        assert again.queue.counts()["items"] == 1
     finally:
         again.close()
     assert _schema(db) == before
@@ -69,27 +91,41 @@ def test_a_database_from_before_migrations_is_adopted(tmp_path: Path, make_item,
     store = Store(f"sqlite:///{db}", tmp_path / "images")
     try:
         assert migrations.current_revision(store.engine) == migrations.head_revision()
-        assert store.add_item(make_item(), jpeg())
+        assert store.ingest.add_item(make_item(), jpeg())
     finally:
         store.close()
 
 
 def test_first_revision_then_upgrade_keeps_the_data(tmp_path: Path, make_item, jpeg):
-    from alembic import command
-
-    db = tmp_path / "v1.db"
-    engine = create_engine(f"sqlite:///{db}")
-    with engine.begin() as conn:
-        cfg = migrations.alembic_config()
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, migrations.FIRST_REVISION)
-    engine.dispose()
+    db = _database_at(tmp_path / "v1.db", migrations.FIRST_REVISION)
     assert {"review_items", "regions", "reviews"} <= set(inspect(create_engine(f"sqlite:///{db}")).get_table_names())
     store = Store(f"sqlite:///{db}", tmp_path / "images")
     try:
         item = make_item()
-        assert store.add_item(item, jpeg())
-        assert store.has_frame(item.frame_id)
+        assert store.ingest.add_item(item, jpeg())
+        assert store.ingest.has_frame(item.frame_id)
+    finally:
+        store.close()
+
+
+def test_upgrade_from_0002_keeps_reviews_and_adds_the_new_columns(tmp_path: Path, make_item, jpeg):
+    db = _database_at(tmp_path / "v2.db", "0002")
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO review_items (frame_id, line_id, source_id, seq, captured_wall, decided_wall, "
+                     "received_wall, width, height, verdict, class_scores, anomaly_score, anomaly_threshold, "
+                     "uncertainty, reason, pack_version, profile_version, image_path, status) VALUES ('f', 'line-1', "
+                     "'cam0', 1, 1, 1, 1, 10, 10, 'crack', '{\"good\": 0.4, \"crack\": 0.6}', 1, 0.5, 0.5, "
+                     "'uncertain', 'p', 'q', 'line-1/f.jpg', 'reviewed')")
+        conn.execute("INSERT INTO reviews (item_id, decision, final_verdict, defect_class, reviewer, created_wall) "
+                     "VALUES (1, 'accept', 'crack', 'crack', 'ana', 5)")
+    store = Store(f"sqlite:///{db}", tmp_path / "images")
+    try:
+        assert migrations.current_revision(store.engine) == migrations.head_revision()
+        item = store.queue.get_item(1)
+        assert item is not None and item.second_review_of is None and item.heatmap_png is None
+        review = item.reviews[0]
+        assert (review.boxes, review.comment, review.second_review) == (None, None, False)
+        assert store.ingest.add_item(make_item(heatmap_png=_png_8x8()), jpeg())
     finally:
         store.close()
 

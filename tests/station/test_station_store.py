@@ -20,7 +20,7 @@ def _rows(store: Store, model: type) -> int:
 
 def test_same_frame_three_times_is_stored_once(store, make_item, jpeg):
     item = make_item()
-    results = [store.add_item(item, jpeg()) for _ in range(3)]
+    results = [store.ingest.add_item(item, jpeg()) for _ in range(3)]
     assert results == [True, False, False]
     assert _rows(store, ReviewItemRow) == 1
     assert _rows(store, RegionRow) == 1
@@ -33,7 +33,7 @@ def test_concurrent_duplicates_are_settled_by_the_unique_constraint(store, make_
 
     def add() -> None:
         barrier.wait()
-        results.append(store.add_item(item, data))
+        results.append(store.ingest.add_item(item, data))
 
     threads = [threading.Thread(target=add) for _ in range(4)]
     for t in threads:
@@ -46,15 +46,15 @@ def test_concurrent_duplicates_are_settled_by_the_unique_constraint(store, make_
 
 def test_image_is_a_readable_file_under_line_dir(store, storage_dir, make_item, jpeg):
     item, data = make_item(), jpeg()
-    store.add_item(item, data)
+    store.ingest.add_item(item, data)
     path = storage_dir / item.line_id / f"{item.frame_id}.jpg"
     assert path.read_bytes() == data
     img = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     assert img.shape == (250, 250, 3)
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
-    stored = store.get_item(1)
+    stored = store.queue.get_item(1)
     assert stored is not None and stored.image_path == f"{item.line_id}/{item.frame_id}.jpg"
-    assert store.image_file(1) == path.resolve()
+    assert store.queue.image_file(1) == path.resolve()
 
 
 def test_hostile_line_id_cannot_leave_storage_dir(store, storage_dir, make_item, jpeg):
@@ -64,36 +64,36 @@ def test_hostile_line_id_cannot_leave_storage_dir(store, storage_dir, make_item,
         make_item(line_id="../../outside")
     good = make_item()
     hostile = good.model_copy(update={"line_id": "../../outside"})
-    store.add_item(hostile, jpeg())
-    path = store.image_file(1)
+    store.ingest.add_item(hostile, jpeg())
+    path = store.queue.image_file(1)
     assert path is not None and path.is_file()
     assert path.is_relative_to(storage_dir.resolve())
 
 
 def test_queue_is_pending_most_uncertain_first(store, make_item, jpeg):
     for u in (0.2, 0.9, 0.5, 0.9):
-        store.add_item(make_item(uncertainty=u), jpeg())
-    queue = store.queue()
+        store.ingest.add_item(make_item(uncertainty=u), jpeg())
+    queue = store.queue.pending()
     assert [(i.uncertainty, i.id) for i in queue] == [(0.9, 2), (0.9, 4), (0.5, 3), (0.2, 1)]
-    assert [i.id for i in store.queue(limit=2, offset=1)] == [4, 3]
-    assert store.next_pending_id() == 2
-    assert store.next_pending_id(exclude=2) == 4
+    assert [i.id for i in store.queue.pending(limit=2, offset=1)] == [4, 3]
+    assert store.queue.next_pending_id() == 2
+    assert store.queue.next_pending_id(exclude=2) == 4
 
 
 def test_review_marks_item_reviewed_and_latest_review_wins(store, make_item, jpeg):
-    store.add_item(make_item(uncertainty=0.7), jpeg())
-    store.add_item(make_item(uncertainty=0.3), jpeg())
-    first = store.add_review(1, "accept", "ana", seconds_spent=4.2)
+    store.ingest.add_item(make_item(uncertainty=0.7), jpeg())
+    store.ingest.add_item(make_item(uncertainty=0.3), jpeg())
+    first = store.reviews.add(1, "accept", "ana", seconds_spent=4.2)
     assert (first.final_verdict, first.defect_class) == ("crack", "crack")
-    second = store.add_review(1, "relabel", "ben", defect_class="spot")
-    item = store.get_item(1)
+    second = store.reviews.add(1, "relabel", "ben", defect_class="spot")
+    item = store.queue.get_item(1)
     assert item is not None and item.status == "reviewed"
     assert [r.decision for r in item.reviews] == ["accept", "relabel"]
     assert item.latest_review == second and second.final_verdict == "spot"
-    assert [i.id for i in store.queue()] == [2]
-    rejected = store.add_review(2, "reject", "ana")
+    assert [i.id for i in store.queue.pending()] == [2]
+    rejected = store.reviews.add(2, "reject", "ana")
     assert (rejected.final_verdict, rejected.defect_class) == ("good", None)
-    counts = store.counts()
+    counts = store.queue.counts()
     assert counts["by_status"] == {"pending": 0, "reviewed": 2}
     assert counts["reviews"] == 3
 
@@ -106,24 +106,24 @@ def test_review_marks_item_reviewed_and_latest_review_wins(store, make_item, jpe
     ({"decision": "accept", "reviewer": "  "}, "reviewer"),
 ])
 def test_invalid_reviews_are_refused_with_a_reason(store, make_item, jpeg, kwargs, message):
-    store.add_item(make_item(), jpeg())
+    store.ingest.add_item(make_item(), jpeg())
     args = {"reviewer": "ana", **kwargs}
     with pytest.raises(ReviewError, match=message):
-        store.add_review(1, **args)
-    item = store.get_item(1)
+        store.reviews.add(1, **args)
+    item = store.queue.get_item(1)
     assert item is not None and item.status == "pending" and item.reviews == []
 
 
 def test_reject_of_a_good_verdict_is_refused(store, make_item, jpeg):
-    store.add_item(make_item(verdict="good", regions=[]), jpeg())
+    store.ingest.add_item(make_item(verdict="good", regions=[]), jpeg())
     with pytest.raises(ReviewError, match="use relabel"):
-        store.add_review(1, "reject", "ana")
-    assert store.add_review(1, "relabel", "ana", defect_class="spot").final_verdict == "spot"
+        store.reviews.add(1, "reject", "ana")
+    assert store.reviews.add(1, "relabel", "ana", defect_class="spot").final_verdict == "spot"
 
 
 def test_review_of_missing_item(store):
     with pytest.raises(ItemNotFound):
-        store.add_review(42, "accept", "ana")
+        store.reviews.add(42, "accept", "ana")
 
 
 def test_sqlite_is_wal_with_full_sync_and_foreign_keys(store):
@@ -139,17 +139,17 @@ def test_sqlite_is_wal_with_full_sync_and_foreign_keys(store):
 def test_everything_survives_reopen(db_url, storage_dir, make_item, jpeg):
     first = Store(db_url, storage_dir)
     item = make_item()
-    assert first.add_item(item, jpeg())
-    first.add_review(1, "accept", "ana")
+    assert first.ingest.add_item(item, jpeg())
+    first.reviews.add(1, "accept", "ana")
     first.close()
     again = Store(db_url, storage_dir)
     try:
-        assert not again.add_item(item, jpeg())  # still exactly once after a restart
-        stored = again.get_item(1)
+        assert not again.ingest.add_item(item, jpeg())  # still exactly once after a restart
+        stored = again.queue.get_item(1)
         assert stored is not None and stored.frame_id == item.frame_id and stored.status == "reviewed"
         assert stored.regions[0].caption == item.regions[0].caption
         assert stored.class_scores == item.class_scores
-        assert again.image_file(1) is not None
+        assert again.queue.image_file(1) is not None
     finally:
         again.close()
 
@@ -157,6 +157,6 @@ def test_everything_survives_reopen(db_url, storage_dir, make_item, jpeg):
 def test_failed_image_write_raises_and_stores_nothing(store, storage_dir, make_item, jpeg):
     (storage_dir / "line-1").write_bytes(b"a file where the line directory should be")
     with pytest.raises(OSError):
-        store.add_item(make_item(), jpeg())
+        store.ingest.add_item(make_item(), jpeg())
     assert _rows(store, ReviewItemRow) == 0
 

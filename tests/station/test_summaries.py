@@ -86,7 +86,7 @@ def test_ingest_stores_a_summary_once_and_refuses_a_bad_one(ingest, dealer, stor
 
 def test_summarizer_counts_minutes_sends_them_durably_and_the_api_adds_them_up(tmp_path: Path, store: Store,
                                                                                 storage_dir: Path) -> None:
-    server = IngestServer(store, "tcp://127.0.0.1:0", poll_ms=20)
+    server = IngestServer(store.ingest, "tcp://127.0.0.1:0", poll_ms=20)
     server.start()
     cfg = TransportConfig(station=server.endpoint, outbox_dir=tmp_path / "outbox", ack_timeout_s=1.0,
                           retry_initial_s=0.1, retry_max_s=0.5)

@@ -124,11 +124,11 @@ def test_full_outbox_during_an_outage_then_the_station_gets_what_was_kept(
         for i in range(10):  # the station is away: routing goes on, the bound holds
             outbox.put(item_factory(i), jpeg_factory(i))
         assert outbox.depth() == 4
-        ingest = IngestServer(store, f"tcp://127.0.0.1:{port}")
+        ingest = IngestServer(store.ingest, f"tcp://127.0.0.1:{port}")
         ingest.start()
         assert sender.drain(20), sender.status()
         kept = range(6, 10) if policy == "drop_oldest" else range(4)
-        assert {v.frame_id for v in store.list_items(status=None)} == {f"line-1:cam0:boot1:{i}" for i in kept}
+        assert {v.frame_id for v in store.queue.list_items(status=None)} == {f"line-1:cam0:boot1:{i}" for i in kept}
         snap = outbox.snapshot()
         assert snap["evicted" if policy == "drop_oldest" else "refused"] == 6
     finally:

@@ -20,7 +20,7 @@ def _transport(port: int, tmp_path: Path) -> TransportConfig:
 def test_every_item_reaches_the_station_once(tmp_path: Path, item_factory, jpeg_factory) -> None:
     port = free_port()
     store = Store(f"sqlite:///{tmp_path / 'station.db'}", tmp_path / "images")
-    ingest = IngestServer(store, f"tcp://127.0.0.1:{port}")
+    ingest = IngestServer(store.ingest, f"tcp://127.0.0.1:{port}")
     ingest.start()
     cfg = _transport(port, tmp_path)
     outbox = Outbox(cfg.outbox_dir)
@@ -31,7 +31,7 @@ def test_every_item_reaches_the_station_once(tmp_path: Path, item_factory, jpeg_
             outbox.put(item_factory(i), jpeg_factory(i))
         assert sender.drain(20), sender.status()
         assert sender.status()["state"] == "connected"
-        ids = {v.frame_id for v in store.list_items(status=None, limit=1000)}
+        ids = {v.frame_id for v in store.queue.list_items(status=None, limit=1000)}
         assert ids == {f"line-1:cam0:boot1:{i}" for i in range(40)}
         assert ingest.counters["stored"] == 40
     finally:
@@ -57,10 +57,10 @@ def test_unreachable_station_holds_items_then_drains_when_it_is_back(
         time.sleep(1.0)
         assert outbox.depth() == 10  # nothing lost while the station is away
         store = Store(f"sqlite:///{tmp_path / 'station.db'}", tmp_path / "images")
-        ingest = IngestServer(store, f"tcp://127.0.0.1:{port}")
+        ingest = IngestServer(store.ingest, f"tcp://127.0.0.1:{port}")
         ingest.start()
         assert sender.drain(20), sender.status()
-        assert len(store.list_items(status=None, limit=100)) == 10
+        assert len(store.queue.list_items(status=None, limit=100)) == 10
         assert sender.status()["state"] == "connected"
     finally:
         sender.stop()
@@ -79,13 +79,13 @@ def test_items_written_before_a_restart_are_sent_after_it(tmp_path: Path, item_f
         first.put(item_factory(i), jpeg_factory(i))
     del first  # the daemon died here (its files stay)
     store = Store(f"sqlite:///{tmp_path / 'station.db'}", tmp_path / "images")
-    ingest = IngestServer(store, f"tcp://127.0.0.1:{port}")
+    ingest = IngestServer(store.ingest, f"tcp://127.0.0.1:{port}")
     ingest.start()
     sender = OutboxSender(Outbox(cfg.outbox_dir), cfg)
     sender.start()
     try:
         assert sender.drain(20)
-        assert len(store.list_items(status=None, limit=100)) == 5
+        assert len(store.queue.list_items(status=None, limit=100)) == 5
     finally:
         sender.stop()
         sender.join(5)
@@ -99,7 +99,7 @@ def test_a_frame_put_twice_is_settled_by_one_ack(tmp_path: Path, item_factory, j
     both, or the outbox never drains."""
     port = free_port()
     store = Store(f"sqlite:///{tmp_path / 'station.db'}", tmp_path / "images")
-    ingest = IngestServer(store, f"tcp://127.0.0.1:{port}")
+    ingest = IngestServer(store.ingest, f"tcp://127.0.0.1:{port}")
     cfg = _transport(port, tmp_path)
     outbox = Outbox(cfg.outbox_dir)
     for i in (0, 1, 1, 2):
@@ -111,7 +111,7 @@ def test_a_frame_put_twice_is_settled_by_one_ack(tmp_path: Path, item_factory, j
         assert sender.drain(10), sender.status()
         assert sender.status()["twins"] == 1
         assert outbox.depth() == 0 and not list((cfg.outbox_dir / "pending").iterdir())
-        assert len(store.list_items(status=None, limit=100)) == 3
+        assert len(store.queue.list_items(status=None, limit=100)) == 3
     finally:
         sender.stop()
         sender.join(5)

@@ -37,11 +37,11 @@ def router(console: Console) -> APIRouter:
         if user is None:
             console.counters["login_failed"] += 1
             log.warning("console: failed login for %r", username[:100])
-            await run_in_threadpool(console.store.record, username[:100] or "?", "login_failed")
+            await run_in_threadpool(console.store.audit.record, username[:100] or "?", "login_failed")
             return console.render(request, "login.html", {
                 "next": target, "error": "Wrong user name or password, or the user is disabled.",
                 "username": username}, status_code=401)
-        await run_in_threadpool(console.store.record, user.username, "login", None, None, {"role": user.role})
+        await run_in_threadpool(console.store.audit.record, user.username, "login", None, None, {"role": user.role})
         response = RedirectResponse(target, status_code=303)
         set_session_cookie(response, console.codec, console.codec.new(user.id), _secure(request))
         return response
@@ -50,7 +50,7 @@ def router(console: Console) -> APIRouter:
     async def logout(request: Request) -> Response:
         user = request.state.user
         if user is not None:
-            await run_in_threadpool(console.store.record, user.username, "logout")
+            await run_in_threadpool(console.store.audit.record, user.username, "logout")
         response = RedirectResponse("/login", status_code=303)
         set_session_cookie(response, console.codec, console.codec.new(), _secure(request))
         return response

@@ -23,7 +23,7 @@ def router(console: Console) -> APIRouter:
     @api.get("/admin")
     def admin_page(request: Request) -> Response:
         return console.render(request, "admin.html", {
-            "counts": store.counts(), "users": users.list_users(store), "audit": store.audit_log(100),
+            "counts": store.queue.counts(), "users": users.list_users(store), "audit": store.audit.recent(100),
             "console_counters": dict(console.counters)})
 
     @api.get("/api/export")
@@ -36,7 +36,7 @@ def router(console: Console) -> APIRouter:
     @api.get("/api/audit")
     def audit_log(limit: int = Query(100, ge=1, le=1000), item_id: int | None = None,
                   username: str | None = None) -> list[dict[str, Any]]:
-        return [dataclasses.asdict(e) for e in store.audit_log(limit, item_id, username)]
+        return [dataclasses.asdict(e) for e in store.audit.recent(limit, item_id, username)]
 
     @api.get("/api/users")
     def api_users() -> list[dict[str, Any]]:

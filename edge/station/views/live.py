@@ -29,7 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from edge.station.auth import current_user
-from edge.station.queue import QueueFilter, Sort, StatusFilter
+from edge.station.store.queue import QueueFilter, Sort, StatusFilter
 from edge.station.views.common import Console
 from edge.station.views.review import queue_filter
 
@@ -46,7 +46,7 @@ def _event(max_id: int, new: int, pending: int) -> str:
 
 def router(console: Console) -> APIRouter:
     api = APIRouter()
-    store = console.store
+    queue = console.store.queue
 
     async def arrivals(request: Request, flt: QueueFilter, after_id: int, max_events: int | None,
                        timeout_s: float) -> AsyncIterator[str]:
@@ -55,10 +55,10 @@ def router(console: Console) -> APIRouter:
         deadline = time.monotonic() + timeout_s
         quiet_since = time.monotonic()
         while not console.closing.is_set() and not await request.is_disconnected():
-            top = await run_in_threadpool(store.latest_item_id)
+            top = await run_in_threadpool(queue.latest_item_id)
             if top > seen:
-                new = await run_in_threadpool(store.count_arrivals, flt, seen, top)
-                pending = (await run_in_threadpool(store.status_counts))["by_status"]["pending"]
+                new = await run_in_threadpool(queue.count_arrivals, flt, seen, top)
+                pending = (await run_in_threadpool(queue.status_counts))["by_status"]["pending"]
                 seen = top
                 yield _event(top, new, pending)
                 sent += 1

@@ -20,9 +20,10 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from edge.station.auth import current_user
-from edge.station.imagefiles import ImagePathError
-from edge.station.queue import CursorError, QueueFilter, Sort, StatusFilter, parse_cursor
 from edge.station.store import ItemNotFound, ItemView, LeaseConflict, ReviewError
+from edge.station.store.imagefiles import ImagePathError
+from edge.station.store.queue import CursorError, QueueFilter, Sort, StatusFilter, parse_cursor
+from edge.station.store.reviews import model_boxes
 from edge.station.tables import STATUS_PENDING
 from edge.station.views.common import Console, class_color, payload, validation_message, wants_json
 from edge.transport.schema import HEATMAP_Z_MAX
@@ -67,6 +68,7 @@ class ReviewIn(BaseModel):
 
 def item_json(item: ItemView) -> dict[str, Any]:
     data = dataclasses.asdict(item)
+    data["regions"] = [r.model_dump() for r in item.regions]
     data["top_caption"] = item.top_caption
     data["image_url"] = f"/images/{item.id}"
     data["latest_review"] = dataclasses.asdict(item.latest_review) if item.latest_review else None
@@ -103,18 +105,18 @@ def _cursor(after: str | None) -> tuple[float, int] | None:
 
 
 def router(console: Console) -> APIRouter:
-    store, api = console.store, APIRouter()
+    queue, reviews, api = console.store.queue, console.store.reviews, APIRouter()
     cached: dict[str, Any] = {"at": 0.0, "value": None}
 
     def choices() -> dict[str, list[str]]:
         """The filter drop-downs' values. They need scans of the whole table and change rarely (a new line or
         class), so they are kept for a minute rather than recomputed on every page of a busy queue."""
         if cached["value"] is None or time.monotonic() - cached["at"] > CHOICES_TTL_S:
-            cached["value"], cached["at"] = store.filter_choices(), time.monotonic()
+            cached["value"], cached["at"] = queue.filter_choices(), time.monotonic()
         return cached["value"]
 
     def _item_or_404(item_id: int) -> ItemView:
-        item = store.get_item(item_id)
+        item = queue.get_item(item_id)
         if item is None:
             raise HTTPException(404, f"no review item {item_id}")
         return item
@@ -126,8 +128,8 @@ def router(console: Console) -> APIRouter:
                    sort: Sort = "uncertainty") -> Response:
         user = current_user(request)
         flt = queue_filter(status, line, verdict, reason, since, until, sort)
-        max_id = store.latest_item_id()  # before the page: an item arriving in between is announced, not lost
-        page = store.queue_page(flt, user.username, limit=limit, after=_cursor(after))
+        max_id = queue.latest_item_id()  # before the page: an item arriving in between is announced, not lost
+        page = queue.page(flt, user.username, limit=limit, after=_cursor(after))
         query = {k: v for k, v in request.query_params.items() if k != "after" and v}
         # the chosen value stays in its drop-down even when the cached list does not know it yet
         shown = {name: sorted(set(values) | ({chosen} if chosen else set()))
@@ -135,7 +137,7 @@ def router(console: Console) -> APIRouter:
                                                    strict=True)}
         return console.render(request, "queue.html", {
             "page": page, "items": page.items, "flt": flt, "query": query, "choices": shown,
-            "counts": store.status_counts(), "now": time.time(), "first_page": after is None, "max_id": max_id,
+            "counts": queue.status_counts(), "now": time.time(), "first_page": after is None, "max_id": max_id,
             "raw": {"since": since or "", "until": until or ""}})
 
     @api.post("/next")
@@ -146,8 +148,8 @@ def router(console: Console) -> APIRouter:
         raw_skip = (await payload(request)).get("skip")
         skip = int(raw_skip) if isinstance(raw_skip, str | int) and str(raw_skip).isdigit() else None
         if skip is not None:
-            await run_in_threadpool(store.release, skip, user.username)
-        item_id = await run_in_threadpool(store.claim_next, user.username, console.lease_minutes, None, skip)
+            await run_in_threadpool(queue.release, skip, user.username)
+        item_id = await run_in_threadpool(queue.claim_next, user.username, console.lease_minutes, None, skip)
         target = "/" if item_id is None else f"/items/{item_id}"
         return JSONResponse({"next_url": target}) if wants_json(request) else RedirectResponse(target, 303)
 
@@ -158,25 +160,24 @@ def router(console: Console) -> APIRouter:
         lease, conflict = None, None
         if item.status == STATUS_PENDING:
             try:
-                lease = store.claim(item_id, user.username, console.lease_minutes)
+                lease = queue.claim(item_id, user.username, console.lease_minutes)
             except LeaseConflict as exc:
                 console.counters["lease_conflicts"] += 1
                 conflict = str(exc)
-        peek = store.peek_next(user.username, exclude=item_id)
+        peek = queue.peek_next(user.username, exclude=item_id)
         label_size = max(10.0, max(item.width, item.height) / 28)
         latest = item.latest_review
         # the boxes the editor starts from: the latest operator's when they edited them, else the model's regions;
         # an item waiting for its second review starts from the model's, so the second answer is independent
         operator = latest.boxes if latest is not None and not item.awaits_second_review else None
-        boxes = operator if operator is not None else [
-            {"x": r.x, "y": r.y, "w": r.w, "h": r.h, "class": r.defect_class} for r in item.regions]
+        boxes = operator if operator is not None else model_boxes(item.regions)
         return console.render(request, "item.html", {
-            "item": item, "counts": store.status_counts(), "now": time.time(), "label_size": label_size,
+            "item": item, "counts": queue.status_counts(), "now": time.time(), "label_size": label_size,
             "lease": lease, "conflict": conflict, "next_id": peek, "lease_minutes": console.lease_minutes,
             "scores": sorted(item.class_scores.items(), key=lambda kv: kv[1], reverse=True),
             "boxes": boxes, "boxes_source": "model" if operator is None else "operator",
             "colors": {name: class_color(name) for name in item.classes},
-            "references": store.good_references(item.line_id, REFERENCES, exclude=item_id),
+            "references": queue.good_references(item.line_id, REFERENCES, exclude=item_id),
             "heatmap_z_max": HEATMAP_Z_MAX})
 
     @api.post("/items/{item_id}/review")
@@ -188,9 +189,9 @@ def router(console: Console) -> APIRouter:
             raise HTTPException(422, validation_message(exc)) from None
         try:
             saved = await run_in_threadpool(
-                lambda: store.add_review(item_id, review.decision, user.username, review.defect_class,
-                                         review.seconds_spent, boxes=review.boxes, comment=review.comment,
-                                         second_review_fraction=console.second_review_fraction))
+                lambda: reviews.add(item_id, review.decision, user.username, review.defect_class,
+                                    review.seconds_spent, boxes=review.boxes, comment=review.comment,
+                                    second_review_fraction=console.second_review_fraction))
         except ItemNotFound as exc:
             raise HTTPException(404, str(exc)) from None
         except ReviewError as exc:
@@ -198,7 +199,7 @@ def router(console: Console) -> APIRouter:
         except LeaseConflict as exc:
             console.counters["lease_conflicts"] += 1
             raise HTTPException(409, str(exc)) from None
-        next_id = await run_in_threadpool(store.claim_next, user.username, console.lease_minutes, None, item_id)
+        next_id = await run_in_threadpool(queue.claim_next, user.username, console.lease_minutes, None, item_id)
         target = "/" if next_id is None else f"/items/{next_id}"
         if wants_json(request):
             return JSONResponse({"review": dataclasses.asdict(saved), "next_url": target})
@@ -210,7 +211,7 @@ def router(console: Console) -> APIRouter:
         """Take or renew the lease (the item page calls this while it stays open)."""
         user = current_user(request)
         try:
-            lease = await run_in_threadpool(store.claim, item_id, user.username, console.lease_minutes)
+            lease = await run_in_threadpool(queue.claim, item_id, user.username, console.lease_minutes)
         except ItemNotFound as exc:
             raise HTTPException(404, str(exc)) from None
         except LeaseConflict as exc:
@@ -223,7 +224,7 @@ def router(console: Console) -> APIRouter:
         """Take back my latest review and reopen that item (the ``u`` key)."""
         user = current_user(request)
         try:
-            item_id = await run_in_threadpool(store.undo_last_review, user.username, console.lease_minutes)
+            item_id = await run_in_threadpool(reviews.undo_last, user.username, console.lease_minutes)
         except (LeaseConflict, ReviewError) as exc:
             raise HTTPException(409, str(exc)) from None
         if item_id is None:
@@ -234,7 +235,7 @@ def router(console: Console) -> APIRouter:
     @api.get("/images/{item_id}")
     def image(item_id: int) -> Response:
         try:
-            path = store.image_file(item_id)
+            path = queue.image_file(item_id)
         except ImagePathError as exc:
             log.error("console: %s", exc)
             raise HTTPException(404, f"no image for item {item_id}") from None
@@ -255,7 +256,7 @@ def router(console: Console) -> APIRouter:
         """Queue items as JSON; the next page's cursor comes in the ``X-Next-Cursor`` header (``after=``)."""
         user = current_user(request)
         flt = queue_filter(status, line, verdict, reason, since, until, sort)
-        page = store.queue_page(flt, user.username, limit=limit, after=_cursor(after), offset=offset)
+        page = queue.page(flt, user.username, limit=limit, after=_cursor(after), offset=offset)
         if page.next_cursor is not None:
             response.headers["X-Next-Cursor"] = page.next_cursor
         return [item_json(item) for item in page.items]
@@ -263,13 +264,13 @@ def router(console: Console) -> APIRouter:
     @api.get("/api/items/{item_id}")
     def api_item(request: Request, item_id: int) -> dict[str, Any]:
         data = item_json(_item_or_404(item_id))
-        lease = store.lease_of(item_id)
+        lease = queue.lease_of(item_id)
         data["lease"] = dataclasses.asdict(lease) if lease else None
         return data
 
     @api.get("/api/stats")
     def api_stats() -> dict[str, Any]:
-        return {"counts": store.counts(),
+        return {"counts": queue.counts(),
                 "ingest": dict(console.ingest_counters()) if console.ingest_counters is not None else None,
                 "console": dict(console.counters),
                 "storage_dir": str(console.storage_dir)}

@@ -22,7 +22,7 @@ def router(console: Console) -> APIRouter:
         stats = review_stats(console.store, hours)
         peak = max([max(h.arrivals, h.reviews) for h in stats.hours] + [1])
         return console.render(request, "stats.html", {
-            "stats": stats, "peak": peak, "counts": console.store.status_counts(),
+            "stats": stats, "peak": peak, "counts": console.store.queue.status_counts(),
             "second_review_fraction": console.second_review_fraction})
 
     @api.get("/api/stats/reviews")

@@ -67,10 +67,10 @@ def fault_item(run: str, seq: int) -> Any:
         pack_version="faults", profile_version="faults/v1")
 
 
-def _enospc_store(base: type, flag: Path) -> type:
+def _enospc_ingest(base: type, flag: Path) -> type:
     """The disk-full fake, used only where no tmpfs can be mounted: storing raises ENOSPC while `flag` exists."""
 
-    class EnospcStore(base):
+    class EnospcIngest(base):
         def _check(self) -> None:
             if flag.exists():
                 raise OSError(errno.ENOSPC, "No space left on device (simulated)", str(flag))
@@ -83,7 +83,7 @@ def _enospc_store(base: type, flag: Path) -> type:
             self._check()
             return list(super().add_items(batch))
 
-    return EnospcStore
+    return EnospcIngest
 
 
 def station_main(args: argparse.Namespace) -> int:
@@ -91,11 +91,12 @@ def station_main(args: argparse.Namespace) -> int:
     from edge.station.ingest import IngestServer, sqlite_wal_checkpoint
     from edge.station.retention import remove_orphans
     from edge.station.store import Store
+    from edge.station.store.ingest import Ingest
 
-    store_cls: type = Store if args.enospc_flag is None else _enospc_store(Store, Path(args.enospc_flag))
-    store = store_cls(args.database_url, Path(args.images))
+    store = Store(args.database_url, Path(args.images))
+    ingest = store.ingest if args.enospc_flag is None else _enospc_ingest(Ingest, Path(args.enospc_flag))(store)
     remove_orphans(store, grace_s=0)  # as `lineside station` does at start: what a kill -9 left behind
-    server = IngestServer(store, args.bind, poll_ms=20, checkpoint=lambda: sqlite_wal_checkpoint(store.engine),
+    server = IngestServer(ingest, args.bind, poll_ms=20, checkpoint=lambda: sqlite_wal_checkpoint(store.engine),
                           checkpoint_idle_s=0.5)
     server.start()
     stop = threading.Event()

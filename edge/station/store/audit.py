@@ -1,4 +1,4 @@
-"""The audit log: every change made through the console, written in the same transaction as the change.
+"""The audit role of the store: every change made through the console, written in the same transaction as the change.
 
 Same transaction, so that there is never a review without its audit row or an audit row for a review that
 was rolled back. Rows are append-only; nothing in the station updates or deletes them.
@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from edge.station.store.db import Database
 from edge.station.tables import AuditRow
 
 ACTIONS = ("login", "login_failed", "logout", "lease", "review", "undo", "user_add", "user_disable")
@@ -51,3 +52,21 @@ def recent_query(limit: int = 100, item_id: int | None = None, username: str | N
     if username is not None:
         query = query.where(AuditRow.username == username)
     return query
+
+
+class AuditLog:
+    """The audit log as the console reads it, and its rows for changes that have no other row (login, logout)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def record(self, username: str, action: str, item_id: int | None = None, before: Any = None,
+               after: Any = None) -> None:
+        """An audit row in a transaction of its own."""
+        with self._db.session(write=True) as s:
+            record(s, username, action, item_id, before, after)
+
+    def recent(self, limit: int = 100, item_id: int | None = None, username: str | None = None) -> list[AuditEntry]:
+        """The latest rows, newest first, of one item or one user if asked."""
+        with self._db.session() as s:
+            return [entry(row) for row in s.scalars(recent_query(limit, item_id, username))]

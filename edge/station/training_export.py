@@ -1,30 +1,22 @@
-"""Reviewed frames of one line, read from the station database: what ``lineside train --line L`` learns from.
+"""The training export: reviewed frames of one line, read from the station database for ``lineside train --line L``.
 
 Use::
 
-    from edge.station.reviews import reviewed_frames
+    from edge.station.training_export import reviewed_frames
     frames = reviewed_frames(cfg.station, "line-1")                      # a StationConfig …
     frames = reviewed_frames("var/station/station.db", "line-1",         # … or a SQLite path / SQLAlchemy URL
                              storage_dir="var/station/images", since_wall=last_train_wall)
     frames = reviewed_frames(store, "line-1")                            # … or an open Store (the tests)
 
-One ``ReviewedFrame`` per reviewed item of the line, oldest review first. What each field means:
+One ``ReviewedFrame`` per reviewed item of the line, oldest review first; ``edge.transport.reviewed`` says what
+each field means. What the station's side adds:
 
-- The label is the operator's **final answer**: ``final_verdict`` is ``"good"`` or a defect class,
-  ``defect_class`` the same class or None for good. An item reviewed more than once counts once, with its latest
-  review (``reviewer``, ``reviewed_wall``, ``decision``). A review that was undone in the console is gone from
-  the database, so an undone item is either back in the queue (skipped here) or carries its earlier review.
-- ``verdict``, ``class_scores``, ``uncertainty``, ``anomaly_score``, ``pack_version`` and ``profile_version`` are
-  what the **daemon** decided and with which model: ``wrong`` (verdict ≠ final_verdict) is the failure
-  predictor's target. ``reason`` says why the frame came to review: ``uncertain``, ``unknown_frame``, ``ood``, or
-  ``sampled`` (an auto-decided frame sent for the risk audit: an unbiased sample of the auto-decisions, which the
-  other reasons are not).
-- ``image_path`` is the absolute path of the frame's JPEG under the station's ``storage_dir``. Items whose file
-  is missing are skipped, counted and logged (one line per call).
-- ``regions`` are the **model's** boxes (in frame pixels, the model's class and caption), given only when the
-  final answer is a defect: they say where the model saw the defect the operator named. Good frames have none.
-  ``operator_boxes`` are the operator's own (``[{x, y, w, h, class}]``) when they edited the boxes in the console,
-  else None; ``comment`` is their note, if any. An item still waiting for its second review is not listed yet.
+- An item reviewed more than once counts once, with its latest review. A review that was undone in the console is
+  gone from the database, so an undone item is either back in the queue (skipped here) or carries its earlier
+  review. An item still waiting for its second review is not listed yet.
+- Items whose image file is missing are skipped, counted and logged (one line per call).
+- ``regions`` are the model's, given only when the final answer is a defect: they say where the model saw the
+  defect the operator named.
 
 ``since_wall`` (epoch seconds) keeps only items whose latest review was made at or after it, for incremental
 training. The read is two queries (items with their latest review, then their regions), however many items.
@@ -42,21 +34,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import selectinload
 
 from edge.config import StationConfig
-from edge.findings import GOOD, Region
-from edge.station import imagefiles
-from edge.station.store import Store
-from edge.station.tables import STATUS_REVIEWED, RegionRow, ReviewItemRow, ReviewRow
+from edge.findings import GOOD
+from edge.station.store import Store, imagefiles
+from edge.station.store.records import region_of
+from edge.station.tables import STATUS_REVIEWED, ReviewItemRow, ReviewRow
 from edge.transport.reviewed import ReviewedFrame
 
 __all__ = ["ReviewedFrame", "reviewed_frames", "station_url"]
 
 log = logging.getLogger(__name__)
-
-
-def _region(r: RegionRow) -> Region:
-    return Region(x=r.x, y=r.y, w=r.w, h=r.h, area_px=r.area_px, area_pct=r.area_pct, peak=r.peak,
-                  defect_class=r.defect_class, location=r.location, caption=r.caption,
-                  description=r.description, caption_score=r.caption_score)
 
 
 def station_url(database: str | Path) -> str:
@@ -129,7 +115,7 @@ def reviewed_frames(store_or_url: Store | StationConfig | str | Path, line_id: s
                     pack_version=item.pack_version, profile_version=item.profile_version,
                     final_verdict=final, defect_class=None if final == GOOD else final, decision=review.decision,
                     reviewer=review.reviewer, reviewed_wall=review.created_wall,
-                    regions=() if final == GOOD else tuple(_region(r) for r in item.regions),
+                    regions=() if final == GOOD else tuple(region_of(r) for r in item.regions),
                     operator_boxes=review.boxes, comment=review.comment))
     if missing:
         log.warning("reviewed_frames: line %s: skipped %d of %d reviewed items whose image file is missing "

@@ -76,14 +76,14 @@ def test_reviewer_sees_the_alarm_banner_and_the_audit_numbers(station):
     store = Store(cfg.database_url, cfg.storage_dir)
     try:
         add_user(store, "ana", PASSWORD, "reviewer")
-        items = store.list_items(status=None, limit=1000)
+        items = store.queue.list_items(status=None, limit=1000)
         assert len(items) == sum(count for count, _ in plan.values())
         for line, (_, errors) in plan.items():
             for k, item in enumerate(sorted((i for i in items if i.line_id == line), key=lambda i: i.id)):
                 if k < errors:
-                    store.add_review(item.id, "relabel", "ben", defect_class="scratch")  # the daemon missed it
+                    store.reviews.add(item.id, "relabel", "ben", defect_class="scratch")  # the daemon missed it
                 else:
-                    store.add_review(item.id, "accept", "ben")
+                    store.reviews.add(item.id, "accept", "ben")
     finally:
         store.close()
 

@@ -1,4 +1,4 @@
-"""edge.station.reviews on a real SQLite station: items stored through the Store, reviewed and undone through it."""
+"""edge.station.training_export on a real SQLite station: items stored, reviewed and undone through the Store."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from edge.config import StationConfig
-from edge.station.reviews import ReviewedFrame, reviewed_frames, station_url
 from edge.station.store import Store
+from edge.station.training_export import ReviewedFrame, reviewed_frames, station_url
 
 
 @pytest.fixture
@@ -26,17 +26,17 @@ def line(store: Store, make_item, jpeg, region):
         make_item(verdict="crack", uncertainty=0.55),                                           # 6
         make_item(line_id="line-2", frame_id="line-2:cam0:boot1:1", verdict="crack"),           # 7 other line
     ]
-    assert store.add_items([(item, jpeg(seed=i)) for i, item in enumerate(items)]) == [True] * len(items)
+    assert store.ingest.add_items([(item, jpeg(seed=i)) for i, item in enumerate(items)]) == [True] * len(items)
     return items
 
 
 def test_each_reviewed_item_once_with_its_latest_review(store: Store, line):
-    store.add_review(1, "accept", "ana", now=1000.0)
-    store.add_review(2, "relabel", "ana", defect_class="spot", now=1001.0)   # daemon said good: a miss
-    store.add_review(3, "reject", "ben", now=1002.0)                          # false alarm: good
-    store.add_review(4, "accept", "ana", now=1003.0)
-    store.add_review(4, "relabel", "ben", defect_class="crack", now=1004.0)  # reviewed again: ben's answer wins
-    store.add_review(7, "accept", "ana", now=1005.0)
+    store.reviews.add(1, "accept", "ana", now=1000.0)
+    store.reviews.add(2, "relabel", "ana", defect_class="spot", now=1001.0)   # daemon said good: a miss
+    store.reviews.add(3, "reject", "ben", now=1002.0)                          # false alarm: good
+    store.reviews.add(4, "accept", "ana", now=1003.0)
+    store.reviews.add(4, "relabel", "ben", defect_class="crack", now=1004.0)  # reviewed again: ben's answer wins
+    store.reviews.add(7, "accept", "ana", now=1005.0)
 
     frames = reviewed_frames(store, "line-1")
     assert [f.item_id for f in frames] == [1, 2, 3, 4]  # oldest review first; 5 pending, 6 unreviewed, 7 line-2
@@ -78,21 +78,21 @@ def test_each_reviewed_item_once_with_its_latest_review(store: Store, line):
 
 
 def test_since_wall_keeps_items_reviewed_from_then_on(store: Store, line):
-    store.add_review(1, "accept", "ana", now=1000.0)
-    store.add_review(3, "accept", "ana", now=2000.0)
-    store.add_review(1, "reject", "ben", now=3000.0)  # item 1's latest review is new again
+    store.reviews.add(1, "accept", "ana", now=1000.0)
+    store.reviews.add(3, "accept", "ana", now=2000.0)
+    store.reviews.add(1, "reject", "ben", now=3000.0)  # item 1's latest review is new again
     assert [f.item_id for f in reviewed_frames(store, "line-1", since_wall=2000.0)] == [3, 1]
     assert [f.item_id for f in reviewed_frames(store, "line-1", since_wall=2500.0)] == [1]
     assert reviewed_frames(store, "line-1", since_wall=3000.5) == []
 
 
 def test_an_undone_review_no_longer_counts(store: Store, line):
-    store.add_review(1, "accept", "ana", now=1000.0)
-    store.add_review(4, "accept", "ben", now=1001.0)
-    store.add_review(4, "relabel", "ana", defect_class="good", now=1002.0)
-    store.add_review(6, "reject", "ana", now=1003.0)
-    assert store.undo_last_review("ana", minutes=5) == 6   # item 6 back in the queue: skipped
-    assert store.undo_last_review("ana", minutes=5) == 4   # item 4 keeps ben's earlier answer
+    store.reviews.add(1, "accept", "ana", now=1000.0)
+    store.reviews.add(4, "accept", "ben", now=1001.0)
+    store.reviews.add(4, "relabel", "ana", defect_class="good", now=1002.0)
+    store.reviews.add(6, "reject", "ana", now=1003.0)
+    assert store.reviews.undo_last("ana", minutes=5) == 6   # item 6 back in the queue: skipped
+    assert store.reviews.undo_last("ana", minutes=5) == 4   # item 4 keeps ben's earlier answer
     frames = {f.item_id: f for f in reviewed_frames(store, "line-1")}
     assert sorted(frames) == [1, 4]
     assert (frames[4].reviewer, frames[4].final_verdict, frames[4].decision) == ("ben", "spot", "accept")
@@ -100,23 +100,23 @@ def test_an_undone_review_no_longer_counts(store: Store, line):
 
 def test_items_whose_image_is_missing_are_skipped_counted_and_logged(store: Store, line, caplog):
     for item_id in (1, 3, 4):
-        store.add_review(item_id, "accept", "ana")
+        store.reviews.add(item_id, "accept", "ana")
     for item_id in (1, 4):
-        path = store.image_file(item_id)
+        path = store.queue.image_file(item_id)
         assert path is not None
         path.unlink()
-    with caplog.at_level(logging.WARNING, logger="edge.station.reviews"):
+    with caplog.at_level(logging.WARNING, logger="edge.station.training_export"):
         frames = reviewed_frames(store, "line-1")
     assert [f.item_id for f in frames] == [3]
-    lines = [r.getMessage() for r in caplog.records if r.name == "edge.station.reviews"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.station.training_export"]
     assert len(lines) == 1, lines
     assert "skipped 2 of 3" in lines[0] and line[0].frame_id in lines[0]
 
 
 def test_opens_the_database_from_a_path_a_url_or_the_station_config(store: Store, line, db_url: str,
                                                                      storage_dir: Path, tmp_path: Path):
-    store.add_review(1, "accept", "ana")
-    store.add_review(2, "accept", "ana")
+    store.reviews.add(1, "accept", "ana")
+    store.reviews.add(2, "accept", "ana")
     db_path = Path(db_url.removeprefix("sqlite:///"))
     expected = [f.frame_id for f in reviewed_frames(store, "line-1")]
     assert len(expected) == 2

@@ -29,7 +29,7 @@ def router(console: Console, monitor: AuditMonitor) -> APIRouter:
     @api.get("/audit")
     def audit_page(request: Request) -> Response:
         return console.render(request, "audit.html", {
-            "snap": monitor.snapshot(max_age_s=0), "counts": console.store.status_counts()})
+            "snap": monitor.snapshot(max_age_s=0), "counts": console.store.queue.status_counts()})
 
     @api.get("/api/risk-audit")
     async def audit_json() -> dict[str, Any]:
