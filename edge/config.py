@@ -29,6 +29,20 @@ class StrictModel(BaseModel):
 
 SourceKind = Literal["folder", "video", "camera", "rtsp", "http", "gstreamer"]
 
+DEFAULT_MAX_FILE_BYTES = 128 * 2**20
+DEFAULT_MAX_PIXELS = 25_000_000
+
+
+class ImageLimits(StrictModel):
+    """What an image file may cost before it is decoded (edge.images): a bigger file, or a header that promises
+    more pixels, is refused and counted, never decoded."""
+
+    max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, ge=1024, description="image files larger than this are "
+                                "refused unread (a 25 MP 32-bit BMP is 100 MB)")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="images whose header gives width × height above "
+                            "this are refused before decoding; the daemon's memory scales with it (README, "
+                            "'Hostile input')")
+
 
 class SourceConfig(StrictModel):
     """Where frames come from."""
@@ -209,6 +223,8 @@ class LineConfig(StrictModel):
     decision_log_max_bytes: int = Field(64 * 2**20, ge=4096, description="the decision log rolls over at this "
                                         "size: <log>.1 … <log>.N, oldest dropped")
     decision_log_keep: int = Field(5, ge=0, le=1000, description="rolled-over decision logs kept")
+    images: ImageLimits = Field(ImageLimits(), description="bounds on every image file the line reads: the folder "
+                                "source, and calibrate/train/eval/quantise inputs")
     ops: OpsConfig = OpsConfig()
 
 
@@ -246,6 +262,8 @@ class StationConfig(StrictModel):
     audit_alpha: float = Field(
         0.01, gt=0, lt=1, description="risk audit: the error rate among auto-decided frames a line promises; the "
         "console alarms when the 95 % interval of the sampled frames' error rate lies wholly above it")
+    images: ImageLimits = Field(ImageLimits(), description="bounds on the images the station takes in: a JPEG "
+                                "or heat map whose header promises more pixels is refused at ingest")
     audit_alpha_by_line: dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(
         default_factory=dict, description="risk audit: α per line id where a line's profile promises another one")
 

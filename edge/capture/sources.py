@@ -4,7 +4,7 @@
 
 - returns an image (BGR uint8 H×W×3): the next frame; ``origin`` now names it;
 - returns None: the backend answered but gave no picture (an empty frame) — count it and read on;
-- raises CorruptFrame: this one frame (a file) is unreadable — count it and read on;
+- raises CorruptFrame: this one frame (a file) cannot be used — count it by its ``kind`` and read on;
 - raises SourceEnded: a non-looping folder or video is finished — do not read again;
 - raises SourceError: the source is broken (stream dropped, folder gone) — close it and open a new one later.
 
@@ -15,7 +15,9 @@ offline evaluation read a folder as fast as it can.
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -24,8 +26,8 @@ import cv2
 import numpy as np
 
 from edge.capture.frame import as_bgr
-from edge.config import SourceConfig
-from edge.images import IMAGE_SUFFIXES
+from edge.config import ImageLimits, SourceConfig
+from edge.images import IMAGE_SUFFIXES, UNREADABLE, ImageError, read_image
 
 # A live backend that keeps answering with empty frames is broken, and unpaced it would spin a core.
 MAX_EMPTY_IN_A_ROW = 50
@@ -40,29 +42,38 @@ class SourceEnded(Exception):  # an end, not an error, hence no 'Error' suffix
 
 
 class CorruptFrame(Exception):
-    """One frame could not be read; the source itself is fine and the next read may succeed."""
+    """One frame could not be read; the source itself is fine and the next read may succeed.
 
-    def __init__(self, origin: str, reason: str) -> None:
+    ``kind`` says why, and is the counter it goes to: ``corrupt`` (decoded, but in a layout we cannot convert) or
+    one of the bounded reader's reasons (edge.images.REASONS) for a file."""
+
+    def __init__(self, origin: str, reason: str, kind: str = "corrupt") -> None:
         super().__init__(f"{origin}: {reason}")
         self.origin = origin
         self.reason = reason
+        self.kind = kind
 
 
 class FrameSource(Protocol):
     origin: str  # what the last read() read (file, "video frame N", URL, device); for logs and errors
     pace_hz: float | None  # read at this rate (folder, video); None: the device paces itself
+    position: object  # where the last read() was (file name, frame index; None for live sources), for ``after``
 
     def read(self) -> np.ndarray | None: ...
     def close(self) -> None: ...
     def describe(self) -> str: ...
 
 
-def open_source(cfg: SourceConfig) -> FrameSource:
-    """Open the source ``cfg`` describes; SourceError (one line naming kind, id and address) if it cannot."""
+def open_source(cfg: SourceConfig, limits: ImageLimits | None = None, *, after: object = None,
+                skip: Callable[[str], bool] | None = None) -> FrameSource:
+    """Open the source ``cfg`` describes; SourceError (one line naming kind, id and address) if it cannot.
+
+    File sources (folder, video) read image files within ``limits``, go on after ``after`` (the ``position`` the
+    previous source had reached: a reconnect never replays) and pass over what ``skip(origin)`` says was decided."""
     if cfg.kind == "folder":
-        return FolderSource(cfg)
+        return FolderSource(cfg, limits, after=after, skip=skip)
     if cfg.kind == "video":
-        return VideoFileSource(cfg)
+        return VideoFileSource(cfg, limits, after=after, skip=skip)
     return _open_device(cfg)
 
 
@@ -80,81 +91,100 @@ def _checked(image: np.ndarray | None, origin: str) -> np.ndarray | None:
         raise CorruptFrame(origin, str(exc)) from None
 
 
-class FolderSource:
-    """Image files of one folder in name order; lists the folder again at every wrap so new files are seen."""
+class _FileSource:
+    """What a folder and a video file share: a path, a pace, and where a reopened source goes on.
 
-    def __init__(self, cfg: SourceConfig) -> None:
-        assert cfg.path is not None  # SourceConfig guarantees it for kind 'folder'
+    ``after`` (the ``position`` of the last item read before a reconnect) makes a reopened source go on after it
+    instead of at the start, so a reconnect never replays what was read; ``skip(origin)`` says an item was
+    decided before a restart (a resumed batch) and is passed over unread."""
+
+    def __init__(self, cfg: SourceConfig, limits: ImageLimits | None = None, *, after: object = None,
+                 skip: Callable[[str], bool] | None = None) -> None:
+        assert cfg.path is not None  # SourceConfig guarantees it for the file kinds
         self._cfg = cfg
-        self._dir = Path(cfg.path)
+        self._path = Path(cfg.path)
         self._label = _label(cfg)
-        self.origin = str(self._dir)
+        self._limits = limits or ImageLimits()
+        # a looping source is no batch: nothing of it is "decided before"
+        self._skip = skip if skip is not None and not cfg.loop else (lambda _origin: False)
+        self.origin = str(self._path)
         self.pace_hz: float | None = cfg.fps
-        self._files = self._list()
-        self._next = 0
-
-    def _list(self) -> list[Path]:
-        if not self._dir.exists():
-            raise SourceError(f"{self._label}: {self._dir} does not exist")
-        if not self._dir.is_dir():
-            raise SourceError(f"{self._label}: {self._dir} is not a folder")
-        try:
-            files = sorted(p for p in self._dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        except OSError as exc:
-            raise SourceError(f"{self._label}: cannot list {self._dir}: {exc.strerror}") from None
-        if not files:
-            kinds = " ".join(sorted(IMAGE_SUFFIXES))
-            raise SourceError(f"{self._label}: {self._dir} holds no images ({kinds})")
-        return files
-
-    def read(self) -> np.ndarray | None:
-        if self._next >= len(self._files):
-            if not self._cfg.loop:
-                raise SourceEnded(f"{self._label}: all {len(self._files)} images of {self._dir} read")
-            self._files = self._list()
-            self._next = 0
-        path = self._files[self._next]
-        self._next += 1
-        self.origin = str(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            # A missing folder is a broken source (reopen later); a single missing file is one lost frame.
-            if not self._dir.is_dir():
-                raise SourceError(f"{self._label}: {self._dir} has disappeared") from None
-            raise CorruptFrame(str(path), "file vanished before it could be read") from None
-        except OSError as exc:
-            raise CorruptFrame(str(path), f"cannot read file: {exc.strerror}") from None
-        if not data:
-            raise CorruptFrame(str(path), "empty file (0 bytes)")
-        # IMREAD_COLOR hands back BGR uint8 whatever the file holds (grey, alpha, 16-bit).
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise CorruptFrame(str(path), f"not a decodable image ({len(data)} bytes)")
-        return _checked(image, str(path))
+        self.position: object = after
 
     def close(self) -> None:
         pass
 
-    def describe(self) -> str:
+    def _describe(self, what: str) -> str:
         loop = ", loop" if self._cfg.loop else ""
-        return f"{self._label}: {self._dir} ({len(self._files)} images, {self._cfg.fps:g} fps{loop})"
+        return f"{self._label}: {self._path} ({what}{self._cfg.fps:g} fps{loop})"
 
 
-class VideoFileSource:
+class FolderSource(_FileSource):
+    """Image files of one folder in name order, each read through the bounded reader (edge.images); lists the
+    folder again at every wrap so new files are seen. A file that cannot be used is a CorruptFrame with the
+    reader's reason (not_regular, too_large, too_many_pixels, undecodable, empty, unreadable): the folder goes on
+    with the next file. Only the folder itself gone or unlistable is a SourceError."""
+
+    def __init__(self, cfg: SourceConfig, limits: ImageLimits | None = None, *, after: object = None,
+                 skip: Callable[[str], bool] | None = None) -> None:
+        super().__init__(cfg, limits, after=after, skip=skip)
+        self._files = self._list()
+        names = [p.name for p in self._files]
+        self._next = bisect.bisect_right(names, after) if isinstance(after, str) else 0
+        if self._next >= len(self._files) and self._cfg.loop:
+            self._next = 0
+
+    def _list(self) -> list[Path]:
+        if not self._path.exists():
+            raise SourceError(f"{self._label}: {self._path} does not exist")
+        if not self._path.is_dir():
+            raise SourceError(f"{self._label}: {self._path} is not a folder")
+        try:
+            files = sorted(p for p in self._path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        except OSError as exc:
+            raise SourceError(f"{self._label}: cannot list {self._path}: {exc.strerror}") from None
+        if not files:
+            kinds = " ".join(sorted(IMAGE_SUFFIXES))
+            raise SourceError(f"{self._label}: {self._path} holds no images ({kinds})")
+        return files
+
+    def read(self) -> np.ndarray | None:
+        while True:
+            if self._next >= len(self._files):
+                if not self._cfg.loop:
+                    raise SourceEnded(f"{self._label}: all {len(self._files)} images of {self._path} read")
+                self._files = self._list()
+                self._next = 0
+            path = self._files[self._next]
+            self._next += 1
+            self.position = path.name
+            self.origin = str(path)
+            if not self._skip(self.origin):
+                break
+        try:
+            image = read_image(path, self._limits)
+        except ImageError as exc:
+            if exc.reason == UNREADABLE and not self._path.is_dir():
+                # the folder has gone (unmounted, deleted): a broken source, reopened later
+                raise SourceError(f"{self._label}: {self._path} has disappeared") from None
+            raise CorruptFrame(str(path), str(exc).removeprefix(f"{path}: "), exc.reason) from None
+        return _checked(image, str(path))
+
+    def describe(self) -> str:
+        return self._describe(f"{len(self._files)} images, ")
+
+
+class VideoFileSource(_FileSource):
     """A video file read frame by frame; looping reopens the file, which every container supports."""
 
-    def __init__(self, cfg: SourceConfig) -> None:
-        assert cfg.path is not None  # SourceConfig guarantees it for kind 'video'
-        self._cfg = cfg
-        self._path = Path(cfg.path)
-        self._label = _label(cfg)
-        self.origin = str(self._path)
-        self.pace_hz: float | None = cfg.fps
+    def __init__(self, cfg: SourceConfig, limits: ImageLimits | None = None, *, after: object = None,
+                 skip: Callable[[str], bool] | None = None) -> None:
+        super().__init__(cfg, limits, after=after, skip=skip)
         if not self._path.is_file():
             raise SourceError(f"{self._label}: {self._path} does not exist")
         self._cap = self._open()
         self._index = 0  # index in the file of the next frame
+        self._start = after + 1 if isinstance(after, int) else 0  # frames to pass over after a reconnect
 
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(str(self._path))
@@ -163,18 +193,27 @@ class VideoFileSource:
             raise SourceError(f"{self._label}: cannot open {self._path} as a video")
         return cap
 
+    def _origin(self, index: int) -> str:
+        return f"{self._path} frame {index}"
+
     def read(self) -> np.ndarray | None:
+        # frames read before a reconnect, or decided before a restart, are passed over without decoding
+        while self._index < self._start or self._skip(self._origin(self._index)):
+            if not self._cap.grab():
+                break
+            self._index += 1
         ok, image = self._cap.read()
         if not ok and self._index > 0:
             if not self._cfg.loop:
                 raise SourceEnded(f"{self._label}: {self._path} read to its end ({self._index} frames)")
             self._cap.release()
             self._cap = self._open()
-            self._index = 0
+            self._index = self._start = 0
             ok, image = self._cap.read()
         if not ok:  # nothing at the start of the file: looping would spin, so report it as a broken source
             raise SourceError(f"{self._label}: {self._path} has no readable frames")
-        self.origin = f"{self._path} frame {self._index}"
+        self.origin = self._origin(self._index)
+        self.position = self._index
         self._index += 1
         return _checked(image, self.origin)
 
@@ -182,8 +221,7 @@ class VideoFileSource:
         self._cap.release()
 
     def describe(self) -> str:
-        loop = ", loop" if self._cfg.loop else ""
-        return f"{self._label}: {self._path} ({self._cfg.fps:g} fps{loop})"
+        return self._describe("")
 
 
 class DeviceSource:
@@ -194,6 +232,7 @@ class DeviceSource:
         self._label = label
         self.origin = origin
         self.pace_hz: float | None = None
+        self.position: object = None
         self._empty_in_a_row = 0
 
     def read(self) -> np.ndarray | None:

@@ -6,16 +6,20 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from edge.capture.frame import Frame
 from edge.capture.sources import CorruptFrame, FrameSource, SourceEnded, SourceError, open_source
-from edge.config import SourceConfig
+from edge.config import ImageLimits, SourceConfig
 
 log = logging.getLogger(__name__)
 
-COUNTER_NAMES = ("captured", "dropped", "corrupt", "empty", "reconnects", "errors")
+# bad files and frames by reason (each a skip, never a source failure), then what is not about one frame
+SKIP_REASONS = ("corrupt", "empty", "not_regular", "too_large", "too_many_pixels", "undecodable", "unreadable")
+COUNTER_NAMES = ("captured", "dropped", *SKIP_REASONS, "resumed", "reconnects", "errors")
+_LOGGED_MAX = 10_000  # bad files remembered so that a looping folder logs each once, not at every pass
 
 
 class CaptureThread(threading.Thread):
@@ -26,10 +30,16 @@ class CaptureThread(threading.Thread):
     ``deliver_all=True``: the thread waits until the consumer has taken each frame — for replays where every
     frame must be inspected (evaluation, tests); pacing still applies.
 
-    Counters: ``captured`` frames put in the slot, ``dropped`` replaced before being taken, ``corrupt``
-    unreadable frames or files, ``empty`` reads that gave no picture, ``reconnects`` re-open attempts after a
-    failure, ``errors`` unexpected exceptions (each leads to a reconnect). Once ended,
-    captured == frames returned by get() + dropped.
+    Counters: ``captured`` frames put in the slot, ``dropped`` replaced before being taken; frames and files
+    skipped, one counter per reason: ``corrupt`` (decoded in a layout we cannot convert), ``empty`` (a read that
+    gave no picture, a 0-byte file), and the bounded reader's ``not_regular``, ``too_large``, ``too_many_pixels``,
+    ``undecodable``, ``unreadable`` (edge.images); ``resumed`` files or video frames passed over because a run
+    before a restart decided them (``skip``); ``reconnects`` re-open attempts after a failure, ``errors``
+    unexpected exceptions (each leads to a reconnect). Once ended, captured == frames returned by get() + dropped.
+    A skipped file is logged once with its path and reason (a looping folder does not repeat it at every pass)
+    and costs no pacing slot: the next file is read at once.
+
+    A reopened file source goes on after the last file (or video frame) read, never from the start again.
 
     A broken source (SourceError, or any unexpected exception) is closed and reopened after a back-off that
     starts at ``reconnect_initial_s`` and doubles up to ``reconnect_max_s`` (±10 % jitter, so cameras that
@@ -37,10 +47,15 @@ class CaptureThread(threading.Thread):
     log line per change of ``status``, not one per retry.
     """
 
-    def __init__(self, cfg: SourceConfig, *, deliver_all: bool = False) -> None:
+    def __init__(self, cfg: SourceConfig, *, deliver_all: bool = False, limits: ImageLimits | None = None,
+                 skip: Callable[[str], bool] | None = None) -> None:
         super().__init__(name=f"capture-{cfg.id}", daemon=True)
         self.cfg = cfg
         self.deliver_all = deliver_all
+        self.limits = limits
+        self._skip = skip
+        self._position: object = None  # where the last source got to: a reopened one goes on after it
+        self._logged: set[tuple[str, str]] = set()
         self._cond = threading.Condition()  # guards everything below; get() and the producer wait on it
         self._stop_event = threading.Event()
         self._slot: Frame | None = None
@@ -132,7 +147,7 @@ class CaptureThread(threading.Thread):
     def _session(self) -> str | None:
         """Open the source and read it until it breaks: the reason it broke, or None when stopped or ended."""
         try:
-            source = open_source(self.cfg)
+            source = open_source(self.cfg, self.limits, after=self._position, skip=self._passed_over)
         except SourceError as exc:
             return str(exc)
         except Exception as exc:
@@ -158,6 +173,12 @@ class CaptureThread(threading.Thread):
             except Exception as exc:
                 self._unexpected(exc, "closing the source")
 
+    def _passed_over(self, origin: str) -> bool:
+        if self._skip is None or not self._skip(origin):
+            return False
+        self._count("resumed")
+        return True
+
     def _read_until_stopped(self, source: FrameSource) -> None:
         period = 1.0 / source.pace_hz if source.pace_hz else 0.0
         due = time.monotonic()
@@ -166,6 +187,17 @@ class CaptureThread(threading.Thread):
                 wait = due - time.monotonic()
                 if wait > 0 and self._stop_event.wait(wait):
                     return
+            try:
+                image = source.read()
+            except CorruptFrame as exc:
+                self._position = source.position
+                self._skipped(exc)
+                continue  # a skipped file costs no pacing slot
+            self._position = source.position  # not after a SourceError: the file it broke on is read again
+            if image is None:
+                self._count("empty")
+                continue
+            if period:
                 # The next deadline is one period after this one, not after now, so the pace does not drift.
                 # More than a period behind (slow disk, a deliver_all consumer): restart the schedule rather
                 # than burst to catch up.
@@ -173,18 +205,18 @@ class CaptureThread(threading.Thread):
                 due += period
                 if due < now:
                     due = now + period
-            try:
-                image = source.read()
-            except CorruptFrame as exc:
-                self._count("corrupt")
-                with self._cond:
-                    self._last_error = f"{self.cfg.kind} source '{self.cfg.id}': corrupt frame {exc}"
-                log.warning("capture %s: skipped corrupt frame %s", self.cfg.id, exc)
-                continue
-            if image is None:
-                self._count("empty")
-                continue
             self._publish(image, source.origin)
+
+    def _skipped(self, exc: CorruptFrame) -> None:
+        kind = exc.kind if exc.kind in SKIP_REASONS else "corrupt"
+        self._count(kind)
+        with self._cond:
+            self._last_error = f"{self.cfg.kind} source '{self.cfg.id}': skipped ({kind}) {exc}"
+            first = (exc.origin, kind) not in self._logged
+            if first and len(self._logged) < _LOGGED_MAX:
+                self._logged.add((exc.origin, kind))
+        if first:
+            log.warning("capture %s: skipped %s (%s)", self.cfg.id, exc, kind)
 
     def _publish(self, image: np.ndarray, origin: str) -> None:
         with self._cond:

@@ -83,7 +83,8 @@ def test_corrupt_and_empty_files_raise_corrupt_frame_naming_the_file(tmp_path: P
     assert kinds == ["ndarray", "CorruptFrame", "CorruptFrame", "ndarray"]
     bad, empty = got[1][1], got[2][1]
     assert isinstance(bad, CorruptFrame) and isinstance(empty, CorruptFrame)
-    assert bad.origin == str(tmp_path / "img_001.jpg") and "not a decodable image" in bad.reason
+    assert bad.origin == str(tmp_path / "img_001.jpg") and "not a JPEG, PNG, BMP or TIFF" in bad.reason
+    assert (bad.kind, empty.kind) == ("undecodable", "empty")
     assert str(empty) == f"{tmp_path / 'img_002.png'}: empty file (0 bytes)"
     assert "\n" not in str(bad)
 

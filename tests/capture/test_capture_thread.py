@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from capture_helpers import collect, folder_cfg, level, wait_for, write_images, write_video
 
-from edge.capture import CaptureThread
+from edge.capture import COUNTER_NAMES, CaptureThread
 from edge.config import SourceConfig
 
 Start = Callable[..., CaptureThread]
@@ -32,8 +32,8 @@ def test_folder_frames_in_order_with_seq_and_timestamps(tmp_path: Path, running:
     assert abs(frames[-1].wall_ts - time.time()) < 5
     assert thread.ended and thread.status == "ended"
     assert thread.get(timeout=5) is None  # at once, not after 5 s
-    assert thread.counters == {"captured": 5, "dropped": 0, "corrupt": 0, "empty": 0, "reconnects": 0,
-                               "errors": 0, "status": "ended", "last_error": None}
+    assert thread.counters == {**dict.fromkeys(COUNTER_NAMES, 0), "captured": 5, "status": "ended",
+                               "last_error": None}
 
 
 def test_folder_is_paced_at_fps_without_drift(tmp_path: Path, running: Start) -> None:
@@ -67,12 +67,12 @@ def test_corrupt_and_empty_files_are_counted_and_skipped(tmp_path: Path, running
     assert [Path(f.origin).name for f in frames] == ["img_000.png", "img_003.png"]
     assert [f.seq for f in frames] == [0, 1]  # seq counts delivered frames: no gap for skipped files
     counters = thread.counters
-    assert (counters["captured"], counters["corrupt"], counters["errors"]) == (2, 2, 0)
-    assert counters["status"] == "ended"
+    assert (counters["captured"], counters["undecodable"], counters["empty"], counters["errors"]) == (2, 1, 1, 0)
+    assert counters["corrupt"] == 0 and counters["status"] == "ended"
     empty = tmp_path / "img_002.png"
-    assert counters["last_error"] == f"folder source 'cam0': corrupt frame {empty}: empty file (0 bytes)"
+    assert counters["last_error"] == f"folder source 'cam0': skipped (empty) {empty}: empty file (0 bytes)"
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert "img_001.jpg: not a decodable image" in logged and "img_002.png: empty file" in logged
+    assert "img_001.jpg: not a JPEG, PNG, BMP or TIFF" in logged and "img_002.png: empty file" in logged
 
 
 def test_latest_only_keeps_the_newest_frame(tmp_path: Path, running: Start) -> None:
@@ -196,11 +196,11 @@ def test_unexpected_exception_is_counted_and_leads_to_reconnect(
     real_open = capture_thread.open_source
     calls = []
 
-    def flaky_open(cfg: SourceConfig):  # type: ignore[no-untyped-def]
+    def flaky_open(cfg: SourceConfig, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(cfg.id)
         if len(calls) == 1:
             raise KeyError("boom")
-        return real_open(cfg)
+        return real_open(cfg, *args, **kwargs)
 
     monkeypatch.setattr(capture_thread, "open_source", flaky_open)
     thread = running(folder_cfg(tmp_path, fps=100, reconnect_initial_s=0.01), deliver_all=True)
