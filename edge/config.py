@@ -223,6 +223,10 @@ class LineConfig(StrictModel):
     decision_log_max_bytes: int = Field(64 * 2**20, ge=4096, description="the decision log rolls over at this "
                                         "size: <log>.1 … <log>.N, oldest dropped")
     decision_log_keep: int = Field(5, ge=0, le=1000, description="rolled-over decision logs kept")
+    resume_journal: Path | None = Field(
+        None, description="where a non-looping folder or video source records what it has decided, so a restart "
+        "goes on where it stopped; default <decision_log>.resume, or <outbox_dir>/resume.jsonl without a decision "
+        "log")
     images: ImageLimits = Field(ImageLimits(), description="bounds on every image file the line reads: the folder "
                                 "source, and calibrate/train/eval/quantise inputs")
     ops: OpsConfig = OpsConfig()

@@ -22,15 +22,17 @@ import numpy as np
 from edge.capture.frame import Frame
 from edge.capture.thread import COUNTER_NAMES, CaptureThread
 from edge.config import ConfigError, LineConfig, load_config
+from edge.durable import write_atomic
 from edge.inspect.inspector import Inspection, Inspector, load_inspector
 from edge.ops.health import HealthServer
 from edge.ops.logs import frame_context
-from edge.ops.metrics import DaemonMetrics
+from edge.ops.metrics import DaemonMetrics, peak_rss_mb
 from edge.ops.notify import SystemdNotifier
 from edge.ops.reload import Reloader, file_stamp
 from edge.ops.signals import SignalDispatcher
 from edge.ops.watchdog import InferenceStuck, InferenceWorker, WorkerGaveUp
 from edge.route.publisher import DecisionPublisher
+from edge.route.resume import BatchJournal, journal_path
 from edge.route.sink import DecisionSink
 from edge.route.summaries import DecisionSummarizer
 from edge.transport.outbox import Outbox
@@ -60,9 +62,11 @@ class Daemon:
         self.inspector = inspector or load_inspector(cfg)
         self.outbox = Outbox.from_config(cfg.transport)
         self.sender = OutboxSender(self.outbox, cfg.transport)
+        self.boot_id = format(int(time.time() * 1000), "x")
+        journal = journal_path(cfg)  # a batch (non-looping folder or video) resumes where it stopped
+        self.journal = BatchJournal(journal, cfg, self.boot_id) if journal is not None else None
         self.capture = self._new_capture()
         self._capture_base: dict[str, int] = {}  # counters of capture threads replaced after a stall
-        self.boot_id = format(int(time.time() * 1000), "x")
         self.summaries = DecisionSummarizer(cfg.id, self.outbox, boot=self.boot_id)  # per-minute counts → station
         self.stop_event = threading.Event()
         self.config_path: Path | None = None  # set by `lineside run`: SIGHUP re-reads it
@@ -70,7 +74,7 @@ class Daemon:
         self.counters: dict[str, int] = {
             "frames": 0, "routed": 0, "auto": 0, "errors": 0, "outbox_errors": 0, "inference_stuck": 0,
             "worker_restarts": 0, "capture_stalls": 0, "reloads": 0, "reload_failures": 0, "published": 0,
-            "publish_errors": 0, "ood": 0, "sampled": 0, "batched_frames": 0}
+            "publish_errors": 0, "ood": 0, "sampled": 0, "batched_frames": 0, "journal_errors": 0}
         self.reloader: Reloader[tuple[LineConfig, Inspector]] = Reloader(
             self._prepare_reload, self.watched_signature, cfg.ops.reload_watch_s, name=f"line {cfg.id}")
         self.started_mono = time.monotonic()
@@ -85,13 +89,14 @@ class Daemon:
             window_s=ops.worker_restart_window_s, backoff_initial_s=ops.worker_backoff_initial_s,
             factory=self._fresh_inspector if inspector is None else None, name=f"inference-{cfg.id}")
         self.metrics = DaemonMetrics(self)
-        self.sink = DecisionSink(cfg, self.outbox, self.summaries, self.metrics, self.counters)
+        self.sink = DecisionSink(cfg, self.outbox, self.summaries, self.metrics, self.counters, self.journal)
         self.health: HealthServer | None = None
 
     # ---- parts ---------------------------------------------------------------------------------------------
     def _new_capture(self) -> CaptureThread:
         # files wait for us, a camera does not: replay every file, but keep only the newest frame of a live source
-        return CaptureThread(self.cfg.source, deliver_all=self.cfg.source.kind in ("folder", "video"))
+        return CaptureThread(self.cfg.source, deliver_all=self.cfg.source.kind in ("folder", "video"),
+                             limits=self.cfg.images, skip=self.journal.decided if self.journal else None)
 
     def _inspect(self, image: np.ndarray | list[np.ndarray]) -> Any:
         if isinstance(image, list):  # a batch: one encoder run for all (an inspector without one goes frame by frame)
@@ -127,7 +132,8 @@ class Daemon:
         return self.cfg.routing.review_threshold if calibrated is None else calibrated
 
     def frame_id(self, frame: Frame) -> str:
-        return f"{self.cfg.id}:{_safe_id(frame.source_id)}:{self.boot_id}:{frame.seq}"
+        """<line>:<source>:<boot>:<seq>; a resumed batch's file routed before the restart keeps the id it had."""
+        return self.sink.frame_id(frame) or f"{self.cfg.id}:{_safe_id(frame.source_id)}:{self.boot_id}:{frame.seq}"
 
     def capture_counters(self) -> dict[str, Any]:
         now = self.capture.counters
@@ -253,7 +259,8 @@ class Daemon:
                 self.counters["reload_failures"] += 1
                 log.error("line %s: reload refused, config does not load: %s", self.cfg.id, exc, extra=ctx)
                 return None
-            kept = [k for k in ("id", "source", "transport", "ops", "status_file", "decision_log")
+            kept = [k for k in ("id", "source", "transport", "ops", "status_file", "decision_log", "images",
+                                "resume_journal")
                     if getattr(new_cfg, k) != getattr(self.cfg, k)]
             if kept:
                 log.warning("line %s: reload: %s changed; these need a restart and keep their old values",
@@ -300,17 +307,14 @@ class Daemon:
             "capture": {"status": self.capture.status, **self.capture_counters()},
             "outbox": self.outbox.snapshot(), "station": self.sender.status(),
             "pack": pack_version, "profile": profile_version, "ready": self.readiness()[0],
-            "exit_code": self.exit_code,
+            "exit_code": self.exit_code, "peak_rss_mb": peak_rss_mb(),
             "health": self.health.url if self.health is not None else None,
             "decisions_pub": self.sink.publisher.bound if self.sink.publisher is not None else None,
         }
 
     def _write_status(self) -> None:
-        if self.cfg.status_file is None:
-            return
-        tmp = self.cfg.status_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=1))
-        os.replace(tmp, self.cfg.status_file)
+        if self.cfg.status_file is not None:
+            write_atomic(self.cfg.status_file, json.dumps(self.status(), indent=1).encode())
 
     def _start_ops(self) -> None:
         ops = self.cfg.ops

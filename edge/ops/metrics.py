@@ -7,6 +7,7 @@ collector, so there is one source of truth; only latencies are recorded as they 
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -24,6 +25,11 @@ def rss_bytes(pid: int | str = "self") -> int:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (getrusage's high-water mark), in MiB."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def open_fds(pid: int | str = "self") -> int:
@@ -113,9 +119,10 @@ class DaemonCollector(Collector):
         cap = d.capture_counters()
         yield _counter("lineside_capture_frames", "frames read from the source (frames in)", [],
                        {(): float(cap["captured"] or 0)})
-        yield _counter("lineside_capture_events", "capture events: dropped (replaced before inspection), corrupt, "
-                       "empty, reconnects, errors", ["kind"],
-                       {(k,): float(cap[k] or 0) for k in ("dropped", "corrupt", "empty", "reconnects", "errors")})
+        yield _counter("lineside_capture_events", "capture events: dropped (replaced before inspection); skipped "
+                       "frames and files by reason (corrupt, empty, not_regular, too_large, too_many_pixels, "
+                       "undecodable, unreadable); resumed (decided before a restart); reconnects, errors", ["kind"],
+                       {(k,): float(v or 0) for k, v in cap.items() if k not in ("captured", "status", "last_error")})
         yield _gauge("lineside_capture_queue_depth", "frames captured and waiting for the inspector",
                      float(d.capture_queue_depth()))
         yield _gauge("lineside_capture_connected", "1 while the source is connected", float(cap["status"] ==

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -22,9 +22,10 @@ from edge.ops.logs import frame_context
 from edge.ops.metrics import DaemonMetrics
 from edge.route.decision_log import DecisionLog
 from edge.route.publisher import DecisionPublisher
+from edge.route.resume import BatchJournal
 from edge.route.summaries import DecisionSummarizer
 from edge.transport.outbox import Outbox, OutboxError
-from edge.uncertainty.score import review_route
+from edge.uncertainty.score import ReviewRoute, review_route
 
 log = logging.getLogger("edge.daemon")
 
@@ -34,7 +35,7 @@ class DecisionSink:
     counts frames, routed, auto, ood, sampled, outbox_errors, published and publish_errors in it."""
 
     def __init__(self, cfg: LineConfig, outbox: Outbox, summaries: DecisionSummarizer, metrics: DaemonMetrics,
-                 counters: dict[str, int]) -> None:
+                 counters: dict[str, int], journal: BatchJournal | None = None) -> None:
         self.cfg = cfg  # replaced by the daemon on a reload (routing may change)
         self.outbox = outbox
         self.summaries = summaries
@@ -43,9 +44,15 @@ class DecisionSink:
         self.by_verdict: dict[str, int] = {}
         self.by_route: dict[tuple[str, str], int] = {}
         self.publisher: DecisionPublisher | None = None
+        self.journal = journal  # a batch source's record of what is decided (edge.route.resume)
         self._audit_rng = np.random.default_rng(cfg.routing.audit_seed)
         self._log = (DecisionLog(cfg.decision_log, cfg.decision_log_max_bytes, cfg.decision_log_keep)
                      if cfg.decision_log else None)
+
+    def frame_id(self, frame: Frame) -> str | None:
+        """The frame id a resumed batch gave this file before a restart, when it was on its way to review."""
+        pending = self.journal.pending(frame.origin) if self.journal is not None else None
+        return pending[0] if pending is not None else None
 
     def decide(self, frame: Frame, frame_id: str, result: Inspection, review_threshold: float,
                versions: tuple[str, str]) -> None:
@@ -55,6 +62,9 @@ class DecisionSink:
         t = time.monotonic()
         reason = review_route(result.uncertainty, review_threshold, float(self._audit_rng.random()),
                               self.cfg.routing.audit_fraction)
+        pending = self.journal.pending(frame.origin) if self.journal is not None else None
+        if pending is not None:  # routed before a restart, perhaps stored already: route it again, same id
+            reason = cast(ReviewRoute, pending[1])
         routed = reason is not None
         self.counters["frames"] += 1
         self.counters["routed" if routed else "auto"] += 1
@@ -76,10 +86,12 @@ class DecisionSink:
             try:
                 if not ok:
                     raise OutboxError(f"JPEG encoding failed for frame {frame_id}")
+                if self.journal is not None and pending is None:
+                    self.journal.will_route(frame.origin, frame_id, reason)
                 # None = a full outbox refused it; the outbox has counted and logged that
                 queued = self.outbox.put(review_item(self.cfg, frame, frame_id, result, versions, reason),
                                          jpeg.tobytes()) is not None
-            except OutboxError as exc:
+            except (OutboxError, OSError) as exc:  # OSError: the batch journal cannot be written
                 self.counters["outbox_errors"] += 1
                 log.error("line %s camera %s frame %s stage outbox: %s", self.cfg.id, frame.source_id, frame_id, exc,
                           extra={**ctx, "stage": "outbox"})
@@ -90,6 +102,13 @@ class DecisionSink:
             "routed": routed, "reason": reason, "queued": queued, "pack": versions[0], "profile": versions[1]}
         if self._log is not None:
             self._log.write(decision)
+        if self.journal is not None:
+            try:
+                self.journal.done(frame.origin, frame_id)
+            except OSError as exc:  # decided all the same; a restart would decide this file again
+                self.counters["journal_errors"] = self.counters.get("journal_errors", 0) + 1
+                log.error("line %s camera %s frame %s: batch journal %s: %s", self.cfg.id, frame.source_id, frame_id,
+                          self.journal.path, exc, extra=ctx)
         self.summaries.add(decision)
         if self.publisher is not None:
             self._publish(frame, frame_id, result, decision, ctx)
@@ -116,5 +135,7 @@ class DecisionSink:
     def close(self) -> None:
         if self._log is not None:
             self._log.close()
+        if self.journal is not None:
+            self.journal.close()
         if self.publisher is not None:
             self.publisher.close()
