@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from edge.config import StationConfig
+from edge.station import http_errors
 from edge.station.auth import SessionCodec, SessionGuard, load_or_create_secret
 from edge.station.risk_audit import AuditMonitor
 from edge.station.store import Store
@@ -63,6 +64,7 @@ def create_app(store: Store, storage_dir: Path | str, ingest_counters: CountersF
 
     app = FastAPI(title="lineside station", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(SessionGuard, store=store, codec=codec, counters=counters)
+    http_errors.install(app)  # after the session guard: its id check answers first, before any login
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for group in (account, review, admin, live, stats_view, summaries_view):
         app.include_router(group.router(console))
