@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge.findings import Region
+from edge.images import ImageError, read_header
 
 SCHEMA_VERSION = 1
 KIND_ITEM = b"item"
@@ -26,6 +27,7 @@ MAX_JPEG_BYTES = 32 * 1024 * 1024
 # megabytes per item; and the scale of its grey levels: 0 = the good-image mean or below, 255 = this many good-image
 # standard deviations above it or more (the anomaly map is in those units, edge.grounding.anomaly.combine)
 MAX_HEATMAP_CHARS = 64 * 1024
+MAX_HEATMAP_PIXELS = 512 * 512  # the model's grid is tens of cells a side; a PNG promising more is refused unread
 HEATMAP_Z_MAX = 8.0
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -80,6 +82,12 @@ class ReviewItem(BaseModel):
             raise ValueError("not base64") from None
         if not data.startswith(_PNG_MAGIC):
             raise ValueError("not a PNG")
+        try:
+            header = read_header(data, "heatmap")
+        except ImageError as exc:
+            raise ValueError(str(exc)) from None
+        if header.pixels > MAX_HEATMAP_PIXELS:  # a browser would decode it: a PNG bomb stops here
+            raise ValueError(f"{header.width} × {header.height} pixels, more than {MAX_HEATMAP_PIXELS}")
         return value
 
 
@@ -88,8 +96,9 @@ def encode_item(item: ReviewItem, jpeg: bytes) -> list[bytes]:
     return [KIND_ITEM, item.model_dump_json().encode(), jpeg]
 
 
-def decode_item(frames: list[bytes]) -> tuple[ReviewItem, bytes]:
-    """Parse ``[b"item", header, jpeg]``; raise WireError naming what is wrong."""
+def decode_item(frames: list[bytes], max_pixels: int | None = None) -> tuple[ReviewItem, bytes]:
+    """Parse ``[b"item", header, jpeg]``; raise WireError naming what is wrong. With ``max_pixels``, a JPEG whose
+    frame header does not parse or promises more pixels is refused too (read from its header: no decode)."""
     if len(frames) != 3:
         raise WireError(f"expected 3 frames (kind, header, jpeg), got {len(frames)}")
     kind, header, jpeg = frames
@@ -102,6 +111,13 @@ def decode_item(frames: list[bytes]) -> tuple[ReviewItem, bytes]:
     if not jpeg.endswith(b"\xff\xd9"):
         # a cheap check (no decode at 1,000 items/s) that catches the common breakage: a cut-off image
         raise WireError("image is truncated (no JPEG end-of-image marker)")
+    if max_pixels is not None:
+        try:
+            size = read_header(jpeg, "image")
+        except ImageError as exc:
+            raise WireError(str(exc)) from None
+        if size.format != "jpeg" or size.pixels > max_pixels:
+            raise WireError(f"image of {size.width} × {size.height} pixels, more than max_pixels {max_pixels}")
     item = parse_versioned(ReviewItem, header, "header", SCHEMA_VERSION)
     return item, jpeg
 

@@ -11,13 +11,16 @@ disk before the database row that points at it is committed.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import zlib
 from pathlib import Path
 
 from edge.durable import write_atomic
+from edge.transport.schema import MAX_JPEG_BYTES
 
-__all__ = ["ImagePathError", "relative_image_path", "resolve", "write_atomic"]
+__all__ = ["ImagePathError", "relative_image_path", "resolve", "servable", "write_atomic"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -49,4 +52,21 @@ def resolve(storage_dir: Path, relative: str) -> Path:
     path = (root / relative).resolve()
     if not path.is_relative_to(root):
         raise ImagePathError(f"image path {relative!r} leaves the storage directory {root}")
+    return path
+
+
+def servable(path: Path) -> Path:
+    """``path`` when the console may send it: a regular file (after links) no larger than the wire lets an image
+    be, or missing (the caller says so); ImagePathError for anything else — a device or FIFO put in its place
+    would stream for ever, a huge file would be no review image."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise ImagePathError(f"image file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImagePathError(f"image file {path} is not a regular file")
+    if st.st_size > MAX_JPEG_BYTES:
+        raise ImagePathError(f"image file {path} has {st.st_size} bytes, more than {MAX_JPEG_BYTES}")
     return path

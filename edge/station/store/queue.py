@@ -229,7 +229,7 @@ class ReviewQueue:
         """The image file of an item, looked up by id (never from a client-supplied path)."""
         with self._db.session() as s:
             relative = s.scalar(select(ReviewItemRow.image_path).where(ReviewItemRow.id == item_id))
-        return None if relative is None else imagefiles.resolve(self._db.storage_dir, relative)
+        return None if relative is None else imagefiles.servable(imagefiles.resolve(self._db.storage_dir, relative))
 
     def good_references(self, line_id: str, limit: int = 4, exclude: int | None = None) -> list[ReferenceView]:
         """The line's most recently reviewed-good frames, newest answer first: items whose latest review says good.
