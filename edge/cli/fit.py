@@ -56,7 +56,7 @@ def calibrate(
         profile = fit(pack, load_vocabulary(vocab), good_files, cfg.line.id, cfg.line.profile,
                       defects=list_images(defects) if defects else None, provider=cfg.line.model.provider,
                       progress=progress.lines, routing=_routing_spec(policy, alpha, delta, budget),
-                      defect_rate=defect_rate)
+                      defect_rate=defect_rate, limits=cfg.line.images)
     except USER_ERRORS as exc:
         fail(exc)
     typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} "
@@ -117,7 +117,7 @@ def train(
         typer.echo(f"line {line_id}: {len(reviewed)} reviewed frames in the station")
         profile = train_profile(load_pack(cfg.line.model.pack), cfg.line.profile, reviewed,
                                 _routing_spec(policy, alpha, delta, budget), cfg.line.model.provider,
-                                progress=progress.lines)
+                                progress=progress.lines, limits=cfg.line.images)
     except USER_ERRORS as exc:
         fail(exc)
     typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} from {profile.metrics['trained_from']} "

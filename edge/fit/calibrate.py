@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.config import ImageLimits
 from edge.fit.classifier import best_threshold
 from edge.fit.refit import RoutingSpec, refit
 from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
@@ -82,9 +83,11 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
               provider: str = "auto", progress: Progress = silent, seed: int = 0,
               max_bank_images: int = MAX_BANK_IMAGES, global_weight: float = 1.0,
               fit_classifier: bool = True, weights: dict[str, float] | None = None,
-              routing: RoutingSpec | None = None, defect_rate: float | None = None) -> LineProfile:
+              routing: RoutingSpec | None = None, defect_rate: float | None = None,
+              limits: ImageLimits | None = None) -> LineProfile:
     """Fit and save a new profile version; returns it. `defect_rate`: the share of defective parts the line
-    makes, if known — the good/defect thresholds then maximise accuracy at that rate (else balanced accuracy)."""
+    makes, if known — the good/defect thresholds then maximise accuracy at that rate (else balanced accuracy).
+    `limits`: the line's image bounds (line.images); a file beyond them is skipped with one line."""
     if len(good) < 3:
         raise ProfileError(f"calibration needs at least 3 good images, got {len(good)}")
     if defect_rate is not None and not 0.0 < defect_rate < 1.0:
@@ -106,7 +109,7 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
         n = 0
         for path in progress(files, label):
             try:
-                emb = encoder.encode(read_image(path))
+                emb = encoder.encode(read_image(path, limits))
             except ImageError as exc:  # one bad file must not spoil a line setup: say so, count it, go on
                 log.error("%s (skipped)", exc)
                 unreadable.append(str(path))

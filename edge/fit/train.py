@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.config import ImageLimits
 from edge.findings import GOOD
 from edge.fit.refit import RoutingSpec, refit
 from edge.images import ImageError, read_image
@@ -39,13 +40,13 @@ log = logging.getLogger(__name__)
 
 
 
-def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], progress: Progress = silent
-                      ) -> tuple[LabelledRows, list[str]]:
+def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], progress: Progress = silent,
+                      limits: ImageLimits | None = None) -> tuple[LabelledRows, list[str]]:
     """Rows for the reviewed frames; unreadable images are skipped and named in the second value."""
     features, labels, classes, sources, skipped = [], [], [], [], []
     for item in progress(list(reviewed), "reviewed frames"):
         try:
-            bgr = read_image(item.image_path)
+            bgr = read_image(item.image_path, limits)
         except ImageError as exc:
             log.error("%s (skipped)", exc)
             skipped.append(str(item.image_path))
@@ -62,8 +63,9 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
 
 def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[ReviewedFrame],
                   routing: RoutingSpec | None = None, provider: str = "auto", seed: int = 0,
-                  progress: Progress = silent) -> LineProfile:
-    """Fit and save the next profile version from the current one's rows plus `reviewed`; returns it."""
+                  progress: Progress = silent, limits: ImageLimits | None = None) -> LineProfile:
+    """Fit and save the next profile version from the current one's rows plus `reviewed` (their images read
+    within `limits`); returns it."""
     started = time.monotonic()
     current = load_profile(profile_dir, pack_version=pack.version, with_rows=True)
     if current.rows is None:
@@ -72,7 +74,7 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     if not reviewed:
         raise ProfileError(f"line {current.line_id}: the station has no reviewed frames for this line yet")
     inspector = Inspector(pack, current, provider)
-    new_rows, skipped = rows_from_reviews(inspector, reviewed, progress)
+    new_rows, skipped = rows_from_reviews(inspector, reviewed, progress, limits)
     if not len(new_rows):
         raise ProfileError(f"line {current.line_id}: none of the {len(reviewed)} reviewed images could be read")
     profile = copy.copy(current)

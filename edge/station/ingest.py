@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from edge.config import DEFAULT_MAX_PIXELS
+from edge.config import ImageLimits
 from edge.ops.logs import RateLimitedLog
 from edge.transport.handshake import HandshakeWatch, LoggingAuthenticator
 from edge.transport.keys import KeyFileError, count_public_keys, load_secret, make_curve_server
@@ -68,10 +68,11 @@ class IngestServer(threading.Thread):
                  context: zmq.Context[zmq.Socket[bytes]] | None = None,
                  curve_secret_key: Path | None = None, allowed_keys_dir: Path | None = None,
                  checkpoint: Callable[[], bool] | None = None, checkpoint_idle_s: float = 1.0,
-                 batch_items: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 batch_items: int = 64, image_limits: ImageLimits | None = None) -> None:
         super().__init__(name="station-ingest", daemon=True)
         self._store = store
-        self._max_pixels = max_pixels  # a JPEG whose header promises more is refused as malformed, unread
+        # a JPEG larger, or whose header promises more pixels, is refused as malformed, never decoded
+        self._limits = image_limits or ImageLimits()
         self._poll_ms = poll_ms
         self._batch_items = max(1, batch_items)
         self._checkpoint = checkpoint
@@ -231,7 +232,7 @@ class IngestServer(threading.Thread):
         identity, frames = message[0], message[1:]
         self._count("received")
         try:
-            item, jpeg = decode_item(frames, self._max_pixels)
+            item, jpeg = decode_item(frames, self._limits.max_pixels, self._limits.max_file_bytes)
         except WireError as exc:
             self._count("malformed")
             frame_id = frame_id_of(frames)

@@ -77,7 +77,7 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
                               allowed_keys_dir=cfg.allowed_keys_dir,
                               checkpoint=(lambda: sqlite_wal_checkpoint(store.engine))
                               if cfg.wal_checkpoint_idle_s > 0 else None,
-                              checkpoint_idle_s=cfg.wal_checkpoint_idle_s, max_pixels=cfg.images.max_pixels)
+                              checkpoint_idle_s=cfg.wal_checkpoint_idle_s, image_limits=cfg.images)
         sock = _listen(cfg.http_host, cfg.http_port)
         app = create_app(store, cfg.storage_dir, ingest_counters=lambda: ingest.counters if ingest else {},
                          config=cfg)

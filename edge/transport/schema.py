@@ -96,7 +96,8 @@ def encode_item(item: ReviewItem, jpeg: bytes) -> list[bytes]:
     return [KIND_ITEM, item.model_dump_json().encode(), jpeg]
 
 
-def decode_item(frames: list[bytes], max_pixels: int | None = None) -> tuple[ReviewItem, bytes]:
+def decode_item(frames: list[bytes], max_pixels: int | None = None,
+                max_bytes: int = MAX_JPEG_BYTES) -> tuple[ReviewItem, bytes]:
     """Parse ``[b"item", header, jpeg]``; raise WireError naming what is wrong. With ``max_pixels``, a JPEG whose
     frame header does not parse or promises more pixels is refused too (read from its header: no decode)."""
     if len(frames) != 3:
@@ -106,8 +107,8 @@ def decode_item(frames: list[bytes], max_pixels: int | None = None) -> tuple[Rev
         raise WireError(f"unknown message kind {kind[:20]!r}")
     if not jpeg.startswith(b"\xff\xd8"):
         raise WireError("image is not a JPEG")
-    if len(jpeg) > MAX_JPEG_BYTES:
-        raise WireError(f"image too large ({len(jpeg)} bytes > {MAX_JPEG_BYTES})")
+    if len(jpeg) > min(max_bytes, MAX_JPEG_BYTES):
+        raise WireError(f"image too large ({len(jpeg)} bytes > {min(max_bytes, MAX_JPEG_BYTES)})")
     if not jpeg.endswith(b"\xff\xd9"):
         # a cheap check (no decode at 1,000 items/s) that catches the common breakage: a cut-off image
         raise WireError("image is truncated (no JPEG end-of-image marker)")
