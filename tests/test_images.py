@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import cv2
@@ -15,18 +13,7 @@ import pytest
 
 from edge.config import ImageLimits
 from edge.images import ImageError, decode_image, read_header, read_image
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit grey PNG of width × height that compresses to almost nothing (every row zero)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    row = bytes(1 + (width + 7) // 8)
-    z = zlib.compressobj(9)
-    data = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+from edge.tools.hostile import png_bomb
 
 
 def reason(path: Path, limits: ImageLimits | None = None) -> str:

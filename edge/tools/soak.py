@@ -74,25 +74,32 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def prepare(workdir: Path, fps: float, profile: Path | None, pack: Path) -> tuple[Path, dict[str, int]]:
-    """Frames, a calibrated profile and a config.yaml under `workdir`; returns the config path and the ports."""
-    from edge.demo import demo_calibration_images, lay_out_frames
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    lay_out_frames(workdir / "frames")
-    profile_dir = workdir / "profile"
+def textile_profile(profile_dir: Path, pack: Path, profile: Path | None, line_id: str) -> None:
+    """A line profile in ``profile_dir``: a copy of ``profile`` when given, else the one there, else one calibrated
+    on the demo's textile images (about 10 s)."""
     if profile is not None:
         shutil.rmtree(profile_dir, ignore_errors=True)
         shutil.copytree(profile, profile_dir)
     elif not (profile_dir / "CURRENT").exists():
+        from edge.demo import demo_calibration_images
         from edge.fit.calibrate import calibrate
         from edge.vlm.pack import load_pack
         from edge.vlm.vocabulary import load_vocabulary
 
         good, defects = demo_calibration_images()
-        print(f"soak: calibrating a textile line profile from {len(good)} good images …", flush=True)
-        calibrate(load_pack(pack), load_vocabulary(), good, "soak-line", profile_dir, defects=defects,
+        print(f"{line_id}: calibrating a textile line profile from {len(good)} good images …", flush=True)
+        calibrate(load_pack(pack), load_vocabulary(), good, line_id, profile_dir, defects=defects,
                   provider="cpu", progress=lambda items, _label: items)
+
+
+def prepare(workdir: Path, fps: float, profile: Path | None, pack: Path) -> tuple[Path, dict[str, int]]:
+    """Frames, a calibrated profile and a config.yaml under `workdir`; returns the config path and the ports."""
+    from edge.demo import lay_out_frames
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    lay_out_frames(workdir / "frames")
+    profile_dir = workdir / "profile"
+    textile_profile(profile_dir, pack, profile, "soak-line")
     for stale in ("outbox", "images", "station.db", "station.db-wal", "station.db-shm", "decisions.jsonl"):
         path = workdir / stale
         if path.is_dir():

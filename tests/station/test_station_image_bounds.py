@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,18 +16,10 @@ from edge.station.console import create_app
 from edge.station.ingest import IngestServer
 from edge.station.store import Store
 from edge.station.users import add_user
+from edge.tools.hostile import png_bomb, with_jpeg_size
 from edge.transport.schema import ReviewItem, encode_item
-from tests.test_images import png_bomb
 
 REPLY_MS = 10_000
-
-
-def _giant_jpeg(jpeg: bytes, width: int, height: int) -> bytes:
-    """A real JPEG whose frame header is rewritten to say width × height (what a hostile sender would send)."""
-    i = 2
-    while jpeg[i + 1] not in (0xC0, 0xC1, 0xC2):
-        i += 2 + struct.unpack_from(">H", jpeg, i + 2)[0]
-    return jpeg[:i + 5] + struct.pack(">HH", height, width) + jpeg[i + 9:]
 
 
 def _reply(dealer: zmq.Socket, frames: list[bytes]) -> list[bytes]:
@@ -41,7 +32,7 @@ def test_ingest_refuses_a_jpeg_promising_too_many_pixels(
         ingest: IngestServer, dealer: zmq.Socket, store: Store, make_item: Callable[..., ReviewItem],
         jpeg: Callable[..., bytes]) -> None:
     item = make_item()
-    giant = _giant_jpeg(jpeg(), 60_000, 60_000)  # 3.6 gigapixels in a few KB
+    giant = with_jpeg_size(jpeg(), 60_000, 60_000)  # 3.6 gigapixels in a few KB
     t = time.monotonic()
     reply = _reply(dealer, encode_item(item, giant))
     assert reply[:2] == [b"err", item.frame_id.encode()] and b"more than max_pixels" in reply[2]
