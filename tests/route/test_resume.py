@@ -14,6 +14,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 from edge.config import parse_config
@@ -24,7 +25,7 @@ from edge.transport.outbox import Outbox
 from tests.conftest import LINESIDE, REPO, line_config
 from tests.ops.conftest import wait_for
 
-FILES = 2000
+FILES = 400  # CI's form; the 2,000-file run of the acceptance is the slow one (pytest -m slow)
 
 
 def _decisions(workdir: Path) -> list[dict]:
@@ -66,9 +67,10 @@ def _config(workdir: Path, frames: Path, profile: Path, drain_timeout_s: float =
     return config
 
 
+@pytest.mark.parametrize("files", [FILES, pytest.param(2000, marks=pytest.mark.slow)])
 def test_kill_9_halfway_through_a_batch_then_a_restart_decides_each_file_once(
-        tmp_path: Path, textile_images: dict[str, Path], calibrated_profile: Path) -> None:
-    paths = _batch(tmp_path / "batch", textile_images["frames"], FILES)
+        files: int, tmp_path: Path, textile_images: dict[str, Path], calibrated_profile: Path) -> None:
+    paths = _batch(tmp_path / "batch", textile_images["frames"], files)
     config = _config(tmp_path, tmp_path / "batch", calibrated_profile)
     http_port = yaml.safe_load(config.read_text())["station"]["http_port"]
     station = subprocess.Popen([*LINESIDE, "station", "--config", str(config)], cwd=REPO, text=True,
@@ -78,11 +80,11 @@ def test_kill_9_halfway_through_a_batch_then_a_restart_decides_each_file_once(
         wait_for(lambda: _http_ok(f"http://127.0.0.1:{http_port}/healthz"), 60, "the station")
         run = [*LINESIDE, "run", "--config", str(config)]
         daemon = subprocess.Popen(run, cwd=REPO, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: len(_decisions(tmp_path)) >= FILES // 2, 300, "half the batch decided")
+        wait_for(lambda: len(_decisions(tmp_path)) >= files // 2, 300, "half the batch decided")
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
         before = _decisions(tmp_path)
-        assert FILES // 2 <= len(before) < FILES, "killed halfway"
+        assert files // 2 <= len(before) < files, "killed halfway"
 
         daemon = subprocess.Popen(run, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = daemon.communicate(timeout=600)  # a batch source ends: `lineside run` exits by itself
@@ -96,12 +98,12 @@ def test_kill_9_halfway_through_a_batch_then_a_restart_decides_each_file_once(
         station.wait(30)
 
     decisions = _decisions(tmp_path)
-    assert len(decisions) == FILES, "2,000 decisions in all"
+    assert len(decisions) == files, "2,000 decisions in all"
     assert Counter(d["origin"] for d in decisions) == Counter(str(p) for p in paths), "each file once"
-    assert len({d["frame_id"] for d in decisions}) == FILES
-    assert status["capture"]["resumed"] == len(before) and status["frames"] == FILES - len(before)
+    assert len({d["frame_id"] for d in decisions}) == files
+    assert status["capture"]["resumed"] == len(before) and status["frames"] == files - len(before)
     routed = {d["frame_id"] for d in decisions if d["routed"]}
-    assert 100 < len(routed) < FILES
+    assert files // 20 < len(routed) < files
     with sqlite3.connect(tmp_path / "station.db") as db:
         stored = [row[0] for row in db.execute("SELECT frame_id FROM review_items")]
     assert sorted(stored) == sorted(routed), "the station holds each routed frame once, and nothing else"
@@ -109,8 +111,8 @@ def test_kill_9_halfway_through_a_batch_then_a_restart_decides_each_file_once(
 
     # a finished batch stays finished: a third start decides nothing
     third = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert third.returncode == 0 and len(_decisions(tmp_path)) == FILES
-    assert json.loads(third.stdout.strip().splitlines()[-1])["capture"]["resumed"] == FILES
+    assert third.returncode == 0 and len(_decisions(tmp_path)) == files
+    assert json.loads(third.stdout.strip().splitlines()[-1])["capture"]["resumed"] == files
 
 
 def test_the_crash_windows_are_settled_from_the_journal_and_the_decision_log(
