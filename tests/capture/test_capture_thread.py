@@ -209,3 +209,61 @@ def test_unexpected_exception_is_counted_and_leads_to_reconnect(
     counters = thread.counters
     assert counters["errors"] == 1 and counters["reconnects"] == 1
     assert "unexpected KeyError while opening the source: 'boom'" in str(counters["last_error"])
+
+
+def test_a_reconnect_goes_on_after_the_last_file_read_never_from_the_start(tmp_path: Path, running: Start) -> None:
+    folder = tmp_path / "imgs"
+    write_images(folder, 6)
+    thread = running(folder_cfg(folder, fps=100, reconnect_initial_s=0.02, reconnect_max_s=0.05), deliver_all=True)
+    first = collect(thread, n=2)
+    folder.rename(tmp_path / "away")  # unmounted under our feet
+    assert wait_for(lambda: thread.status.startswith("reconnecting"))
+    (tmp_path / "away").rename(folder)
+    rest = collect(thread)
+    names = [Path(f.origin).name for f in first + rest]
+    assert names == [f"img_{i:03d}.png" for i in range(6)], "each file once, in order"
+    assert thread.ended and thread.counters["reconnects"] >= 1
+
+
+def test_what_is_not_a_file_is_no_frame_and_costs_no_pacing_slot(tmp_path: Path, running: Start,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    write_images(tmp_path, 2)
+    (tmp_path / "a_dir.png").mkdir()
+    (tmp_path / "a_zero.jpg").symlink_to("/dev/zero")
+    for i in range(40):
+        (tmp_path / f"b_{i:02d}.jpg").write_bytes(b"garbage")
+    caplog.set_level(logging.WARNING, logger="edge.capture")
+    t = time.monotonic()
+    thread = running(folder_cfg(tmp_path, fps=4), deliver_all=True)  # 2 frames: well under a second
+    frames = collect(thread)
+    assert time.monotonic() - t < 1.5, "42 skipped files took no pacing slots"
+    assert [Path(f.origin).name for f in frames] == ["img_000.png", "img_001.png"]
+    counters = thread.counters
+    assert (counters["not_regular"], counters["undecodable"], counters["corrupt"]) == (2, 40, 0)
+    logged = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(logged) == 42 and any("a_dir.png: not a regular file (a directory) (not_regular)" in m
+                                     for m in logged)
+
+
+def test_a_bad_file_in_a_looping_folder_is_logged_once_and_counted_at_every_pass(
+        tmp_path: Path, running: Start, caplog: pytest.LogCaptureFixture) -> None:
+    write_images(tmp_path, 2)
+    (tmp_path / "img_001_bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    caplog.set_level(logging.WARNING, logger="edge.capture")
+    thread = running(folder_cfg(tmp_path, fps=200, loop=True), deliver_all=True)
+    collect(thread, n=8)  # four passes
+    assert thread.counters["undecodable"] >= 3
+    assert sum("img_001_bad.png" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_files_decided_before_a_restart_are_passed_over_and_counted(tmp_path: Path, running: Start) -> None:
+    paths = write_images(tmp_path, 5)
+    done = {str(paths[0]), str(paths[1]), str(paths[3])}
+    thread = running(folder_cfg(tmp_path, fps=200), deliver_all=True, skip=done.__contains__)
+    assert [f.origin for f in collect(thread)] == [str(paths[2]), str(paths[4])]
+    assert thread.counters["resumed"] == 3 and thread.counters["captured"] == 2
+    video = write_video(tmp_path / "clip.avi", 5)
+    seen = {f"{video} frame {i}" for i in (0, 1, 2)}
+    clip = running(SourceConfig(kind="video", path=video, fps=200), deliver_all=True, skip=seen.__contains__)
+    assert [f.origin for f in collect(clip)] == [f"{video} frame 3", f"{video} frame 4"]
+    assert clip.counters["resumed"] == 3
