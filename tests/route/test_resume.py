@@ -10,7 +10,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import yaml
 from edge.config import parse_config
 from edge.daemon import Daemon
 from edge.route.resume import BatchJournal, journal_path
-from edge.tools.net import free_port
+from edge.tools.net import free_port, wait_http
 from edge.transport.outbox import Outbox
 from tests.conftest import LINESIDE, REPO, line_config
 from tests.ops.conftest import wait_for
@@ -33,14 +32,6 @@ def _decisions(workdir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def _batch(folder: Path, sources: Path, n: int) -> list[Path]:
@@ -77,7 +68,7 @@ def test_kill_9_halfway_through_a_batch_then_a_restart_decides_each_file_once(
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     daemon: subprocess.Popen[str] | None = None
     try:
-        wait_for(lambda: _http_ok(f"http://127.0.0.1:{http_port}/healthz"), 60, "the station")
+        wait_http(f"http://127.0.0.1:{http_port}/healthz", 60, station)
         run = [*LINESIDE, "run", "--config", str(config)]
         daemon = subprocess.Popen(run, cwd=REPO, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: len(_decisions(tmp_path)) >= files // 2, 300, "half the batch decided")
@@ -108,6 +99,9 @@ def test_kill_9_halfway_through_a_batch_then_a_restart_decides_each_file_once(
         stored = [row[0] for row in db.execute("SELECT frame_id FROM review_items")]
     assert sorted(stored) == sorted(routed), "the station holds each routed frame once, and nothing else"
     assert Outbox(tmp_path / "outbox").depth() == 0
+    print(f"{files} files: {len(before)} decided before the kill -9, {files - len(before)} after the restart; "
+          f"{len(decisions)} decisions, {len(set(d['origin'] for d in decisions))} files; {len(routed)} routed, "
+          f"{len(stored)} in the station")
 
     # a finished batch stays finished: a third start decides nothing
     third = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=120)
