@@ -93,9 +93,9 @@ class Daemon:
         self.health: HealthServer | None = None
 
     # ---- parts ---------------------------------------------------------------------------------------------
-    def _new_capture(self) -> CaptureThread:
+    def _new_capture(self, after: object = None) -> CaptureThread:
         # files wait for us, a camera does not: replay every file, but keep only the newest frame of a live source
-        return CaptureThread(self.cfg.source, deliver_all=self.cfg.source.kind in ("folder", "video"),
+        return CaptureThread(self.cfg.source, deliver_all=self.cfg.source.kind in ("folder", "video"), after=after,
                              limits=self.cfg.images, skip=self.journal.decided if self.journal else None)
 
     def _inspect(self, image: np.ndarray | list[np.ndarray]) -> Any:
@@ -237,7 +237,7 @@ class Daemon:
                 self._capture_base[k] = self._capture_base.get(k, 0) + int(v or 0)
         # the new thread counts frames from 0 again: a new boot id keeps frame ids unique
         self.boot_id = format(max(int(time.time() * 1000), int(self.boot_id, 16) + 1), "x")
-        self.capture = self._new_capture()
+        self.capture = self._new_capture(old.position)  # a file source goes on after the last file read
         self.capture.start()
         self._quiet_since = now
 

@@ -97,7 +97,7 @@ def test_unreadable_frame_in_the_stream_is_counted_not_fatal(tmp_path: Path, cal
     assert any("zz_broken.jpg" in line for line in result.stderr.splitlines())
     import json
     status = json.loads(result.stdout.strip().splitlines()[-1])
-    assert status["frames"] == 3 and status["capture"]["corrupt"] == 1
+    assert status["frames"] == 3 and status["capture"]["undecodable"] == 1 and status["capture"]["corrupt"] == 0
 
 
 def test_runtime_never_imports_torch() -> None:

@@ -48,13 +48,13 @@ class CaptureThread(threading.Thread):
     """
 
     def __init__(self, cfg: SourceConfig, *, deliver_all: bool = False, limits: ImageLimits | None = None,
-                 skip: Callable[[str], bool] | None = None) -> None:
+                 skip: Callable[[str], bool] | None = None, after: object = None) -> None:
         super().__init__(name=f"capture-{cfg.id}", daemon=True)
         self.cfg = cfg
         self.deliver_all = deliver_all
         self.limits = limits
         self._skip = skip
-        self._position: object = None  # where the last source got to: a reopened one goes on after it
+        self._position: object = after  # where the last source got to: a reopened one goes on after it
         self._logged: set[tuple[str, str]] = set()
         self._cond = threading.Condition()  # guards everything below; get() and the producer wait on it
         self._stop_event = threading.Event()
@@ -98,6 +98,12 @@ class CaptureThread(threading.Thread):
         """'starting', 'connected', 'reconnecting: <reason>', 'ended' or 'stopped'."""
         with self._cond:
             return self._status
+
+    @property
+    def position(self) -> object:
+        """Where a file source has got to (``after`` for a thread that replaces this one); None for live ones."""
+        with self._cond:
+            return self._position
 
     @property
     def last_error(self) -> str | None:
