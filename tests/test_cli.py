@@ -63,7 +63,7 @@ def test_unreadable_image_in_calibration_is_named_and_skipped(tmp_path: Path,
     result = run_lineside("calibrate", "--config", str(config), "--good", str(good), "--limit", "8")
     assert result.returncode == 0, result.stderr
     [line] = [x for x in result.stderr.splitlines() if "broken.jpg" in x]
-    assert "unreadable image" in line and "skipped" in line
+    assert "not a JPEG, PNG, BMP or TIFF" in line and "skipped" in line
 
 
 def test_calibration_with_only_unreadable_images_fails_clearly(tmp_path: Path) -> None:

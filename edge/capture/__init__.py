@@ -18,10 +18,11 @@ from edge.capture.sources import (
     open_source,
     redact_url,
 )
-from edge.capture.thread import COUNTER_NAMES, CaptureThread
+from edge.capture.thread import COUNTER_NAMES, SKIP_REASONS, CaptureThread
 
 __all__ = [
     "COUNTER_NAMES",
+    "SKIP_REASONS",
     "CaptureThread",
     "CorruptFrame",
     "Frame",

@@ -31,7 +31,7 @@ from edge.station.users import add_user
 from edge.transport.schema import ReviewItem
 
 QUICK_EXAMPLES = 20
-SLOW_EXAMPLES = 150
+SLOW_EXAMPLES = 250
 
 
 def _app(store: Store, storage_dir: Path, make_item: Callable[..., ReviewItem], jpeg: Callable[..., bytes]
