@@ -22,7 +22,6 @@ import numpy as np
 from edge.capture.frame import Frame
 from edge.capture.thread import COUNTER_NAMES, CaptureThread
 from edge.config import ConfigError, LineConfig, load_config
-from edge.durable import write_atomic
 from edge.inspect.inspector import Inspection, Inspector, load_inspector
 from edge.ops.health import HealthServer
 from edge.ops.logs import frame_context
@@ -313,8 +312,10 @@ class Daemon:
         }
 
     def _write_status(self) -> None:
-        if self.cfg.status_file is not None:
-            write_atomic(self.cfg.status_file, json.dumps(self.status(), indent=1).encode())
+        if self.cfg.status_file is not None:  # every 2 s: renamed into place whole, not fsynced
+            tmp = self.cfg.status_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.status(), indent=1))
+            os.replace(tmp, self.cfg.status_file)
 
     def _start_ops(self) -> None:
         ops = self.cfg.ops

@@ -191,6 +191,11 @@ class VideoFileSource(_FileSource):
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"{self._label}: cannot open {self._path} as a video")
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > self._limits.max_pixels:  # from the container's header, before a frame is decoded
+            cap.release()
+            raise SourceError(f"{self._label}: {self._path} has frames of {width} × {height} pixels, more than "
+                              f"max_pixels {self._limits.max_pixels}")
         return cap
 
     def _origin(self, index: int) -> str:

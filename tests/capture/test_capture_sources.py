@@ -171,3 +171,12 @@ def test_urls_lose_their_password_in_logs() -> None:
     assert redact_url("rtsp://admin:hunter2@10.0.0.5:554/s1") == "rtsp://admin:***@10.0.0.5:554/s1"
     assert redact_url("rtsp://10.0.0.5/s1") == "rtsp://10.0.0.5/s1"
     assert redact_url("rtsp://u:p@[fe80::1]:554/s") == "rtsp://u:***@[fe80::1]:554/s"
+
+
+def test_a_video_of_frames_beyond_max_pixels_is_refused_before_a_frame_is_decoded(tmp_path: Path) -> None:
+    from edge.config import ImageLimits
+
+    video = write_video(tmp_path / "clip.avi", 2)
+    with pytest.raises(SourceError, match=r"frames of 32 × 24 pixels, more than max_pixels 700"):
+        open_source(SourceConfig(kind="video", path=video), ImageLimits(max_pixels=700))
+    assert open_source(SourceConfig(kind="video", path=video), ImageLimits(max_pixels=768)).read() is not None
