@@ -77,7 +77,7 @@ def with_jpeg_size(jpeg: bytes, width: int, height: int) -> bytes:
 
 
 def named_cases(folder: Path, good_jpeg: bytes, rng: np.random.Generator) -> dict[str, str]:
-    """The hostile and unlucky files the issue names, written into `folder`; name → what must become of it."""
+    """The hostile and unlucky files a line can meet, written into `folder`; name → what must become of it."""
     noise = rng.integers(0, 256, (50, 8000, 3), np.uint8)
     files: dict[str, tuple[bytes | None, str]] = {
         "a_bomb.png": (png_bomb(30_000, 30_000), "too_many_pixels"),
@@ -143,7 +143,8 @@ def mutate(data: bytes, rng: np.random.Generator) -> bytes:
 
 
 def build_folder(folder: Path, mutants: int, seed: int = 0) -> dict[str, str]:
-    """Good frames, the named cases and `mutants` damaged files; name → expected outcome (None: either)."""
+    """Good frames, the named cases and `mutants` damaged files; name → expected outcome ("" for a mutant: decided
+    or skipped with a reason, either will do)."""
     from edge.datasets import textile_split
 
     rng = np.random.default_rng(seed)
