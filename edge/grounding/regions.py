@@ -47,10 +47,11 @@ def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray
     """Connected components of the map above threshold, in frame pixels, largest peak first."""
     grid_h, grid_w = smoothed_map.shape
     up = cv2.resize(smoothed_map, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
-    mask = (up > threshold).astype(np.uint8)
+    mask = (up > threshold).view(np.uint8)  # one byte a pixel, no copy
     if not mask.any():
         return []
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    del mask
     frame_area = frame_w * frame_h
     grid_mask_all = cv2.resize(labels.astype(np.float32), (grid_w, grid_h), interpolation=cv2.INTER_NEAREST)
     found = []
@@ -58,8 +59,9 @@ def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray
         x, y, w, h, area = (int(v) for v in stats[label])
         if 100.0 * area / frame_area < min_area_pct and area < 9:
             continue
-        inside = labels == label
-        peak = float(up[inside].max())
+        # within the region's box only: a frame-sized temporary per region would cost gigabytes on a large frame
+        inside = (labels[y:y + h, x:x + w] == label).astype(np.uint8)
+        peak = float(cv2.minMaxLoc(up[y:y + h, x:x + w], mask=inside)[1])
         # the region's embedding: its patches weighted by how anomalous they are
         cells = grid_mask_all == label
         if not cells.any():
@@ -73,9 +75,8 @@ def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray
         cls = max(probs, key=probs.__getitem__)
         state_scores = text.state_embeddings[cls] @ emb
         best = int(state_scores.argmax())
-        ys, xs = np.nonzero(inside)
         area_pct = round(100.0 * area / frame_area, 3)
-        location = location_word(float(xs.mean()), float(ys.mean()), frame_w, frame_h)
+        location = location_word(float(centroids[label][0]), float(centroids[label][1]), frame_w, frame_h)
         found.append(Region(
             x=x, y=y, w=w, h=h, area_px=area, area_pct=area_pct, peak=peak, defect_class=cls,
             location=location, caption=caption_of(cls, location, w, h, area_pct), description=text.states[cls][best],

@@ -28,7 +28,17 @@ def rss_bytes(pid: int | str = "self") -> int:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (getrusage's high-water mark), in MiB."""
+    """This process's peak resident set size so far, in MiB: VmHWM of /proc/self/status, the high-water mark of
+    this program's own memory. (getrusage's ru_maxrss is not: Linux carries the parent's peak into it across fork
+    and exec, so a daemon started by a big process would report that process's peak.) getrusage where there is
+    no /proc."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 

@@ -138,3 +138,21 @@ def test_health_server_answers_checks_and_metrics() -> None:
         assert families["things"].samples[0].value == 3
     finally:
         server.stop()
+
+
+def test_peak_rss_is_the_programs_own_not_its_parents() -> None:
+    import subprocess
+    import sys
+
+    from edge.ops.metrics import peak_rss_mb
+
+    ballast = bytearray(400 * 2**20)  # this process holds 400 MB when it starts the child
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    code = ("import resource; from edge.ops.metrics import peak_rss_mb; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, peak_rss_mb())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    inherited, own = float(out[0]), float(out[1])
+    assert inherited > 400 and own < 200, "getrusage carries the parent's peak across exec; VmHWM does not"
+    assert peak_rss_mb() > 400
+    del ballast
