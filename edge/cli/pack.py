@@ -35,7 +35,7 @@ def quantize(
     from edge.datasets import DatasetMissing
     from edge.durable import write_atomic
     from edge.eval.quantized import auroc_change
-    from edge.images import list_images
+    from edge.images import ImageError, list_images
     from edge.profile.line_profile import ProfileError
     from edge.vlm.pack import PackError, load_pack
     from edge.vlm.quantize import Rounding, Target, quantize_pack
@@ -60,7 +60,7 @@ def quantize(
             manifest = json.loads((out / "manifest.json").read_text())  # not hashed: the version stays
             manifest["provenance"]["quantization"]["textile_calib"] = change
             write_atomic(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
-    except (PackError, ProfileError, DatasetMissing) as exc:
+    except (PackError, ProfileError, DatasetMissing, ImageError) as exc:
         fail(exc)
     except ImportError as exc:  # onnx: the quantiser's dependency, in the build extra
         fail(PackError(f"quantisation needs {exc.name or 'onnx'} (pip install onnx, or the build extra)"))

@@ -76,7 +76,7 @@ def with_jpeg_size(jpeg: bytes, width: int, height: int) -> bytes:
     return jpeg[:i + 5] + struct.pack(">HH", height, width) + jpeg[i + 9:]
 
 
-def named_cases(folder: Path, good_jpeg: bytes, rng: np.random.Generator) -> dict[str, str]:
+def named_cases(folder: Path, good_jpeg: bytes, defect_jpeg: bytes, rng: np.random.Generator) -> dict[str, str]:
     """The hostile and unlucky files a line can meet, written into `folder`; name → what must become of it."""
     noise = rng.integers(0, 256, (50, 8000, 3), np.uint8)
     files: dict[str, tuple[bytes | None, str]] = {
@@ -88,9 +88,12 @@ def named_cases(folder: Path, good_jpeg: bytes, rng: np.random.Generator) -> dic
         "a_16bit.png": (_encode(".png", rng.integers(0, 65_536, (200, 300), np.uint16)), DECIDE),
         "a_1x1.png": (_encode(".png", np.full((1, 1, 3), 128, np.uint8)), DECIDE),
         "a_8000x50.png": (_encode(".png", noise), DECIDE),
-        # one frame at the pixel cap: what the ceiling must hold whatever the folder holds
+        # frames at the pixel cap, a good one and a defect (regions are cut at full frame size): what the ceiling
+        # must hold whatever the folder holds
         "a_at_max_pixels.jpg": (_encode(".jpg", cv2.resize(decode_image(good_jpeg, "good"),
                                                            (5000, DEFAULT_MAX_PIXELS // 5000))), DECIDE),
+        "a_at_max_pixels_defect.jpg": (_encode(".jpg", cv2.resize(decode_image(defect_jpeg, "defect"),
+                                                                  (5000, DEFAULT_MAX_PIXELS // 5000))), DECIDE),
     }
     for name, (data, _) in files.items():
         assert data is not None
@@ -150,8 +153,10 @@ def build_folder(folder: Path, mutants: int, seed: int = 0) -> dict[str, str]:
     rng = np.random.default_rng(seed)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    frames = [p for p, _ in textile_split("test")]
+    split = textile_split("test")
+    frames = [p for p, _ in split]
     picks = [frames[int(i)] for i in rng.permutation(len(frames))[:GOOD_FILES]]
+    defect = next(p for p, label in split if label == "global")
     expected: dict[str, str] = {}
     seeds: list[tuple[str, bytes]] = []
     for i, path in enumerate(picks):
@@ -161,7 +166,7 @@ def build_folder(folder: Path, mutants: int, seed: int = 0) -> dict[str, str]:
         image = decode_image(data, str(path))
         ext = (".jpg", ".png", ".bmp", ".tif")[i % 4]
         seeds.append((ext, data if ext == ".jpg" else _encode(ext, image)))
-    expected.update(named_cases(folder, picks[0].read_bytes(), rng))
+    expected.update(named_cases(folder, picks[0].read_bytes(), defect.read_bytes(), rng))
     for i in range(mutants):
         ext, data = seeds[int(rng.integers(0, len(seeds)))]
         name = f"m_{i:05d}{ext}"
@@ -242,8 +247,9 @@ def check(workdir: Path, expected: dict[str, str], code: int, seconds: float,
     folder = workdir / "folder"
     status = json.loads((workdir / "status.json").read_text())
     capture = status["capture"]
-    decided = Counter(Path(json.loads(line)["origin"]).name
-                      for line in (workdir / "decisions.jsonl").read_text().splitlines())
+    decisions = [json.loads(line) for line in (workdir / "decisions.jsonl").read_text().splitlines()]
+    decided = Counter(Path(d["origin"]).name for d in decisions)
+    at_cap = {Path(d["origin"]).name: d["verdict"] for d in decisions if "at_max_pixels" in d["origin"]}
     skipped: dict[str, str] = {}
     prefix = "capture cam0: skipped "
     for line in (workdir / "daemon.log").read_text(errors="replace").splitlines():
@@ -287,7 +293,7 @@ def check(workdir: Path, expected: dict[str, str], code: int, seconds: float,
             "g_") and n in decided), "good_files": sum(1 for n in expected if n.startswith("g_")),
         "peak_rss_mb": status["peak_rss_mb"], "exit_code": code, "seconds": round(seconds, 1),
         "inference_errors": status["errors"], "capture_errors": capture["errors"],
-        "metrics_seen": sorted(k for k, v in metrics.items() if v), "cpu": _cpu(),
+        "metrics_seen": sorted(k for k, v in metrics.items() if v), "verdicts_at_max_pixels": at_cap, "cpu": _cpu(),
     }
     (workdir / "report.json").write_text(json.dumps(report, indent=1))
     return report
@@ -309,7 +315,7 @@ def describe(report: dict[str, Any]) -> str:
         f"(good files {report['good_decided']} of {report['good_files']}), skipped by reason {report['skipped']}",
         f"exit {report['exit_code']}, inference errors {report['inference_errors']}, capture errors "
         f"{report['capture_errors']}; peak RSS {report['peak_rss_mb']} MB (limit {RSS_LIMIT_MB:g}); "
-        f"{report['seconds']} s on {report['cpu']}",
+        f"{report['seconds']} s on {report['cpu']}; frames at max_pixels decided {report['verdicts_at_max_pixels']}",
         "verdict: " + ("PASS" if report["pass"] else "FAIL — " + "; ".join(report["failures"])),
     ]
     return "\n".join(lines)
