@@ -7,6 +7,8 @@ best of that class's states (best-of-N by image–text score).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -42,31 +44,69 @@ def classify_embedding(embedding: np.ndarray, text: TextBank, logit_scale: float
     return dict(zip(text.defect_classes, _softmax(logit_scale * sims).tolist(), strict=True))
 
 
-def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray, frame_w: int, frame_h: int,
-                 text: TextBank, logit_scale: float, min_area_pct: float = 0.02) -> list[Region]:
-    """Connected components of the map above threshold, in frame pixels, largest peak first."""
-    grid_h, grid_w = smoothed_map.shape
+@dataclass(frozen=True)
+class Blob:
+    """One connected region of the map in frame pixels, before it is captioned."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int
+    peak: float
+    label: int  # its label in `RegionMask.labels`
+
+
+@dataclass(frozen=True)
+class RegionMask:
+    up: np.ndarray  # the map resized to the frame
+    labels: np.ndarray  # connected-component labels of the frame's pixels (0 = none)
+    blobs: list[Blob]  # largest peak first, small specks left out
+
+
+def region_mask(smoothed_map: np.ndarray, threshold: float, frame_w: int, frame_h: int, extent: float | None = None,
+                min_area_pct: float = 0.02) -> RegionMask:
+    """The map's regions: connected pixels above `extent` that reach above `threshold` (hysteresis: `threshold`
+    says where a defect is, `extent` how far it reaches; None = `threshold` for both), largest peak first."""
     up = cv2.resize(smoothed_map, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
-    mask = (up > threshold).astype(np.uint8)
-    if not mask.any():
+    low = threshold if extent is None else min(extent, threshold)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((up > low).astype(np.uint8), connectivity=8)
+    blobs = []
+    if n > 1:
+        peaks = np.full(n, -np.inf)
+        np.maximum.at(peaks, labels.ravel().astype(np.intp), up.ravel())
+        frame_area = frame_w * frame_h
+        for label in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[label])
+            if peaks[label] <= threshold or (100.0 * area / frame_area < min_area_pct and area < 9):
+                continue
+            blobs.append(Blob(x, y, w, h, area, float(peaks[label]), label))
+    blobs.sort(key=lambda b: b.peak, reverse=True)
+    return RegionMask(up, labels, blobs[:MAX_REGIONS])
+
+
+def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray, frame_w: int, frame_h: int,
+                 text: TextBank, logit_scale: float, min_area_pct: float = 0.02,
+                 extent: float | None = None) -> list[Region]:
+    """The map's regions (`region_mask`) in frame pixels, each captioned, largest peak first."""
+    grid_h, grid_w = smoothed_map.shape
+    regions = region_mask(smoothed_map, threshold, frame_w, frame_h, extent, min_area_pct)
+    if not regions.blobs:
         return []
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     frame_area = frame_w * frame_h
-    grid_mask_all = cv2.resize(labels.astype(np.float32), (grid_w, grid_h), interpolation=cv2.INTER_NEAREST)
+    grid_labels = cv2.resize(regions.labels.astype(np.float32), (grid_w, grid_h), interpolation=cv2.INTER_NEAREST)
+    low = threshold if extent is None else min(extent, threshold)
     found = []
-    for label in range(1, n):
-        x, y, w, h, area = (int(v) for v in stats[label])
-        if 100.0 * area / frame_area < min_area_pct and area < 9:
-            continue
-        inside = labels == label
-        peak = float(up[inside].max())
+    for blob in regions.blobs:
+        x, y, w, h, area = blob.x, blob.y, blob.w, blob.h, blob.area
+        inside = regions.labels == blob.label
         # the region's embedding: its patches weighted by how anomalous they are
-        cells = grid_mask_all == label
+        cells = grid_labels == blob.label
         if not cells.any():
             cy, cx = int((y + h / 2) * grid_h / frame_h), int((x + w / 2) * grid_w / frame_w)
             cells = np.zeros((grid_h, grid_w), bool)
             cells[min(cy, grid_h - 1), min(cx, grid_w - 1)] = True
-        weights = np.clip(smoothed_map[cells] - threshold, 1e-3, None)[:, None]
+        weights = np.clip(smoothed_map[cells] - low, 1e-3, None)[:, None]
         emb = (patches[cells] * weights).sum(axis=0)
         emb /= max(float(np.linalg.norm(emb)), 1e-12)
         probs = classify_embedding(emb, text, logit_scale)
@@ -77,8 +117,7 @@ def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray
         area_pct = round(100.0 * area / frame_area, 3)
         location = location_word(float(xs.mean()), float(ys.mean()), frame_w, frame_h)
         found.append(Region(
-            x=x, y=y, w=w, h=h, area_px=area, area_pct=area_pct, peak=peak, defect_class=cls,
+            x=x, y=y, w=w, h=h, area_px=area, area_pct=area_pct, peak=blob.peak, defect_class=cls,
             location=location, caption=caption_of(cls, location, w, h, area_pct), description=text.states[cls][best],
             caption_score=float(state_scores[best]), class_probs=probs))
-    found.sort(key=lambda r: r.peak, reverse=True)
-    return found[:MAX_REGIONS]
+    return found
