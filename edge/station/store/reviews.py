@@ -230,7 +230,7 @@ class Reviews:
                 select(ReviewItemRow, LeaseRow).join(LeaseRow, LeaseRow.item_id == ReviewItemRow.id)
                 .where(ReviewItemRow.group_id == group_id, ReviewItemRow.status == STATUS_PENDING,
                        LeaseRow.username == reviewer, LeaseRow.expires_wall > now)
-                .order_by(ReviewItemRow.uncertainty.desc(), ReviewItemRow.id)).tuples())
+                .order_by(ReviewItemRow.uncertainty.desc(), ReviewItemRow.id)))
             if not held:
                 raise ReviewError(f"you hold no waiting frame of group {group_id} (answered, or your lease lapsed); "
                                   "nothing saved")
