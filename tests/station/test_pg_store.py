@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import test_console_queue
-import test_station_groups
 import test_retention
+import test_station_groups
 import test_station_ingest
 import test_station_store
 import test_summaries

@@ -166,8 +166,8 @@ def _record(s: Session, row: ReviewItemRow, lease: LeaseRow | None, answer: _Ans
     if lease is not None and lease.username == reviewer:
         s.delete(lease)
     s.flush()
-    after: dict[str, Any] = {"status": row.status, "second_review_of": row.second_review_of, "review": review_json(review),
-             "boxes": effective_boxes(row, review)}
+    after: dict[str, Any] = {"status": row.status, "second_review_of": row.second_review_of,
+                             "review": review_json(review), "boxes": effective_boxes(row, review)}
     if answer.group_id is not None:
         after["group_id"] = answer.group_id
     audit.record(s, reviewer, "review", row.id, before, after, seconds_spent, now=now)
