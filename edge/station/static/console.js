@@ -44,6 +44,8 @@
     }
   }
 
+  window.LinesideConsole = { post: post, showError: showError, csrf: csrf };  // static/group.js uses them
+
   function typing(e) {
     const t = e.target;
     return t instanceof HTMLElement && (t.isContentEditable || t.tagName === "TEXTAREA" ||
@@ -106,6 +108,7 @@
       seconds_spent: ((performance.now() - openedAt) / 1000).toFixed(1),
       boxes: editor ? editor.payload() : "",
       comment: comment ? comment.value : "",
+      then: form.elements.then ? form.elements.then.value : "",
     });
   }
   function setRelabel(on) {

@@ -292,6 +292,11 @@ class ReviewQueue:
 
     # ---- counts ----
 
+    def waiting_in_groups(self, group_ids: Collection[int]) -> dict[int, int]:
+        """Waiting members of each of these look-alike groups."""
+        with self._db.session() as s:
+            return group_sizes(s, group_ids)
+
     def latest_item_id(self) -> int:
         """The highest item id (0 for an empty store): new arrivals have higher ones."""
         with self._db.session() as s:

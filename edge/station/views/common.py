@@ -18,6 +18,8 @@ from pydantic import ValidationError
 
 from edge.station.auth import SessionCodec, csrf_token
 from edge.station.store import Store
+from edge.station.thumbnails import ThumbnailCache
+from edge.station.views.work import Skips
 
 HERE = Path(__file__).resolve().parent.parent
 GOOD_COLOR = "#3ddc84"
@@ -80,6 +82,8 @@ class Console:
     second_review_fraction: float = 0.0
     # set when the station stops: live streams end at once instead of holding the web server's shutdown
     closing: threading.Event = field(default_factory=threading.Event)
+    skips: Skips = field(default_factory=Skips)  # what each reviewer skipped (views.work)
+    thumbs: ThumbnailCache = field(default_factory=ThumbnailCache)  # the grids' small images
 
     def render(self, request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
         return self.templates.TemplateResponse(request, name, context, status_code=status_code)

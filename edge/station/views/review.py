@@ -26,6 +26,8 @@ from edge.station.store.queue import CursorError, QueueFilter, Sort, StatusFilte
 from edge.station.store.reviews import model_boxes
 from edge.station.tables import STATUS_PENDING
 from edge.station.views.common import Console, class_color, payload, validation_message, wants_json
+from edge.station.views.groups import held_url, id_list
+from edge.station.views.work import claim_next_url
 from edge.transport.schema import HEATMAP_Z_MAX
 
 log = logging.getLogger(__name__)
@@ -143,18 +145,19 @@ def router(console: Console) -> APIRouter:
     @api.post("/next")
     async def take_next(request: Request) -> Response:
         """Lease the head of the queue and open it (the queue's ``n`` key; with ``skip``, the item's ``s`` key:
-        give that item back and take the next other one)."""
+        give that item back and take the next other one — skipped items come again only when nothing else
+        waits)."""
         user = current_user(request)
-        raw_skip = (await payload(request)).get("skip")
-        skip = int(raw_skip) if isinstance(raw_skip, str | int) and str(raw_skip).isdigit() else None
-        if skip is not None:
-            await run_in_threadpool(queue.release, skip, user.username)
-        item_id = await run_in_threadpool(queue.claim_next, user.username, console.lease_minutes, None, skip)
-        target = "/" if item_id is None else f"/items/{item_id}"
+        skip = id_list([(await payload(request)).get("skip")])
+        if skip:
+            await run_in_threadpool(queue.release, skip[0], user.username)
+            console.skips.skip_item(user.username, skip[0])
+        target = await run_in_threadpool(claim_next_url, console.store, console.skips, user.username,
+                                         console.lease_minutes)
         return JSONResponse({"next_url": target}) if wants_json(request) else RedirectResponse(target, 303)
 
     @api.get("/items/{item_id}")
-    def item_page(request: Request, item_id: int) -> Response:
+    def item_page(request: Request, item_id: int, then: str = "") -> Response:
         user = current_user(request)
         item = _item_or_404(item_id)
         lease, conflict = None, None
@@ -178,13 +181,15 @@ def router(console: Console) -> APIRouter:
             "boxes": boxes, "boxes_source": "model" if operator is None else "operator",
             "colors": {name: class_color(name) for name in item.classes},
             "references": queue.good_references(item.line_id, REFERENCES, exclude=item_id),
-            "heatmap_z_max": HEATMAP_Z_MAX})
+            "heatmap_z_max": HEATMAP_Z_MAX, "then": ",".join(str(i) for i in id_list(then))})
 
     @api.post("/items/{item_id}/review")
     async def post_review(request: Request, item_id: int) -> Response:
         user = current_user(request)
+        data = await payload(request)
+        then = id_list(data.pop("then", ""))  # frames taken out of a group, still to answer
         try:
-            review = ReviewIn.model_validate(await payload(request))
+            review = ReviewIn.model_validate(data)
         except ValidationError as exc:
             raise HTTPException(422, validation_message(exc)) from None
         try:
@@ -199,8 +204,10 @@ def router(console: Console) -> APIRouter:
         except LeaseConflict as exc:
             console.counters["lease_conflicts"] += 1
             raise HTTPException(409, str(exc)) from None
-        next_id = await run_in_threadpool(queue.claim_next, user.username, console.lease_minutes, None, item_id)
-        target = "/" if next_id is None else f"/items/{next_id}"
+        target = await run_in_threadpool(held_url, console, user.username, then)
+        if target is None:
+            target = await run_in_threadpool(claim_next_url, console.store, console.skips, user.username,
+                                             console.lease_minutes, item_id)
         if wants_json(request):
             return JSONResponse({"review": dataclasses.asdict(saved), "next_url": target})
         return RedirectResponse(target, status_code=303)
@@ -221,15 +228,15 @@ def router(console: Console) -> APIRouter:
 
     @api.post("/undo")
     async def undo(request: Request) -> Response:
-        """Take back my latest review and reopen that item (the ``u`` key)."""
+        """Take back my latest answer and reopen that item, or the group it was given to (the ``u`` key)."""
         user = current_user(request)
         try:
-            item_id = await run_in_threadpool(reviews.undo_last, user.username, console.lease_minutes)
+            undone = await run_in_threadpool(reviews.undo_last_answer, user.username, console.lease_minutes)
         except (LeaseConflict, ReviewError) as exc:
             raise HTTPException(409, str(exc)) from None
-        if item_id is None:
+        if undone is None:
             raise HTTPException(409, f"{user.username} has no review to undo")
-        target = f"/items/{item_id}"
+        target = f"/groups/{undone.group_id}" if undone.group_id is not None else f"/items/{undone.item_ids[0]}"
         return JSONResponse({"next_url": target}) if wants_json(request) else RedirectResponse(target, 303)
 
     @api.get("/images/{item_id}")
