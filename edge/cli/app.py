@@ -18,7 +18,9 @@ from edge.transport.outbox import OutboxError
 from edge.vlm.pack import PackError
 from edge.vlm.vocabulary import VocabularyError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Visual inspection at the line.")
+# plain help (Click's layout): flags read "--verbose / --no-verbose", not a boxed table with "<bool>" types
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Visual inspection at the line.")
 log = logging.getLogger("lineside")
 T = TypeVar("T")
 

@@ -72,7 +72,7 @@ def bench(
     provider: Annotated[str, typer.Option(help="ONNX Runtime provider: cpu, cuda, tensorrt, auto")] = "cpu",
     verbose: bool = False,
 ) -> None:
-    """Measure each stage on this machine (issue 10); ratios within one run are what compare across machines."""
+    """Measure each stage on this machine; ratios within one run are what compare across machines."""
     setup_cli_logging(verbose)
     from edge.bench.run import BenchOptions, run_parts
     from edge.demo import default_pack_dir
@@ -94,13 +94,36 @@ def bench(
             typer.echo(f"{key:28s} {value}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def faults(ctx: typer.Context) -> None:
-    """Fault-injection runs of the review transport (kill -9, outages, slow link, disk full, duplicates): `lineside
-    faults --frames 10000 --out var/faults` — options as `python -m edge.tools.faults run --help`."""
-    from edge.tools.faults.__main__ import main
+@app.command()
+def faults(
+    frames: Annotated[int, typer.Option(help="frames the edge routes per scenario")] = 10_000,
+    out: Annotated[Path, typer.Option(help="where results.md, results.json and each scenario's files go")] = Path(
+        "var/faults"),
+    scenarios: Annotated[str, typer.Option(
+        help="comma list of station_kill, edge_kill, unreachable, slow, disk_full, dup_reorder")] = (
+        "station_kill,edge_kill,unreachable,slow,disk_full,dup_reorder"),
+    rate: Annotated[float, typer.Option(help="frames per second the edge routes")] = 250.0,
+    outage_s: Annotated[float, typer.Option(help="unreachable and disk_full: how long the fault lasts, s")] = 60.0,
+    kills: Annotated[int, typer.Option(help="station_kill and edge_kill: how many kill -9")] = 5,
+    fsync: Annotated[str, typer.Option(help="the edge outbox's fsync policy: always or batch")] = "always",
+    timeout_s: Annotated[float, typer.Option(help="a scenario not finished by then fails, s")] = 900.0,
+    database_url: Annotated[str | None, typer.Option(
+        help="station database (default: a SQLite file per scenario)")] = None,
+) -> None:
+    """Fault injection on the review transport: kill -9 of station and edge, outages, a slow link, a full disk,
+    duplicates and reordering; every routed frame must reach the station exactly once."""
+    from edge.tools.faults.__main__ import run_faults, scenario_names
+    from edge.tools.faults.harness import FaultOptions
 
-    raise typer.Exit(main(["run", *ctx.args]))
+    if fsync not in ("always", "batch"):
+        fail(ValueError(f"--fsync {fsync!r}: use always or batch"))
+    try:
+        scenario_names(scenarios)
+    except ValueError as exc:
+        fail(exc)
+    opts = FaultOptions(frames=frames, rate=rate, outage_s=outage_s, kills=kills, fsync=fsync, timeout_s=timeout_s,
+                        database_url=database_url)
+    raise typer.Exit(run_faults(out, opts, scenarios))
 
 
 @app.command()
@@ -128,7 +151,7 @@ def demo(
 
 @app.command()
 def soak(
-    minutes: Annotated[float, typer.Option(help="how long to run (the issue's goal: 30)")] = 30.0,
+    minutes: Annotated[float, typer.Option(help="how long to run, in minutes")] = 30.0,
     workdir: Annotated[Path, typer.Option(help="frames, profile, outbox, database and logs of the soak")] = Path(
         "var/soak"),
     fps: Annotated[float, typer.Option(help="pace of the looping textile source")] = 15.0,
