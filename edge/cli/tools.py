@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +15,7 @@ from edge.cli.app import (
     USER_ERRORS,
     app,
     fail,
+    invocation,
     setup_cli_logging,
 )
 
@@ -129,18 +131,23 @@ def faults(
 @app.command()
 def demo(
     seconds: Annotated[float | None, typer.Option(help="stop by itself after this many seconds")] = None,
-    workdir: Annotated[Path, typer.Option(help="where the demo keeps its profile, outbox and database")] = Path(
-        "var/demo"),
+    workdir: Annotated[Path, typer.Option(help="where the demo keeps its profile, outbox, database, config.yaml "
+                                               "and demo.log")] = Path("var/demo"),
     port: Annotated[int, typer.Option(help="console HTTP port")] = 8080,
-    fps: Annotated[float, typer.Option(help="pace of the demo source")] = 10.0,
-    verbose: bool = False,
+    ingest_port: Annotated[int, typer.Option(help="the station's ZeroMQ ingest port")] = 5571,
+    fps: Annotated[float, typer.Option(help="pace of the demo line")] = 10.0,
+    verbose: Annotated[bool, typer.Option(help="every log line on the terminal (else errors only; every line is "
+                                               "in demo.log)")] = False,
 ) -> None:
-    """Calibrate a demo textile line (first run), start station + daemon on the textile test split."""
-    setup_cli_logging(verbose)
+    """Calibrate a demo textile line (first run), start station + daemon on new textile parts; the console's
+    address and login come last."""
+    log_file = workdir.resolve() / "demo.log"
+    setup_cli_logging(verbose, terminal_level=logging.ERROR, log_file=log_file)
     from edge.demo import DemoError, run_demo
 
     try:
-        summary = run_demo(workdir, seconds=seconds, http_port=port, fps=fps, progress=progress.lines)
+        summary = run_demo(workdir, seconds=seconds, http_port=port, fps=fps, progress=progress.lines,
+                           ingest_port=ingest_port, command=invocation(), log_file=log_file)
     except (*USER_ERRORS, DemoError) as exc:
         fail(exc)
     typer.echo(
