@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from edge.config import StationConfig
@@ -80,6 +80,11 @@ def create_app(store: Store, storage_dir: Path | str, ingest_counters: CountersF
     monitor = AuditMonitor(store, cfg.audit_alpha, cfg.audit_alpha_by_line)
     app.include_router(risk_audit_view.router(console, monitor))
     console.templates.env.globals["risk_audit"] = monitor.safe_snapshot  # base.html: the banner, for logged-in users
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:  # pages name /static/favicon.svg; this is for what asks the old way
+        return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/healthz")
     def healthz() -> Response:

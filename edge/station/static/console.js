@@ -156,7 +156,9 @@
   function applyView() {
     clampView();
     stage.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.s})`;
-    if (zoomLabel) zoomLabel.textContent = `${Math.round(view.s * 100)} %`;
+    // the frame's pixels on the screen: the fit already scales it (a 250 px frame shown 676 px high is 270 %)
+    const natural = Number(viewport.dataset.width) || viewport.clientWidth;
+    if (zoomLabel) zoomLabel.textContent = `${Math.round(viewport.clientWidth * view.s / natural * 100)} %`;
   }
   function zoomAt(factor, cx, cy) {
     const s = Math.max(1, Math.min(16, view.s * factor));
@@ -192,65 +194,62 @@
     viewport.addEventListener("pointerup", endDrag);
     viewport.addEventListener("pointercancel", endDrag);
   }
+  if (viewport && stage) {
+    applyView();  // the zoom label says the real scale from the start
+    window.addEventListener("resize", applyView);
+  }
   function zoomKey(factor) {
     if (!viewport) return;
     if (factor === 0) { view.s = 1; view.x = 0; view.y = 0; applyView(); return; }
     zoomAt(factor, viewport.clientWidth / 2, viewport.clientHeight / 2);
   }
-  // Overlays: boxes (o), heatmap (h), good references (g). The choice carries over to the next item.
+  // Overlays: boxes (o), heatmap (h: off, filled, contour lines; [ and ] its opacity), good references (g). The
+  // choices carry over to the next item.
   const overlaySvg = document.querySelector("svg.overlay");
   const heatmap = document.getElementById("heatmap");
   const refs = document.getElementById("refs");
-  const shown = { boxes: true, heatmap: false, refs: true };
+  const HEAT_MODES = ["off", "fill", "contours"];
+  const shown = { boxes: true, heatmap: "off", heatOpacity: 0.8, refs: true };
   try { Object.assign(shown, JSON.parse(localStorage.getItem("lineside.overlays") || "{}")); } catch (_) { /* new */ }
+  if (!HEAT_MODES.includes(shown.heatmap)) shown.heatmap = shown.heatmap === true ? "fill" : "off";
+  let drawn = null;
   function applyOverlays() {
     if (overlaySvg) overlaySvg.classList.toggle("hidden-boxes", !shown.boxes);
     const boxesState = document.getElementById("boxes-state");
     if (boxesState) boxesState.textContent = shown.boxes ? "on" : "off";
     if (heatmap) {
-      heatmap.hidden = !shown.heatmap;
-      document.getElementById("heatmap-state").textContent = shown.heatmap ? "on" : "off";
-      document.getElementById("heat-legend").hidden = !shown.heatmap;
+      const on = shown.heatmap !== "off";
+      heatmap.hidden = !on;
+      document.getElementById("heatmap-state").textContent = { off: "off", fill: "on", contours: "contours" }[
+        shown.heatmap];
+      document.getElementById("heat-legend").hidden = !on;
+      document.getElementById("heat-opacity").textContent = `${Math.round(shown.heatOpacity * 100)} %`;
+      const want = `${shown.heatmap} ${shown.heatOpacity}`;
+      if (on && drawn !== want && window.LinesideHeatmap) {
+        drawn = want;
+        window.LinesideHeatmap.draw(heatmap, shown.heatmap, shown.heatOpacity);
+      }
     }
     if (refs) refs.hidden = !shown.refs;
   }
-  function toggle(name, value) {
-    shown[name] = value === undefined ? !shown[name] : value;
+  function save() {
     try { localStorage.setItem("lineside.overlays", JSON.stringify(shown)); } catch (_) { /* private mode */ }
     applyOverlays();
   }
+  function toggle(name, value) {
+    shown[name] = value === undefined ? !shown[name] : value;
+    save();
+  }
   const toggleBoxes = () => toggle("boxes");
-
-  // The heatmap comes as an 8-bit grey PNG on the model's grid (e.g. 32×32); colour it here through a lookup table
-  // and let the canvas stretch over the frame (smoothly). Transparent below 1 σ (grey 32), opaque from 5 σ.
-  const STOPS = [[0, 0, 0, 4], [0.25, 87, 16, 110], [0.5, 188, 55, 84], [0.75, 249, 142, 9], [1, 252, 255, 164]];
-  function heatColour(t) {
-    let i = 1;
-    while (i < STOPS.length - 1 && t > STOPS[i][0]) i++;
-    const [t0, ...a] = STOPS[i - 1], [t1, ...b] = STOPS[i];
-    const f = Math.max(0, Math.min(1, (t - t0) / (t1 - t0)));
-    return a.map((v, k) => Math.round(v + (b[k] - v) * f));
+  function cycleHeatmap() {
+    shown.heatmap = HEAT_MODES[(HEAT_MODES.indexOf(shown.heatmap) + 1) % HEAT_MODES.length];
+    save();
   }
-  function paintHeatmap(canvas) {
-    const png = new Image();
-    png.onload = () => {
-      canvas.width = png.naturalWidth;
-      canvas.height = png.naturalHeight;
-      const ctx = canvas.getContext("2d", { willReadFrequently: true });
-      ctx.drawImage(png, 0, 0);
-      const px = ctx.getImageData(0, 0, canvas.width, canvas.height);
-      for (let i = 0; i < px.data.length; i += 4) {
-        const t = px.data[i] / 255;
-        const [r, g, b] = heatColour(t);
-        px.data[i] = r; px.data[i + 1] = g; px.data[i + 2] = b;
-        px.data[i + 3] = Math.round(190 * Math.max(0, Math.min(1, (t - 0.125) / 0.5)));
-      }
-      ctx.putImageData(px, 0, 0);
-      canvas.dataset.ready = "1";
-    };
-    png.src = "data:image/png;base64," + canvas.dataset.png;
+  function heatOpacity(step) {
+    shown.heatOpacity = Math.round(Math.max(0.2, Math.min(1, shown.heatOpacity + step)) * 10) / 10;
+    if (shown.heatmap === "off") shown.heatmap = "fill";
+    save();
   }
-  if (heatmap) paintHeatmap(heatmap);
   applyOverlays();
 
   // Box editing (static/boxes.js): the operator's boxes, saved with the review.
@@ -306,7 +305,9 @@
     else if (e.key === "b") location.href = "/";
     else if (e.key === "s") post("/next", { skip: itemId });
     else if (e.key === "o") toggleBoxes();
-    else if (e.key === "h") toggle("heatmap");
+    else if (e.key === "h") cycleHeatmap();
+    else if (e.key === "[") heatOpacity(-0.1);
+    else if (e.key === "]") heatOpacity(0.1);
     else if (e.key === "g") toggle("refs");
     else if (e.key === "c" && comment) { comment.focus(); e.preventDefault(); }
     else if (e.key === "+" || e.key === "=") zoomKey(1.25);

@@ -8,6 +8,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from edge.station.auth import SessionCodec, csrf_token
 from edge.station.store import Store
 from edge.station.thumbnails import ThumbnailCache
 from edge.station.views.work import Skips
+from edge.vlm.vocabulary import VocabularyError, load_vocabulary
 
 HERE = Path(__file__).resolve().parent.parent
 GOOD_COLOR = "#3ddc84"
@@ -29,10 +31,25 @@ PALETTE = ("#ff4d4f", "#ffb020", "#36cfc9", "#b37feb", "#ff85c0", "#40a9ff", "#f
 CountersFn = Callable[[], Mapping[str, int]]
 
 
+@lru_cache(maxsize=1)
+def _known_colors() -> dict[str, str]:
+    """The default vocabulary's defect classes, each with a colour of its own (in the vocabulary's order): a hash
+    alone gave two of its five classes (patch, texture) the same one."""
+    try:
+        defects = load_vocabulary().defect_classes
+    except VocabularyError:
+        return {}
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(defects)}
+
+
 def class_color(name: str) -> str:
-    """A stable, high-contrast colour per class name (the same on every page and every item)."""
+    """A stable, high-contrast colour per class name (the same on every page and every item): the default
+    vocabulary's classes each their own, any other class by a hash of its name."""
     if name == "good":
         return GOOD_COLOR
+    known = _known_colors()
+    if name in known:
+        return known[name]
     return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
 
 
