@@ -62,14 +62,16 @@ def eval_(
 @app.command()
 def bench(
     part: Annotated[str, typer.Argument(
-        help="encoder, pipeline, latency, ingest, console, int8, batch or all")] = "all",
+        help="encoder, pipeline, latency, ingest, console, int8, batch, all (these), or review (the browser "
+        "bench: one by one vs look-alike groups)")] = "all",
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object (progress stays on stderr)")] = False,
     seconds: Annotated[float, typer.Option(help="time per part")] = 10.0,
     fps: Annotated[float, typer.Option(help="latency: input frame rate")] = 15.0,
     good_images: Annotated[int, typer.Option(help="textile train good images to calibrate the bench profile")] = 30,
-    frames: Annotated[int, typer.Option(help="distinct textile test frames cycled through")] = 60,
+    frames: Annotated[int, typer.Option(help="distinct textile test frames cycled through (review: routed "
+                                             "frames to answer)")] = 60,
     senders: Annotated[int, typer.Option(help="ingest: DEALER senders")] = 4,
-    console_items: Annotated[int, typer.Option(help="console: items in the queue")] = 100_000,
+    console_items: Annotated[int, typer.Option(help="console and review: items in the queue")] = 100_000,
     pack: Annotated[Path | None, typer.Option(help="model pack directory (default: the starter pack)")] = None,
     provider: Annotated[str, typer.Option(help="ONNX Runtime provider: cpu, cuda, tensorrt, auto")] = "cpu",
     verbose: bool = False,

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 
 from edge.config import StationConfig
 from edge.station.auth import SessionCodec, SessionGuard, load_or_create_secret
 from edge.station.risk_audit import AuditMonitor
+from edge.station.static_files import VersionedStaticFiles
 from edge.station.store import Store
 from edge.station.views import (
     account,
@@ -74,7 +74,7 @@ def create_app(store: Store, storage_dir: Path | str, ingest_counters: CountersF
 
     app = FastAPI(title="lineside station", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(SessionGuard, store=store, codec=codec, counters=counters)
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.mount("/static", VersionedStaticFiles(directory=HERE / "static"), name="static")
     for group in (account, review, groups, admin, live, stats_view, summaries_view):
         app.include_router(group.router(console))
     monitor = AuditMonitor(store, cfg.audit_alpha, cfg.audit_alpha_by_line)

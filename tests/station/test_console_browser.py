@@ -171,6 +171,9 @@ def test_login_then_review_two_items_with_the_keyboard(station, accounts, browse
     page.keyboard.press("a")  # accept: the model's "scratch" is right
     page.wait_for_url("**/items/1")
     expect(page.locator(".chip.big")).to_have_text("spot")
+    # shown from the copy fetched ahead (no request on the answer's way), then leased by the page itself
+    expect(page.locator("#lease")).to_contain_text("Yours until")
+    assert page.evaluate("location.search") == ""  # a reload asks the station afresh
     page.keyboard.press("u")  # undo brings item 2 back, pending and leased to ana again
     page.wait_for_url("**/items/2")
     expect(page.locator("#lease")).to_contain_text("Yours until")

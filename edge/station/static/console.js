@@ -18,9 +18,19 @@
     flash.hidden = false;
   }
 
+  // The next item as this page fetched it ahead (item.html's prefetch link): when the server sends us there after
+  // an answer, the browser shows it from its cache at once; anywhere else (undo, links, reload), a fresh page.
+  function aheadOf(url) {
+    const link = document.querySelector('link[rel="prefetch"][as="document"]');
+    return link && new URL(link.href).pathname === url ? link.href : url;
+  }
+  if (new URLSearchParams(location.search).get("ahead") === "1") {
+    history.replaceState(null, "", location.pathname);  // a reload gets a fresh page
+  }
+
   // State-changing calls go through fetch with the CSRF header; the server answers JSON with where to go next.
   let busy = false;
-  async function post(url, fields) {
+  async function post(url, fields, useAhead) {
     if (busy) return null;
     busy = true;
     try {
@@ -34,7 +44,7 @@
       try { data = await res.json(); } catch (_) { /* not JSON */ }
       if (res.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); return null; }
       if (!res.ok) { showError((data && data.detail) || `${res.status} ${res.statusText}`); return null; }
-      if (data && data.next_url) location.href = data.next_url;
+      if (data && data.next_url) location.href = useAhead ? aheadOf(data.next_url) : data.next_url;
       return data;
     } catch (err) {
       showError("The station did not answer: " + err);
@@ -109,7 +119,7 @@
       boxes: editor ? editor.payload() : "",
       comment: comment ? comment.value : "",
       then: form.elements.then ? form.elements.then.value : "",
-    });
+    }, true);
   }
   function setRelabel(on) {
     relabelMode = on;
@@ -126,20 +136,33 @@
     }));
   }
 
-  // The lease lasts lease_minutes; renew it at half-time while the page stays open.
-  if (itemEl && itemEl.dataset.leased === "1") {
-    const every = Math.max(10, Number(itemEl.dataset.leaseMinutes) * 30) * 1000;
-    setInterval(async () => {
-      const res = await fetch(`/api/items/${itemId}/lease`, {
-        method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
-      });
-      if (!res.ok) {
-        let detail = `${res.status}`;
-        try { detail = (await res.json()).detail; } catch (_) { /* keep status */ }
-        showError("Lost the lease on this item: " + detail);
-        if (form) form.classList.add("locked");
+  // The lease lasts lease_minutes; renew it at half-time while the page stays open. A page the browser fetched
+  // ahead (the next item, prefetched while the previous one was open) was made without a lease: take it now.
+  async function renewLease(first) {
+    const res = await fetch(`/api/items/${itemId}/lease`, {
+      method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
+    });
+    if (res.ok) {
+      const lease = await res.json();
+      const until = document.getElementById("lease-until");
+      if (until && lease.expires_wall) {
+        const d = new Date(lease.expires_wall * 1000), p = (n) => String(n).padStart(2, "0");
+        until.textContent = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` +
+          `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+        document.getElementById("lease").hidden = false;
       }
-    }, every);
+      return true;
+    }
+    let detail = `${res.status}`;
+    try { detail = (await res.json()).detail; } catch (_) { /* keep status */ }
+    showError((first ? "" : "Lost the lease on this item: ") + detail);
+    if (form) form.classList.add("locked");
+    return false;
+  }
+  if (itemEl && (itemEl.dataset.leased === "1" || itemEl.dataset.claim === "1")) {
+    const every = Math.max(10, Number(itemEl.dataset.leaseMinutes) * 30) * 1000;
+    const start = itemEl.dataset.leased === "1" ? Promise.resolve(true) : renewLease(true);
+    start.then((ok) => { if (ok) setInterval(() => renewLease(false), every); });
   }
 
   // Zoom and pan: the stage (image + boxes) is scaled and moved inside the clipping frame.
@@ -266,9 +289,6 @@
     });
   }
 
-  // Prefetch the next item's image so that it shows at once after this review.
-  const prefetch = document.querySelector('link[rel="prefetch"][as="image"]');
-  if (prefetch) { const img = new Image(); img.src = prefetch.href; }
 
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && comment && e.target === comment) { comment.blur(); e.preventDefault(); return; }

@@ -26,14 +26,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from edge.station.tables import STATUS_PENDING, ItemGroupRow, ReviewItemRow
+
+if TYPE_CHECKING:
+    from edge.station.store.queue import QueueFilter
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,31 @@ class _Open:
         self.sums = np.delete(self.sums, index, axis=0)
         for values in (self.ids, self.counts, self.last):
             del values[index]
+
+
+def group_sizes(s: Session, group_ids: Collection[int]) -> dict[int, int]:
+    """Waiting members of each group."""
+    if not group_ids:
+        return {}
+    query = (select(ReviewItemRow.group_id, func.count()).where(ReviewItemRow.group_id.in_(list(group_ids)),
+                                                                 ReviewItemRow.status == STATUS_PENDING)
+             .group_by(ReviewItemRow.group_id))
+    return {int(g): int(n) for g, n in s.execute(query) if g is not None}
+
+
+def group_head(flt: QueueFilter) -> Any:
+    """Items that stand for their look-alike group in the waiting queue: ungrouped ones, and of each group the
+    member first in the queue's order among those the filter shows (``ix_review_items_group`` answers it)."""
+    other = aliased(ReviewItemRow)
+    if flt.sort == "uncertainty":
+        first = or_(other.uncertainty > ReviewItemRow.uncertainty,
+                    and_(other.uncertainty == ReviewItemRow.uncertainty, other.id < ReviewItemRow.id))
+    else:
+        first = or_(other.captured_wall < ReviewItemRow.captured_wall,
+                    and_(other.captured_wall == ReviewItemRow.captured_wall, other.id < ReviewItemRow.id))
+    return or_(ReviewItemRow.group_id.is_(None),
+               ~exists().where(other.group_id == ReviewItemRow.group_id, other.status == STATUS_PENDING,
+                               first, *flt.conditions(other)))
 
 
 def unit(vector: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, aliased, selectinload
 from edge.findings import GOOD
 from edge.station.store import audit, imagefiles
 from edge.station.store.db import Database
+from edge.station.store.groups import group_head, group_sizes
 from edge.station.store.records import ItemView, LeaseView, QueuePage, ReferenceView, item_view, lease_view
 from edge.station.tables import STATUS_PENDING, STATUS_REVIEWED, HeatmapRow, LeaseRow, ReviewItemRow, ReviewRow
 
@@ -104,21 +105,6 @@ def for_reviewer(username: str, now: float) -> list[Any]:
     return [not_leased_by_others(username, now), not_my_second_review(username)]
 
 
-def group_head(flt: QueueFilter) -> Any:
-    """Items that stand for their look-alike group in the waiting queue: ungrouped ones, and of each group the
-    member first in the queue's order among those the filter shows (``ix_review_items_group`` answers it)."""
-    other = aliased(ReviewItemRow)
-    if flt.sort == "uncertainty":
-        first = or_(other.uncertainty > ReviewItemRow.uncertainty,
-                    and_(other.uncertainty == ReviewItemRow.uncertainty, other.id < ReviewItemRow.id))
-    else:
-        first = or_(other.captured_wall < ReviewItemRow.captured_wall,
-                    and_(other.captured_wall == ReviewItemRow.captured_wall, other.id < ReviewItemRow.id))
-    return or_(ReviewItemRow.group_id.is_(None),
-               ~exists().where(other.group_id == ReviewItemRow.group_id, other.status == STATUS_PENDING,
-                               first, *flt.conditions(other)))
-
-
 def _order_and_seek(query: Select[Any], sort: Sort, after: tuple[float, int] | None) -> Select[Any]:
     if sort == "uncertainty":  # most uncertain first, then oldest id
         query = query.order_by(ReviewItemRow.uncertainty.desc(), ReviewItemRow.id)
@@ -184,16 +170,6 @@ def take_lease(s: Session, item_id: int, username: str, minutes: float, now: flo
                             "take the next item instead")
     s.flush()
     return lease_view(row)
-
-
-def group_sizes(s: Session, group_ids: Collection[int]) -> dict[int, int]:
-    """Waiting members of each group."""
-    if not group_ids:
-        return {}
-    query = (select(ReviewItemRow.group_id, func.count()).where(ReviewItemRow.group_id.in_(list(group_ids)),
-                                                                 ReviewItemRow.status == STATUS_PENDING)
-             .group_by(ReviewItemRow.group_id))
-    return {int(g): int(n) for g, n in s.execute(query) if g is not None}
 
 
 def _group_counts(session: Session, column: Any, where: Any = None) -> dict[str, int]:
@@ -291,6 +267,12 @@ class ReviewQueue:
                     for i, f, r, w in s.execute(query)]
 
     # ---- counts ----
+
+    def group_of(self, item_id: int) -> int | None:
+        """The look-alike group a waiting item waits in (None: alone, reviewed, or no such item)."""
+        with self._db.session() as s:
+            return s.scalar(select(ReviewItemRow.group_id).where(ReviewItemRow.id == item_id,
+                                                                 ReviewItemRow.status == STATUS_PENDING))
 
     def waiting_in_groups(self, group_ids: Collection[int]) -> dict[int, int]:
         """Waiting members of each of these look-alike groups."""

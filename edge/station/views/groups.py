@@ -84,11 +84,11 @@ def router(console: Console) -> APIRouter:
         except LeaseConflict as exc:
             console.counters["lease_conflicts"] += 1
             return console.render(request, "group.html", {"group": None, "conflict": str(exc),
-                                                          "counts": queue.status_counts()}, status_code=409)
+                                                          "counts": console.status_counts()}, status_code=409)
         classes = view.members[0].classes
         label_size = max(10.0, max(view.members[0].width, view.members[0].height) / 22)
         return console.render(request, "group.html", {
-            "group": view, "conflict": None, "counts": queue.status_counts(), "classes": classes,
+            "group": view, "conflict": None, "counts": console.status_counts(), "classes": classes,
             "colors": {name: class_color(name) for name in classes}, "label_size": label_size,
             "lease_minutes": console.lease_minutes,
             "unc_range": (min(m.uncertainty for m in view.members), max(m.uncertainty for m in view.members))})

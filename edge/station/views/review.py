@@ -139,7 +139,7 @@ def router(console: Console) -> APIRouter:
                                                    strict=True)}
         return console.render(request, "queue.html", {
             "page": page, "items": page.items, "flt": flt, "query": query, "choices": shown,
-            "counts": queue.status_counts(), "now": time.time(), "first_page": after is None, "max_id": max_id,
+            "counts": console.status_counts(), "now": time.time(), "first_page": after is None, "max_id": max_id,
             "raw": {"since": since or "", "until": until or ""}})
 
     @api.post("/next")
@@ -157,11 +157,22 @@ def router(console: Console) -> APIRouter:
         return JSONResponse({"next_url": target}) if wants_json(request) else RedirectResponse(target, 303)
 
     @api.get("/items/{item_id}")
-    def item_page(request: Request, item_id: int, then: str = "") -> Response:
+    def item_page(request: Request, item_id: int, then: str = "",
+                  ahead_flag: str = Query("", alias="ahead")) -> Response:
         user = current_user(request)
         item = _item_or_404(item_id)
         lease, conflict = None, None
-        if item.status == STATUS_PENDING:
+        # ?ahead=1: the next item as the page before fetched it ahead (<link rel=prefetch>), made without taking
+        # its lease — the page takes it when it is shown — and kept a minute, so that the answer's navigation to
+        # it needs no request. Only that navigation uses it (console.js); every other one gets a fresh page.
+        ahead = ahead_flag == "1"
+        held = queue.lease_of(item_id) if item.status == STATUS_PENDING else None
+        if ahead:
+            pass
+        elif held is not None and held.username == user.username and \
+                held.expires_wall - time.time() > console.lease_minutes * 30:
+            lease = held  # just handed to me ("next"): fresh for over half its time, no write needed
+        elif item.status == STATUS_PENDING:
             try:
                 lease = queue.claim(item_id, user.username, console.lease_minutes)
             except LeaseConflict as exc:
@@ -174,14 +185,17 @@ def router(console: Console) -> APIRouter:
         # an item waiting for its second review starts from the model's, so the second answer is independent
         operator = latest.boxes if latest is not None and not item.awaits_second_review else None
         boxes = operator if operator is not None else model_boxes(item.regions)
-        return console.render(request, "item.html", {
-            "item": item, "counts": queue.status_counts(), "now": time.time(), "label_size": label_size,
+        response = console.render(request, "item.html", {
+            "item": item, "counts": console.status_counts(), "now": time.time(), "label_size": label_size,
             "lease": lease, "conflict": conflict, "next_id": peek, "lease_minutes": console.lease_minutes,
             "scores": sorted(item.class_scores.items(), key=lambda kv: kv[1], reverse=True),
             "boxes": boxes, "boxes_source": "model" if operator is None else "operator",
             "colors": {name: class_color(name) for name in item.classes},
             "references": queue.good_references(item.line_id, REFERENCES, exclude=item_id),
-            "heatmap_z_max": HEATMAP_Z_MAX, "then": ",".join(str(i) for i in id_list(then))})
+            "heatmap_z_max": HEATMAP_Z_MAX, "then": ",".join(str(i) for i in id_list(then)),
+            "claim_on_load": ahead and item.status == STATUS_PENDING})
+        response.headers["Cache-Control"] = "private, max-age=60" if ahead else "no-cache"
+        return response
 
     @api.post("/items/{item_id}/review")
     async def post_review(request: Request, item_id: int) -> Response:

@@ -48,11 +48,9 @@ class Skips:
 
 def work_url(store: Store, item_id: int) -> str:
     """The page for a claimed head: its group's page when it waits with look-alikes, else its own."""
-    item = store.queue.get_item(item_id)
-    if item is not None and item.group_id is not None and item.status == "pending":
-        sizes = store.queue.waiting_in_groups([item.group_id])
-        if sizes.get(item.group_id, 0) > 1:
-            return f"/groups/{item.group_id}"
+    group_id = store.queue.group_of(item_id)
+    if group_id is not None and store.queue.waiting_in_groups([group_id]).get(group_id, 0) > 1:
+        return f"/groups/{group_id}"
     return f"/items/{item_id}"
 
 
