@@ -12,9 +12,11 @@ Chromium, headless (Playwright, ``/usr/bin/chromium``), plays an operator who kn
 - grouped: on a group page, arrows to each frame that does not belong and ``x`` to take it out, then the answer's
   key for the rest; a frame taken out opens next and gets its own answer; single items as above.
 
-Each answer key is timed until the next page is fully shown (its frame, or every image of a group's grid, loaded
-and decoded): the machine's share of a routed frame's time, the operator's thinking excluded. Keypresses count
-every key the operator pressed, ``n`` and arrows included.
+Each answer key is timed by the browser's own clock from its keydown to the next page fully shown (its frame, or
+every image of a group's grid, decoded and painted), each take-out until the grid has changed: seconds per routed
+frame are these, the machine's share of a frame's time. The operator looks at each page for ``LOOK_S`` before
+answering (not counted): meanwhile the page fetches the next item ahead, as it would while a person looks.
+Keypresses count every key the operator pressed, ``n`` and arrows included.
 """
 
 from __future__ import annotations
@@ -36,11 +38,27 @@ Say = Callable[[str], None]
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORD = "bench review horse staple"
-SHOWN = """() => {
-  if (document.readyState !== "complete") return false;
+LOOK_S = 0.6  # the operator looks at a page this long before answering (not counted)
+# Installed in every page: the time of each keydown (kept across the navigation it causes) and the time the page
+# was fully shown — its images decoded and a frame painted, or for a page the browser rendered ahead, the frame
+# after it was put on screen. Both by the page's own clock, so the figure is the browser's, not the bench's.
+PAGE_CLOCK = """
+document.addEventListener("keydown", () => localStorage.setItem("bench.keydown", String(Date.now())), true);
+function benchShown() {
+  requestAnimationFrame(() => requestAnimationFrame(() => { window.benchShownAt = Date.now(); }));
+}
+function benchLoaded() {
   const imgs = Array.from(document.querySelectorAll(".frame img, #grid img"));
-  return imgs.every((i) => i.complete);
-}"""
+  Promise.all(imgs.map((i) => i.decode().catch(() => null))).then(() => {
+    if (document.prerendering) document.addEventListener("prerenderingchange", benchShown, { once: true });
+    else benchShown();
+  });
+}
+if (document.readyState === "complete") benchLoaded(); else window.addEventListener("load", benchLoaded);
+"""
+SHOWN = "() => window.benchShownAt !== undefined"
+LATENCY = """() => [window.benchShownAt - Number(localStorage.getItem('bench.keydown')),
+  (performance.getEntriesByType('navigation')[0] || {}).activationStart > 0]"""
 
 
 def _keys(frame: StreamFrame) -> list[str]:
@@ -60,6 +78,8 @@ class Operator:
         self.keys = 0
         self.answered = 0
         self.latencies_ms: list[float] = []
+        self.rendered_ahead = 0  # answers whose next page the browser had rendered ahead
+        self.busy_s = 0.0  # the machine's time: each answer and take-out until its page was updated
         self.groups: list[int] = []
 
     def press(self, key: str) -> None:
@@ -67,21 +87,26 @@ class Operator:
         self.keys += 1
 
     def answer(self, keys: list[str], count: int) -> None:
-        """Press an answer's keys (the last one is timed until the next page is fully shown)."""
+        """Press an answer's keys after looking at the page; the last key is timed, by the browser's clock, until
+        the next page is fully shown."""
+        self.page.wait_for_timeout(LOOK_S * 1000)
         for key in keys[:-1]:
             self.press(key)
         before = self.page.url
-        started = time.perf_counter()
         self.press(keys[-1])
-        self.page.wait_for_url(lambda url: url != before)
-        self.page.wait_for_function(SHOWN, polling="raf")
-        self.latencies_ms.append((time.perf_counter() - started) * 1000)
+        self.page.wait_for_url(lambda url: url != before, wait_until="commit")
+        self.page.wait_for_function(SHOWN)
+        latency, ahead = self.page.evaluate(LATENCY)
+        self.latencies_ms.append(float(latency))
+        self.rendered_ahead += bool(ahead)
+        self.busy_s += latency / 1000
         self.answered += count
 
     def run(self, total: int) -> None:
         self.page.goto(self.console + "/")
         self.press("n")
-        self.page.wait_for_function(SHOWN, polling="raf")
+        self.page.wait_for_url(lambda url: url != self.console + "/", wait_until="commit")
+        self.page.wait_for_function(SHOWN)
         while self.answered < total:
             url = self.page.url
             if "/groups/" in url:
@@ -105,8 +130,10 @@ class Operator:
             target = remaining.index(item_id)
             for _ in range(abs(target - at)):
                 self.press("ArrowRight" if target > at else "ArrowLeft")
+            started = time.perf_counter()
             self.press("x")
             self.page.wait_for_function(f"document.querySelectorAll('#grid .cell').length === {len(remaining) - 1}")
+            self.busy_s += time.perf_counter() - started
             remaining.remove(item_id)
             at = min(target, len(remaining) - 1)
         first = next(f for f in frames if f.truth == majority)
@@ -144,7 +171,9 @@ def _session(browser: Any, folder: Path, url: str, images: Path, frames: dict[st
                         group_distance=grouping.distance, wal_checkpoint_idle_s=0)
     console, stop, thread = _run_station(cfg)
     try:
-        page = browser.new_context(viewport={"width": 1400, "height": 860}).new_page()
+        context = browser.new_context(viewport={"width": 1400, "height": 860})
+        context.add_init_script(PAGE_CLOCK)
+        page = context.new_page()
         page.set_default_timeout(30_000)
         page.goto(console + "/login")
         page.fill("#username", "bench")
@@ -153,9 +182,8 @@ def _session(browser: Any, folder: Path, url: str, images: Path, frames: dict[st
         page.wait_for_url(console + "/")
         operator = Operator(page, console, by_id)
         say(f"review: {label}: answering {len(by_id)} routed frames in Chromium …")
-        started = time.perf_counter()
         operator.run(len(by_id))
-        seconds = time.perf_counter() - started
+        seconds = operator.busy_s
         page.context.close()
     finally:
         stop.set()
@@ -164,6 +192,7 @@ def _session(browser: Any, folder: Path, url: str, images: Path, frames: dict[st
     lat = sorted(operator.latencies_ms)
     return {"frames": operator.answered, "keys": operator.keys, "keys_per_frame": round(operator.keys / n, 3),
             "seconds_per_frame": round(seconds / n, 3), "answers": len(lat),
+            "rendered_ahead": operator.rendered_ahead,
             "next_shown_median_ms": round(statistics.median(lat), 1) if lat else None,
             "next_shown_p90_ms": round(lat[int(0.9 * (len(lat) - 1))], 1) if lat else None,
             "groups": operator.groups}

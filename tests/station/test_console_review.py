@@ -385,6 +385,7 @@ def test_the_next_item_fetched_ahead_takes_no_lease_and_is_kept_a_minute(store, 
         page = ana.get("/items/1")
         assert page.headers["cache-control"] == "no-cache" and store.queue.lease_of(1).username == "ana"
         assert 'href="/items/2?ahead=1"' in page.text  # the next item, fetched ahead by the browser
+        assert '"prerender": [{"urls": ["/items/2?ahead=1"]}]' in page.text  # or rendered ahead (Chrome)
         ahead = ana.get("/items/2", params={"ahead": "1"})
         assert ahead.status_code == 200 and ahead.headers["cache-control"] == "private, max-age=60"
         assert store.queue.lease_of(2) is None and 'data-claim="1"' in ahead.text  # the page leases it when shown

@@ -18,15 +18,19 @@
     flash.hidden = false;
   }
 
-  // The next item as this page fetched it ahead (item.html's prefetch link): when the server sends us there after
-  // an answer, the browser shows it from its cache at once; anywhere else (undo, links, reload), a fresh page.
+  // The next item as this page had the browser render it ahead (item.html's speculation rules): when the server
+  // sends us there after an answer, the browser shows it at once; anywhere else (undo, links, reload), a fresh page.
   function aheadOf(url) {
-    const link = document.querySelector('link[rel="prefetch"][as="document"]');
-    return link && new URL(link.href).pathname === url ? link.href : url;
+    const ahead = document.querySelector('meta[name="next-ahead"]');
+    return ahead && new URL(ahead.content, location.href).pathname === url ? ahead.content : url;
   }
-  if (new URLSearchParams(location.search).get("ahead") === "1") {
-    history.replaceState(null, "", location.pathname);  // a reload gets a fresh page
+  function forgetAhead() {
+    if (new URLSearchParams(location.search).get("ahead") === "1") {
+      history.replaceState(null, "", location.pathname);  // a reload gets a fresh page
+    }
   }
+  if (document.prerendering) document.addEventListener("prerenderingchange", forgetAhead, { once: true });
+  else forgetAhead();
 
   // State-changing calls go through fetch with the CSRF header; the server answers JSON with where to go next.
   let busy = false;
@@ -159,10 +163,15 @@
     if (form) form.classList.add("locked");
     return false;
   }
-  if (itemEl && (itemEl.dataset.leased === "1" || itemEl.dataset.claim === "1")) {
+  function keepLease() {
     const every = Math.max(10, Number(itemEl.dataset.leaseMinutes) * 30) * 1000;
     const start = itemEl.dataset.leased === "1" ? Promise.resolve(true) : renewLease(true);
     start.then((ok) => { if (ok) setInterval(() => renewLease(false), every); });
+  }
+  if (itemEl && (itemEl.dataset.leased === "1" || itemEl.dataset.claim === "1")) {
+    // a page the browser renders ahead (speculation rules) takes its lease only once it is shown
+    if (document.prerendering) document.addEventListener("prerenderingchange", keepLease, { once: true });
+    else keepLease();
   }
 
   // Zoom and pan: the stage (image + boxes) is scaled and moved inside the clipping frame.

@@ -374,6 +374,13 @@ class ReviewQueue:
         with self._db.session() as s:
             return s.scalar(head_query(QueueFilter(), username, time.time() if now is None else now, exclude))
 
+    def held_by(self, username: str, now: float | None = None) -> list[int]:
+        """The items ``username`` holds a live lease on."""
+        now = time.time() if now is None else now
+        with self._db.session() as s:
+            return list(s.scalars(select(LeaseRow.item_id).where(LeaseRow.username == username,
+                                                                 LeaseRow.expires_wall > now)))
+
     def release(self, item_id: int, username: str) -> None:
         """Give up my lease on an item (no-op if I do not hold it)."""
         with self._db.session(write=True) as s:

@@ -178,7 +178,8 @@ def router(console: Console) -> APIRouter:
             except LeaseConflict as exc:
                 console.counters["lease_conflicts"] += 1
                 conflict = str(exc)
-        peek = queue.peek_next(user.username, exclude=item_id)
+        # the next item, fetched ahead: not this one, nor (for a page made ahead) the one the reviewer holds now
+        peek = queue.peek_next(user.username, exclude=[item_id, *(queue.held_by(user.username) if ahead else [])])
         label_size = max(10.0, max(item.width, item.height) / 28)
         latest = item.latest_review
         # the boxes the editor starts from: the latest operator's when they edited them, else the model's regions;
