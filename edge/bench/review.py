@@ -188,11 +188,16 @@ def _session(browser: Any, folder: Path, url: str, images: Path, frames: dict[st
     finally:
         stop.set()
         thread.join(30)
+    store = Store(url, images, grouping)
+    try:  # what the database holds: a review per routed frame, none twice
+        reviewed_once = sum(len(store.queue.get_item(i).reviews) == 1 for i in by_id)  # type: ignore[union-attr]
+    finally:
+        store.close()
     n = max(operator.answered, 1)
     lat = sorted(operator.latencies_ms)
     return {"frames": operator.answered, "keys": operator.keys, "keys_per_frame": round(operator.keys / n, 3),
             "seconds_per_frame": round(seconds / n, 3), "answers": len(lat),
-            "rendered_ahead": operator.rendered_ahead,
+            "rendered_ahead": operator.rendered_ahead, "reviewed_once": reviewed_once,
             "next_shown_median_ms": round(statistics.median(lat), 1) if lat else None,
             "next_shown_p90_ms": round(lat[int(0.9 * (len(lat) - 1))], 1) if lat else None,
             "groups": operator.groups}
