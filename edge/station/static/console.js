@@ -58,7 +58,47 @@
     }
   }
 
-  window.LinesideConsole = { post: post, showError: showError, csrf: csrf };  // static/group.js uses them
+  // An answer form (item and group pages): its buttons, and relabel mode — after l, 1–9 picks a class and saves,
+  // Enter saves the selected one. submit(decision, defectClass) sends the answer.
+  function answerForm(form, submit) {
+    const box = document.getElementById("relabel");
+    const select = document.getElementById("relabel-class");
+    const state = { on: false };
+    function setRelabel(on) {
+      state.on = on;
+      if (!box) return;
+      box.classList.toggle("active", on);
+      if (on) select.focus(); else select.blur();
+    }
+    form.addEventListener("submit", (e) => e.preventDefault());
+    form.querySelectorAll("button[data-decision]").forEach((b) => b.addEventListener("click", () => {
+      const d = b.dataset.decision;
+      if (d === "relabel") { if (state.on) submit("relabel", select.value); else setRelabel(true); }
+      else submit(d);
+    }));
+    function relabelKey(e) {  // true when relabel mode took the key
+      if (!state.on) return false;
+      if (/^[1-9]$/.test(e.key)) {
+        const option = select.querySelector(`option[data-key="${e.key}"]`);
+        e.preventDefault();
+        if (option) { select.value = option.value; submit("relabel", option.value); }
+      } else if (e.key === "Enter") { e.preventDefault(); submit("relabel", select.value); }
+      return true;  // arrows etc. go to the select
+    }
+    return { setRelabel, relabelKey, get relabelMode() { return state.on; } };
+  }
+
+  // What every answer sends: the decision, the class of a relabel, the seconds since the page opened, the comment.
+  function answerFields(decision, defectClass, comment) {
+    return {
+      decision: decision,
+      defect_class: decision === "relabel" ? defectClass : "",
+      seconds_spent: ((performance.now() - openedAt) / 1000).toFixed(1),
+      comment: comment ? comment.value : "",
+    };
+  }
+
+  window.LinesideConsole = { post, showError, csrf, answerForm, answerFields };  // static/group.js uses them
 
   function typing(e) {
     const t = e.target;
@@ -107,38 +147,21 @@
   const itemEl = document.getElementById("item");
   const itemId = itemEl ? itemEl.dataset.itemId : null;
   const form = document.getElementById("review-form");
-  const relabel = document.getElementById("relabel");
-  const relabelSelect = document.getElementById("relabel-class");
   const comment = document.getElementById("comment");
-  let relabelMode = false;
 
   function submitReview(decision, defectClass) {
     if (!form || form.classList.contains("locked")) return;
     const button = form.querySelector(`[data-decision="${decision}"]`);
     if (button && button.disabled) return;
     post(form.action, {
-      decision: decision,
-      defect_class: decision === "relabel" ? defectClass : "",
-      seconds_spent: ((performance.now() - openedAt) / 1000).toFixed(1),
+      ...answerFields(decision, defectClass, comment),
       boxes: editor ? editor.payload() : "",
-      comment: comment ? comment.value : "",
       then: form.elements.then ? form.elements.then.value : "",
     }, true);
   }
-  function setRelabel(on) {
-    relabelMode = on;
-    if (!relabel) return;
-    relabel.classList.toggle("active", on);
-    if (on) relabelSelect.focus(); else relabelSelect.blur();
-  }
-  if (form) {
-    form.addEventListener("submit", (e) => e.preventDefault());
-    form.querySelectorAll("button[data-decision]").forEach((b) => b.addEventListener("click", () => {
-      const d = b.dataset.decision;
-      if (d === "relabel") { if (relabelMode) submitReview("relabel", relabelSelect.value); else setRelabel(true); }
-      else submitReview(d);
-    }));
-  }
+  const answers = form ? answerForm(form, submitReview) : null;
+  const relabeling = () => answers !== null && answers.relabelMode;
+  const setRelabel = (on) => { if (answers) answers.setRelabel(on); };
 
   // The lease lasts lease_minutes; renew it at half-time while the page stays open. A page the browser fetched
   // ahead (the next item, prefetched while the previous one was open) was made without a lease: take it now.
@@ -308,9 +331,9 @@
       if (e.key === "Escape") toggleHelp(false);
       return;
     }
-    if (page === "item" && !relabelMode && editor && editor.key(e)) { e.preventDefault(); return; }
+    if (page === "item" && !relabeling() && editor && editor.key(e)) { e.preventDefault(); return; }
     if (e.key === "Escape") { toggleHelp(false); setRelabel(false); if (flash) flash.hidden = true; return; }
-    if (e.key === "u" && !relabelMode) { post("/undo"); e.preventDefault(); return; }
+    if (e.key === "u" && !relabeling()) { post("/undo"); e.preventDefault(); return; }
     if (page === "queue") {
       if (e.key === "j" || e.key === "ArrowDown") { select(selected + 1); e.preventDefault(); }
       else if (e.key === "k" || e.key === "ArrowUp") { select(selected - 1); e.preventDefault(); }
@@ -320,14 +343,7 @@
       return;
     }
     if (page !== "item") return;
-    if (relabelMode) {
-      if (/^[1-9]$/.test(e.key)) {
-        const option = relabelSelect.querySelector(`option[data-key="${e.key}"]`);
-        e.preventDefault();
-        if (option) { relabelSelect.value = option.value; submitReview("relabel", option.value); }
-      } else if (e.key === "Enter") { e.preventDefault(); submitReview("relabel", relabelSelect.value); }
-      return;  // arrows etc. go to the select
-    }
+    if (answers && answers.relabelKey(e)) return;
     if (e.key === "a") submitReview("accept");
     else if (e.key === "r") submitReview("reject");
     else if (e.key === "l") { setRelabel(true); e.preventDefault(); }

@@ -4,18 +4,14 @@
   "use strict";
   const root = document.getElementById("group");
   if (document.body.dataset.page !== "group" || !root || !window.LinesideConsole) return;
-  const { post, showError, csrf } = window.LinesideConsole;
+  const { post, showError, csrf, answerForm, answerFields } = window.LinesideConsole;
   const groupId = root.dataset.groupId;
   const grid = document.getElementById("grid");
   const form = document.getElementById("group-form");
-  const relabel = document.getElementById("relabel");
-  const relabelSelect = document.getElementById("relabel-class");
   const comment = document.getElementById("comment");
-  const openedAt = performance.now();
   const takenOut = [];
   let cells = Array.from(grid.querySelectorAll(".cell"));
   let selected = 0;
-  let relabelMode = false;
 
   function select(i) {
     if (!cells.length) return;
@@ -56,25 +52,9 @@
   function answer(decision, defectClass) {
     const button = form.querySelector(`[data-decision="${decision}"]`);
     if (button && button.disabled) return;
-    post(form.action, {
-      decision: decision,
-      defect_class: decision === "relabel" ? defectClass : "",
-      seconds_spent: ((performance.now() - openedAt) / 1000).toFixed(1),
-      comment: comment ? comment.value : "",
-      taken_out: takenOut.join(","),
-    });
+    post(form.action, { ...answerFields(decision, defectClass, comment), taken_out: takenOut.join(",") });
   }
-  function setRelabel(on) {
-    relabelMode = on;
-    relabel.classList.toggle("active", on);
-    if (on) relabelSelect.focus(); else relabelSelect.blur();
-  }
-  form.addEventListener("submit", (e) => e.preventDefault());
-  form.querySelectorAll("button[data-decision]").forEach((b) => b.addEventListener("click", () => {
-    const d = b.dataset.decision;
-    if (d === "relabel") { if (relabelMode) answer("relabel", relabelSelect.value); else setRelabel(true); }
-    else answer(d);
-  }));
+  const answers = answerForm(form, answer);
 
   // the leases on the group's frames last lease_minutes: renew them at half-time while the page stays open
   const every = Math.max(10, Number(root.dataset.leaseMinutes) * 30) * 1000;
@@ -90,21 +70,14 @@
     if (e.target === comment) { if (e.key === "Escape") { comment.blur(); e.preventDefault(); } return; }
     const help = document.getElementById("help");
     if (help && !help.hidden) return;
-    if (relabelMode) {
-      if (/^[1-9]$/.test(e.key)) {
-        const option = relabelSelect.querySelector(`option[data-key="${e.key}"]`);
-        e.preventDefault();
-        if (option) { relabelSelect.value = option.value; answer("relabel", option.value); }
-      } else if (e.key === "Enter") { e.preventDefault(); answer("relabel", relabelSelect.value); }
-      else if (e.key === "Escape") setRelabel(false);
-      return;
-    }
+    if (answers.relabelMode && e.key === "Escape") { answers.setRelabel(false); return; }
+    if (answers.relabelKey(e)) return;
     const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: perRow(), ArrowUp: -perRow() };
     let handled = true;
     if (moves[e.key] !== undefined) select(selected + moves[e.key]);
     else if (e.key === "a") answer("accept");
     else if (e.key === "r") answer("reject");
-    else if (e.key === "l") setRelabel(true);
+    else if (e.key === "l") answers.setRelabel(true);
     else if (e.key === "x") takeOut(false);
     else if (e.key === "Enter") takeOut(true);
     else if (e.key === "s") post(`/groups/${groupId}/skip`);

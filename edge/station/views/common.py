@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from edge.station.auth import SessionCodec, csrf_token
 from edge.station.static_files import static_url
@@ -116,6 +116,22 @@ class Console:
 
     def render(self, request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
         return self.templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+class AnswerIn(BaseModel):
+    """An answer as a page or an API client posts it; the store checks decision, class and comment."""
+
+    model_config = ConfigDict(extra="ignore")  # a client's "reviewer" is ignored: the session says who
+
+    decision: str
+    defect_class: str | None = None
+    seconds_spent: float | None = None
+    comment: str | None = None
+
+    @field_validator("defect_class", "seconds_spent", "comment", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
 
 
 def validation_message(exc: ValidationError) -> str:

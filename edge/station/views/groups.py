@@ -17,13 +17,13 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ValidationError, field_validator
 
 from edge.station.auth import current_user
 from edge.station.store import ItemNotFound, LeaseConflict, ReviewError
 from edge.station.store.imagefiles import ImagePathError
 from edge.station.thumbnails import ThumbnailError
-from edge.station.views.common import Console, class_color, payload, validation_message, wants_json
+from edge.station.views.common import AnswerIn, Console, class_color, payload, validation_message, wants_json
 from edge.station.views.work import claim_next_url
 
 log = logging.getLogger(__name__)
@@ -35,21 +35,10 @@ def id_list(value: Any) -> list[int]:
     return [int(p) for p in parts if str(p).strip().isdigit()][:200]
 
 
-class GroupAnswerIn(BaseModel):
+class GroupAnswerIn(AnswerIn):
     """A group's answer as the page posts it; ``taken_out``: the frames taken out of it on the page, in order."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    decision: str
-    defect_class: str | None = None
-    seconds_spent: float | None = None
-    comment: str | None = None
     taken_out: list[int] = []
-
-    @field_validator("defect_class", "seconds_spent", "comment", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
 
     @field_validator("taken_out", mode="before")
     @classmethod

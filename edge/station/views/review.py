@@ -17,7 +17,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ValidationError, field_validator
 
 from edge.station.auth import current_user
 from edge.station.store import ItemNotFound, ItemView, LeaseConflict, ReviewError
@@ -25,7 +25,7 @@ from edge.station.store.imagefiles import ImagePathError
 from edge.station.store.queue import CursorError, QueueFilter, Sort, StatusFilter, parse_cursor
 from edge.station.store.reviews import model_boxes
 from edge.station.tables import STATUS_PENDING
-from edge.station.views.common import Console, class_color, payload, validation_message, wants_json
+from edge.station.views.common import AnswerIn, Console, class_color, payload, validation_message, wants_json
 from edge.station.views.groups import held_url, id_list
 from edge.station.views.work import claim_next_url
 from edge.transport.schema import HEATMAP_Z_MAX
@@ -36,24 +36,13 @@ CHOICES_TTL_S = 60.0
 REFERENCES = 4  # good frames of the line shown beside an item
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(AnswerIn):
     """A review as posted by the console or an API client; the store checks decision, class, boxes and comment.
 
     ``boxes`` is the operator's edited box list (a JSON array in a form field, or an array in a JSON body), absent
     or empty-string when they did not touch the boxes (the model's stand); ``[]`` means they deleted every box."""
 
-    model_config = ConfigDict(extra="ignore")  # a client's "reviewer" is ignored: the session says who
-
-    decision: str
-    defect_class: str | None = None
-    seconds_spent: float | None = None
     boxes: list[dict[str, Any]] | None = None
-    comment: str | None = None
-
-    @field_validator("defect_class", "seconds_spent", "comment", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
 
     @field_validator("boxes", mode="before")
     @classmethod
