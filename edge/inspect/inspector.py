@@ -137,7 +137,7 @@ class Inspector:
         uncertainty = self.uncertainty(row, (score - threshold) / max(spread, 1e-6), class_scores, score, threshold,
                                        spread)
         return Inspection(verdict, class_scores, score, threshold, regions, uncertainty, anomaly_map, raw,
-                          emb.global_)
+                          outputs[0][i])
 
     def uncertainty(self, row: np.ndarray, z: float, class_scores: dict[str, float], score: float,
                     threshold: float, spread: float) -> Uncertainty:
