@@ -104,13 +104,25 @@ class FreshParts(threading.Thread):
         super().__init__(name="DemoFreshParts", daemon=True)
         self.directory, self.sources, self.frames_done, self.stop = directory, sources, frames_done, stop
         self.renewed = 0
+        # the rounds earlier runs of the demo used (kept beside the frames): a restarted demo reads the folder from
+        # its first file again, so it renews with rounds of its own
+        self.first_round = int(self._rounds_file.read_text()) if self._rounds_file.is_file() else 1
+
+    @property
+    def _rounds_file(self) -> Path:
+        return self.directory / ".next-round"
+
+    def save(self) -> None:
+        """Remember the next unused round for the next run of the demo."""
+        used = self.first_round + (self.renewed - 1) // len(self.sources) + 1 if self.renewed else self.first_round
+        self._rounds_file.write_text(f"{used}\n")
 
     def run(self) -> None:
         n = len(self.sources)
         while not self.stop.wait(0.5):
             upto = self.frames_done()
             while self.renewed < upto and not self.stop.is_set():
-                i, next_round = self.renewed % n, self.renewed // n + 1
+                i, next_round = self.renewed % n, self.first_round + self.renewed // n
                 self.renewed += 1
                 target = self.directory / f"{i:05d}.jpg"
                 image = cv2.imread(str(self.sources[i]))
@@ -209,7 +221,6 @@ def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080,
     """Calibrate (first run), start the station and the daemon; ``command`` is how the person started
     ``lineside`` (for the command lines printed), ``log_file`` where the log goes (printed too)."""
     from edge.daemon import Daemon
-    from edge.fit.calibrate import calibrate
     from edge.station.server import run_station
     from edge.station.store import Store
     from edge.vlm.pack import load_pack
@@ -221,6 +232,8 @@ def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080,
     lay_out_line(workdir / "frames", sources)
     pack = load_pack(line_cfg.model.pack)
     if not _profile_fits(line_cfg.profile, pack.version):
+        from edge.fit.calibrate import calibrate  # fitting (torch builds the profile's frame graph): first run only
+
         good, defects = demo_calibration_images()
         print(f"calibrating the demo line profile from {len(good)} good and {len(defects)} labelled defect "
               "textile images …", flush=True)
@@ -261,6 +274,8 @@ def run_demo(workdir: Path, seconds: float | None = None, http_port: int = 8080,
         status = daemon.run(seconds=seconds)
     finally:
         stop_parts.set()
+        parts.join(5)
+        parts.save()
     elapsed = time.monotonic() - started
     stop_station.set()
     station_thread.join(timeout=15)
