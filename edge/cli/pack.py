@@ -10,7 +10,8 @@ import typer
 
 from edge.cli.app import USER_ERRORS, app, fail
 
-pack_app = typer.Typer(no_args_is_help=True, help="Model packs: check, quantise, convert, bring your own.")
+pack_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Model packs: check, quantise, convert, bring your own.")
 
 
 @pack_app.command("quantize")

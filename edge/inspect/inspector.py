@@ -49,6 +49,7 @@ class Inspection:
     uncertainty: Uncertainty
     anomaly_map: np.ndarray = field(repr=False)
     raw_scores: RawScores | None = field(default=None, repr=False)  # per-stride zero-/few-shot patch scores
+    embedding: np.ndarray | None = field(default=None, repr=False)  # the global embedding g (the station groups by it)
 
 
 class Inspector:
@@ -135,7 +136,8 @@ class Inspector:
         # whether the frame is like anything the line knows at all
         uncertainty = self.uncertainty(row, (score - threshold) / max(spread, 1e-6), class_scores, score, threshold,
                                        spread)
-        return Inspection(verdict, class_scores, score, threshold, regions, uncertainty, anomaly_map, raw)
+        return Inspection(verdict, class_scores, score, threshold, regions, uncertainty, anomaly_map, raw,
+                          outputs[0][i])
 
     def uncertainty(self, row: np.ndarray, z: float, class_scores: dict[str, float], score: float,
                     threshold: float, spread: float) -> Uncertainty:
