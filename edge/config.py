@@ -263,6 +263,14 @@ class StationConfig(StrictModel):
     orphan_scan_interval_s: float = Field(
         3600.0, gt=0, description="remove image files without a row and leftover temp files this often (and at "
         "start)")
+    group_distance: float = Field(
+        0.15, ge=0, lt=2, description="look-alike groups: an arriving item joins the nearest waiting group of its "
+        "line and model verdict whose centre lies within this cosine distance of its global embedding (starter "
+        "pack, textile: global-defect frames lie 0.06–0.13 apart, good frames 0.14–0.36, a brightness change "
+        "0.04; python -m edge.bench.lookalike); 0 = every item alone")
+    group_max_items: int = Field(24, ge=2, le=200, description="look-alike groups: members at most")
+    group_window_s: float = Field(
+        3600.0, gt=0, description="look-alike groups: an item joins only a group that got a member this recently")
     audit_alpha: float = Field(
         0.01, gt=0, lt=1, description="risk audit: the error rate among auto-decided frames a line promises; the "
         "console alarms when the 95 % interval of the sampled frames' error rate lies wholly above it")

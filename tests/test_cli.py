@@ -106,3 +106,46 @@ def test_runtime_never_imports_torch() -> None:
             "assert not bad, bad; print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
+
+
+def _help_of(*command: str) -> str:
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--help"], terminal_width=100)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_every_help_text_is_plain_and_speaks_to_the_user() -> None:
+    """No internal ticket numbers, no '<bool>' type column: flags read --name / --no-name."""
+    import re
+
+    import typer
+
+    from edge.cli import app
+
+    root = typer.main.get_command(app)
+    commands: list[list[str]] = []
+    for name, command in root.commands.items():  # type: ignore[attr-defined]
+        commands.append([name])
+        commands += [[name, sub] for sub in getattr(command, "commands", {})]
+    assert len(commands) > 15
+    for command in [[], *commands]:
+        text = _help_of(*command)
+        assert not re.search(r"\bissue\b|ticket", text, re.I), (command, text)
+        assert "<bool>" not in text, (command, text)
+    assert "--verbose / --no-verbose" in _help_of("demo")
+
+
+def test_faults_help_lists_its_options_with_the_harness_scenarios() -> None:
+    from edge.tools.faults.processes import SCENARIOS
+
+    text = _help_of("faults")
+    for option in ("--frames", "--out", "--scenarios", "--rate", "--outage-s", "--kills", "--fsync", "--timeout-s",
+                   "--database-url"):
+        assert option in text, option
+    assert all(name in text.replace("\n", "").replace(" ", "") for name in SCENARIOS)
+    result = run_lineside("faults", "--scenarios", "station_kill,meteor", timeout=60)
+    assert result.returncode == 2 and "unknown scenario(s) meteor" in result.stderr

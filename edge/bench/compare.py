@@ -71,10 +71,10 @@ def compare_grids(repeat: int = 300, rounds: int = 3) -> dict[str, Any]:
 
     import numpy as np
 
-    from edge.vlm.runtime import _channels_last
+    from edge.vlm.runtime import channels_last
 
     grid = np.random.default_rng(0).standard_normal((256, 32, 32)).astype(np.float32)
-    variants = {"before": lambda: np.ascontiguousarray(grid.transpose(1, 2, 0)), "after": lambda: _channels_last(grid)}
+    variants = {"before": lambda: np.ascontiguousarray(grid.transpose(1, 2, 0)), "after": lambda: channels_last(grid)}
     ms: dict[str, list[float]] = {"before": [], "after": []}
     for _ in range(rounds):
         for name, fn in variants.items():

@@ -10,7 +10,8 @@ from typing import Any
 
 from edge.bench.machine import machine, rss_mb
 
-PARTS = ("encoder", "pipeline", "latency", "ingest", "console", "int8", "batch")
+PARTS = ("encoder", "pipeline", "latency", "ingest", "console", "int8", "batch", "review")
+ALL = PARTS[:-1]  # `all`: every part but the browser review bench (it needs Chromium; run it by name)
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class BenchOptions:
 def run_parts(parts: list[str], opts: BenchOptions, say: Callable[[str], None]) -> dict[str, Any]:
     from edge.bench import inference, station
 
-    wanted = list(PARTS) if "all" in parts else parts
+    wanted = list(ALL) if "all" in parts else parts
     unknown = [p for p in wanted if p not in PARTS]
     if unknown:
         raise ValueError(f"unknown bench part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)} or all")
@@ -50,6 +51,10 @@ def run_parts(parts: list[str], opts: BenchOptions, say: Callable[[str], None]) 
             result.update(station.bench_ingest(opts.seconds, opts.senders, say=say))
         elif part == "console":
             result.update(station.bench_console(opts.console_items, say=say))
+        elif part == "review":  # edge/bench/review.py: Chromium plays an operator, one by one and grouped
+            from edge.bench.review import bench_review
+
+            result.update(bench_review(opts.pack, opts.frames, opts.console_items, say))
         elif part in ("int8", "batch"):  # edge/bench/bench_quantized.py; imports onnx, so only when asked
             from edge.bench import bench_quantized as bq
 

@@ -40,7 +40,7 @@ def keys(
     typer.echo(f"public key {public} (give this to the other side)\nsecret key {secret} (keep it here, mode 0600)")
 
 
-users_app = typer.Typer(no_args_is_help=True, help="Console users of the review station.")
+users_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Console users of the review station.")
 app.add_typer(users_app, name="users")
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
@@ -18,7 +21,9 @@ from edge.transport.outbox import OutboxError
 from edge.vlm.pack import PackError
 from edge.vlm.vocabulary import VocabularyError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Visual inspection at the line.")
+# plain help (Click's layout): flags read "--verbose / --no-verbose", not a boxed table with "<bool>" types
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Visual inspection at the line.")
 log = logging.getLogger("lineside")
 T = TypeVar("T")
 
@@ -43,8 +48,26 @@ def _options(log_format: Annotated[LogFormat, typer.Option(
     _LOG_FORMAT["format"] = log_format
 
 
-def setup_cli_logging(verbose: bool) -> None:
-    setup_logging(verbose, _LOG_FORMAT["format"])
+def setup_cli_logging(verbose: bool, *, terminal_level: int = logging.NOTSET, log_file: Path | None = None) -> None:
+    setup_logging(verbose, _LOG_FORMAT["format"], terminal_level=terminal_level, log_file=log_file)
+
+
+def invocation() -> str:
+    """How the person started this command, for command lines we print: `lineside` when that is on the PATH,
+    else the path they typed (`.venv/bin/lineside`), or `python -m edge.cli`."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "lineside":
+        found = shutil.which("lineside")
+        if found is not None and Path(found).resolve() == argv0.resolve():
+            return "lineside"
+        return str(argv0) if not argv0.is_absolute() else _short(argv0)
+    return f"{_short(Path(sys.executable))} -m edge.cli"
+
+
+def _short(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it, else as it is."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def fail(exc: Exception) -> NoReturn:

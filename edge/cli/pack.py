@@ -8,9 +8,10 @@ from typing import Annotated, cast
 
 import typer
 
-from edge.cli.app import app, fail
+from edge.cli.app import USER_ERRORS, app, fail
 
-pack_app = typer.Typer(no_args_is_help=True, help="Model packs: check, quantise, convert, bring your own.")
+pack_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Model packs: check, quantise, convert, bring your own.")
 
 
 @pack_app.command("quantize")
@@ -32,11 +33,9 @@ def quantize(
     """INT8 image tower (ONNX Runtime static QDQ, per-channel, calibrated on good images): a complete new pack."""
     import json
 
-    from edge.datasets import DatasetMissing
     from edge.durable import write_atomic
     from edge.eval.quantized import auroc_change
-    from edge.images import ImageError, list_images
-    from edge.profile.line_profile import ProfileError
+    from edge.images import list_images
     from edge.vlm.pack import PackError, load_pack
     from edge.vlm.quantize import Rounding, Target, quantize_pack
 
@@ -60,7 +59,7 @@ def quantize(
             manifest = json.loads((out / "manifest.json").read_text())  # not hashed: the version stays
             manifest["provenance"]["quantization"]["textile_calib"] = change
             write_atomic(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
-    except (PackError, ProfileError, DatasetMissing, ImageError) as exc:
+    except USER_ERRORS as exc:
         fail(exc)
     except ImportError as exc:  # onnx: the quantiser's dependency, in the build extra
         fail(PackError(f"quantisation needs {exc.name or 'onnx'} (pip install onnx, or the build extra)"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +15,7 @@ from edge.cli.app import (
     USER_ERRORS,
     app,
     fail,
+    invocation,
     setup_cli_logging,
 )
 
@@ -60,19 +62,21 @@ def eval_(
 @app.command()
 def bench(
     part: Annotated[str, typer.Argument(
-        help="encoder, pipeline, latency, ingest, console, int8, batch or all")] = "all",
+        help="encoder, pipeline, latency, ingest, console, int8, batch, all (these), or review (the browser "
+        "bench: one by one vs look-alike groups)")] = "all",
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object (progress stays on stderr)")] = False,
     seconds: Annotated[float, typer.Option(help="time per part")] = 10.0,
     fps: Annotated[float, typer.Option(help="latency: input frame rate")] = 15.0,
     good_images: Annotated[int, typer.Option(help="textile train good images to calibrate the bench profile")] = 30,
-    frames: Annotated[int, typer.Option(help="distinct textile test frames cycled through")] = 60,
+    frames: Annotated[int, typer.Option(help="distinct textile test frames cycled through (review: routed "
+                                             "frames to answer)")] = 60,
     senders: Annotated[int, typer.Option(help="ingest: DEALER senders")] = 4,
-    console_items: Annotated[int, typer.Option(help="console: items in the queue")] = 100_000,
+    console_items: Annotated[int, typer.Option(help="console and review: items in the queue")] = 100_000,
     pack: Annotated[Path | None, typer.Option(help="model pack directory (default: the starter pack)")] = None,
     provider: Annotated[str, typer.Option(help="ONNX Runtime provider: cpu, cuda, tensorrt, auto")] = "cpu",
     verbose: bool = False,
 ) -> None:
-    """Measure each stage on this machine (issue 10); ratios within one run are what compare across machines."""
+    """Measure each stage on this machine; ratios within one run are what compare across machines."""
     setup_cli_logging(verbose)
     from edge.bench.run import BenchOptions, run_parts
     from edge.demo import default_pack_dir
@@ -94,30 +98,58 @@ def bench(
             typer.echo(f"{key:28s} {value}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def faults(ctx: typer.Context) -> None:
-    """Fault-injection runs of the review transport (kill -9, outages, slow link, disk full, duplicates): `lineside
-    faults --frames 10000 --out var/faults` — options as `python -m edge.tools.faults run --help`."""
-    from edge.tools.faults.__main__ import main
+@app.command()
+def faults(
+    frames: Annotated[int, typer.Option(help="frames the edge routes per scenario")] = 10_000,
+    out: Annotated[Path, typer.Option(help="where results.md, results.json and each scenario's files go")] = Path(
+        "var/faults"),
+    scenarios: Annotated[str, typer.Option(
+        help="comma list of station_kill, edge_kill, unreachable, slow, disk_full, dup_reorder")] = (
+        "station_kill,edge_kill,unreachable,slow,disk_full,dup_reorder"),
+    rate: Annotated[float, typer.Option(help="frames per second the edge routes")] = 250.0,
+    outage_s: Annotated[float, typer.Option(help="unreachable and disk_full: how long the fault lasts, s")] = 60.0,
+    kills: Annotated[int, typer.Option(help="station_kill and edge_kill: how many kill -9")] = 5,
+    fsync: Annotated[str, typer.Option(help="the edge outbox's fsync policy: always or batch")] = "always",
+    timeout_s: Annotated[float, typer.Option(help="a scenario not finished by then fails, s")] = 900.0,
+    database_url: Annotated[str | None, typer.Option(
+        help="station database (default: a SQLite file per scenario)")] = None,
+) -> None:
+    """Fault injection on the review transport: kill -9 of station and edge, outages, a slow link, a full disk,
+    duplicates and reordering; every routed frame must reach the station exactly once."""
+    from edge.tools.faults.__main__ import run_faults, scenario_names
+    from edge.tools.faults.harness import FaultOptions
 
-    raise typer.Exit(main(["run", *ctx.args]))
+    if fsync not in ("always", "batch"):
+        fail(ValueError(f"--fsync {fsync!r}: use always or batch"))
+    try:
+        scenario_names(scenarios)
+    except ValueError as exc:
+        fail(exc)
+    opts = FaultOptions(frames=frames, rate=rate, outage_s=outage_s, kills=kills, fsync=fsync, timeout_s=timeout_s,
+                        database_url=database_url)
+    raise typer.Exit(run_faults(out, opts, scenarios))
 
 
 @app.command()
 def demo(
     seconds: Annotated[float | None, typer.Option(help="stop by itself after this many seconds")] = None,
-    workdir: Annotated[Path, typer.Option(help="where the demo keeps its profile, outbox and database")] = Path(
-        "var/demo"),
+    workdir: Annotated[Path, typer.Option(help="where the demo keeps its profile, outbox, database, config.yaml "
+                                               "and demo.log")] = Path("var/demo"),
     port: Annotated[int, typer.Option(help="console HTTP port")] = 8080,
-    fps: Annotated[float, typer.Option(help="pace of the demo source")] = 10.0,
-    verbose: bool = False,
+    ingest_port: Annotated[int, typer.Option(help="the station's ZeroMQ ingest port")] = 5571,
+    fps: Annotated[float, typer.Option(help="pace of the demo line")] = 10.0,
+    verbose: Annotated[bool, typer.Option(help="every log line on the terminal (else errors only; every line is "
+                                               "in demo.log)")] = False,
 ) -> None:
-    """Calibrate a demo textile line (first run), start station + daemon on the textile test split."""
-    setup_cli_logging(verbose)
+    """Calibrate a demo textile line (first run), start station + daemon on new textile parts; the console's
+    address and login come last."""
+    log_file = workdir.resolve() / "demo.log"
+    setup_cli_logging(verbose, terminal_level=logging.ERROR, log_file=log_file)
     from edge.demo import DemoError, run_demo
 
     try:
-        summary = run_demo(workdir, seconds=seconds, http_port=port, fps=fps, progress=progress.lines)
+        summary = run_demo(workdir, seconds=seconds, http_port=port, fps=fps, progress=progress.lines,
+                           ingest_port=ingest_port, command=invocation(), log_file=log_file)
     except (*USER_ERRORS, DemoError) as exc:
         fail(exc)
     typer.echo(
@@ -128,7 +160,7 @@ def demo(
 
 @app.command()
 def soak(
-    minutes: Annotated[float, typer.Option(help="how long to run (the issue's goal: 30)")] = 30.0,
+    minutes: Annotated[float, typer.Option(help="how long to run, in minutes")] = 30.0,
     workdir: Annotated[Path, typer.Option(help="frames, profile, outbox, database and logs of the soak")] = Path(
         "var/soak"),
     fps: Annotated[float, typer.Option(help="pace of the looping textile source")] = 15.0,

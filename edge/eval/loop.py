@@ -8,7 +8,8 @@ profile is refit from the first rows plus all answers — what `lineside train` 
 (edge.fit.refit; memory bank and patch statistics stay as calibrated). After each version the fixed test
 split is scored: coverage at 1 % and 5 % selective risk (threshold chosen on random calibration halves, as in
 edge.eval.failure), accuracy and failure AUROC; the reviewer's workload is the share of that round's stream the
-version sent to review.
+version sent to review, and `escaped_per_1000` the defects it decided good by itself (they left unnoticed) per
+1,000 frames of that round's stream.
 
 Every cell is encoded once, with the first version's bank: a version's decisions are then a function of the
 cell's feature row (edge.inspect.assess.decision_margins / assess_rows — the same code the daemon runs per frame).
@@ -98,7 +99,8 @@ def run_loop(ctx: Any, every: int = 200) -> dict[str, Any]:
     dim, spec = inspector.pack.embedding_dim, RoutingSpec("risk", LOOP_ALPHA, 0.1)
 
     rounds: list[dict[str, Any]] = [{"round": 0, "reviews": 0, "rows": len(first_rows), "streamed": 0,
-                                     "workload": float("nan"), **_score_version(profile, inspector, test_rows,
+                                     "workload": float("nan"), "escaped": 0, "escaped_per_1000": float("nan"),
+                                     **_score_version(profile, inspector, test_rows,
                                                                                 test_truth, ctx.seed)}]
     answered: list[int] = []
     position = 0
@@ -111,6 +113,11 @@ def run_loop(ctx: Any, every: int = 200) -> dict[str, Any]:
         sent = chunk[routed[: end - position]]
         answered.extend(int(i) for i in sent)
         workload = float(sent.size / max(chunk.size, 1))
+        # what this version decided alone: a defect it called good went out unnoticed
+        auto = chunk[~routed[: end - position]]
+        decided_defect = decision_margins(profile, stream_rows[auto], dim) > 0 if auto.size else np.zeros(0, bool)
+        escaped = int(((stream_truth[auto] == 1) & ~decided_defect).sum())
+        escaped_per_1000 = round(1000.0 * escaped / max(chunk.size, 1), 2)
         position = end
         reviewed = LabelledRows(stream_rows[answered], stream_truth[answered],
                                 sources=[f"review:{i}" for i in answered])
@@ -118,7 +125,8 @@ def run_loop(ctx: Any, every: int = 200) -> dict[str, Any]:
         refit(profile, first_rows.extend(reviewed), inspector.text_bank, inspector.pack.logit_scale, dim, spec,
               seed=ctx.seed)
         rounds.append({"round": len(rounds), "reviews": len(answered), "rows": len(first_rows) + len(answered),
-                       "streamed": position, "workload": round(workload, 4),
+                       "streamed": position, "workload": round(workload, 4), "escaped": escaped,
+                       "escaped_per_1000": escaped_per_1000,
                        **_score_version(profile, inspector, test_rows, test_truth, ctx.seed)})
         last = rounds[-1]
         log.info("loop round %d: %d reviews, workload %.2f, accuracy %.3f, coverage at 1 %% risk %.3f",
@@ -129,6 +137,8 @@ def run_loop(ctx: Any, every: int = 200) -> dict[str, Any]:
         "coverage_at_1pct_by_round": [r["coverage_at_1pct"] for r in rounds],
         "coverage_at_5pct_by_round": [r["coverage_at_5pct"] for r in rounds],
         "workload_by_round": [r["workload"] for r in rounds],
+        "escaped_per_1000_by_round": [r["escaped_per_1000"] for r in rounds],
+        "escaped_per_1000": rounds[-1]["escaped_per_1000"],
         "accuracy_by_round": [r["accuracy"] for r in rounds],
     }
     _plot(result, ctx.out / "loop_elpv.png")

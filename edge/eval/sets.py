@@ -11,7 +11,7 @@ import numpy as np
 
 from edge.datasets import ElpvCell, elpv_per_class, elpv_split, textile_split
 from edge.eval import plots
-from edge.eval.boxes import iou, mask_box
+from edge.eval.localisation import iou, mask_box, pro_auc
 from edge.eval.scoring import Context, binary_figures, failure_section, ood_section, roc_plot, score_files
 from edge.eval.synthetic import KINDS, VOCAB_CLASS, make_defect
 from edge.grounding.regions import location_word
@@ -136,8 +136,8 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
             h, w = image.shape[:2]
             result = inspector.inspect(defect.image)
             up = cv2.resize(result.anomaly_map, (w, h), interpolation=cv2.INTER_LINEAR)
-            pixel_scores.append(up[::2, ::2].ravel())
-            pixel_truth.append(defect.mask[::2, ::2].ravel())
+            pixel_scores.append(up[::2, ::2])
+            pixel_truth.append(defect.mask[::2, ::2])
             pixel_line.append(line)
             truth_box = mask_box(defect.mask)
             overlaps = [iou((r.x, r.y, r.w, r.h), truth_box) for r in result.regions]
@@ -160,11 +160,16 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
                                   defect.mask, ctx.out / f"example_{line}_{i}_{defect.kind}.png")
     return {
         "synthetic_loc": {
-            "pixel_auroc": round(auroc(np.concatenate(pixel_truth), np.concatenate(pixel_scores)), 4),
-            "pixel_auroc_by_line": {line: round(auroc(*(np.concatenate([v for v, n in zip(values, pixel_line,
-                                                                                       strict=True) if n == line])
-                                                        for values in (pixel_truth, pixel_scores))), 4)
-                                    for line in sources},
+            "pixel_auroc": round(auroc(np.concatenate([t.ravel() for t in pixel_truth]),
+                                       np.concatenate([v.ravel() for v in pixel_scores])), 4),
+            "pixel_auroc_by_line": {line: round(auroc(
+                np.concatenate([t.ravel() for t, n in zip(pixel_truth, pixel_line, strict=True) if n == line]),
+                np.concatenate([v.ravel() for v, n in zip(pixel_scores, pixel_line, strict=True) if n == line])), 4)
+                for line in sources},
+            "pro": round(pro_auc(pixel_truth, pixel_scores), 4),
+            "pro_by_line": {line: round(pro_auc(
+                [t for t, n in zip(pixel_truth, pixel_line, strict=True) if n == line],
+                [v for v, n in zip(pixel_scores, pixel_line, strict=True) if n == line]), 4) for line in sources},
             "region_recall": round(n_found_truth / max(n_truth, 1), 4),
             "region_precision": round(n_regions_match / n_regions, 4) if n_regions else 0.0,
             "recall_by_kind": {k: round(float(np.mean(v)), 4) if v else float("nan") for k, v in per_kind.items()},

@@ -25,6 +25,7 @@ import numpy as np
 
 from edge.config import ImageLimits
 from edge.fit.classifier import best_threshold
+from edge.fit.frame_graph import REFERENCE_IMAGES, frame_graph_files
 from edge.fit.refit import RoutingSpec, refit
 from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.classifier import frame_features
@@ -141,6 +142,7 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
 
     holdout = [score(e, fold_banks[f]) for e, f in zip(bank_embs, folds, strict=True)]
     n_bank_images = len(bank_embs)
+    examples = bank_embs[:REFERENCE_IMAGES]  # the frame graph's reference inputs
     del bank_embs
     if other_good:
         holdout += scored(other_good, "good images")
@@ -188,6 +190,7 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
         fitted["holdout_balanced_accuracy"] = fitted["fused_balanced_accuracy"]
     metrics.update(fitted)
     profile.rows = rows
+    profile.graph = frame_graph_files(profile, pack, text, examples)
     metrics["seconds"] = round(time.monotonic() - started, 1)
     profile.metrics = metrics
     save_profile(profile, profile_dir)

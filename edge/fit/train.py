@@ -26,6 +26,7 @@ import numpy as np
 
 from edge.config import ImageLimits
 from edge.findings import GOOD
+from edge.fit.frame_graph import frame_graph_files
 from edge.fit.refit import RoutingSpec, refit
 from edge.images import ImageError, read_image
 from edge.inspect.inspector import Inspector
@@ -84,6 +85,9 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     fitted = refit(profile, rows, inspector.text_bank, pack.logit_scale, pack.embedding_dim,
                    routing or _routing_of(previous), seed=seed)
     profile.rows = rows
+    assert current.graph is not None  # the Inspector above refuses a version without one
+    examples = inspector.image_encoder.embeddings(current.graph.inputs())
+    profile.graph = frame_graph_files(profile, pack, inspector.text_bank, examples)
     profile.created_wall = time.time()
     profile.metrics = {**fitted, "trained_from": current.version, "reviewed_frames": len(new_rows),
                        "unreadable_images": skipped, "seconds": round(time.monotonic() - started, 1)}

@@ -7,6 +7,8 @@ best of that class's states (best-of-N by image–text score).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -42,33 +44,71 @@ def classify_embedding(embedding: np.ndarray, text: TextBank, logit_scale: float
     return dict(zip(text.defect_classes, _softmax(logit_scale * sims).tolist(), strict=True))
 
 
-def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray, frame_w: int, frame_h: int,
-                 text: TextBank, logit_scale: float, min_area_pct: float = 0.02) -> list[Region]:
-    """Connected components of the map above threshold, in frame pixels, largest peak first."""
-    grid_h, grid_w = smoothed_map.shape
+@dataclass(frozen=True)
+class Blob:
+    """One connected region of the map in frame pixels, before it is captioned."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int
+    peak: float
+    label: int  # its label in `RegionMask.labels`
+    cx: float = 0.0  # its centroid, in frame pixels
+    cy: float = 0.0
+
+
+@dataclass(frozen=True)
+class RegionMask:
+    up: np.ndarray  # the map resized to the frame
+    labels: np.ndarray  # connected-component labels of the frame's pixels (0 = none)
+    blobs: list[Blob]  # largest peak first, small specks left out
+
+
+def region_mask(smoothed_map: np.ndarray, threshold: float, frame_w: int, frame_h: int, extent: float | None = None,
+                min_area_pct: float = 0.02) -> RegionMask:
+    """The map's regions: connected pixels above `extent` that reach above `threshold` (hysteresis: `threshold`
+    says where a defect is, `extent` how far it reaches; None = `threshold` for both), largest peak first."""
     up = cv2.resize(smoothed_map, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
-    mask = (up > threshold).view(np.uint8)  # one byte a pixel, no copy
-    if not mask.any():
-        return []
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    del mask
+    low = threshold if extent is None else min(extent, threshold)
+    # one byte a pixel and no frame-sized temporaries per region: on a 25 MP frame each would cost 100s of MB
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats((up > low).view(np.uint8), connectivity=8)
+    blobs = []
     frame_area = frame_w * frame_h
-    grid_mask_all = cv2.resize(labels.astype(np.float32), (grid_w, grid_h), interpolation=cv2.INTER_NEAREST)
-    found = []
     for label in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[label])
         if 100.0 * area / frame_area < min_area_pct and area < 9:
             continue
-        # within the region's box only: a frame-sized temporary per region would cost gigabytes on a large frame
-        inside = (labels[y:y + h, x:x + w] == label).astype(np.uint8)
+        inside = (labels[y:y + h, x:x + w] == label).view(np.uint8)  # within the region's box only
         peak = float(cv2.minMaxLoc(up[y:y + h, x:x + w], mask=inside)[1])
+        if peak > threshold:
+            blobs.append(Blob(x, y, w, h, area, peak, label, float(centroids[label][0]), float(centroids[label][1])))
+    blobs.sort(key=lambda b: b.peak, reverse=True)
+    return RegionMask(up, labels, blobs[:MAX_REGIONS])
+
+
+def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray, frame_w: int, frame_h: int,
+                 text: TextBank, logit_scale: float, min_area_pct: float = 0.02,
+                 extent: float | None = None) -> list[Region]:
+    """The map's regions (`region_mask`) in frame pixels, each captioned, largest peak first."""
+    grid_h, grid_w = smoothed_map.shape
+    regions = region_mask(smoothed_map, threshold, frame_w, frame_h, extent, min_area_pct)
+    if not regions.blobs:
+        return []
+    frame_area = frame_w * frame_h
+    grid_labels = cv2.resize(regions.labels.astype(np.float32), (grid_w, grid_h), interpolation=cv2.INTER_NEAREST)
+    low = threshold if extent is None else min(extent, threshold)
+    found = []
+    for blob in regions.blobs:
+        x, y, w, h, area = blob.x, blob.y, blob.w, blob.h, blob.area
         # the region's embedding: its patches weighted by how anomalous they are
-        cells = grid_mask_all == label
+        cells = grid_labels == blob.label
         if not cells.any():
             cy, cx = int((y + h / 2) * grid_h / frame_h), int((x + w / 2) * grid_w / frame_w)
             cells = np.zeros((grid_h, grid_w), bool)
             cells[min(cy, grid_h - 1), min(cx, grid_w - 1)] = True
-        weights = np.clip(smoothed_map[cells] - threshold, 1e-3, None)[:, None]
+        weights = np.clip(smoothed_map[cells] - low, 1e-3, None)[:, None]
         emb = (patches[cells] * weights).sum(axis=0)
         emb /= max(float(np.linalg.norm(emb)), 1e-12)
         probs = classify_embedding(emb, text, logit_scale)
@@ -76,10 +116,9 @@ def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray
         state_scores = text.state_embeddings[cls] @ emb
         best = int(state_scores.argmax())
         area_pct = round(100.0 * area / frame_area, 3)
-        location = location_word(float(centroids[label][0]), float(centroids[label][1]), frame_w, frame_h)
+        location = location_word(blob.cx, blob.cy, frame_w, frame_h)
         found.append(Region(
-            x=x, y=y, w=w, h=h, area_px=area, area_pct=area_pct, peak=peak, defect_class=cls,
+            x=x, y=y, w=w, h=h, area_px=area, area_pct=area_pct, peak=blob.peak, defect_class=cls,
             location=location, caption=caption_of(cls, location, w, h, area_pct), description=text.states[cls][best],
             caption_score=float(state_scores[best]), class_probs=probs))
-    found.sort(key=lambda r: r.peak, reverse=True)
-    return found[:MAX_REGIONS]
+    return found

@@ -1,7 +1,9 @@
 """One frame's way through the models, top to bottom: encode → ground → caption → score.
 
 `Inspector.inspect` takes a BGR frame and returns an `Inspection` (verdict, class scores, regions with captions,
-p(wrong), OoD distance); it does no I/O and starts no thread. The daemon wires it to capture and routing
+p(wrong), OoD distance); it does no I/O and starts no thread. The tower and the profile's frame graph run on the
+pack's provider (TensorRT ▸ CUDA ▸ CPU); what stays in numpy is cheap and per frame (decision, regions, captions,
+p(wrong)). The daemon wires it to capture and routing
 (edge.daemon); the evaluation, the benches and `lineside train` call it directly.
 """
 
@@ -13,17 +15,24 @@ import numpy as np
 
 from edge.config import LineConfig, TensorrtConfig
 from edge.findings import Region
-from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
-from edge.grounding.classifier import frame_features, logit
+from edge.grounding.anomaly import RawScores
+from edge.grounding.classifier import logit
 from edge.grounding.regions import classify_embedding, find_regions
 from edge.inspect.assess import assess_rows
-from edge.profile.line_profile import LineProfile
+from edge.profile.line_profile import LineProfile, ProfileError
 from edge.profile.versions import load_profile
 from edge.uncertainty.score import Uncertainty, baseline_uncertainty, frame_class_scores
 from edge.vlm.check import verify_pack
 from edge.vlm.pack import ModelPack, load_pack
 from edge.vlm.prompts import TextBank, build_text_bank
-from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder
+from edge.vlm.runtime import (
+    GraphSession,
+    ImageEmbedding,
+    ImageEncoder,
+    TextEncoder,
+    channels_last,
+    tower_outputs,
+)
 
 
 @dataclass(frozen=True)
@@ -40,16 +49,28 @@ class Inspection:
     uncertainty: Uncertainty
     anomaly_map: np.ndarray = field(repr=False)
     raw_scores: RawScores | None = field(default=None, repr=False)  # per-stride zero-/few-shot patch scores
+    embedding: np.ndarray | None = field(default=None, repr=False)  # the global embedding g (the station groups by it)
 
 
 class Inspector:
-    """Models for one line: the pack's encoders, the profile's vocabulary and memory bank."""
+    """Models for one line: the pack's encoders, the profile's vocabulary and its frame graph, all on the pack's
+    provider. A frame is two provider calls: the image tower, then the profile's frame graph on its outputs
+    (edge.fit.frame_graph); the decision, regions, captions and p(wrong) are numpy on the graph's outputs."""
 
     def __init__(self, pack: ModelPack, profile: LineProfile, provider: str = "auto",
                  intra_op_threads: int = 0, *, tensorrt: TensorrtConfig | None = None, device_id: int = 0) -> None:
+        if profile.graph is None or profile.graph.path is None:
+            raise ProfileError(f"line profile {profile.describe()} has no frame graph on disk (made before frame "
+                               "graphs existed): run `lineside calibrate` again")
         self.pack = pack
         self.profile = profile
         self.image_encoder = ImageEncoder(pack, provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id)
+        self.graph = GraphSession(profile.graph.path, profile.graph.sha256, provider, intra_op_threads,
+                                  tensorrt=tensorrt, device_id=device_id)
+        if self.graph.input_names != self.image_encoder.output_names:
+            raise ProfileError(f"line profile {profile.describe()}: its frame graph takes "
+                               f"{', '.join(self.graph.input_names)} but the pack's image tower gives "
+                               f"{', '.join(self.image_encoder.output_names)}: run `lineside calibrate` again")
         text = TextEncoder(pack, provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id)
         self.text_bank: TextBank = build_text_bank(profile.vocabulary, text)
 
@@ -58,72 +79,73 @@ class Inspector:
         return self.pack.version, self.profile.describe()
 
     def inspect(self, bgr: np.ndarray) -> Inspection:
-        height, width = bgr.shape[:2]
-        # encode: global embedding g and patch grids in the joint image–text space
-        return self.inspect_embedding(self.image_encoder.encode(bgr), width, height)
-
-    def ground(self, emb: ImageEmbedding) -> tuple[RawScores, np.ndarray, float]:
-        """Zero-shot ⊕ few-shot anomaly map (with its raw per-stride scores) and the whole frame's zero-shot score."""
-        profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
-        raw = raw_scores(emb, profile.bank, text.class_embeddings, scale)
-        anomaly_map = smooth(combine(raw, profile.patch_stats, profile.weights))
-        return raw, anomaly_map, global_zero_shot_score(emb.global_, text.class_embeddings, scale)
-
-    def frame_row(self, emb: ImageEmbedding) -> np.ndarray:
-        """The labelled-row features of an encoded frame under this profile (as `lineside calibrate` makes them)."""
-        _, anomaly_map, global_score = self.ground(emb)
-        return frame_features(emb, anomaly_map, global_score)
+        return self.inspect_batch([bgr])[0]
 
     def inspect_batch(self, images: list[np.ndarray]) -> list[Inspection]:
-        """Several frames through one encoder run (same results as one by one, faster per frame)."""
+        """Frames through one tower run and one graph run (same results as one by one, faster per frame)."""
         batch = np.stack([self.image_encoder.preprocess(bgr) for bgr in images])
-        embeddings = self.image_encoder.encode_batch(batch)
-        return [self.inspect_embedding(emb, bgr.shape[1], bgr.shape[0]) for emb, bgr in
-                zip(embeddings, images, strict=True)]
+        return self.inspect_outputs(self.image_encoder.run(batch), [(bgr.shape[1], bgr.shape[0]) for bgr in images])
 
     def inspect_embedding(self, emb: ImageEmbedding, width: int, height: int) -> Inspection:
-        """The rest of the frame's way once it is encoded (the evaluation calls this to encode a frame once)."""
+        """One frame already encoded (the evaluation encodes a frame once and reuses it)."""
+        return self.inspect_outputs(tower_outputs([emb]), [(width, height)])[0]
+
+    def frame_rows(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """[N, F] labelled-row features of encoded frames under this profile (as `lineside calibrate` makes them)."""
+        return self.graph.run(outputs)["features"]
+
+    def frame_row(self, emb: ImageEmbedding) -> np.ndarray:
+        return self.frame_rows(tower_outputs([emb]))[0]
+
+    def inspect_outputs(self, outputs: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[Inspection]:
+        """The rest of the frames' way once the tower has run: the frame graph, then each frame decided."""
+        grounded = self.graph.run(outputs)
+        return [self._decide(outputs, grounded, i, width, height) for i, (width, height) in enumerate(sizes)]
+
+    def _decide(self, outputs: list[np.ndarray], grounded: dict[str, np.ndarray], i: int, width: int,
+                height: int) -> Inspection:
         profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
-        raw, anomaly_map, global_score = self.ground(emb)
+        anomaly_map = grounded["anomaly_map"][i]
+        global_score = float(grounded["global_score"][i])
+        row = grounded["features"][i:i + 1]
+        raw: RawScores = {s: {"zero": grounded[f"zero_s{s}"][i], **({"few": grounded[f"few_s{s}"][i]}
+                                                                    if s in profile.bank else {})}
+                          for s in self.image_encoder.strides}
         map_max = float(anomaly_map.max())
-        # the frame's feature row, once: the head decides on it, the failure predictor and OoD detector read it
-        use_head = profile.head is not None and profile.use_head
-        row = (frame_features(emb, anomaly_map, global_score)[None]
-               if use_head or profile.failure is not None or profile.ood is not None else None)
         # decide good / defect: the line's classifier head if it has one, else the fused frame score
-        if profile.head is not None and row is not None and use_head:
+        if profile.head is not None and profile.use_head:
             p_defect = float(profile.head.predict(row)[0])
             score, threshold, spread = float(logit(p_defect)), float(logit(profile.head.threshold)), 1.0
         else:
             score, threshold, spread = profile.frame_score(map_max, global_score)
         is_defect = score > threshold
         # caption: regions above the map threshold, each with class, place, size and best description; a defect
-        # frame with no region that hot gets its hottest area
-        finest = min(emb.patches)
+        # frame with no region that hot gets its hottest area. The patch grid is laid out channels last only here.
         regions: list[Region] = []
         if is_defect:
-            regions = find_regions(anomaly_map, profile.anomaly_threshold, emb.patches[finest], width, height,
-                                   text, scale)
+            patches = channels_last(outputs[1][i])
+            regions = find_regions(anomaly_map, profile.anomaly_threshold, patches, width, height, text, scale)
             if not regions:
                 hottest = map_max - 0.25 * (map_max - float(anomaly_map.mean()))
-                regions = find_regions(anomaly_map, hottest, emb.patches[finest], width, height, text, scale)[:1]
+                regions = find_regions(anomaly_map, hottest, patches, width, height, text, scale)[:1]
         # verdict: good or the defect class (from the strongest region, else from the whole frame)
-        defect_probs = regions[0].class_probs if regions else classify_embedding(emb.global_, text, scale)
+        defect_probs = regions[0].class_probs if regions else classify_embedding(outputs[0][i], text, scale)
         class_scores = frame_class_scores(score, threshold, spread, defect_probs)
         verdict = max(defect_probs, key=defect_probs.__getitem__) if is_defect else "good"
         # score: how likely this decision is wrong (the line's learned failure predictor, else the baseline), and
         # whether the frame is like anything the line knows at all
         uncertainty = self.uncertainty(row, (score - threshold) / max(spread, 1e-6), class_scores, score, threshold,
                                        spread)
-        return Inspection(verdict, class_scores, score, threshold, regions, uncertainty, anomaly_map, raw)
+        return Inspection(verdict, class_scores, score, threshold, regions, uncertainty, anomaly_map, raw,
+                          outputs[0][i])
 
-    def uncertainty(self, row: np.ndarray | None, z: float, class_scores: dict[str, float], score: float,
+    def uncertainty(self, row: np.ndarray, z: float, class_scores: dict[str, float], score: float,
                     threshold: float, spread: float) -> Uncertainty:
         """The baseline from the class scores; with a failure predictor or OoD detector, theirs from the frame's
-        feature row [1, d] (None when the profile has neither)."""
+        feature row [1, d]."""
         profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
         baseline = baseline_uncertainty(class_scores, score, threshold, spread)
-        if row is None or (profile.failure is None and profile.ood is None):
+        if profile.failure is None and profile.ood is None:
             return baseline
         assessed = assess_rows(profile, row, np.array([z]), text, scale, self.pack.embedding_dim)
         scores = {k: float(v[0]) for k, v in assessed.baselines.items()}

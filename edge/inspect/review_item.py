@@ -11,7 +11,7 @@ import numpy as np
 from edge.capture.frame import Frame
 from edge.config import LineConfig
 from edge.inspect.inspector import Inspection
-from edge.transport.schema import HEATMAP_Z_MAX, ReviewItem, ReviewReason
+from edge.transport.schema import HEATMAP_Z_MAX, ReviewItem, ReviewReason, embedding_b64
 
 
 def review_item(cfg: LineConfig, frame: Frame, frame_id: str, result: Inspection, versions: tuple[str, str],
@@ -30,4 +30,6 @@ def review_item(cfg: LineConfig, frame: Frame, frame_id: str, result: Inspection
         uncertainty=1.0 if reason == "ood" else result.uncertainty.value,
         regions=list(result.regions),
         pack_version=versions[0], profile_version=versions[1],
-        heatmap_png=b64encode(png.tobytes()).decode("ascii") if ok else None)
+        heatmap_png=b64encode(png.tobytes()).decode("ascii") if ok else None,
+        # the global embedding (float16, ~0.7 KB base64 for 256-d): the station groups look-alike frames by it
+        embedding=embedding_b64(result.embedding) if result.embedding is not None else None)

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 LogFormat = Literal["text", "json"]
@@ -64,14 +65,27 @@ class RateLimitedLog:
         self._log.log(level, msg + (f" ({held} more like it in the last {self._interval:g} s)" if held else ""), *args)
 
 
-def setup_logging(verbose: bool = False, fmt: LogFormat = "text") -> None:
+def setup_logging(verbose: bool = False, fmt: LogFormat = "text", *, terminal_level: int = logging.NOTSET,
+                  log_file: Path | None = None) -> None:
+    """Log lines to stderr (INFO, DEBUG with ``verbose``; only ``terminal_level`` and worse when it is set and not
+    ``verbose``) and, with ``log_file``, every INFO line to that file too. Alembic's INFO chatter (its plugins,
+    the migration context on every start) shows only with ``verbose``; the station's own line about a migration
+    stays."""
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter)
+    handler.setLevel(logging.NOTSET if verbose else terminal_level)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if isinstance(old, logging.FileHandler):
+            old.close()
     root.addHandler(handler)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(formatter)
+        root.addHandler(to_file)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("alembic").setLevel(logging.NOTSET if verbose else logging.WARNING)

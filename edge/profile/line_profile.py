@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge.grounding.classifier import LinearHead
+from edge.profile.graph import FrameGraphFiles
 from edge.profile.rows import LabelledRows
 from edge.uncertainty.failure import FailurePredictor, NeighbourIndex, OodDetector
 from edge.vlm.vocabulary import Vocabulary
@@ -55,6 +56,8 @@ class LineProfile:
     # share of defective parts the line makes, when the line engineer knows it: decision thresholds are then the
     # ones with the best accuracy at that rate; None = balanced accuracy (the labelled set's mix says nothing)
     defect_rate: float | None = None
+    # what the profile computes per frame as an ONNX graph (edge.profile.graph); None only for profiles from before
+    graph: FrameGraphFiles | None = None
 
     def frame_score(self, map_max: float, global_score: float) -> tuple[float, float, float]:
         """(score, threshold, scale) of the frame without the head."""

@@ -8,6 +8,8 @@
     <profile dir>/v0001/neighbours.npz labelled frames as neighbours (the failure predictor's neighbourhood inputs)
     <profile dir>/v0001/ood.npz        OoD references and threshold
     <profile dir>/v0001/rows.npz       the labelled frame rows everything above was fit on (`lineside train` adds to)
+    <profile dir>/v0001/frame.onnx     the frame graph: what the profile computes per frame (edge.profile.graph)
+    <profile dir>/v0001/frame_reference.npz  its reference inputs and outputs, checked at every load
 
 A profile is fit with one model pack (its embeddings live in that pack's space); loading it with another pack is
 refused with a message that says to calibrate again.
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge.grounding.classifier import LinearHead
+from edge.profile.graph import GRAPH_FILE, FrameGraphFiles, GraphError
 from edge.profile.line_profile import LineProfile, ProfileError
 from edge.profile.rows import LabelledRows
 from edge.uncertainty.failure import FailurePredictor, NeighbourIndex, OodDetector
@@ -42,7 +45,9 @@ def save_profile(profile: LineProfile, directory: Path) -> str:
     staging = directory / f".{profile.version}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    (staging / "profile.json").write_text(json.dumps(profile.to_json(), indent=2))
+    data = profile.to_json()
+    data["graph"] = profile.graph.write(staging) if profile.graph is not None else None
+    (staging / "profile.json").write_text(json.dumps(data, indent=2))
     arrays: dict[str, Any] = {f"s{s}": b.astype(np.float16) for s, b in profile.bank.items()}
     np.savez(staging / "bank.npz", **arrays)
     if profile.head is not None:
@@ -56,6 +61,8 @@ def save_profile(profile: LineProfile, directory: Path) -> str:
     if profile.rows is not None:
         profile.rows.save(staging / "rows.npz")
     os.replace(staging, directory / profile.version)
+    if profile.graph is not None:
+        profile.graph.path = directory / profile.version / GRAPH_FILE
     tmp = directory / ".CURRENT.tmp"
     tmp.write_text(profile.version + "\n")
     os.replace(tmp, directory / "CURRENT")
@@ -69,9 +76,11 @@ def current_version(directory: Path) -> str | None:
         return None
 
 
-def load_profile(directory: Path, pack_version: str | None = None, with_rows: bool = False) -> LineProfile:
-    """Load the CURRENT version; refuse one fit with another pack than `pack_version`. The labelled rows (only
-    `lineside train` needs them) are read with `with_rows`."""
+def load_profile(directory: Path, pack_version: str | None = None, with_rows: bool = False,
+                 verify: bool = True) -> LineProfile:
+    """Load the CURRENT version; refuse one fit with another pack than `pack_version`, and one whose frame graph
+    does not match its digests or (with `verify`) its reference outputs. The labelled rows (only `lineside train`
+    needs them) are read with `with_rows`."""
     directory = Path(directory)
     version = current_version(directory)
     if version is None:
@@ -87,6 +96,11 @@ def load_profile(directory: Path, pack_version: str | None = None, with_rows: bo
         ood = OodDetector.load(vdir / "ood.npz") if data.get("ood") else None
         rows = LabelledRows.load(vdir / "rows.npz") if with_rows and data.get("rows") else None
         vocabulary = parse_vocabulary(data["vocabulary"], str(vdir / "profile.json"))
+        graph = FrameGraphFiles.read(vdir, data["graph"]) if data.get("graph") else None
+        if graph is not None and verify:
+            graph.verify()
+    except GraphError as exc:
+        raise ProfileError(f"line profile {vdir}: refused: {exc}") from None
     except (OSError, ValueError, KeyError) as exc:  # VocabularyError is a ValueError
         raise ProfileError(f"line profile {vdir}: unreadable: {exc}") from None
     if pack_version is not None and data["pack_version"] != pack_version:
@@ -107,5 +121,5 @@ def load_profile(directory: Path, pack_version: str | None = None, with_rows: bo
         frame_scale=None if data.get("frame_scale") is None else float(data["frame_scale"]),
         head=head, use_head=bool((data.get("head") or {}).get("in_use", True)),
         failure=failure, neighbours=neighbours, ood=ood, routing=data.get("routing"), rows=rows,
-        defect_rate=None if data.get("defect_rate") is None else float(data["defect_rate"]),
+        defect_rate=None if data.get("defect_rate") is None else float(data["defect_rate"]), graph=graph,
     )

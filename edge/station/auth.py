@@ -1,8 +1,8 @@
 """Who is asking: signed session cookies, the login requirement and CSRF, enforced for every route at once.
 
 Why one ASGI middleware rather than a dependency per route: a route added later cannot forget it. Only
-``/login``, ``/healthz`` and ``/static/`` are open; without a session an API call gets 401 and a page a
-redirect to the login page.
+``/login``, ``/healthz``, ``/favicon.ico`` and ``/static/`` are open; without a session an API call gets 401 and a
+page a redirect to the login page.
 
 The session lives in the cookie itself (JSON, HMAC-SHA256 signed with a secret kept in a 0600 file), so the
 station keeps no session table; the user row is looked up on every request, so disabling a user ends their
@@ -43,7 +43,7 @@ COOKIE = "lineside_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_PATHS = frozenset({"/login", "/healthz"})
+PUBLIC_PATHS = frozenset({"/login", "/healthz", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
 MAX_FORM_BYTES = 64 * 1024  # forms that carry a CSRF field are tiny; a bigger body must use the header
 

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from edge.findings import GOOD
 from edge.station.store import Store
-from edge.station.tables import ReviewItemRow, ReviewRow
+from edge.station.tables import STATUS_PENDING, ReviewItemRow, ReviewRow
 from edge.uncertainty.risk import clopper_pearson
 
 __all__ = ["CONFIDENCE", "AuditCollector", "AuditMonitor", "AuditSnapshot", "LineAudit", "audit_counts",
@@ -118,6 +118,15 @@ def audit_counts(session: Session) -> dict[str, tuple[int, int, int]]:
              .group_by(ReviewItemRow.line_id))
     return {str(line): (int(n), int(errors or 0), int(class_errors or 0))
             for line, n, errors, class_errors in session.execute(query)}
+
+
+def waiting_sampled(store: Store) -> dict[str, int]:
+    """Per line: sampled frames still waiting for a person (their answers are what the audit needs)."""
+    with store.session() as s:
+        query = (select(ReviewItemRow.line_id, func.count())
+                 .where(ReviewItemRow.status == STATUS_PENDING, ReviewItemRow.reason == SAMPLED)
+                 .group_by(ReviewItemRow.line_id))
+        return {str(line): int(n) for line, n in s.execute(query)}
 
 
 def line_audit(line_id: str, alpha: float, n: int, errors: int, class_errors: int) -> LineAudit:

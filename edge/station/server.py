@@ -20,7 +20,7 @@ from edge.station.console import create_app
 from edge.station.ingest import IngestServer, sqlite_wal_checkpoint
 from edge.station.retention import MaintenanceSchedule, RetentionPolicy, StorageCollector, StoreMaintainer
 from edge.station.risk_audit import AuditCollector
-from edge.station.store import Store
+from edge.station.store import GroupingPolicy, Store
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def run_station(cfg: StationConfig, stop: threading.Event | None = None,
     Raises StationError when a part cannot start or dies while running (after shutting the rest down).
     """
     stop = stop or threading.Event()
-    store = Store(cfg.database_url, cfg.storage_dir)
+    store = Store(cfg.database_url, cfg.storage_dir,
+                  GroupingPolicy(cfg.group_distance, cfg.group_max_items, cfg.group_window_s))
     ingest: IngestServer | None = None
     server: uvicorn.Server | None = None
     http_thread: threading.Thread | None = None

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, false
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 STATUS_PENDING = "pending"
@@ -50,6 +62,9 @@ class ReviewItemRow(Base):
     second_review_of: Mapped[str | None] = mapped_column(
         String(100), nullable=True, doc="set while the item waits for a second review: its first reviewer, who may "
         "not take it; the item is pending meanwhile (see edge.station.store.reviews)")
+    group_id: Mapped[int | None] = mapped_column(
+        nullable=True, doc="the look-alike group (ItemGroupRow) it joined on arrival; None: reviewed alone (no "
+        "embedding sent, or taken out of its group). No foreign key: a group is bookkeeping of the queue")
 
     regions: Mapped[list[RegionRow]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="RegionRow.id")
@@ -66,6 +81,39 @@ class ReviewItemRow(Base):
 Index("ix_review_items_queue", ReviewItemRow.status, ReviewItemRow.uncertainty.desc(), ReviewItemRow.id)
 # The queue sorted by age (oldest capture first); both indexes serve keyset pagination (see edge.station.queue).
 Index("ix_review_items_age", ReviewItemRow.status, ReviewItemRow.captured_wall, ReviewItemRow.id)
+# A group's waiting members, most uncertain first (its head on the queue page, its grid on the group page).
+Index("ix_review_items_group", ReviewItemRow.group_id, ReviewItemRow.status, ReviewItemRow.uncertainty.desc(),
+      ReviewItemRow.id)
+
+
+class ItemGroupRow(Base):
+    """Items of one line and one model verdict whose global embeddings lie close together, grouped as they arrive
+    (edge.station.store.groups), so that one answer can settle all of them."""
+
+    __tablename__ = "item_groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    line_id: Mapped[str] = mapped_column(String(100))
+    verdict: Mapped[str] = mapped_column(String(100))
+    centroid: Mapped[bytes] = mapped_column(
+        LargeBinary, doc="the sum of the members' unit embeddings, float32: its direction is the group's centre")
+    members: Mapped[int] = mapped_column(doc="items that ever joined (taken-out ones included)")
+    created_wall: Mapped[float]
+    last_wall: Mapped[float] = mapped_column(doc="when an item last joined")
+
+
+# The groups an arriving item may join: one line and verdict, recently joined.
+Index("ix_item_groups_line_verdict", ItemGroupRow.line_id, ItemGroupRow.verdict, ItemGroupRow.last_wall)
+
+
+class EmbeddingRow(Base):
+    """The global embedding an item arrived with (ReviewItem.embedding), as float16 bytes. A table of its own, as the
+    heatmaps: scans of the items need not read it."""
+
+    __tablename__ = "embeddings"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class RegionRow(Base):
@@ -110,6 +158,8 @@ class ReviewRow(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     second_review: Mapped[bool] = mapped_column(default=False, server_default=false(),
                                                  doc="the second, independent review of a sampled item")
+    group_id: Mapped[int | None] = mapped_column(
+        nullable=True, doc="the look-alike group answered with this one key press; None: answered alone")
 
     item: Mapped[ReviewItemRow] = relationship(back_populates="reviews")
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import binascii
 import json
-from base64 import b64decode
+from base64 import b64decode, b64encode
 from typing import Literal, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge.findings import Region
@@ -30,8 +31,13 @@ MAX_HEATMAP_CHARS = 64 * 1024
 MAX_HEATMAP_PIXELS = 512 * 512  # the model's grid is tens of cells a side; a PNG promising more is refused unread
 HEATMAP_Z_MAX = 8.0
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# embedding: the frame's global embedding as base64 little-endian float16; at most this many dimensions (the
+# starter pack's is 256: 512 bytes, 684 base64 characters)
+MAX_EMBEDDING_DIMS = 2048
+MAX_EMBEDDING_CHARS = (MAX_EMBEDDING_DIMS * 2 + 2) // 3 * 4
 
-__all__ = ["Region", "ReviewItem", "ReviewReason", "WireError", "decode_item", "encode_item", "frame_id_of"]
+__all__ = ["Region", "ReviewItem", "ReviewReason", "WireError", "decode_item", "embedding_b64", "embedding_of",
+           "encode_item", "frame_id_of"]
 
 M = TypeVar("M", bound=BaseModel)
 ReviewReason = Literal["uncertain", "unknown_frame", "sampled", "ood"]
@@ -70,6 +76,18 @@ class ReviewItem(BaseModel):
         description="the anomaly map on its own grid (e.g. 32×32) as a base64 8-bit grayscale PNG: grey level = "
         "clip(z / HEATMAP_Z_MAX, 0, 1) × 255 with z in good-image standard deviations; stretched over the whole "
         "frame as the regions are. None: not sent (older edges)")
+    embedding: str | None = Field(
+        None, max_length=MAX_EMBEDDING_CHARS,
+        description="the frame's global embedding (the pack's pooled image embedding) as base64 little-endian "
+        f"float16, 1 to {MAX_EMBEDDING_DIMS} finite values, not all zero; the station groups look-alike frames by "
+        "it. None: not sent (older edges)")
+
+    @field_validator("embedding")
+    @classmethod
+    def _is_embedding(cls, value: str | None) -> str | None:
+        if value is not None:
+            embedding_of(value)  # ValueError says what is wrong
+        return value
 
     @field_validator("heatmap_png")
     @classmethod
@@ -89,6 +107,28 @@ class ReviewItem(BaseModel):
         if header.pixels > MAX_HEATMAP_PIXELS:  # a browser would decode it: a PNG bomb stops here
             raise ValueError(f"{header.width} × {header.height} pixels, more than {MAX_HEATMAP_PIXELS}")
         return value
+
+
+def embedding_b64(vector: np.ndarray) -> str:
+    """A global embedding as the wire carries it: base64 of its little-endian float16 values."""
+    return b64encode(np.asarray(vector, dtype="<f2").ravel().tobytes()).decode("ascii")
+
+
+def embedding_of(text: str) -> np.ndarray:
+    """The float32 vector of a wire embedding; ValueError when it is not base64 of 1 to MAX_EMBEDDING_DIMS finite
+    float16 values with a length above zero."""
+    try:
+        data = b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
+    if not data or len(data) % 2 or len(data) > 2 * MAX_EMBEDDING_DIMS:
+        raise ValueError(f"{len(data)} bytes: not 1 to {MAX_EMBEDDING_DIMS} float16 values")
+    vector = np.frombuffer(data, dtype="<f2").astype(np.float32)
+    if not np.isfinite(vector).all():
+        raise ValueError("not finite")
+    if not np.any(vector):
+        raise ValueError("all zero")
+    return vector
 
 
 def encode_item(item: ReviewItem, jpeg: bytes) -> list[bytes]:

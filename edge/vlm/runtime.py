@@ -272,7 +272,7 @@ class ImagePreprocessor:
         return chw * self.scale + self.shift
 
 
-def _channels_last(grid: np.ndarray) -> np.ndarray:
+def channels_last(grid: np.ndarray) -> np.ndarray:
     """[D, h, w] → contiguous [h, w, D]. OpenCV's 2-D transpose is ~10× faster than NumPy's strided copy here
     (BENCHMARKS.md, "Patch grids"); same values."""
     d, h, w = grid.shape
@@ -286,7 +286,7 @@ class ImageEncoder:
         spec = pack.image
         self._preprocess = ImagePreprocessor.from_pack(pack)
         self.size, self.rgb = self._preprocess.size, self._preprocess.rgb
-        self.strides = [int(s) for s in spec["patch_strides"]]
+        self.strides = sorted(int(s) for s in spec["patch_strides"])  # finest first, as the frame graph takes them
         outputs = spec["outputs"]
         self._names = [outputs["embedding"]] + [outputs["patches"][str(s)] for s in self.strides]
         self._input = spec["input"]
@@ -297,17 +297,50 @@ class ImageEncoder:
     def preprocess(self, bgr: np.ndarray) -> np.ndarray:
         return self._preprocess(bgr)
 
+    @property
+    def output_names(self) -> list[str]:
+        """The tower's outputs as they are fed on: the global embedding, then the patch grids by stride."""
+        return list(self._names)
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The tower's outputs for a preprocessed [N, 3, h, w] batch, as it returns them (patch grids channels
+        first): what the profile's frame graph takes in."""
+        return list(self.session.run(self._names, {self._input: batch}))
+
+    def embeddings(self, outputs: list[np.ndarray]) -> list[ImageEmbedding]:
+        """Per frame, the global embedding and the patch grids channels last."""
+        return [ImageEmbedding(outputs[0][i], {s: channels_last(o[i]) for s, o in
+                                               zip(self.strides, outputs[1:], strict=True)})
+                for i in range(outputs[0].shape[0])]
+
     def encode_batch(self, batch: np.ndarray) -> list[ImageEmbedding]:
-        outs = self.session.run(self._names, {self._input: batch})
-        result = []
-        for i in range(batch.shape[0]):
-            grids = zip(self.strides, outs[1:], strict=True)
-            patches = {s: _channels_last(o[i]) for s, o in grids}
-            result.append(ImageEmbedding(outs[0][i], patches))
-        return result
+        return self.embeddings(self.run(batch))
 
     def encode(self, bgr: np.ndarray) -> ImageEmbedding:
         return self.encode_batch(self.preprocess(bgr)[None])[0]
+
+
+def tower_outputs(embeddings: list[ImageEmbedding]) -> list[np.ndarray]:
+    """ImageEncoder.embeddings undone: the tower's outputs (patch grids channels first) for these frames."""
+    strides = sorted(embeddings[0].patches)
+    return [np.stack([e.global_ for e in embeddings])] + [
+        np.stack([e.patches[s].transpose(2, 0, 1) for e in embeddings]) for s in strides]
+
+
+class GraphSession:
+    """An ONNX graph that runs after the image tower on its outputs, with the pack's provider (the line profile's
+    frame graph): `run` takes the inputs in `input_names` order and returns {output name: array}."""
+
+    def __init__(self, path: Path, file_sha256: str, provider: str = "auto", intra_op_threads: int = 0, *,
+                 tensorrt: TensorrtConfig | None = None, device_id: int = 0, quiet: bool = False) -> None:
+        self.session = make_session(str(path), provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id,
+                                    file_sha256=file_sha256, quiet=quiet)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, dict(zip(self.input_names, inputs, strict=True)))
+        return dict(zip(self.output_names, outs, strict=True))
 
 
 class TextEncoder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.grounding.anomaly import few_shot_scores
-from edge.vlm.runtime import _channels_last
+from edge.vlm.runtime import channels_last
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -16,7 +16,7 @@ def test_channels_last_equals_numpy_transpose() -> None:
     rng = np.random.default_rng(0)
     for shape in ((256, 32, 32), (256, 16, 16), (8, 3, 5)):
         grid = rng.standard_normal(shape).astype(np.float32)
-        out = _channels_last(grid)
+        out = channels_last(grid)
         assert out.flags["C_CONTIGUOUS"] and out.dtype == np.float32
         np.testing.assert_array_equal(out, np.ascontiguousarray(grid.transpose(1, 2, 0)))
 

@@ -209,3 +209,20 @@ def test_item_page_prefetches_the_next_image_and_shows_the_keys(ana, five):
     assert '<link rel="prefetch" href="/images/5" as="image">' in html
     for key in ("<kbd>h</kbd>", "<kbd>u</kbd>", "<kbd>s</kbd>", "<kbd>+</kbd>"):
         assert key in html
+
+
+def test_skipped_items_stay_out_of_the_way_until_nothing_else_waits(ana, store, five):
+    """s on an item gives it back and takes the next; it does not come straight back (no bouncing between two)."""
+    def skip(item_id: int) -> str:
+        r = ana.post("/next", data={"skip": str(item_id)}, headers={"Accept": "application/json"})
+        assert r.status_code == 200, r.text
+        return r.json()["next_url"]
+
+    assert ana.post("/next", headers={"Accept": "application/json"}).json()["next_url"] == "/items/2"
+    assert skip(2) == "/items/5"
+    assert skip(5) == "/items/3"  # not 2 again
+    ana.post("/items/3/review", data={"decision": "accept"})
+    assert ana.post("/next", headers={"Accept": "application/json"}).json()["next_url"] == "/items/1"
+    assert skip(1) == "/items/4"
+    assert skip(4) == "/items/2"  # only skipped ones wait: they come back, in queue order
+    assert store.queue.lease_of(2).username == "ana"

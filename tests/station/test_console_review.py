@@ -366,3 +366,30 @@ def test_help_overlay_and_readme_list_every_item_key(app_client, store, make_ite
     queue_help = client.get("/").text.split('id="help"')[1]
     for key in ("j", "k", "Enter", "n", "r"):
         assert f"<kbd>{key}</kbd>" in queue_help, key
+
+
+def test_the_next_item_fetched_ahead_takes_no_lease_and_is_kept_a_minute(store, storage_dir, make_item, jpeg):
+    from console_support import login, make_user
+    from fastapi.testclient import TestClient
+
+    from edge.station.console import create_app
+
+    make_user(store, "ana")
+    make_user(store, "ben")
+    for u in (0.9, 0.8):
+        store.ingest.add_item(make_item(uncertainty=u), jpeg())
+    app = create_app(store, storage_dir)
+    with TestClient(app) as ana, TestClient(app) as ben:
+        login(ana, "ana")
+        login(ben, "ben")
+        page = ana.get("/items/1")
+        assert page.headers["cache-control"] == "no-cache" and store.queue.lease_of(1).username == "ana"
+        assert 'href="/items/2?ahead=1"' in page.text  # the next item, fetched ahead by the browser
+        assert '"prerender": [{"urls": ["/items/2?ahead=1"]}]' in page.text  # or rendered ahead (Chrome)
+        ahead = ana.get("/items/2", params={"ahead": "1"})
+        assert ahead.status_code == 200 and ahead.headers["cache-control"] == "private, max-age=60"
+        assert store.queue.lease_of(2) is None and 'data-claim="1"' in ahead.text  # the page leases it when shown
+        assert 'id="lease" hidden' in ahead.text
+        # meanwhile ben takes item 2: ana's page, when shown, asks for the lease and is refused (409)
+        assert ben.get("/items/2").status_code == 200
+        assert ana.post("/api/items/2/lease").status_code == 409

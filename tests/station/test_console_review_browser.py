@@ -133,13 +133,37 @@ def test_keyboard_review_with_heatmap_references_box_editing_and_a_comment(tmp_p
         expect(heat).to_be_visible()
         expect(page.locator("#heatmap-state")).to_have_text("on")
         expect(page.locator("#heat-legend")).to_be_visible()
-        page.wait_for_selector("#heatmap[data-ready='1']")
+        page.wait_for_selector("#heatmap[data-ready='fill']")
         frame_box, heat_box = page.locator(".frame img").bounding_box(), heat.bounding_box()
         assert heat_box["width"] == pytest.approx(frame_box["width"], abs=1)
         assert heat_box["height"] == pytest.approx(frame_box["height"], abs=1)
         alpha = page.evaluate("""() => { const c = document.getElementById('heatmap').getContext('2d');
             return [c.getImageData(9, 9, 1, 1).data[3], c.getImageData(28, 28, 1, 1).data[3]]; }""")
         assert alpha[0] > 150 and alpha[1] == 0, alpha
+        # ] and [ change its opacity; h again draws contour lines instead, which leave the scratch's pixels visible
+        expect(page.locator("#heat-opacity")).to_have_text("80 %")
+        page.keyboard.press("]")
+        expect(page.locator("#heat-opacity")).to_have_text("90 %")
+        page.keyboard.press("]")
+        page.keyboard.press("]")
+        expect(page.locator("#heat-opacity")).to_have_text("100 %")
+        page.wait_for_function("document.getElementById('heatmap').getContext('2d')"
+                               ".getImageData(9, 9, 1, 1).data[3] > 230")
+        page.keyboard.press("[")
+        page.keyboard.press("h")
+        expect(page.locator("#heatmap-state")).to_have_text("contours")
+        page.wait_for_selector("#heatmap[data-ready='contours']")
+        lines = page.evaluate("""() => { const c = document.getElementById('heatmap'); const ctx = c.getContext('2d');
+            const d = ctx.getImageData(0, 0, c.width, c.height).data; let drawn = 0;
+            for (let i = 3; i < d.length; i += 4) if (d[i] > 0) drawn++;
+            return [c.width, drawn, ctx.getImageData(9 * 8 + 4, 9 * 8 + 4, 1, 1).data[3]]; }""")
+        assert lines[0] == 256 and 0 < lines[1] < 256 * 256 * 0.2 and lines[2] == 0, lines  # the hot centre: clear
+        page.screenshot(path=str(OUT / "console-item-contours.png"))
+        page.keyboard.press("h")
+        expect(page.locator("#heatmap-state")).to_have_text("off")
+        expect(heat).to_be_hidden()
+        page.keyboard.press("h")
+        page.wait_for_selector("#heatmap[data-ready='fill']")
         page.keyboard.press("o")  # boxes off and on again, independent of the heatmap
         expect(page.locator("svg.overlay")).to_be_hidden()
         page.keyboard.press("o")
@@ -197,7 +221,7 @@ def test_keyboard_review_with_heatmap_references_box_editing_and_a_comment(tmp_p
         page.keyboard.press("Escape")
         expect(page.locator("#comment")).not_to_be_focused()
         page.keyboard.press("?")
-        expect(page.locator("#help")).to_contain_text("show / hide the anomaly heatmap")
+        expect(page.locator("#help")).to_contain_text("anomaly heatmap: filled, then contour lines")
         expect(page.locator("#help")).to_contain_text("draw a box")
         page.keyboard.press("Escape")
         expect(page.locator("#help")).to_be_hidden()

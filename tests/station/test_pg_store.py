@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import test_console_queue
 import test_retention
+import test_station_groups
 import test_station_ingest
 import test_station_store
 import test_summaries
@@ -45,12 +46,13 @@ def _adopt(module: Any) -> None:
 
 
 for _module in (test_station_store, test_station_ingest, test_retention, test_training_export, test_console_queue,
-                test_summaries):
+                test_summaries, test_station_groups):
     _adopt(_module)
 
 # fixtures those tests use that live in their own modules
 app, ana, ben, five = test_console_queue.app, test_console_queue.ana, test_console_queue.ben, test_console_queue.five
 line = test_training_export.line
+runs = test_station_groups.runs
 
 
 @pytest.fixture

@@ -187,3 +187,20 @@ def test_console_page_banner_and_json(store: Store, sample, console: TestClient)
     assert 'id="audit-alarm"' in html and 'id="audit-warning"' in html
     queue = console.get("/").text  # the banner is on the other pages too (cached figures, fresh here)
     assert 'id="audit-alarm"' in queue and "line <b>line-1</b>" in queue
+
+
+def test_the_page_points_at_the_sampled_frames_waiting_instead_of_asking_for_sampling(store: Store, sample,
+                                                                                        storage_dir):
+    make_user(store, "ana")
+    with TestClient(create_app(store, storage_dir)) as console:
+        login(console, "ana")
+        assert "set the line's audit sampling fraction" in console.get("/audit").text  # nothing sampled at all
+        sample("line-1", "good", [None] * 3)  # sampled, nobody has answered yet
+        sample("line-1", "good", [None], reason="uncertain")
+        html = console.get("/audit").text
+        assert "set the line's audit sampling fraction" not in html
+        assert "No sampled frame has been reviewed yet: 3 wait" in html
+        assert 'href="/?reason=sampled&amp;line=line-1">line-1: 3 ›' in html
+        sample("line-1", "good", ["good", None])  # one answered: the table, with what still waits
+        html = console.get("/audit").text
+        assert 'data-line="line-1"' in html and "+ 4 waiting ›" in html and 'id="risk-audit-waiting"' not in html

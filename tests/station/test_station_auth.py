@@ -22,7 +22,7 @@ from edge.station.console import create_app
 from edge.station.store import Store
 from edge.station.users import UserError, add_user, authenticate, hash_password, set_disabled, verify_password
 
-PUBLIC = {"/login", "/healthz"}
+PUBLIC = {"/login", "/healthz", "/favicon.ico"}
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def items(store, make_item, jpeg):
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{item_id}", "1")
+    return path.replace("{item_id}", "1").replace("{group_id}", "1")
 
 
 def _routes(routes: list[Any]) -> Iterator[Any]:
@@ -59,8 +59,8 @@ def _routes(routes: list[Any]) -> Iterator[Any]:
 def test_every_route_but_login_health_and_static_needs_a_session(app, anon, items):
     checked = 0
     paths = {route.path for route in _routes(app.routes)}
-    # issue 8's later routes are among those checked: live arrivals, the stats page and its JSON
-    assert {"/api/events", "/stats", "/api/stats/reviews"} <= paths
+    # later routes are among those checked: live arrivals, the stats page and its JSON, groups and thumbnails
+    assert {"/api/events", "/stats", "/api/stats/reviews", "/groups/{group_id}", "/thumbs/{item_id}"} <= paths
     for route in _routes(app.routes):
         if isinstance(route, Mount):
             continue
@@ -81,6 +81,8 @@ def test_every_route_but_login_health_and_static_needs_a_session(app, anon, item
     assert stream.status_code == 401 and "event:" not in stream.text
     assert anon.get("/healthz").json() == {"status": "ok"}
     assert anon.get("/static/console.js").status_code == 200
+    icon = anon.get("/favicon.ico")  # what a browser asks for by itself: no 404 in its console
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert app.state.console.counters["unauthenticated"] == checked + 1
 
 

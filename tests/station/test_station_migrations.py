@@ -40,6 +40,15 @@ def _png_8x8() -> str:
     return base64.b64encode(data.tobytes()).decode("ascii")
 
 
+def _insert_item(conn: sqlite3.Connection, frame_id: str, status: str) -> None:
+    """One crack item of line-1, written as an older station wrote it (its columns of that time only)."""
+    conn.execute("INSERT INTO review_items (frame_id, line_id, source_id, seq, captured_wall, decided_wall, "
+                 "received_wall, width, height, verdict, class_scores, anomaly_score, anomaly_threshold, "
+                 "uncertainty, reason, pack_version, profile_version, image_path, status) VALUES (?, 'line-1', "
+                 "'cam0', 1, 1, 1, 1, 10, 10, 'crack', '{\"good\": 0.4, \"crack\": 0.6}', 1, 0.5, 0.5, "
+                 "'uncertain', 'p', 'q', ?, ?)", (frame_id, f"line-1/{frame_id}.jpg", status))
+
+
 def _schema(db: Path) -> list[tuple[str, str, str]]:
     with sqlite3.connect(db) as conn:
         return sorted(conn.execute("SELECT type, name, coalesce(sql, '') FROM sqlite_master"))
@@ -111,11 +120,7 @@ def test_first_revision_then_upgrade_keeps_the_data(tmp_path: Path, make_item, j
 def test_upgrade_from_0002_keeps_reviews_and_adds_the_new_columns(tmp_path: Path, make_item, jpeg):
     db = _database_at(tmp_path / "v2.db", "0002")
     with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO review_items (frame_id, line_id, source_id, seq, captured_wall, decided_wall, "
-                     "received_wall, width, height, verdict, class_scores, anomaly_score, anomaly_threshold, "
-                     "uncertainty, reason, pack_version, profile_version, image_path, status) VALUES ('f', 'line-1', "
-                     "'cam0', 1, 1, 1, 1, 10, 10, 'crack', '{\"good\": 0.4, \"crack\": 0.6}', 1, 0.5, 0.5, "
-                     "'uncertain', 'p', 'q', 'line-1/f.jpg', 'reviewed')")
+        _insert_item(conn, "f", "reviewed")
         conn.execute("INSERT INTO reviews (item_id, decision, final_verdict, defect_class, reviewer, created_wall) "
                      "VALUES (1, 'accept', 'crack', 'crack', 'ana', 5)")
     store = Store(f"sqlite:///{db}", tmp_path / "images")
@@ -128,6 +133,29 @@ def test_upgrade_from_0002_keeps_reviews_and_adds_the_new_columns(tmp_path: Path
         assert store.ingest.add_item(make_item(heatmap_png=_png_8x8()), jpeg())
     finally:
         store.close()
+
+
+def test_upgrade_from_0004_keeps_items_single_and_adds_look_alike_groups(tmp_path: Path, make_item, jpeg):
+    from edge.transport.schema import embedding_b64
+
+    db = _database_at(tmp_path / "old.db", "0004")
+    with sqlite3.connect(db) as conn:
+        _insert_item(conn, "l:c:b:1", "pending")
+    store = Store(f"sqlite:///{db}", tmp_path / "images")
+    try:
+        assert migrations.current_revision(store.engine) == migrations.head_revision()
+        old = store.queue.pending()[0]
+        assert old.frame_id == "l:c:b:1" and old.group_id is None
+        vector = np.ones(256, np.float32)
+        store.ingest.add_items([(make_item(embedding=embedding_b64(vector)), jpeg()) for _ in range(2)])
+        new = [i for i in store.queue.pending(limit=10) if i.id != old.id]
+        assert len({i.group_id for i in new}) == 1 and new[0].group_id is not None
+    finally:
+        store.close()
+    columns = {t: {c["name"] for c in inspect(create_engine(f"sqlite:///{db}")).get_columns(t)}
+               for t in ("review_items", "reviews", "item_groups", "embeddings")}
+    assert "group_id" in columns["review_items"] and "group_id" in columns["reviews"]
+    assert {"centroid", "members", "last_wall"} <= columns["item_groups"] and "vector" in columns["embeddings"]
 
 
 def test_a_database_from_a_newer_version_is_a_clear_error(tmp_path: Path):

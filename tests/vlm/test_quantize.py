@@ -196,7 +196,7 @@ def test_gptq_rounding_moves_only_integers_and_comes_closer_to_fp32(int8, textil
 def test_cli_defaults_are_the_library_defaults():
     import inspect
 
-    from edge.vlm.pack_cli import quantize
+    from edge.cli.pack import quantize
     from edge.vlm.quantize import FLOAT_LAYERS, ROUNDING
 
     params = inspect.signature(quantize).parameters

@@ -43,9 +43,11 @@
         const g = el("g", { class: "region" + (i === selected ? " sel" : ""), "data-region": i + 1, "data-index": i },
           ui.svg);
         el("rect", { class: "box", x: b.x, y: b.y, width: b.w, height: b.h, stroke: color }, g);
-        const label = el("text", { x: b.x, y: b.y > L * 1.3 ? b.y - L * 0.3 : b.y + b.h + L,
-          "font-size": L.toFixed(1), fill: color }, g);
-        label.textContent = `${i + 1} ${b.cls}`;
+        const text = `${i + 1} ${b.cls}`;
+        const at = labelAt(b, text);
+        const label = el("text", { x: at.x, y: at.y, "text-anchor": at.anchor, "font-size": L.toFixed(1),
+          fill: color }, g);
+        label.textContent = text;
         if (i === selected) {
           for (const [corner, cx, cy] of [["nw", b.x, b.y], ["ne", b.x + b.w, b.y], ["sw", b.x, b.y + b.h],
             ["se", b.x + b.w, b.y + b.h]]) {
@@ -69,6 +71,16 @@
       }
       if (ui.sourceLabel && dirty()) ui.sourceLabel.textContent = "edited by you — saved with your review";
       ui.svg.classList.toggle("drawing", drawing);
+    }
+
+    // where a box's label goes so that all of it stays on the frame: above the box, else below it, else inside
+    // its top; from its left edge, or ending at its right edge when it would run past the frame's
+    function labelAt(b, text) {
+      const width = text.length * L * 0.62;
+      let y = b.y - L * 0.3;
+      if (b.y < L * 1.1) y = b.y + b.h + L * 0.95 <= H ? b.y + b.h + L * 0.95 : b.y + L * 0.95;
+      if (b.x + width <= W) return { x: b.x, y: y, anchor: "start" };
+      return { x: Math.max(width, Math.min(W, b.x + b.w)), y: y, anchor: "end" };
     }
 
     function toImage(clientX, clientY) {

@@ -18,9 +18,23 @@
     flash.hidden = false;
   }
 
+  // The next item as this page had the browser render it ahead (item.html's speculation rules): when the server
+  // sends us there after an answer, the browser shows it at once; anywhere else (undo, links, reload), a fresh page.
+  function aheadOf(url) {
+    const ahead = document.querySelector('meta[name="next-ahead"]');
+    return ahead && new URL(ahead.content, location.href).pathname === url ? ahead.content : url;
+  }
+  function forgetAhead() {
+    if (new URLSearchParams(location.search).get("ahead") === "1") {
+      history.replaceState(null, "", location.pathname);  // a reload gets a fresh page
+    }
+  }
+  if (document.prerendering) document.addEventListener("prerenderingchange", forgetAhead, { once: true });
+  else forgetAhead();
+
   // State-changing calls go through fetch with the CSRF header; the server answers JSON with where to go next.
   let busy = false;
-  async function post(url, fields) {
+  async function post(url, fields, useAhead) {
     if (busy) return null;
     busy = true;
     try {
@@ -34,7 +48,7 @@
       try { data = await res.json(); } catch (_) { /* not JSON */ }
       if (res.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); return null; }
       if (!res.ok) { showError((data && data.detail) || `${res.status} ${res.statusText}`); return null; }
-      if (data && data.next_url) location.href = data.next_url;
+      if (data && data.next_url) location.href = useAhead ? aheadOf(data.next_url) : data.next_url;
       return data;
     } catch (err) {
       showError("The station did not answer: " + err);
@@ -43,6 +57,48 @@
       busy = false;
     }
   }
+
+  // An answer form (item and group pages): its buttons, and relabel mode — after l, 1–9 picks a class and saves,
+  // Enter saves the selected one. submit(decision, defectClass) sends the answer.
+  function answerForm(form, submit) {
+    const box = document.getElementById("relabel");
+    const select = document.getElementById("relabel-class");
+    const state = { on: false };
+    function setRelabel(on) {
+      state.on = on;
+      if (!box) return;
+      box.classList.toggle("active", on);
+      if (on) select.focus(); else select.blur();
+    }
+    form.addEventListener("submit", (e) => e.preventDefault());
+    form.querySelectorAll("button[data-decision]").forEach((b) => b.addEventListener("click", () => {
+      const d = b.dataset.decision;
+      if (d === "relabel") { if (state.on) submit("relabel", select.value); else setRelabel(true); }
+      else submit(d);
+    }));
+    function relabelKey(e) {  // true when relabel mode took the key
+      if (!state.on) return false;
+      if (/^[1-9]$/.test(e.key)) {
+        const option = select.querySelector(`option[data-key="${e.key}"]`);
+        e.preventDefault();
+        if (option) { select.value = option.value; submit("relabel", option.value); }
+      } else if (e.key === "Enter") { e.preventDefault(); submit("relabel", select.value); }
+      return true;  // arrows etc. go to the select
+    }
+    return { setRelabel, relabelKey, get relabelMode() { return state.on; } };
+  }
+
+  // What every answer sends: the decision, the class of a relabel, the seconds since the page opened, the comment.
+  function answerFields(decision, defectClass, comment) {
+    return {
+      decision: decision,
+      defect_class: decision === "relabel" ? defectClass : "",
+      seconds_spent: ((performance.now() - openedAt) / 1000).toFixed(1),
+      comment: comment ? comment.value : "",
+    };
+  }
+
+  window.LinesideConsole = { post, showError, csrf, answerForm, answerFields };  // static/group.js uses them
 
   function typing(e) {
     const t = e.target;
@@ -91,52 +147,54 @@
   const itemEl = document.getElementById("item");
   const itemId = itemEl ? itemEl.dataset.itemId : null;
   const form = document.getElementById("review-form");
-  const relabel = document.getElementById("relabel");
-  const relabelSelect = document.getElementById("relabel-class");
   const comment = document.getElementById("comment");
-  let relabelMode = false;
 
   function submitReview(decision, defectClass) {
     if (!form || form.classList.contains("locked")) return;
     const button = form.querySelector(`[data-decision="${decision}"]`);
     if (button && button.disabled) return;
     post(form.action, {
-      decision: decision,
-      defect_class: decision === "relabel" ? defectClass : "",
-      seconds_spent: ((performance.now() - openedAt) / 1000).toFixed(1),
+      ...answerFields(decision, defectClass, comment),
       boxes: editor ? editor.payload() : "",
-      comment: comment ? comment.value : "",
-    });
+      then: form.elements.then ? form.elements.then.value : "",
+    }, true);
   }
-  function setRelabel(on) {
-    relabelMode = on;
-    if (!relabel) return;
-    relabel.classList.toggle("active", on);
-    if (on) relabelSelect.focus(); else relabelSelect.blur();
-  }
-  if (form) {
-    form.addEventListener("submit", (e) => e.preventDefault());
-    form.querySelectorAll("button[data-decision]").forEach((b) => b.addEventListener("click", () => {
-      const d = b.dataset.decision;
-      if (d === "relabel") { if (relabelMode) submitReview("relabel", relabelSelect.value); else setRelabel(true); }
-      else submitReview(d);
-    }));
-  }
+  const answers = form ? answerForm(form, submitReview) : null;
+  const relabeling = () => answers !== null && answers.relabelMode;
+  const setRelabel = (on) => { if (answers) answers.setRelabel(on); };
 
-  // The lease lasts lease_minutes; renew it at half-time while the page stays open.
-  if (itemEl && itemEl.dataset.leased === "1") {
-    const every = Math.max(10, Number(itemEl.dataset.leaseMinutes) * 30) * 1000;
-    setInterval(async () => {
-      const res = await fetch(`/api/items/${itemId}/lease`, {
-        method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
-      });
-      if (!res.ok) {
-        let detail = `${res.status}`;
-        try { detail = (await res.json()).detail; } catch (_) { /* keep status */ }
-        showError("Lost the lease on this item: " + detail);
-        if (form) form.classList.add("locked");
+  // The lease lasts lease_minutes; renew it at half-time while the page stays open. A page the browser fetched
+  // ahead (the next item, prefetched while the previous one was open) was made without a lease: take it now.
+  async function renewLease(first) {
+    const res = await fetch(`/api/items/${itemId}/lease`, {
+      method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
+    });
+    if (res.ok) {
+      const lease = await res.json();
+      const until = document.getElementById("lease-until");
+      if (until && lease.expires_wall) {
+        const d = new Date(lease.expires_wall * 1000), p = (n) => String(n).padStart(2, "0");
+        until.textContent = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` +
+          `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+        document.getElementById("lease").hidden = false;
       }
-    }, every);
+      return true;
+    }
+    let detail = `${res.status}`;
+    try { detail = (await res.json()).detail; } catch (_) { /* keep status */ }
+    showError((first ? "" : "Lost the lease on this item: ") + detail);
+    if (form) form.classList.add("locked");
+    return false;
+  }
+  function keepLease() {
+    const every = Math.max(10, Number(itemEl.dataset.leaseMinutes) * 30) * 1000;
+    const start = itemEl.dataset.leased === "1" ? Promise.resolve(true) : renewLease(true);
+    start.then((ok) => { if (ok) setInterval(() => renewLease(false), every); });
+  }
+  if (itemEl && (itemEl.dataset.leased === "1" || itemEl.dataset.claim === "1")) {
+    // a page the browser renders ahead (speculation rules) takes its lease only once it is shown
+    if (document.prerendering) document.addEventListener("prerenderingchange", keepLease, { once: true });
+    else keepLease();
   }
 
   // Zoom and pan: the stage (image + boxes) is scaled and moved inside the clipping frame.
@@ -153,7 +211,9 @@
   function applyView() {
     clampView();
     stage.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.s})`;
-    if (zoomLabel) zoomLabel.textContent = `${Math.round(view.s * 100)} %`;
+    // the frame's pixels on the screen: the fit already scales it (a 250 px frame shown 676 px high is 270 %)
+    const natural = Number(viewport.dataset.width) || viewport.clientWidth;
+    if (zoomLabel) zoomLabel.textContent = `${Math.round(viewport.clientWidth * view.s / natural * 100)} %`;
   }
   function zoomAt(factor, cx, cy) {
     const s = Math.max(1, Math.min(16, view.s * factor));
@@ -189,65 +249,62 @@
     viewport.addEventListener("pointerup", endDrag);
     viewport.addEventListener("pointercancel", endDrag);
   }
+  if (viewport && stage) {
+    applyView();  // the zoom label says the real scale from the start
+    window.addEventListener("resize", applyView);
+  }
   function zoomKey(factor) {
     if (!viewport) return;
     if (factor === 0) { view.s = 1; view.x = 0; view.y = 0; applyView(); return; }
     zoomAt(factor, viewport.clientWidth / 2, viewport.clientHeight / 2);
   }
-  // Overlays: boxes (o), heatmap (h), good references (g). The choice carries over to the next item.
+  // Overlays: boxes (o), heatmap (h: off, filled, contour lines; [ and ] its opacity), good references (g). The
+  // choices carry over to the next item.
   const overlaySvg = document.querySelector("svg.overlay");
   const heatmap = document.getElementById("heatmap");
   const refs = document.getElementById("refs");
-  const shown = { boxes: true, heatmap: false, refs: true };
+  const HEAT_MODES = ["off", "fill", "contours"];
+  const shown = { boxes: true, heatmap: "off", heatOpacity: 0.8, refs: true };
   try { Object.assign(shown, JSON.parse(localStorage.getItem("lineside.overlays") || "{}")); } catch (_) { /* new */ }
+  if (!HEAT_MODES.includes(shown.heatmap)) shown.heatmap = shown.heatmap === true ? "fill" : "off";
+  let drawn = null;
   function applyOverlays() {
     if (overlaySvg) overlaySvg.classList.toggle("hidden-boxes", !shown.boxes);
     const boxesState = document.getElementById("boxes-state");
     if (boxesState) boxesState.textContent = shown.boxes ? "on" : "off";
     if (heatmap) {
-      heatmap.hidden = !shown.heatmap;
-      document.getElementById("heatmap-state").textContent = shown.heatmap ? "on" : "off";
-      document.getElementById("heat-legend").hidden = !shown.heatmap;
+      const on = shown.heatmap !== "off";
+      heatmap.hidden = !on;
+      document.getElementById("heatmap-state").textContent = { off: "off", fill: "on", contours: "contours" }[
+        shown.heatmap];
+      document.getElementById("heat-legend").hidden = !on;
+      document.getElementById("heat-opacity").textContent = `${Math.round(shown.heatOpacity * 100)} %`;
+      const want = `${shown.heatmap} ${shown.heatOpacity}`;
+      if (on && drawn !== want && window.LinesideHeatmap) {
+        drawn = want;
+        window.LinesideHeatmap.draw(heatmap, shown.heatmap, shown.heatOpacity);
+      }
     }
     if (refs) refs.hidden = !shown.refs;
   }
-  function toggle(name, value) {
-    shown[name] = value === undefined ? !shown[name] : value;
+  function save() {
     try { localStorage.setItem("lineside.overlays", JSON.stringify(shown)); } catch (_) { /* private mode */ }
     applyOverlays();
   }
+  function toggle(name, value) {
+    shown[name] = value === undefined ? !shown[name] : value;
+    save();
+  }
   const toggleBoxes = () => toggle("boxes");
-
-  // The heatmap comes as an 8-bit grey PNG on the model's grid (e.g. 32×32); colour it here through a lookup table
-  // and let the canvas stretch over the frame (smoothly). Transparent below 1 σ (grey 32), opaque from 5 σ.
-  const STOPS = [[0, 0, 0, 4], [0.25, 87, 16, 110], [0.5, 188, 55, 84], [0.75, 249, 142, 9], [1, 252, 255, 164]];
-  function heatColour(t) {
-    let i = 1;
-    while (i < STOPS.length - 1 && t > STOPS[i][0]) i++;
-    const [t0, ...a] = STOPS[i - 1], [t1, ...b] = STOPS[i];
-    const f = Math.max(0, Math.min(1, (t - t0) / (t1 - t0)));
-    return a.map((v, k) => Math.round(v + (b[k] - v) * f));
+  function cycleHeatmap() {
+    shown.heatmap = HEAT_MODES[(HEAT_MODES.indexOf(shown.heatmap) + 1) % HEAT_MODES.length];
+    save();
   }
-  function paintHeatmap(canvas) {
-    const png = new Image();
-    png.onload = () => {
-      canvas.width = png.naturalWidth;
-      canvas.height = png.naturalHeight;
-      const ctx = canvas.getContext("2d", { willReadFrequently: true });
-      ctx.drawImage(png, 0, 0);
-      const px = ctx.getImageData(0, 0, canvas.width, canvas.height);
-      for (let i = 0; i < px.data.length; i += 4) {
-        const t = px.data[i] / 255;
-        const [r, g, b] = heatColour(t);
-        px.data[i] = r; px.data[i + 1] = g; px.data[i + 2] = b;
-        px.data[i + 3] = Math.round(190 * Math.max(0, Math.min(1, (t - 0.125) / 0.5)));
-      }
-      ctx.putImageData(px, 0, 0);
-      canvas.dataset.ready = "1";
-    };
-    png.src = "data:image/png;base64," + canvas.dataset.png;
+  function heatOpacity(step) {
+    shown.heatOpacity = Math.round(Math.max(0.2, Math.min(1, shown.heatOpacity + step)) * 10) / 10;
+    if (shown.heatmap === "off") shown.heatmap = "fill";
+    save();
   }
-  if (heatmap) paintHeatmap(heatmap);
   applyOverlays();
 
   // Box editing (static/boxes.js): the operator's boxes, saved with the review.
@@ -264,9 +321,6 @@
     });
   }
 
-  // Prefetch the next item's image so that it shows at once after this review.
-  const prefetch = document.querySelector('link[rel="prefetch"][as="image"]');
-  if (prefetch) { const img = new Image(); img.src = prefetch.href; }
 
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && comment && e.target === comment) { comment.blur(); e.preventDefault(); return; }
@@ -277,9 +331,9 @@
       if (e.key === "Escape") toggleHelp(false);
       return;
     }
-    if (page === "item" && !relabelMode && editor && editor.key(e)) { e.preventDefault(); return; }
+    if (page === "item" && !relabeling() && editor && editor.key(e)) { e.preventDefault(); return; }
     if (e.key === "Escape") { toggleHelp(false); setRelabel(false); if (flash) flash.hidden = true; return; }
-    if (e.key === "u" && !relabelMode) { post("/undo"); e.preventDefault(); return; }
+    if (e.key === "u" && !relabeling()) { post("/undo"); e.preventDefault(); return; }
     if (page === "queue") {
       if (e.key === "j" || e.key === "ArrowDown") { select(selected + 1); e.preventDefault(); }
       else if (e.key === "k" || e.key === "ArrowUp") { select(selected - 1); e.preventDefault(); }
@@ -289,21 +343,16 @@
       return;
     }
     if (page !== "item") return;
-    if (relabelMode) {
-      if (/^[1-9]$/.test(e.key)) {
-        const option = relabelSelect.querySelector(`option[data-key="${e.key}"]`);
-        e.preventDefault();
-        if (option) { relabelSelect.value = option.value; submitReview("relabel", option.value); }
-      } else if (e.key === "Enter") { e.preventDefault(); submitReview("relabel", relabelSelect.value); }
-      return;  // arrows etc. go to the select
-    }
+    if (answers && answers.relabelKey(e)) return;
     if (e.key === "a") submitReview("accept");
     else if (e.key === "r") submitReview("reject");
     else if (e.key === "l") { setRelabel(true); e.preventDefault(); }
     else if (e.key === "b") location.href = "/";
     else if (e.key === "s") post("/next", { skip: itemId });
     else if (e.key === "o") toggleBoxes();
-    else if (e.key === "h") toggle("heatmap");
+    else if (e.key === "h") cycleHeatmap();
+    else if (e.key === "[") heatOpacity(-0.1);
+    else if (e.key === "]") heatOpacity(0.1);
     else if (e.key === "g") toggle("refs");
     else if (e.key === "c" && comment) { comment.focus(); e.preventDefault(); }
     else if (e.key === "+" || e.key === "=") zoomKey(1.25);

@@ -45,12 +45,15 @@ def entry(row: AuditRow) -> AuditEntry:
                       item_id=row.item_id, before=row.before, after=row.after, seconds_spent=row.seconds_spent)
 
 
-def recent_query(limit: int = 100, item_id: int | None = None, username: str | None = None) -> Select[Any]:
+def recent_query(limit: int = 100, item_id: int | None = None, username: str | None = None,
+                 action: str | None = None) -> Select[Any]:
     query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
     if item_id is not None:
         query = query.where(AuditRow.item_id == item_id)
     if username is not None:
         query = query.where(AuditRow.username == username)
+    if action is not None:
+        query = query.where(AuditRow.action == action)
     return query
 
 
@@ -66,7 +69,8 @@ class AuditLog:
         with self._db.session(write=True) as s:
             record(s, username, action, item_id, before, after)
 
-    def recent(self, limit: int = 100, item_id: int | None = None, username: str | None = None) -> list[AuditEntry]:
-        """The latest rows, newest first, of one item or one user if asked."""
+    def recent(self, limit: int = 100, item_id: int | None = None, username: str | None = None,
+               action: str | None = None) -> list[AuditEntry]:
+        """The latest rows, newest first, of one item, one user or one action if asked."""
         with self._db.session() as s:
-            return [entry(row) for row in s.scalars(recent_query(limit, item_id, username))]
+            return [entry(row) for row in s.scalars(recent_query(limit, item_id, username, action))]

@@ -13,13 +13,22 @@ from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from edge.durable import fsync_dir, replace_synced
 from edge.station.store import imagefiles
 from edge.station.store.db import Database
+from edge.station.store.groups import Grouper
 from edge.station.store.records import region_columns
-from edge.station.tables import STATUS_PENDING, DecisionSummaryRow, HeatmapRow, RegionRow, ReviewItemRow
-from edge.transport.schema import ReviewItem
+from edge.station.tables import (
+    STATUS_PENDING,
+    DecisionSummaryRow,
+    EmbeddingRow,
+    HeatmapRow,
+    RegionRow,
+    ReviewItemRow,
+)
+from edge.transport.schema import ReviewItem, embedding_of
 from edge.transport.summary import DecisionSummary
 
 _IMAGE_WRITERS = 16
@@ -60,11 +69,32 @@ def _item_values(item: ReviewItem, image_path: str) -> dict[str, Any]:
         profile_version=item.profile_version, image_path=image_path, status=STATUS_PENDING)
 
 
-class Ingest:
-    """Writes what the edges send: review items with their regions, heatmaps and images, and decision summaries."""
+def _vector_bytes(item: ReviewItem) -> bytes | None:
+    """The item's embedding as stored (float16 bytes, as sent)."""
+    return None if item.embedding is None else embedding_of(item.embedding).astype("<f2").tobytes()
 
-    def __init__(self, db: Database) -> None:
+
+def _group_ids(grouper: Grouper, s: Session, items: list[ReviewItem]) -> list[int | None]:
+    """The look-alike group of each item (store.groups), assigned in arrival order per line and verdict."""
+    out: list[int | None] = [None] * len(items)
+    by_key: dict[tuple[str, str], list[int]] = {}
+    for i, item in enumerate(items):
+        by_key.setdefault((item.line_id, item.verdict), []).append(i)
+    for (line_id, verdict), indexes in by_key.items():
+        texts = [items[i].embedding for i in indexes]
+        vectors = [None if text is None else embedding_of(text) for text in texts]
+        for i, group_id in zip(indexes, grouper.assign(s, line_id, verdict, vectors), strict=True):
+            out[i] = group_id
+    return out
+
+
+class Ingest:
+    """Writes what the edges send: review items with their regions, heatmaps, embeddings and images (each item in
+    its look-alike group, ``store.groups``), and decision summaries."""
+
+    def __init__(self, db: Database, grouper: Grouper | None = None) -> None:
         self._db = db
+        self.grouper = grouper or Grouper()
 
     def has_frame(self, frame_id: str) -> bool:
         with self._db.session() as s:
@@ -85,15 +115,23 @@ class Ingest:
         imagefiles.write_atomic(imagefiles.resolve(self._db.storage_dir, relative), jpeg)
         row = ReviewItemRow(**_item_values(item, relative),
                             regions=[RegionRow(**region_columns(r)) for r in item.regions])
+        vector = _vector_bytes(item)
         try:
             with self._db.session(write=True) as s:
+                row.group_id = _group_ids(self.grouper, s, [item])[0]
                 s.add(row)
+                s.flush()  # the item's id
                 if item.heatmap_png is not None:
-                    s.flush()  # the item's id
                     s.add(HeatmapRow(item_id=row.id, png=item.heatmap_png))
+                if vector is not None:
+                    s.add(EmbeddingRow(item_id=row.id, vector=vector))
         except IntegrityError:
+            self.grouper.forget()
             if self.has_frame(item.frame_id):
                 return False
+            raise
+        except BaseException:
+            self.grouper.forget()  # memory may hold a group the rolled-back transaction made
             raise
         return True
 
@@ -129,6 +167,8 @@ class Ingest:
         values = [_item_values(item, imagefiles.relative_image_path(item.line_id, item.frame_id)) for item in rows]
         try:
             with self._db.session(write=True) as s:
+                for value, group_id in zip(values, _group_ids(self.grouper, s, rows), strict=True):
+                    value["group_id"] = group_id
                 # Core inserts (two statements for the lot) rather than ORM objects: a third of the CPU per item
                 returning = insert(ReviewItemRow).returning(ReviewItemRow.id, sort_by_parameter_order=True)
                 item_ids = s.execute(returning, values).scalars().all()
@@ -140,8 +180,16 @@ class Ingest:
                             for item_id, item in zip(item_ids, rows, strict=True) if item.heatmap_png is not None]
                 if heatmaps:
                     s.execute(insert(HeatmapRow), heatmaps)
+                vectors = [{"item_id": item_id, "vector": _vector_bytes(item)}
+                           for item_id, item in zip(item_ids, rows, strict=True) if item.embedding is not None]
+                if vectors:
+                    s.execute(insert(EmbeddingRow), vectors)
         except IntegrityError:  # another writer stored one of them meanwhile: settle item by item
+            self.grouper.forget()
             return [is_new and self.add_item(item, jpeg) for (item, jpeg), is_new in zip(batch, new, strict=True)]
+        except BaseException:
+            self.grouper.forget()  # memory may hold a group the rolled-back transaction made
+            raise
         return new
 
     def has_summary(self, summary_id: str) -> bool:

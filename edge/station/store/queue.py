@@ -13,6 +13,7 @@ queue and "next" of everyone else skip it; an expired lease is free for anyone t
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session, aliased, selectinload
 from edge.findings import GOOD
 from edge.station.store import audit, imagefiles
 from edge.station.store.db import Database
+from edge.station.store.groups import group_head, group_sizes
 from edge.station.store.records import ItemView, LeaseView, QueuePage, ReferenceView, item_view, lease_view
 from edge.station.tables import STATUS_PENDING, STATUS_REVIEWED, HeatmapRow, LeaseRow, ReviewItemRow, ReviewRow
 
@@ -56,20 +58,21 @@ class QueueFilter:
     until: float | None = None
     sort: Sort = "uncertainty"
 
-    def conditions(self) -> list[Any]:
+    def conditions(self, items: Any = ReviewItemRow) -> list[Any]:
+        """The filter as conditions on ``items`` (the items table, or an alias of it)."""
         where: list[Any] = []
         if self.status != "all":
-            where.append(ReviewItemRow.status == self.status)
+            where.append(items.status == self.status)
         if self.line:
-            where.append(ReviewItemRow.line_id == self.line)
+            where.append(items.line_id == self.line)
         if self.verdict:
-            where.append(ReviewItemRow.verdict == self.verdict)
+            where.append(items.verdict == self.verdict)
         if self.reason:
-            where.append(ReviewItemRow.reason == self.reason)
+            where.append(items.reason == self.reason)
         if self.since is not None:
-            where.append(ReviewItemRow.captured_wall >= self.since)
+            where.append(items.captured_wall >= self.since)
         if self.until is not None:
-            where.append(ReviewItemRow.captured_wall < self.until)
+            where.append(items.captured_wall < self.until)
         return where
 
 
@@ -122,16 +125,28 @@ def page_query(flt: QueueFilter, username: str | None, now: float, limit: int,
                after: tuple[float, int] | None = None) -> Select[Any]:
     """One page of rows (fetch ``limit + 1`` to learn whether there is a next page)."""
     query = select(ReviewItemRow).where(*flt.conditions())
+    if flt.status == STATUS_PENDING:
+        query = query.where(group_head(flt))
     if username is not None:
         query = query.where(*for_reviewer(username, now))
     return _order_and_seek(query, flt.sort, after).limit(limit)
 
 
-def head_query(flt: QueueFilter, username: str, now: float, exclude: int | None = None) -> Select[Any]:
-    """The id of the first item of the queue this reviewer may take."""
+def _ids(exclude: int | Collection[int] | None) -> list[int]:
+    return [] if exclude is None else [exclude] if isinstance(exclude, int) else list(exclude)
+
+
+def head_query(flt: QueueFilter, username: str, now: float, exclude: int | Collection[int] | None = None,
+               exclude_groups: Collection[int] = ()) -> Select[Any]:
+    """The id of the first item (a single one, or the head of its group) of the queue this reviewer may take,
+    other than the items ``exclude`` and the groups ``exclude_groups`` names."""
     query = select(ReviewItemRow.id).where(*flt.conditions(), *for_reviewer(username, now))
-    if exclude is not None:
-        query = query.where(ReviewItemRow.id != exclude)
+    if flt.status == STATUS_PENDING:
+        query = query.where(group_head(flt))
+    if ids := _ids(exclude):
+        query = query.where(ReviewItemRow.id.not_in(ids))
+    if exclude_groups:
+        query = query.where(or_(ReviewItemRow.group_id.is_(None), ReviewItemRow.group_id.not_in(list(exclude_groups))))
     return _order_and_seek(query, flt.sort, None).limit(1)
 
 
@@ -143,8 +158,8 @@ def take_lease(s: Session, item_id: int, username: str, minutes: float, now: flo
         row = LeaseRow(item_id=item_id, username=username, claimed_wall=now, expires_wall=expires)
         s.add(row)
         audit.record(s, username, "lease", item_id, None, {"expires_wall": expires}, now=now)
-    elif row.username == username and row.expires_wall > now:
-        row.expires_wall = expires  # a renewal: the clock of time spent keeps running, no audit row
+    elif row.username == username:
+        row.expires_wall = expires  # a renewal (or my own lapsed lease): time spent keeps running, no audit row
     elif row.expires_wall <= now:
         before = {"username": row.username, "expires_wall": row.expires_wall}
         row.username, row.claimed_wall, row.expires_wall = username, now, expires
@@ -213,8 +228,10 @@ class ReviewQueue:
             more = len(rows) > limit
             rows = rows[:limit]
             items = [item_view(row) for row in rows]
+            sizes = group_sizes(s, {row.group_id for row in rows if row.group_id is not None}) \
+                if flt.status == STATUS_PENDING else {}
         return QueuePage(items=items, next_cursor=make_cursor(flt.sort, rows[-1]) if more else None,
-                         total=int(total))
+                         total=int(total), group_sizes=sizes)
 
     def get_item(self, item_id: int) -> ItemView | None:
         """One item with its regions, reviews and heatmap."""
@@ -250,6 +267,17 @@ class ReviewQueue:
                     for i, f, r, w in s.execute(query)]
 
     # ---- counts ----
+
+    def group_of(self, item_id: int) -> int | None:
+        """The look-alike group a waiting item waits in (None: alone, reviewed, or no such item)."""
+        with self._db.session() as s:
+            return s.scalar(select(ReviewItemRow.group_id).where(ReviewItemRow.id == item_id,
+                                                                 ReviewItemRow.status == STATUS_PENDING))
+
+    def waiting_in_groups(self, group_ids: Collection[int]) -> dict[int, int]:
+        """Waiting members of each of these look-alike groups."""
+        with self._db.session() as s:
+            return group_sizes(s, group_ids)
 
     def latest_item_id(self) -> int:
         """The highest item id (0 for an empty store): new arrivals have higher ones."""
@@ -316,8 +344,10 @@ class ReviewQueue:
             return take_lease(s, item_id, username, minutes, now)
 
     def claim_next(self, username: str, minutes: float, flt: QueueFilter | None = None,
-                   exclude: int | None = None, now: float | None = None) -> int | None:
-        """Lease the head of the queue for ``username`` and return its id (None when nothing is left).
+                   exclude: int | Collection[int] | None = None, now: float | None = None,
+                   exclude_groups: Collection[int] = ()) -> int | None:
+        """Lease the head of the queue for ``username`` and return its id (None when nothing is left). The head of
+        a look-alike group stands for its group (the console then opens the group, leasing the rest).
 
         Finding the head and taking its lease happen in one write transaction; on SQLite that transaction
         holds the database's write lock from its first statement (BEGIN IMMEDIATE), so two reviewers asking at
@@ -327,7 +357,7 @@ class ReviewQueue:
         for attempt in range(CLAIM_ATTEMPTS):
             try:
                 with self._db.session(write=True) as s:
-                    item_id = s.scalar(head_query(flt or QueueFilter(), username, now, exclude))
+                    item_id = s.scalar(head_query(flt or QueueFilter(), username, now, exclude, exclude_groups))
                     if item_id is not None:
                         take_lease(s, item_id, username, minutes, now)
                     return item_id
@@ -338,10 +368,18 @@ class ReviewQueue:
                     raise
         return None
 
-    def peek_next(self, username: str, exclude: int | None = None, now: float | None = None) -> int | None:
+    def peek_next(self, username: str, exclude: int | Collection[int] | None = None,
+                  now: float | None = None) -> int | None:
         """The item ``claim_next`` would most likely hand out, without leasing it (for prefetching its image)."""
         with self._db.session() as s:
             return s.scalar(head_query(QueueFilter(), username, time.time() if now is None else now, exclude))
+
+    def held_by(self, username: str, now: float | None = None) -> list[int]:
+        """The items ``username`` holds a live lease on."""
+        now = time.time() if now is None else now
+        with self._db.session() as s:
+            return list(s.scalars(select(LeaseRow.item_id).where(LeaseRow.username == username,
+                                                                 LeaseRow.expires_wall > now)))
 
     def release(self, item_id: int, username: str) -> None:
         """Give up my lease on an item (no-op if I do not hold it)."""

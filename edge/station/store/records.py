@@ -47,6 +47,7 @@ class ReviewView:
     boxes: list[dict[str, Any]] | None = None  # the operator's [{x, y, w, h, class}]; None: the model's regions
     comment: str | None = None
     second_review: bool = False
+    group_id: int | None = None  # answered with its look-alike group in one key press
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class ItemView:
     reviews: list[ReviewView] = field(default_factory=list)
     second_review_of: str | None = None  # waiting for a second review by anyone but this user
     heatmap_png: str | None = None  # base64 PNG (ReviewItem.heatmap_png); loaded by get_item only
+    group_id: int | None = None  # the look-alike group it waits in (store.groups); None: alone
 
     @property
     def awaits_second_review(self) -> bool:
@@ -114,6 +116,7 @@ class QueuePage:
     items: list[ItemView]
     next_cursor: str | None  # None on the last page
     total: int  # items matching the filter (leases of others not subtracted)
+    group_sizes: dict[int, int] = field(default_factory=dict)  # waiting members of the groups on the page
 
 
 def lease_view(row: LeaseRow) -> LeaseView:
@@ -125,7 +128,7 @@ def review_view(r: ReviewRow) -> ReviewView:
     return ReviewView(id=r.id, item_id=r.item_id, decision=r.decision, final_verdict=r.final_verdict,
                       defect_class=r.defect_class, reviewer=r.reviewer, created_wall=r.created_wall,
                       seconds_spent=r.seconds_spent, boxes=r.boxes, comment=r.comment,
-                      second_review=bool(r.second_review))
+                      second_review=bool(r.second_review), group_id=r.group_id)
 
 
 def review_json(r: ReviewRow | None) -> dict[str, Any] | None:
@@ -147,4 +150,4 @@ def item_view(row: ReviewItemRow, heatmap_png: str | None = None) -> ItemView:
         reason=row.reason, pack_version=row.pack_version, profile_version=row.profile_version,
         image_path=row.image_path, status=row.status,
         regions=[region_of(r) for r in row.regions], reviews=[review_view(r) for r in row.reviews],
-        second_review_of=row.second_review_of, heatmap_png=heatmap_png)
+        second_review_of=row.second_review_of, heatmap_png=heatmap_png, group_id=row.group_id)

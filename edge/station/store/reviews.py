@@ -8,9 +8,11 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from edge.findings import GOOD, Region
 from edge.station.store import audit
@@ -103,6 +105,75 @@ def _final_verdict(row: ReviewItemRow, decision: str, defect_class: str | None) 
     return GOOD
 
 
+@dataclass(frozen=True)
+class _Answer:
+    decision: str
+    reviewer: str
+    defect_class: str | None
+    seconds_spent: float | None
+    comment: str | None
+    second_review_fraction: float
+    group_id: int | None = None
+
+
+def _checked_answer(decision: str, reviewer: str, seconds_spent: float | None, comment: str | None,
+                    defect_class: str | None) -> tuple[str | None, str | None]:
+    """The answer's own checks (before any item is read); the comment and class, stripped (None when empty)."""
+    if decision not in DECISIONS:
+        raise ReviewError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
+    reviewer = reviewer.strip()
+    if not reviewer or len(reviewer) > 100:
+        raise ReviewError("reviewer must be 1 to 100 characters")
+    if seconds_spent is not None and not 0 <= seconds_spent < 86_400:
+        raise ReviewError(f"seconds_spent {seconds_spent} out of range")
+    comment = (comment or "").strip() or None
+    if comment is not None and len(comment) > MAX_COMMENT_CHARS:
+        raise ReviewError(f"comment is {len(comment)} characters; at most {MAX_COMMENT_CHARS}")
+    return comment, (defect_class or "").strip() or None
+
+
+def _record(s: Session, row: ReviewItemRow, lease: LeaseRow | None, answer: _Answer, now: float,
+            boxes: list[dict[str, Any]] | None) -> ReviewView:
+    """One item's review, its new state, its released lease and its audit row, in ``s`` (see ``Reviews.add``)."""
+    reviewer, seconds_spent = answer.reviewer, answer.seconds_spent
+    if lease is not None and lease.expires_wall > now and lease.username != reviewer:
+        raise LeaseConflict(f"item {row.id} is being reviewed by {lease.username}; your review was "
+                            "not saved — take the next item instead")
+    if row.second_review_of == reviewer:
+        raise ReviewError(f"item {row.id} waits for a second review by someone other than you "
+                          "(you gave the first); take the next item instead")
+    final = _final_verdict(row, answer.decision, answer.defect_class)
+    if boxes is not None:
+        boxes = check_boxes(boxes, row.width, row.height, list(row.class_scores))
+        if final == GOOD and boxes:
+            raise ReviewError("a good part has no defect boxes: delete them, or relabel with a defect class")
+    if seconds_spent is None and lease is not None and lease.username == reviewer:
+        seconds_spent = round(max(0.0, now - lease.claimed_wall), 1)
+    previous = row.reviews[-1] if row.reviews else None
+    second = row.second_review_of is not None
+    review = ReviewRow(item_id=row.id, decision=answer.decision, final_verdict=final,
+                       defect_class=None if final == GOOD else final, reviewer=reviewer,
+                       created_wall=now, seconds_spent=seconds_spent, boxes=boxes, comment=answer.comment,
+                       second_review=second, group_id=answer.group_id)
+    s.add(review)
+    before = {"status": row.status, "review": review_json(previous), "boxes": effective_boxes(row, previous)}
+    if second:
+        row.second_review_of, row.status = None, STATUS_REVIEWED
+    elif previous is None and picked_for_second_review(row.frame_id, answer.second_review_fraction):
+        row.second_review_of, row.status = reviewer, STATUS_PENDING  # back in the queue, for someone else
+    else:
+        row.status = STATUS_REVIEWED
+    if lease is not None and lease.username == reviewer:
+        s.delete(lease)
+    s.flush()
+    after: dict[str, Any] = {"status": row.status, "second_review_of": row.second_review_of,
+                             "review": review_json(review), "boxes": effective_boxes(row, review)}
+    if answer.group_id is not None:
+        after["group_id"] = answer.group_id
+    audit.record(s, reviewer, "review", row.id, before, after, seconds_spent, now=now)
+    return review_view(review)
+
+
 class Reviews:
     """People's answers about items: recorded, sent for a second review when sampled, taken back."""
 
@@ -134,89 +205,90 @@ class Reviews:
         and the boxes that stood, after = this one) is written in the same transaction; time spent is the client's
         figure, else the time since the reviewer's lease was claimed.
         """
-        if decision not in DECISIONS:
-            raise ReviewError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
-        reviewer = reviewer.strip()
-        if not reviewer or len(reviewer) > 100:
-            raise ReviewError("reviewer must be 1 to 100 characters")
-        if seconds_spent is not None and not 0 <= seconds_spent < 86_400:
-            raise ReviewError(f"seconds_spent {seconds_spent} out of range")
-        comment = (comment or "").strip() or None
-        if comment is not None and len(comment) > MAX_COMMENT_CHARS:
-            raise ReviewError(f"comment is {len(comment)} characters; at most {MAX_COMMENT_CHARS}")
-        defect_class = (defect_class or "").strip() or None
+        comment, defect_class = _checked_answer(decision, reviewer, seconds_spent, comment, defect_class)
         now = time.time() if now is None else now
         with self._db.session(write=True) as s:
             row = s.get(ReviewItemRow, item_id)
             if row is None:
                 raise ItemNotFound(f"no review item {item_id}")
-            lease = s.get(LeaseRow, item_id)
-            if lease is not None and lease.expires_wall > now and lease.username != reviewer:
-                raise LeaseConflict(f"item {item_id} is being reviewed by {lease.username}; your review was "
-                                    "not saved — take the next item instead")
-            if row.second_review_of == reviewer:
-                raise ReviewError(f"item {item_id} waits for a second review by someone other than you "
-                                  "(you gave the first); take the next item instead")
-            final = _final_verdict(row, decision, defect_class)
-            if boxes is not None:
-                boxes = check_boxes(boxes, row.width, row.height, list(row.class_scores))
-                if final == GOOD and boxes:
-                    raise ReviewError("a good part has no defect boxes: delete them, or relabel with a defect class")
-            if seconds_spent is None and lease is not None and lease.username == reviewer:
-                seconds_spent = round(max(0.0, now - lease.claimed_wall), 1)
-            previous = row.reviews[-1] if row.reviews else None
-            second = row.second_review_of is not None
-            review = ReviewRow(item_id=row.id, decision=decision, final_verdict=final,
-                               defect_class=None if final == GOOD else final, reviewer=reviewer,
-                               created_wall=now, seconds_spent=seconds_spent, boxes=boxes, comment=comment,
-                               second_review=second)
-            s.add(review)
-            before = {"status": row.status, "review": review_json(previous),
-                      "boxes": effective_boxes(row, previous)}
-            if second:
-                row.second_review_of, row.status = None, STATUS_REVIEWED
-            elif previous is None and picked_for_second_review(row.frame_id, second_review_fraction):
-                row.second_review_of, row.status = reviewer, STATUS_PENDING  # back in the queue, for someone else
-            else:
-                row.status = STATUS_REVIEWED
-            if lease is not None and lease.username == reviewer:
-                s.delete(lease)
-            s.flush()
-            audit.record(s, reviewer, "review", item_id, before,
-                         {"status": row.status, "second_review_of": row.second_review_of,
-                          "review": review_json(review), "boxes": effective_boxes(row, review)},
-                         seconds_spent, now=now)
-            return review_view(review)
+            return _record(s, row, s.get(LeaseRow, item_id), _Answer(
+                decision, reviewer.strip(), defect_class, seconds_spent, comment, second_review_fraction), now, boxes)
+
+    def answer_group(self, group_id: int, decision: str, reviewer: str, defect_class: str | None = None,
+                     seconds_spent: float | None = None, now: float | None = None, *, comment: str | None = None,
+                     second_review_fraction: float = 0.0) -> list[ReviewView]:
+        """One answer for every waiting member of a look-alike group that ``reviewer`` holds (store.group_queue):
+        each gets its own review row (``group_id`` set) and audit row, as ``add`` would write them, all in one
+        transaction; the model's regions stand (boxes are drawn on single items). ``seconds_spent`` is the time on
+        the whole group, shared out evenly. ReviewError when the reviewer holds none of its frames or the answer
+        does not fit one of them (then nothing is saved)."""
+        comment, defect_class = _checked_answer(decision, reviewer, seconds_spent, comment, defect_class)
+        now = time.time() if now is None else now
+        reviewer = reviewer.strip()
+        with self._db.session(write=True) as s:
+            held = list(s.execute(
+                select(ReviewItemRow, LeaseRow).join(LeaseRow, LeaseRow.item_id == ReviewItemRow.id)
+                .where(ReviewItemRow.group_id == group_id, ReviewItemRow.status == STATUS_PENDING,
+                       LeaseRow.username == reviewer, LeaseRow.expires_wall > now)
+                .order_by(ReviewItemRow.uncertainty.desc(), ReviewItemRow.id)))
+            if not held:
+                raise ReviewError(f"you hold no waiting frame of group {group_id} (answered, or your lease lapsed); "
+                                  "nothing saved")
+            share = None if seconds_spent is None else round(seconds_spent / len(held), 1)
+            answer = _Answer(decision, reviewer, defect_class, share, comment, second_review_fraction, group_id)
+            return [_record(s, row, lease, answer, now, None) for row, lease in held]
 
     def undo_last(self, username: str, minutes: float, now: float | None = None) -> int | None:
-        """Take back ``username``'s most recent review: the row goes (the audit log keeps it), the item returns
-        to its previous state (pending when it has no other review, waiting for its second review again when the
-        undone one was that) and to the user, leased. Returns the item id, None when there is nothing of theirs to
-        undo. Refused with LeaseConflict while someone else holds the item, and with ReviewError when someone
-        reviewed it again since (theirs is the latest answer).
+        """Take back ``username``'s most recent answer (``undo_last_answer``); the id of the (first) item it
+        reopened, None when there is nothing of theirs to undo."""
+        undone = self.undo_last_answer(username, minutes, now)
+        return undone.item_ids[0] if undone is not None else None
+
+    def undo_last_answer(self, username: str, minutes: float, now: float | None = None) -> Undone | None:
+        """Take back ``username``'s most recent answer: its review row goes (the audit log keeps it), the item
+        returns to its previous state (pending when it has no other review, waiting for its second review again
+        when the undone one was that) and to the user, leased. A group answer is taken back whole: every review
+        of it, each item back in its group. None when there is nothing of theirs to undo. Refused with
+        LeaseConflict while someone else holds an item, and with ReviewError when someone reviewed one of them
+        again since (theirs is the latest answer); then nothing is undone.
         """
         now = time.time() if now is None else now
         with self._db.session(write=True) as s:
-            review = s.scalar(select(ReviewRow).where(ReviewRow.reviewer == username)
-                              .order_by(ReviewRow.id.desc()).limit(1))
-            if review is None:
+            last = s.scalar(select(ReviewRow).where(ReviewRow.reviewer == username)
+                            .order_by(ReviewRow.id.desc()).limit(1))
+            if last is None:
                 return None
-            item = review.item
-            if item.reviews[-1].id != review.id:
-                raise ReviewError(f"item {item.id} was reviewed again by {item.reviews[-1].reviewer} after you; "
-                                  "nothing undone")
-            before = {"status": item.status, "second_review_of": item.second_review_of,
-                      "review": review_json(review)}
-            item.reviews.remove(review)  # delete-orphan cascade deletes the row
-            if review.second_review and item.reviews:
-                item.second_review_of, item.status = item.reviews[-1].reviewer, STATUS_PENDING
-            else:
-                item.second_review_of = None
-                item.status = STATUS_REVIEWED if item.reviews else STATUS_PENDING
-            s.flush()
-            take_lease(s, item.id, username, minutes, now)
-            audit.record(s, username, "undo", item.id, before,
-                         {"status": item.status, "second_review_of": item.second_review_of,
-                          "review": review_json(item.reviews[-1] if item.reviews else None)},
-                         now=now)
-            return item.id
+            answer = [last] if last.group_id is None else list(s.scalars(
+                select(ReviewRow).where(ReviewRow.reviewer == username, ReviewRow.group_id == last.group_id,
+                                        ReviewRow.created_wall == last.created_wall).order_by(ReviewRow.id)))
+            for review in answer:
+                _undo(s, review, username, minutes, now)
+            return Undone(item_ids=[r.item_id for r in answer], group_id=last.group_id)
+
+
+@dataclass(frozen=True)
+class Undone:
+    """What an undo reopened: the items (one, or a group answer's), and their group."""
+
+    item_ids: list[int]
+    group_id: int | None
+
+
+def _undo(s: Session, review: ReviewRow, username: str, minutes: float, now: float) -> None:
+    item = review.item
+    if item.reviews[-1].id != review.id:
+        raise ReviewError(f"item {item.id} was reviewed again by {item.reviews[-1].reviewer} after you; "
+                          "nothing undone")
+    before = {"status": item.status, "second_review_of": item.second_review_of, "review": review_json(review)}
+    item.reviews.remove(review)  # delete-orphan cascade deletes the row
+    if review.second_review and item.reviews:
+        item.second_review_of, item.status = item.reviews[-1].reviewer, STATUS_PENDING
+    else:
+        item.second_review_of = None
+        item.status = STATUS_REVIEWED if item.reviews else STATUS_PENDING
+    s.flush()
+    take_lease(s, item.id, username, minutes, now)
+    audit.record(s, username, "undo", item.id, before,
+                 {"status": item.status, "second_review_of": item.second_review_of,
+                  "review": review_json(item.reviews[-1] if item.reviews else None)},
+                 now=now)

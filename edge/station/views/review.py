@@ -17,7 +17,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ValidationError, field_validator
 
 from edge.station.auth import current_user
 from edge.station.store import ItemNotFound, ItemView, LeaseConflict, ReviewError
@@ -25,7 +25,9 @@ from edge.station.store.imagefiles import ImagePathError
 from edge.station.store.queue import CursorError, QueueFilter, Sort, StatusFilter, parse_cursor
 from edge.station.store.reviews import model_boxes
 from edge.station.tables import STATUS_PENDING
-from edge.station.views.common import Console, class_color, payload, validation_message, wants_json
+from edge.station.views.common import AnswerIn, Console, class_color, payload, validation_message, wants_json
+from edge.station.views.groups import held_url, id_list
+from edge.station.views.work import claim_next_url
 from edge.transport.schema import HEATMAP_Z_MAX
 
 log = logging.getLogger(__name__)
@@ -34,24 +36,13 @@ CHOICES_TTL_S = 60.0
 REFERENCES = 4  # good frames of the line shown beside an item
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(AnswerIn):
     """A review as posted by the console or an API client; the store checks decision, class, boxes and comment.
 
     ``boxes`` is the operator's edited box list (a JSON array in a form field, or an array in a JSON body), absent
     or empty-string when they did not touch the boxes (the model's stand); ``[]`` means they deleted every box."""
 
-    model_config = ConfigDict(extra="ignore")  # a client's "reviewer" is ignored: the session says who
-
-    decision: str
-    defect_class: str | None = None
-    seconds_spent: float | None = None
     boxes: list[dict[str, Any]] | None = None
-    comment: str | None = None
-
-    @field_validator("defect_class", "seconds_spent", "comment", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
 
     @field_validator("boxes", mode="before")
     @classmethod
@@ -137,54 +128,72 @@ def router(console: Console) -> APIRouter:
                                                    strict=True)}
         return console.render(request, "queue.html", {
             "page": page, "items": page.items, "flt": flt, "query": query, "choices": shown,
-            "counts": queue.status_counts(), "now": time.time(), "first_page": after is None, "max_id": max_id,
+            "counts": console.status_counts(), "now": time.time(), "first_page": after is None, "max_id": max_id,
             "raw": {"since": since or "", "until": until or ""}})
 
     @api.post("/next")
     async def take_next(request: Request) -> Response:
         """Lease the head of the queue and open it (the queue's ``n`` key; with ``skip``, the item's ``s`` key:
-        give that item back and take the next other one)."""
+        give that item back and take the next other one — skipped items come again only when nothing else
+        waits)."""
         user = current_user(request)
-        raw_skip = (await payload(request)).get("skip")
-        skip = int(raw_skip) if isinstance(raw_skip, str | int) and str(raw_skip).isdigit() else None
-        if skip is not None:
-            await run_in_threadpool(queue.release, skip, user.username)
-        item_id = await run_in_threadpool(queue.claim_next, user.username, console.lease_minutes, None, skip)
-        target = "/" if item_id is None else f"/items/{item_id}"
+        skip = id_list([(await payload(request)).get("skip")])
+        if skip:
+            await run_in_threadpool(queue.release, skip[0], user.username)
+            console.skips.skip_item(user.username, skip[0])
+        target = await run_in_threadpool(claim_next_url, console.store, console.skips, user.username,
+                                         console.lease_minutes)
         return JSONResponse({"next_url": target}) if wants_json(request) else RedirectResponse(target, 303)
 
     @api.get("/items/{item_id}")
-    def item_page(request: Request, item_id: int) -> Response:
+    def item_page(request: Request, item_id: int, then: str = "",
+                  ahead_flag: str = Query("", alias="ahead")) -> Response:
         user = current_user(request)
         item = _item_or_404(item_id)
         lease, conflict = None, None
-        if item.status == STATUS_PENDING:
+        # ?ahead=1: the next item as the page before fetched it ahead (<link rel=prefetch>), made without taking
+        # its lease — the page takes it when it is shown — and kept a minute, so that the answer's navigation to
+        # it needs no request. Only that navigation uses it (console.js); every other one gets a fresh page.
+        ahead = ahead_flag == "1"
+        held = queue.lease_of(item_id) if item.status == STATUS_PENDING else None
+        if ahead:
+            pass
+        elif held is not None and held.username == user.username and \
+                held.expires_wall - time.time() > console.lease_minutes * 30:
+            lease = held  # just handed to me ("next"): fresh for over half its time, no write needed
+        elif item.status == STATUS_PENDING:
             try:
                 lease = queue.claim(item_id, user.username, console.lease_minutes)
             except LeaseConflict as exc:
                 console.counters["lease_conflicts"] += 1
                 conflict = str(exc)
-        peek = queue.peek_next(user.username, exclude=item_id)
+        # the next item, fetched ahead: not this one, nor (for a page made ahead) the one the reviewer holds now
+        peek = queue.peek_next(user.username, exclude=[item_id, *(queue.held_by(user.username) if ahead else [])])
         label_size = max(10.0, max(item.width, item.height) / 28)
         latest = item.latest_review
         # the boxes the editor starts from: the latest operator's when they edited them, else the model's regions;
         # an item waiting for its second review starts from the model's, so the second answer is independent
         operator = latest.boxes if latest is not None and not item.awaits_second_review else None
         boxes = operator if operator is not None else model_boxes(item.regions)
-        return console.render(request, "item.html", {
-            "item": item, "counts": queue.status_counts(), "now": time.time(), "label_size": label_size,
+        response = console.render(request, "item.html", {
+            "item": item, "counts": console.status_counts(), "now": time.time(), "label_size": label_size,
             "lease": lease, "conflict": conflict, "next_id": peek, "lease_minutes": console.lease_minutes,
             "scores": sorted(item.class_scores.items(), key=lambda kv: kv[1], reverse=True),
             "boxes": boxes, "boxes_source": "model" if operator is None else "operator",
             "colors": {name: class_color(name) for name in item.classes},
             "references": queue.good_references(item.line_id, REFERENCES, exclude=item_id),
-            "heatmap_z_max": HEATMAP_Z_MAX})
+            "heatmap_z_max": HEATMAP_Z_MAX, "then": ",".join(str(i) for i in id_list(then)),
+            "claim_on_load": ahead and item.status == STATUS_PENDING})
+        response.headers["Cache-Control"] = "private, max-age=60" if ahead else "no-cache"
+        return response
 
     @api.post("/items/{item_id}/review")
     async def post_review(request: Request, item_id: int) -> Response:
         user = current_user(request)
+        data = await payload(request)
+        then = id_list(data.pop("then", ""))  # frames taken out of a group, still to answer
         try:
-            review = ReviewIn.model_validate(await payload(request))
+            review = ReviewIn.model_validate(data)
         except ValidationError as exc:
             raise HTTPException(422, validation_message(exc)) from None
         try:
@@ -199,8 +208,10 @@ def router(console: Console) -> APIRouter:
         except LeaseConflict as exc:
             console.counters["lease_conflicts"] += 1
             raise HTTPException(409, str(exc)) from None
-        next_id = await run_in_threadpool(queue.claim_next, user.username, console.lease_minutes, None, item_id)
-        target = "/" if next_id is None else f"/items/{next_id}"
+        target = await run_in_threadpool(held_url, console, user.username, then)
+        if target is None:
+            target = await run_in_threadpool(claim_next_url, console.store, console.skips, user.username,
+                                             console.lease_minutes, item_id)
         if wants_json(request):
             return JSONResponse({"review": dataclasses.asdict(saved), "next_url": target})
         return RedirectResponse(target, status_code=303)
@@ -221,15 +232,15 @@ def router(console: Console) -> APIRouter:
 
     @api.post("/undo")
     async def undo(request: Request) -> Response:
-        """Take back my latest review and reopen that item (the ``u`` key)."""
+        """Take back my latest answer and reopen that item, or the group it was given to (the ``u`` key)."""
         user = current_user(request)
         try:
-            item_id = await run_in_threadpool(reviews.undo_last, user.username, console.lease_minutes)
+            undone = await run_in_threadpool(reviews.undo_last_answer, user.username, console.lease_minutes)
         except (LeaseConflict, ReviewError) as exc:
             raise HTTPException(409, str(exc)) from None
-        if item_id is None:
+        if undone is None:
             raise HTTPException(409, f"{user.username} has no review to undo")
-        target = f"/items/{item_id}"
+        target = f"/groups/{undone.group_id}" if undone.group_id is not None else f"/items/{undone.item_ids[0]}"
         return JSONResponse({"next_url": target}) if wants_json(request) else RedirectResponse(target, 303)
 
     @api.get("/images/{item_id}")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from edge.station.risk_audit import AuditMonitor, AuditSnapshot
+from edge.station.risk_audit import AuditMonitor, AuditSnapshot, waiting_sampled
 from edge.station.views.common import Console
 
 
@@ -28,8 +28,12 @@ def router(console: Console, monitor: AuditMonitor) -> APIRouter:
 
     @api.get("/audit")
     def audit_page(request: Request) -> Response:
+        snap = monitor.snapshot(max_age_s=0)
+        waiting = waiting_sampled(console.store)
+        known = {a.line_id for a in snap.lines}
         return console.render(request, "audit.html", {
-            "snap": monitor.snapshot(max_age_s=0), "counts": console.store.queue.status_counts()})
+            "snap": snap, "counts": console.store.queue.status_counts(), "waiting": waiting,
+            "waiting_total": sum(waiting.values()), "waiting_only": sorted(set(waiting) - known)})
 
     @api.get("/api/risk-audit")
     async def audit_json() -> dict[str, Any]:

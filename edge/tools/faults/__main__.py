@@ -45,15 +45,28 @@ def main(argv: list[str] | None = None) -> int:
         return station_main(args)
     if args.command == "edge":
         return edge_main(args)
-    names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; use {', '.join(SCENARIOS)}")
     opts = FaultOptions(frames=args.frames, rate=args.rate, outage_s=args.outage_s, kills=args.kills,
                         fsync=args.fsync, timeout_s=args.timeout_s, database_url=args.database_url)
-    results = run_all(args.out, opts, names)
+    try:
+        return run_faults(args.out, opts, args.scenarios)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def scenario_names(text: str) -> list[str]:
+    """A comma list of scenarios; ValueError naming the unknown ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; use {', '.join(SCENARIOS)}")
+    return names
+
+
+def run_faults(out: Path, opts: FaultOptions, scenarios: str) -> int:
+    """Run the scenarios (a comma list), print their table; exit status 0 when every one passed."""
+    results = run_all(out, opts, scenario_names(scenarios))
     print(results_table(results))
-    print(f"written: {args.out / 'results.md'}, {args.out / 'results.json'}")
+    print(f"written: {out / 'results.md'}, {out / 'results.json'}")
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -1,0 +1,154 @@
+"""The profile's per-frame work as one ONNX graph (torch, exported at calibrate / train time).
+
+Inputs are the pack's image-tower outputs as they come out of it (`embedding` [N, D], `patches_s{stride}`
+[N, D, h, w], finest stride first), so the daemon feeds the tower's outputs straight in, on the same provider.
+Outputs:
+
+- `zero_s{stride}`, `few_s{stride}` [N, h, w]: the raw zero-shot (1 − p(good) against the prompt ensembles) and
+  few-shot (1 − cosine to the nearest memory-bank patch; 0 where the bank has no patches of that stride) scores;
+- `anomaly_map` [N, H, W]: both put on one scale with the good-image statistics, weighted, brought to the finest
+  grid, averaged over strides and smoothed (edge.grounding.anomaly: combine, smooth);
+- `global_score` [N]: the whole frame's zero-shot score;
+- `features` [N, F]: the frame's feature row (edge.grounding.classifier.frame_features) that the classifier head,
+  the failure predictor and the OoD detector read.
+
+The numpy functions in edge.grounding stay the reference: `frame_graph_files` computes the reference outputs with
+them, and a version whose graph ONNX Runtime does not reproduce within edge.profile.graph.ATOL is refused at load.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge.grounding.anomaly import combine, global_zero_shot_score, raw_scores, smooth
+from edge.grounding.classifier import frame_features
+from edge.profile.graph import FrameGraphFiles
+from edge.profile.line_profile import LineProfile
+from edge.vlm.pack import ModelPack
+from edge.vlm.prompts import TextBank
+from edge.vlm.runtime import ImageEmbedding, tower_outputs
+
+OPSET = 17
+REFERENCE_IMAGES = 2
+
+
+def gaussian_3x3() -> np.ndarray:
+    """The 3×3 kernel of edge.grounding.anomaly.smooth (σ = 0.5), as OpenCV makes it."""
+    k = cv2.getGaussianKernel(3, 0.5).astype(np.float32)
+    return np.asarray(k @ k.T, np.float32)
+
+
+class FrameGraph(nn.Module):
+    def __init__(self, strides: Sequence[int], class_embeddings: np.ndarray, logit_scale: float,
+                 banks: dict[int, np.ndarray], patch_stats: dict[int, dict[str, tuple[float, float]]],
+                 weights: dict[str, float]) -> None:
+        super().__init__()
+        self.strides = sorted(strides)
+        self.logit_scale = float(logit_scale)
+        self.text = nn.Parameter(torch.from_numpy(np.asarray(class_embeddings, np.float32)), requires_grad=False)
+        self.banks = nn.ParameterDict({
+            str(s): nn.Parameter(torch.from_numpy(np.ascontiguousarray(np.asarray(banks[s], np.float32).T)),
+                                 requires_grad=False)
+            for s in self.strides if s in banks and banks[s].size})
+        # per stride: (mode, weight, good mean, good std) of the modes that enter the map
+        self.modes: dict[int, list[tuple[str, float, float, float]]] = {
+            s: [(m, float(weights.get(m, 0.0)), *patch_stats[s][m]) for m in ("zero", "few")
+                if weights.get(m, 0.0) > 0 and (m == "zero" or str(s) in self.banks)]
+            for s in self.strides}
+        self.smoothing = nn.Parameter(torch.from_numpy(gaussian_3x3())[None, None], requires_grad=False)
+
+    def forward(self, embedding: torch.Tensor, *patches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        raw: list[torch.Tensor] = []
+        maps: list[torch.Tensor] = []
+        finest = (int(patches[0].shape[-2]), int(patches[0].shape[-1]))
+        for stride, grid in zip(self.strides, patches, strict=True):
+            n, _, h, w = grid.shape
+            flat = grid.flatten(2).transpose(1, 2)  # [N, hw, D]
+            scores = {"zero": 1.0 - torch.softmax(self.logit_scale * (flat @ self.text.T), dim=-1)[..., 0]}
+            if str(stride) in self.banks:
+                scores["few"] = 1.0 - (flat @ self.banks[str(stride)]).amax(dim=-1)
+            raw += [scores["zero"].reshape(n, h, w), scores.get("few", 0.0 * scores["zero"]).reshape(n, h, w)]
+            if not self.modes[stride]:
+                continue
+            total = torch.zeros_like(scores["zero"])
+            for mode, weight, mean, std in self.modes[stride]:
+                total = total + weight * (scores[mode] - mean) / max(std, 1e-6)
+            per_stride = (total / sum(m[1] for m in self.modes[stride])).reshape(n, 1, h, w)
+            if (h, w) != finest:
+                per_stride = F.interpolate(per_stride, size=finest, mode="bilinear", align_corners=False)
+            maps.append(per_stride)
+        combined = torch.stack(maps).mean(dim=0)  # [N, 1, H, W]
+        anomaly_map = F.conv2d(F.pad(combined, (1, 1, 1, 1), mode="replicate"), self.smoothing)[:, 0]
+        logits = self.logit_scale * (embedding @ self.text.T)
+        global_score = torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
+        flat_map = anomaly_map.flatten(1)
+        top = torch.topk(flat_map, max(1, flat_map.shape[1] // 50), dim=1).values
+        stats = torch.stack([top[:, 0], top.mean(dim=1), flat_map.mean(dim=1), global_score], dim=1)
+        pooled = [grid.flatten(2).mean(dim=2) for grid in patches]
+        features = torch.cat([embedding, *pooled, stats], dim=1)
+        return (anomaly_map, global_score, features, *raw)
+
+    def output_names(self) -> list[str]:
+        return ["anomaly_map", "global_score", "features"] + [f"{kind}_s{s}" for s in self.strides
+                                                               for kind in ("zero", "few")]
+
+
+def export_onnx(graph: FrameGraph, input_names: Sequence[str], dim: int, grids: Sequence[tuple[int, int]]) -> bytes:
+    """The graph as ONNX bytes (opset 17, dynamic batch), traced on a batch of two."""
+    graph.eval()
+    dummy = (torch.zeros(2, dim), *(torch.zeros(2, dim, h, w) for h, w in grids))
+    names = list(input_names)
+    outputs = graph.output_names()
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes it reads as constants: they are constant
+        torch.onnx.export(graph, dummy, buf, dynamo=False, opset_version=OPSET,  # type: ignore[arg-type]
+                          input_names=names, output_names=outputs,
+                          dynamic_axes={n: {0: "batch"} for n in names + outputs})
+    return buf.getvalue()
+
+
+def reference_outputs(profile: LineProfile, text: TextBank, logit_scale: float,
+                      embeddings: list[ImageEmbedding]) -> dict[str, np.ndarray]:
+    """What the frame graph must return for these frames, by the numpy reference (edge.grounding)."""
+    out: dict[str, list[np.ndarray]] = {}
+    for emb in embeddings:
+        raw = raw_scores(emb, profile.bank, text.class_embeddings, logit_scale)
+        anomaly_map = smooth(combine(raw, profile.patch_stats, profile.weights))
+        global_score = global_zero_shot_score(emb.global_, text.class_embeddings, logit_scale)
+        values = {"anomaly_map": anomaly_map, "global_score": np.float32(global_score),
+                  "features": frame_features(emb, anomaly_map, global_score)}
+        for s in sorted(raw):
+            values[f"zero_s{s}"] = raw[s]["zero"]
+            values[f"few_s{s}"] = raw[s].get("few", np.zeros_like(raw[s]["zero"]))
+        for k, v in values.items():
+            out.setdefault(k, []).append(np.asarray(v, np.float32))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def frame_graph_files(profile: LineProfile, pack: ModelPack, text: TextBank,
+                      examples: list[ImageEmbedding]) -> FrameGraphFiles:
+    """The profile's frame graph and its references, from a few encoded frames of the line (the first
+    REFERENCE_IMAGES are kept; their tower outputs are stored as float16, and the references computed from
+    exactly those values)."""
+    strides = sorted(int(s) for s in pack.image["patch_strides"])
+    names = [pack.image["outputs"]["embedding"]] + [pack.image["outputs"]["patches"][str(s)] for s in strides]
+    h, w = (int(v) for v in pack.image["size"])
+    graph = FrameGraph(strides, text.class_embeddings, pack.logit_scale, profile.bank, profile.patch_stats,
+                       profile.weights)
+    onnx = export_onnx(graph, names, pack.embedding_dim, [(h // s, w // s) for s in strides])
+    inputs = [o.astype(np.float16) for o in tower_outputs(examples[:REFERENCE_IMAGES])]
+    rounded = [ImageEmbedding(inputs[0][i].astype(np.float32),
+                              {s: inputs[1 + j][i].astype(np.float32).transpose(1, 2, 0) for j, s in
+                               enumerate(strides)}) for i in range(inputs[0].shape[0])]
+    reference = {f"in_{n}": a for n, a in zip(names, inputs, strict=True)}
+    reference.update({f"out_{k}": v for k, v in reference_outputs(profile, text, pack.logit_scale, rounded).items()})
+    return FrameGraphFiles(onnx, reference, names)
