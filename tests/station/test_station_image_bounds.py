@@ -72,3 +72,18 @@ def test_the_console_sends_no_device_or_oversized_file(store: Store, storage_dir
         assert client.get("/images/3").status_code == 404
         assert time.monotonic() - t < 2
     os.unlink(files[1])
+
+
+def test_thumbnails_read_only_a_bounded_review_jpeg(tmp_path: Path, jpeg: Callable[..., bytes]) -> None:
+    import pytest
+
+    from edge.station.thumbnails import ThumbnailError, thumbnail
+
+    good = tmp_path / "good.jpg"
+    good.write_bytes(jpeg(640, 480))
+    assert thumbnail(good, 640, 480, max_side=320)[:2] == b"\xff\xd8"
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    (tmp_path / "giant.jpg").write_bytes(with_jpeg_size(jpeg(), 60_000, 60_000))
+    for name, why in (("zero.jpg", "not a regular file"), ("giant.jpg", "60000 × 60000")):
+        with pytest.raises(ThumbnailError, match=why):
+            thumbnail(tmp_path / name, 640, 480)
