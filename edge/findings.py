@@ -1,4 +1,4 @@
-"""What the line finds in a frame, named once for every layer: the good label and a defect region.
+"""What the line finds in a frame, named once for every layer: the good label, a defect region, and box geometry.
 
 The grounding step makes `Region`s, the wire carries them to the station (edge.transport.schema), the station stores
 them as table rows and shows them (mappers in edge.station), and the trainer reads them back with the reviews
@@ -7,6 +7,7 @@ them as table rows and shows them (mappers in edge.station), and the trainer rea
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 GOOD = "good"  # the verdict of a frame without a defect; every other verdict is a defect class
@@ -36,3 +37,23 @@ class Region(BaseModel):
 def caption_of(defect_class: str, location: str, w: int, h: int, area_pct: float) -> str:
     """'crack, upper-left, 34×12 px (0.6 %)'."""
     return f"{defect_class}, {location}, {w}×{h} px ({area_pct:.1f} %)"
+
+
+Box = tuple[int, int, int, int]  # x, y, w, h
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def mask_box(mask: np.ndarray) -> Box:
+    """The smallest box around a non-empty mask's pixels."""
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)

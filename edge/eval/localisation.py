@@ -6,23 +6,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-Box = tuple[int, int, int, int]  # x, y, w, h
+from edge.findings import Box, iou, mask_box
 
-
-def iou(a: Box, b: Box) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
-def mask_box(mask: np.ndarray) -> Box:
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
-
+__all__ = ["Box", "iou", "mask_box", "pro_auc"]
 
 def pro_auc(masks: list[np.ndarray], scores: list[np.ndarray], fpr_limit: float = 0.3, steps: int = 2000) -> float:
     """Area under the per-region-overlap curve up to `fpr_limit` false-positive rate, divided by `fpr_limit`

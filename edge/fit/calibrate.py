@@ -27,6 +27,8 @@ from edge.config import ImageLimits
 from edge.fit.classifier import best_threshold
 from edge.fit.frame_graph import REFERENCE_IMAGES, frame_graph_files
 from edge.fit.refit import RoutingSpec, refit
+from edge.fit.regions import PastedDefect, fit_region_cut
+from edge.fit.synthetic import FIT_KINDS, fit_defect
 from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.classifier import frame_features
 from edge.images import ImageError, read_image
@@ -35,7 +37,7 @@ from edge.profile.rows import LabelledRows
 from edge.profile.versions import save_profile
 from edge.progress import Progress, silent
 from edge.vlm.pack import ModelPack
-from edge.vlm.prompts import build_text_bank
+from edge.vlm.prompts import TextBank, build_text_bank
 from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder
 from edge.vlm.vocabulary import Vocabulary
 
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_BANK_IMAGES = 40  # more good images than this go to the good-image statistics (and the head), not the bank
 CROSS_FIT_FOLDS = 3
 DEFAULT_BANK_SIZE = {8: 2048, 16: 1024}
+REGION_DEFECTS = 40
 
 
 def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
@@ -85,10 +88,12 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
               max_bank_images: int = MAX_BANK_IMAGES, global_weight: float = 1.0,
               fit_classifier: bool = True, weights: dict[str, float] | None = None,
               routing: RoutingSpec | None = None, defect_rate: float | None = None,
-              limits: ImageLimits | None = None) -> LineProfile:
+              limits: ImageLimits | None = None, region_defects: int = REGION_DEFECTS) -> LineProfile:
     """Fit and save a new profile version; returns it. `defect_rate`: the share of defective parts the line
     makes, if known — the good/defect thresholds then maximise accuracy at that rate (else balanced accuracy).
-    `limits`: the line's image bounds (line.images); a file beyond them is skipped with one line."""
+    `limits`: the line's image bounds (line.images); a file beyond them is skipped with one line.
+    `region_defects`: how many bank images get a synthetic defect pasted in to fit how regions are cut (0: none,
+    the calibrated threshold cuts them)."""
     if len(good) < 3:
         raise ProfileError(f"calibration needs at least 3 good images, got {len(good)}")
     if defect_rate is not None and not 0.0 < defect_rate < 1.0:
@@ -142,6 +147,7 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
 
     holdout = [score(e, fold_banks[f]) for e, f in zip(bank_embs, folds, strict=True)]
     n_bank_images = len(bank_embs)
+    bank_read = [p for p in bank_files if str(p) not in unreadable]  # the files of bank_embs, in their order
     examples = bank_embs[:REFERENCE_IMAGES]  # the frame graph's reference inputs
     del bank_embs
     if other_good:
@@ -184,6 +190,14 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
         rows = rows.extend(LabelledRows(
             np.stack([frame_features(b.compact, m, b.global_score) for b, m in zip(bad, bad_maps, strict=True)]),
             np.ones(len(bad), np.int64)))
+    # how regions are cut: fitted on synthetic defects pasted on the bank images, each scored without its own fold
+    if region_defects:
+        pasted = _pasted_defects(bank_read[:region_defects], folds, fold_banks, encoder, text, scale, profile,
+                                 progress, limits, seed)
+        if pasted:
+            profile.anomaly_threshold, profile.region_peak_fraction, cut = fit_region_cut(
+                pasted, profile.anomaly_threshold)
+            metrics.update(cut)
     # thresholds, classifier head, failure predictor, routing threshold and OoD detector from the labelled rows
     fitted = refit(profile, rows, text, scale, pack.embedding_dim, routing, seed=seed, fit_classifier=fit_classifier)
     if "fused_balanced_accuracy" in fitted:
@@ -197,3 +211,25 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
     log.info("line %s: profile %s saved in %s (%.1f s)", line_id, profile.version, profile_dir,
              metrics["seconds"])
     return profile
+
+
+def _pasted_defects(files: list[Path], folds: np.ndarray, fold_banks: list[dict[int, np.ndarray]],
+                    encoder: ImageEncoder, text: TextBank, scale: float, profile: LineProfile, progress: Progress,
+                    limits: ImageLimits | None, seed: int) -> list[PastedDefect]:
+    """One synthetic defect (edge.fit.synthetic) on each of `files` — the first bank images, fold k at index k —
+    and the anomaly map of the result, scored against the bank built without the image's fold."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for path in files:
+        try:
+            images.append(read_image(path, limits))
+        except ImageError:  # counted when the bank was read
+            continue
+    out = []
+    for i, image in enumerate(progress(images, "synthetic defects (region fit)")):
+        defect = fit_defect(image, images[(i + 1) % len(images)], FIT_KINDS[i % len(FIT_KINDS)], rng)
+        emb = encoder.encode(defect.image)
+        raw = raw_scores(emb, fold_banks[int(folds[i]) % len(fold_banks)], text.class_embeddings, scale)
+        out.append(PastedDefect(smooth(combine(raw, profile.patch_stats, profile.weights)), defect.mask,
+                                image.shape[1], image.shape[0]))
+    return out

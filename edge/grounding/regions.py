@@ -66,14 +66,15 @@ class RegionMask:
     blobs: list[Blob]  # largest peak first, small specks left out
 
 
-def region_mask(smoothed_map: np.ndarray, threshold: float, frame_w: int, frame_h: int, extent: float | None = None,
-                min_area_pct: float = 0.02) -> RegionMask:
-    """The map's regions: connected pixels above `extent` that reach above `threshold` (hysteresis: `threshold`
-    says where a defect is, `extent` how far it reaches; None = `threshold` for both), largest peak first."""
+def region_mask(smoothed_map: np.ndarray, threshold: float, frame_w: int, frame_h: int,
+                peak_fraction: float | None = None, min_area_pct: float = 0.02) -> RegionMask:
+    """The map's regions: connected pixels above `threshold`, largest peak first. With `peak_fraction` f, each is
+    narrowed to the connected pixels around its peak above f × peak where that is higher than `threshold` (a broad
+    low rise with a sharp defect in it becomes the defect's own box; the line's profile says whether that fits its
+    defects, edge.fit.regions)."""
     up = cv2.resize(smoothed_map, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
-    low = threshold if extent is None else min(extent, threshold)
     # one byte a pixel and no frame-sized temporaries per region: on a 25 MP frame each would cost 100s of MB
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats((up > low).view(np.uint8), connectivity=8)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats((up > threshold).view(np.uint8), connectivity=8)
     blobs = []
     frame_area = frame_w * frame_h
     for label in range(1, n):
@@ -81,24 +82,32 @@ def region_mask(smoothed_map: np.ndarray, threshold: float, frame_w: int, frame_
         if 100.0 * area / frame_area < min_area_pct and area < 9:
             continue
         inside = (labels[y:y + h, x:x + w] == label).view(np.uint8)  # within the region's box only
-        peak = float(cv2.minMaxLoc(up[y:y + h, x:x + w], mask=inside)[1])
-        if peak > threshold:
-            blobs.append(Blob(x, y, w, h, area, peak, label, float(centroids[label][0]), float(centroids[label][1])))
+        _, peak, _, (px, py) = cv2.minMaxLoc(up[y:y + h, x:x + w], mask=inside)
+        cx, cy = float(centroids[label][0]), float(centroids[label][1])
+        if peak_fraction is not None and peak_fraction * peak > threshold:
+            core = ((up[y:y + h, x:x + w] > peak_fraction * peak) & (inside > 0)).view(np.uint8)
+            _, sub, sub_stats, sub_centroids = cv2.connectedComponentsWithStats(core, connectivity=8)
+            k = int(sub[py, px])
+            box = labels[y:y + h, x:x + w]
+            box[(inside > 0) & (sub != k)] = 0  # the narrowed region is what its caption reads
+            sx, sy, w, h, area = (int(v) for v in sub_stats[k])
+            x, y = x + sx, y + sy
+            cx, cy = x - sx + float(sub_centroids[k][0]), y - sy + float(sub_centroids[k][1])
+        blobs.append(Blob(x, y, w, h, area, float(peak), label, cx, cy))
     blobs.sort(key=lambda b: b.peak, reverse=True)
     return RegionMask(up, labels, blobs[:MAX_REGIONS])
 
 
 def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray, frame_w: int, frame_h: int,
                  text: TextBank, logit_scale: float, min_area_pct: float = 0.02,
-                 extent: float | None = None) -> list[Region]:
+                 peak_fraction: float | None = None) -> list[Region]:
     """The map's regions (`region_mask`) in frame pixels, each captioned, largest peak first."""
     grid_h, grid_w = smoothed_map.shape
-    regions = region_mask(smoothed_map, threshold, frame_w, frame_h, extent, min_area_pct)
+    regions = region_mask(smoothed_map, threshold, frame_w, frame_h, peak_fraction, min_area_pct)
     if not regions.blobs:
         return []
     frame_area = frame_w * frame_h
     grid_labels = cv2.resize(regions.labels.astype(np.float32), (grid_w, grid_h), interpolation=cv2.INTER_NEAREST)
-    low = threshold if extent is None else min(extent, threshold)
     found = []
     for blob in regions.blobs:
         x, y, w, h, area = blob.x, blob.y, blob.w, blob.h, blob.area
@@ -108,7 +117,7 @@ def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray
             cy, cx = int((y + h / 2) * grid_h / frame_h), int((x + w / 2) * grid_w / frame_w)
             cells = np.zeros((grid_h, grid_w), bool)
             cells[min(cy, grid_h - 1), min(cx, grid_w - 1)] = True
-        weights = np.clip(smoothed_map[cells] - low, 1e-3, None)[:, None]
+        weights = np.clip(smoothed_map[cells] - threshold, 1e-3, None)[:, None]
         emb = (patches[cells] * weights).sum(axis=0)
         emb /= max(float(np.linalg.norm(emb)), 1e-12)
         probs = classify_embedding(emb, text, logit_scale)

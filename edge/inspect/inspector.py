@@ -124,7 +124,8 @@ class Inspector:
         regions: list[Region] = []
         if is_defect:
             patches = channels_last(outputs[1][i])
-            regions = find_regions(anomaly_map, profile.anomaly_threshold, patches, width, height, text, scale)
+            regions = find_regions(anomaly_map, profile.anomaly_threshold, patches, width, height, text, scale,
+                                   peak_fraction=profile.region_peak_fraction)
             if not regions:
                 hottest = map_max - 0.25 * (map_max - float(anomaly_map.mean()))
                 regions = find_regions(anomaly_map, hottest, patches, width, height, text, scale)[:1]

@@ -36,7 +36,7 @@ class LineProfile:
     bank: dict[int, np.ndarray]  # stride -> [M, D] float32 unit-norm good patch embeddings
     # per stride, per mode ("few", "zero"): mean and std of patch scores over good images, to put them on one scale
     patch_stats: dict[int, dict[str, tuple[float, float]]]
-    anomaly_threshold: float  # frame score above this = defect
+    anomaly_threshold: float  # the map level a region must reach (and, for profiles without frame_stats, the frame's)
     anomaly_scale: float  # spread of good frame scores, for the distance-to-threshold term
     weights: dict[str, float] = field(default_factory=lambda: {"few": 0.5, "zero": 0.5})
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +56,8 @@ class LineProfile:
     # share of defective parts the line makes, when the line engineer knows it: decision thresholds are then the
     # ones with the best accuracy at that rate; None = balanced accuracy (the labelled set's mix says nothing)
     defect_rate: float | None = None
+    # a region is narrowed to the part around its peak above this share of the peak (edge.fit.regions); None: not
+    region_peak_fraction: float | None = None
     # what the profile computes per frame as an ONNX graph (edge.profile.graph); None only for profiles from before
     graph: FrameGraphFiles | None = None
 
@@ -94,6 +96,7 @@ class LineProfile:
             "ood": None if self.ood is None else {"file": "ood.npz", "threshold": self.ood.threshold,
                                                   "references": int(self.ood.references.shape[0])},
             "routing": self.routing, "defect_rate": self.defect_rate,
+            "region_peak_fraction": self.region_peak_fraction,
             "rows": None if self.rows is None else {"file": "rows.npz", "n": len(self.rows)},
         }
 

@@ -122,4 +122,6 @@ def load_profile(directory: Path, pack_version: str | None = None, with_rows: bo
         head=head, use_head=bool((data.get("head") or {}).get("in_use", True)),
         failure=failure, neighbours=neighbours, ood=ood, routing=data.get("routing"), rows=rows,
         defect_rate=None if data.get("defect_rate") is None else float(data["defect_rate"]), graph=graph,
+        region_peak_fraction=(None if data.get("region_peak_fraction") is None
+                              else float(data["region_peak_fraction"])),
     )

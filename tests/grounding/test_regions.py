@@ -61,3 +61,22 @@ def test_scores_and_combination() -> None:
     combined = combine({8: fine, 16: coarse}, stats, {"few": 0.5, "zero": 0.5})
     assert combined.shape == (4, 4)
     assert np.unravel_index(smooth(combined).argmax(), (4, 4)) in {(1, 1), (0, 0), (0, 1), (1, 0)}
+
+
+def test_a_broad_rise_is_narrowed_to_the_defect_around_its_peak() -> None:
+    """A broad low rise (z 3) with a sharp defect (z 9) in it: cut at the threshold, the box is the rise; with a
+    peak fraction of 0.5, the box is the defect's own, and its caption reads the defect's patches."""
+    text = _bank()
+    grid = np.zeros((32, 32), np.float32)
+    grid[4:24, 4:24] = 3.0
+    grid[10:12, 10:12] = 9.0
+    patches = np.tile(text.class_embeddings[0], (32, 32, 1))
+    patches[10:12, 10:12] = text.class_embeddings[1]  # "spot"
+    (broad,) = find_regions(grid, 2.0, patches, 256, 256, text, 50.0)
+    (narrow,) = find_regions(grid, 2.0, patches, 256, 256, text, 50.0, peak_fraction=0.5)
+    assert broad.w > 140 and broad.h > 140
+    assert 70 <= narrow.x <= 85 and 12 <= narrow.w <= 28 and 12 <= narrow.h <= 28
+    assert narrow.defect_class == "spot" and narrow.peak == broad.peak
+    # a region whose peak share is under the threshold keeps its threshold cut
+    (same,) = find_regions(grid, 2.0, patches, 256, 256, text, 50.0, peak_fraction=0.1)
+    assert (same.x, same.y, same.w, same.h) == (broad.x, broad.y, broad.w, broad.h)
