@@ -26,8 +26,10 @@ import numpy as np
 from edge.config import ImageLimits
 from edge.fit.classifier import best_threshold
 from edge.fit.frame_graph import REFERENCE_IMAGES, frame_graph_files
+from edge.fit.line_model import LineSample
+from edge.fit.localiser import fit_localiser
 from edge.fit.refit import RoutingSpec, refit
-from edge.fit.regions import PastedDefect, fit_region_cut
+from edge.fit.regions import PastedDefect
 from edge.fit.synthetic import FIT_KINDS, fit_defect
 from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.classifier import frame_features
@@ -45,7 +47,8 @@ log = logging.getLogger(__name__)
 MAX_BANK_IMAGES = 40  # more good images than this go to the good-image statistics (and the head), not the bank
 CROSS_FIT_FOLDS = 3
 DEFAULT_BANK_SIZE = {8: 2048, 16: 1024}
-REGION_DEFECTS = 40
+REGION_DEFECTS = 40  # bank images that get synthetic defects pasted in (PASTED_PER_IMAGE each)
+PASTED_PER_IMAGE = 2
 
 
 def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
@@ -149,6 +152,8 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
     n_bank_images = len(bank_embs)
     bank_read = [p for p in bank_files if str(p) not in unreadable]  # the files of bank_embs, in their order
     examples = bank_embs[:REFERENCE_IMAGES]  # the frame graph's reference inputs
+    # the bank images' patch grids as the tower gave them (float16): the line model's good examples
+    clean_towers = [_tower(e) for e in bank_embs[:region_defects]] if len(encoder.strides) > 1 else []
     del bank_embs
     if other_good:
         holdout += scored(other_good, "good images")
@@ -190,14 +195,17 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
         rows = rows.extend(LabelledRows(
             np.stack([frame_features(b.compact, m, b.global_score) for b, m in zip(bad, bad_maps, strict=True)]),
             np.ones(len(bad), np.int64)))
-    # how regions are cut: fitted on synthetic defects pasted on the bank images, each scored without its own fold
+    # where regions come from and how they are cut: synthetic defects pasted on the bank images, each scored
+    # without its own fold, teach the line model and choose between its map and the anomaly map
     if region_defects:
         pasted = _pasted_defects(bank_read[:region_defects], folds, fold_banks, encoder, text, scale, profile,
                                  progress, limits, seed)
-        if pasted:
-            profile.anomaly_threshold, profile.region_peak_fraction, cut = fit_region_cut(
-                pasted, profile.anomaly_threshold)
-            metrics.update(cut)
+        clean = [LineSample(s8, s16, good_maps[i], np.zeros_like(good_maps[i]), np.ones_like(good_maps[i]))
+                 for i, (s8, s16) in enumerate(clean_towers)]
+        line, profile.region_cut, measured = fit_localiser(pasted if clean_towers else [], clean,
+                                                           profile.anomaly_threshold, seed)
+        profile.line_model = line.state_arrays() if line is not None else None
+        metrics.update(measured)
     # thresholds, classifier head, failure predictor, routing threshold and OoD detector from the labelled rows
     fitted = refit(profile, rows, text, scale, pack.embedding_dim, routing, seed=seed, fit_classifier=fit_classifier)
     if "fused_balanced_accuracy" in fitted:
@@ -216,8 +224,8 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
 def _pasted_defects(files: list[Path], folds: np.ndarray, fold_banks: list[dict[int, np.ndarray]],
                     encoder: ImageEncoder, text: TextBank, scale: float, profile: LineProfile, progress: Progress,
                     limits: ImageLimits | None, seed: int) -> list[PastedDefect]:
-    """One synthetic defect (edge.fit.synthetic) on each of `files` — the first bank images, fold k at index k —
-    and the anomaly map of the result, scored against the bank built without the image's fold."""
+    """PASTED_PER_IMAGE synthetic defects (edge.fit.synthetic) on each of `files` — the first bank images, fold k
+    at index k — and the anomaly map of each result, scored against the bank built without the image's fold."""
     rng = np.random.default_rng(seed)
     images = []
     for path in files:
@@ -226,10 +234,19 @@ def _pasted_defects(files: list[Path], folds: np.ndarray, fold_banks: list[dict[
         except ImageError:  # counted when the bank was read
             continue
     out = []
-    for i, image in enumerate(progress(images, "synthetic defects (region fit)")):
-        defect = fit_defect(image, images[(i + 1) % len(images)], FIT_KINDS[i % len(FIT_KINDS)], rng)
-        emb = encoder.encode(defect.image)
-        raw = raw_scores(emb, fold_banks[int(folds[i]) % len(fold_banks)], text.class_embeddings, scale)
-        out.append(PastedDefect(smooth(combine(raw, profile.patch_stats, profile.weights)), defect.mask,
-                                image.shape[1], image.shape[0]))
+    for i, image in enumerate(progress(images, "synthetic defects (line model, region cut)")):
+        for k in range(PASTED_PER_IMAGE):
+            kind = FIT_KINDS[(i + k) % len(FIT_KINDS)]
+            defect = fit_defect(image, images[(i + 1 + k) % len(images)], kind, rng)
+            emb = encoder.encode(defect.image)
+            raw = raw_scores(emb, fold_banks[int(folds[i]) % len(fold_banks)], text.class_embeddings, scale)
+            out.append(PastedDefect(smooth(combine(raw, profile.patch_stats, profile.weights)), defect.mask,
+                                    image.shape[1], image.shape[0], _tower(emb), source=i))
     return out
+
+
+def _tower(emb: ImageEmbedding) -> tuple[np.ndarray, np.ndarray]:
+    """The two finest patch grids channels first (as the tower gives them), float16."""
+    s8, s16 = sorted(emb.patches)[:2]
+    return (emb.patches[s8].transpose(2, 0, 1).astype(np.float16),
+            emb.patches[s16].transpose(2, 0, 1).astype(np.float16))

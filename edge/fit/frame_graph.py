@@ -10,7 +10,8 @@ Outputs:
   grid, averaged over strides and smoothed (edge.grounding.anomaly: combine, smooth);
 - `global_score` [N]: the whole frame's zero-shot score;
 - `features` [N, F]: the frame's feature row (edge.grounding.classifier.frame_features) that the classifier head,
-  the failure predictor and the OoD detector read.
+  the failure predictor and the OoD detector read;
+- `line_map` [N, H, W], when the line has a line model (edge.fit.line_model): its defect logit per patch.
 
 The numpy functions in edge.grounding stay the reference: `frame_graph_files` computes the reference outputs with
 them, and a version whose graph ONNX Runtime does not reproduce within edge.profile.graph.ATOL is refused at load.
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.fit.line_model import LineModel
 from edge.grounding.anomaly import combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.classifier import frame_features
 from edge.profile.graph import FrameGraphFiles
@@ -49,8 +51,9 @@ def gaussian_3x3() -> np.ndarray:
 class FrameGraph(nn.Module):
     def __init__(self, strides: Sequence[int], class_embeddings: np.ndarray, logit_scale: float,
                  banks: dict[int, np.ndarray], patch_stats: dict[int, dict[str, tuple[float, float]]],
-                 weights: dict[str, float]) -> None:
+                 weights: dict[str, float], line: LineModel | None = None) -> None:
         super().__init__()
+        self.line = line
         self.strides = sorted(strides)
         self.logit_scale = float(logit_scale)
         self.text = nn.Parameter(torch.from_numpy(np.asarray(class_embeddings, np.float32)), requires_grad=False)
@@ -94,11 +97,15 @@ class FrameGraph(nn.Module):
         stats = torch.stack([top[:, 0], top.mean(dim=1), flat_map.mean(dim=1), global_score], dim=1)
         pooled = [grid.flatten(2).mean(dim=2) for grid in patches]
         features = torch.cat([embedding, *pooled, stats], dim=1)
-        return (anomaly_map, global_score, features, *raw)
+        if self.line is None:
+            return (anomaly_map, global_score, features, *raw)
+        line_map = self.line(patches[0], patches[1], anomaly_map)
+        return (anomaly_map, global_score, features, *raw, line_map)
 
     def output_names(self) -> list[str]:
-        return ["anomaly_map", "global_score", "features"] + [f"{kind}_s{s}" for s in self.strides
-                                                               for kind in ("zero", "few")]
+        return (["anomaly_map", "global_score", "features"]
+                + [f"{kind}_s{s}" for s in self.strides for kind in ("zero", "few")]
+                + (["line_map"] if self.line is not None else []))
 
 
 def export_onnx(graph: FrameGraph, input_names: Sequence[str], dim: int, grids: Sequence[tuple[int, int]]) -> bytes:
@@ -142,13 +149,22 @@ def frame_graph_files(profile: LineProfile, pack: ModelPack, text: TextBank,
     strides = sorted(int(s) for s in pack.image["patch_strides"])
     names = [pack.image["outputs"]["embedding"]] + [pack.image["outputs"]["patches"][str(s)] for s in strides]
     h, w = (int(v) for v in pack.image["size"])
+    line = LineModel.from_arrays(profile.line_model) if profile.line_model is not None else None
+    if line is not None:
+        line.eval()
     graph = FrameGraph(strides, text.class_embeddings, pack.logit_scale, profile.bank, profile.patch_stats,
-                       profile.weights)
+                       profile.weights, line)
     onnx = export_onnx(graph, names, pack.embedding_dim, [(h // s, w // s) for s in strides])
     inputs = [o.astype(np.float16) for o in tower_outputs(examples[:REFERENCE_IMAGES])]
     rounded = [ImageEmbedding(inputs[0][i].astype(np.float32),
                               {s: inputs[1 + j][i].astype(np.float32).transpose(1, 2, 0) for j, s in
                                enumerate(strides)}) for i in range(inputs[0].shape[0])]
     reference = {f"in_{n}": a for n, a in zip(names, inputs, strict=True)}
-    reference.update({f"out_{k}": v for k, v in reference_outputs(profile, text, pack.logit_scale, rounded).items()})
+    expected = reference_outputs(profile, text, pack.logit_scale, rounded)
+    reference.update({f"out_{k}": v for k, v in expected.items()})
+    if line is not None:  # the line model's own reference: torch on the same inputs and the reference map
+        with torch.no_grad():
+            reference["out_line_map"] = (line(
+                torch.from_numpy(inputs[1].astype(np.float32)), torch.from_numpy(inputs[2].astype(np.float32)),
+                torch.from_numpy(expected["anomaly_map"]))).numpy()
     return FrameGraphFiles(onnx, reference, names)

@@ -1,12 +1,13 @@
 """How the line's regions are cut from its anomaly map, fitted on synthetic defects pasted on its own good images
 (edge.fit.synthetic): the map level a region must reach (a multiple of the calibrated map threshold) and whether a
 region is narrowed to the part around its peak (edge.grounding.regions.region_mask). The choice is the one whose
-boxes best match the pasted defects' (F1 of recall and precision at IoU ≥ 0.3); today's cut — the calibrated
-threshold, no narrowing — unless another is better by `MIN_GAIN`.
+boxes best match the pasted defects' (F1 of recall and precision at IoU ≥ 0.3, then the mean overlap); today's
+cut — the calibrated threshold, no narrowing — unless another is better by `MIN_GAIN`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from edge.findings import iou, mask_box
 from edge.grounding.regions import region_mask
 
-SEED_FACTORS = (1.0, 1.25, 1.5, 2.0)
+SEED_FACTORS = (1.0, 1.25, 1.5, 2.0)  # × the calibrated map threshold
 PEAK_FRACTIONS: tuple[float | None, ...] = (None, 0.6, 0.7, 0.8, 0.9)
 IOU_MATCH = 0.3
 MIN_GAIN = 0.02
@@ -22,16 +23,20 @@ MIN_GAIN = 0.02
 
 @dataclass(frozen=True)
 class PastedDefect:
-    anomaly_map: np.ndarray  # the smoothed map of the frame with the defect pasted in
+    anomaly_map: np.ndarray  # the smoothed map of the frame with the defect pasted in (or the line model's map)
     mask: np.ndarray  # bool, frame pixels of the defect
     width: int
     height: int
+    tower: tuple[np.ndarray, np.ndarray] | None = None  # float16 patch grids (s8, s16), for the line model
+    source: int = -1  # which good image it was pasted on (defects of one image stay on one side of a split)
 
 
 def region_scores(defects: list[PastedDefect], threshold: float, peak_fraction: float | None
-                  ) -> tuple[float, float]:
-    """(recall, precision) of the cut's boxes against the pasted defects' boxes at IoU ≥ 0.3."""
+                  ) -> tuple[float, float, float]:
+    """(recall, precision, mean overlap) of the cut's boxes against the pasted defects' boxes: found at IoU ≥ 0.3,
+    and each defect's best IoU averaged (0 where no box)."""
     found = boxes = matched = 0
+    best: list[float] = []
     for d in defects:
         truth = mask_box(d.mask)
         overlaps = [iou((b.x, b.y, b.w, b.h), truth) for b in
@@ -39,23 +44,36 @@ def region_scores(defects: list[PastedDefect], threshold: float, peak_fraction: 
         found += bool(overlaps) and max(overlaps) >= IOU_MATCH
         boxes += len(overlaps)
         matched += sum(o >= IOU_MATCH for o in overlaps)
-    return found / max(len(defects), 1), matched / boxes if boxes else 0.0
+        best.append(max(overlaps, default=0.0))
+    return found / max(len(defects), 1), matched / boxes if boxes else 0.0, float(np.mean(best)) if best else 0.0
 
 
-def fit_region_cut(defects: list[PastedDefect], threshold: float) -> tuple[float, float | None, dict[str, object]]:
-    """(region threshold, peak fraction, what was measured) for the line."""
-    table: dict[str, tuple[float, float, float]] = {}
-    best: tuple[float, float, float | None] | None = None
-    for factor in SEED_FACTORS:
+def fit_region_cut(defects: list[PastedDefect], thresholds: Sequence[float]
+                   ) -> tuple[float, float | None, dict[str, object]]:
+    """(region threshold, peak fraction, what was measured) for the line: one of `thresholds` and of
+    PEAK_FRACTIONS — the best F1, then the closest boxes; the default (the first threshold, no narrowing) unless
+    another is better in F1 or, as good in F1, in overlap by MIN_GAIN."""
+    table: dict[str, tuple[float, float, float, float]] = {}
+    best: tuple[float, float, float, float | None] | None = None
+    for threshold in thresholds:
         for fraction in PEAK_FRACTIONS:
-            recall, precision = region_scores(defects, threshold * factor, fraction)
+            recall, precision, overlap = region_scores(defects, threshold, fraction)
             f1 = 2 * recall * precision / max(recall + precision, 1e-9)
-            table[f"x{factor:g}/{fraction}"] = (round(recall, 3), round(precision, 3), round(f1, 3))
-            if best is None or f1 > best[0]:
-                best = (f1, factor, fraction)
+            table[f"{threshold:.3g}/{fraction}"] = (round(recall, 3), round(precision, 3), round(f1, 3),
+                                                    round(overlap, 3))
+            # the better F1 (to 0.01); between as good, the boxes closer to the defects'
+            if best is None or (round(f1, 2), overlap) > (round(best[0], 2), best[1]):
+                best = (f1, overlap, threshold, fraction)
     assert best is not None
-    default_f1 = table["x1/None"][2]
-    f1, factor, fraction = best if best[0] >= default_f1 + MIN_GAIN else (default_f1, 1.0, None)
-    return threshold * factor, fraction, {"region_cut": f"x{factor:g} map threshold, peak fraction {fraction}",
-                                          "region_cut_f1": round(f1, 3), "region_cut_default_f1": default_f1,
-                                          "region_cut_defects": len(defects), "region_cut_table": table}
+    default_f1, default_overlap = table[f"{thresholds[0]:.3g}/None"][2:]
+    gain = best[0] >= default_f1 + MIN_GAIN or (round(best[0], 2) >= round(default_f1, 2)
+                                                and best[1] >= default_overlap + MIN_GAIN)
+    f1, _, threshold, fraction = best if gain else (default_f1, default_overlap, thresholds[0], None)
+    return threshold, fraction, {"region_cut": f"above {threshold:.3g}, peak fraction {fraction}",
+                                 "region_cut_f1": round(f1, 3), "region_cut_default_f1": default_f1,
+                                 "region_cut_defects": len(defects), "region_cut_table": table}
+
+
+def map_thresholds(threshold: float) -> list[float]:
+    """The anomaly map's candidate levels: multiples of its calibrated threshold, that threshold first."""
+    return [threshold * f for f in SEED_FACTORS]

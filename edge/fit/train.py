@@ -19,6 +19,7 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,14 @@ import numpy as np
 from edge.config import ImageLimits
 from edge.findings import GOOD
 from edge.fit.frame_graph import frame_graph_files
+from edge.fit.line_model import LineModel, LineSample, box_targets, patch_logits, train_line_model
+from edge.fit.localiser import LINE_LEVELS, fit_localiser, line_samples
 from edge.fit.refit import RoutingSpec, refit
+from edge.fit.regions import PastedDefect, fit_region_cut
+from edge.fit.synthetic import FIT_KINDS, fit_defect
 from edge.images import ImageError, read_image
 from edge.inspect.inspector import Inspector
-from edge.profile.line_profile import LineProfile, ProfileError
+from edge.profile.line_profile import LineProfile, ProfileError, RegionCut
 from edge.profile.rows import LabelledRows
 from edge.profile.versions import load_profile, save_profile
 from edge.progress import Progress, silent
@@ -38,13 +43,30 @@ from edge.transport.reviewed import ReviewedFrame
 from edge.vlm.pack import ModelPack
 
 log = logging.getLogger(__name__)
+MAX_GOOD_FOR_LINE = 60  # reviewed good frames the line model learns from (and gets defects pasted on)
+BOX_REPEAT = 4  # an operator's box is worth several synthetic defects
+RETRAIN_EPOCHS = 15
 
+
+
+@dataclass
+class ReviewedRows:
+    """What the reviewed frames give the next version: labelled rows for the head and the failure predictor, and
+    examples for the line model — frames with the operator's boxes, and (some of) the frames judged good, with
+    their images for pasting synthetic defects on."""
+
+    rows: LabelledRows
+    skipped: list[str]
+    boxed: list[tuple[LineSample, PastedDefect]] = field(default_factory=list)  # the box as mask, for the cut
+    good: list[tuple[np.ndarray, LineSample]] = field(default_factory=list)
 
 
 def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], progress: Progress = silent,
-                      limits: ImageLimits | None = None) -> tuple[LabelledRows, list[str]]:
-    """Rows for the reviewed frames; unreadable images are skipped and named in the second value."""
+                      limits: ImageLimits | None = None) -> ReviewedRows:
+    """Rows (and line-model examples) for the reviewed frames; unreadable images are skipped and named."""
     features, labels, classes, sources, skipped = [], [], [], [], []
+    boxed: list[tuple[LineSample, PastedDefect]] = []
+    good: list[tuple[np.ndarray, LineSample]] = []
     for item in progress(list(reviewed), "reviewed frames"):
         try:
             bgr = read_image(item.image_path, limits)
@@ -52,14 +74,74 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
             log.error("%s (skipped)", exc)
             skipped.append(str(item.image_path))
             continue
-        features.append(inspector.frame_row(inspector.image_encoder.encode(bgr)))
+        outputs = inspector.image_encoder.run(inspector.image_encoder.preprocess(bgr)[None])
+        grounded = inspector.graph.run(outputs)
+        features.append(grounded["features"][0])
         is_defect = item.final_verdict != GOOD
         labels.append(int(is_defect))
         classes.append(item.final_verdict if is_defect else "")
         sources.append(f"review:{item.frame_id}")
+        if len(outputs) < 3:  # a one-stride pack: no line model
+            continue
+        anomaly_map = grounded["anomaly_map"][0]
+        s8, s16 = outputs[1][0].astype(np.float16), outputs[2][0].astype(np.float16)
+        if is_defect and item.operator_boxes:
+            rects = [(int(b["x"]), int(b["y"]), int(b["w"]), int(b["h"])) for b in item.operator_boxes]
+            target, weight = box_targets(rects, bgr.shape[1], bgr.shape[0], anomaly_map.shape)
+            mask = np.zeros(bgr.shape[:2], bool)
+            for x, y, w, h in rects:
+                mask[max(0, y):y + h, max(0, x):x + w] = True
+            boxed.append((LineSample(s8, s16, anomaly_map, target, weight),
+                          PastedDefect(anomaly_map, mask, bgr.shape[1], bgr.shape[0], (s8, s16))))
+        elif not is_defect and len(good) < MAX_GOOD_FOR_LINE:
+            good.append((bgr, LineSample(s8, s16, anomaly_map, np.zeros_like(anomaly_map),
+                                         np.ones_like(anomaly_map))))
     if not features:
-        return LabelledRows(np.zeros((0, 0), np.float32), np.zeros(0, np.int64)), skipped
-    return LabelledRows(np.stack(features), np.array(labels, np.int64), classes, sources), skipped
+        return ReviewedRows(LabelledRows(np.zeros((0, 0), np.float32), np.zeros(0, np.int64)), skipped)
+    return ReviewedRows(LabelledRows(np.stack(features), np.array(labels, np.int64), classes, sources), skipped,
+                        boxed, good)
+
+
+def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: ReviewedRows, seed: int
+                    ) -> dict[str, Any]:
+    """The line model goes on from the current version's with the operator's boxes (each seen `BOX_REPEAT` times),
+    the reviewed good frames and synthetic defects pasted on them; a line without one gets one where its boxes and
+    pasted defects say it cuts better than the anomaly map (edge.fit.localiser). Unchanged without boxes or good
+    frames to learn from."""
+    if not reviewed.boxed and (profile.line_model is None or not reviewed.good):
+        return {}
+    rng = np.random.default_rng(seed)
+    images = [bgr for bgr, _ in reviewed.good]
+    pasted = []
+    for i, bgr in enumerate(images):
+        defect = fit_defect(bgr, images[(i + 1) % len(images)], FIT_KINDS[i % len(FIT_KINDS)], rng)
+        outputs = inspector.image_encoder.run(inspector.image_encoder.preprocess(defect.image)[None])
+        anomaly_map = inspector.graph.run(outputs)["anomaly_map"][0]
+        pasted.append(PastedDefect(anomaly_map, defect.mask, bgr.shape[1], bgr.shape[0],
+                                   (outputs[1][0].astype(np.float16), outputs[2][0].astype(np.float16))))
+    boxed = [sample for sample, _ in reviewed.boxed]
+    extra = [s for _, s in reviewed.good] + boxed * BOX_REPEAT
+    if profile.line_model is not None:
+        model = train_line_model(extra + line_samples(pasted), seed=seed, epochs=RETRAIN_EPOCHS,
+                                 start=LineModel.from_arrays(profile.line_model))
+        profile.line_model = model.state_arrays()
+        measured: dict[str, Any] = {"line_model": f"retrained from the last version on {len(boxed)} boxed, "
+                                                  f"{len(reviewed.good)} good and {len(pasted)} pasted frames"}
+        if profile.region_cut is not None and profile.region_cut.source == "line" and reviewed.boxed:
+            # the operator's boxes are where the line's defects are: the cut is fitted to them (and the pasted)
+            truth = [d for _, d in reviewed.boxed] + pasted
+            logits = patch_logits(model, line_samples(truth))
+            threshold, fraction, cut = fit_region_cut(
+                [PastedDefect(p, d.mask, d.width, d.height) for d, p in zip(truth, logits, strict=True)],
+                LINE_LEVELS)
+            profile.region_cut = RegionCut("line", threshold, fraction)
+            measured.update(cut)
+        return measured
+    model_or_none, region_cut, found = fit_localiser(pasted + [d for _, d in reviewed.boxed], extra,
+                                                      profile.anomaly_threshold, seed)
+    if model_or_none is not None:
+        profile.line_model, profile.region_cut = model_or_none.state_arrays(), region_cut
+    return found
 
 
 def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[ReviewedFrame],
@@ -75,7 +157,8 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     if not reviewed:
         raise ProfileError(f"line {current.line_id}: the station has no reviewed frames for this line yet")
     inspector = Inspector(pack, current, provider)
-    new_rows, skipped = rows_from_reviews(inspector, reviewed, progress, limits)
+    from_reviews = rows_from_reviews(inspector, reviewed, progress, limits)
+    new_rows, skipped = from_reviews.rows, from_reviews.skipped
     if not len(new_rows):
         raise ProfileError(f"line {current.line_id}: none of the {len(reviewed)} reviewed images could be read")
     profile = copy.copy(current)
@@ -85,6 +168,7 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     fitted = refit(profile, rows, inspector.text_bank, pack.logit_scale, pack.embedding_dim,
                    routing or _routing_of(previous), seed=seed)
     profile.rows = rows
+    fitted.update(refit_localiser(profile, inspector, from_reviews, seed))
     assert current.graph is not None  # the Inspector above refuses a version without one
     examples = inspector.image_encoder.embeddings(current.graph.inputs())
     profile.graph = frame_graph_files(profile, pack, inspector.text_bank, examples)

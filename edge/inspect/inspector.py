@@ -19,7 +19,7 @@ from edge.grounding.anomaly import RawScores
 from edge.grounding.classifier import logit
 from edge.grounding.regions import classify_embedding, find_regions
 from edge.inspect.assess import assess_rows
-from edge.profile.line_profile import LineProfile, ProfileError
+from edge.profile.line_profile import LineProfile, ProfileError, RegionCut
 from edge.profile.versions import load_profile
 from edge.uncertainty.score import Uncertainty, baseline_uncertainty, frame_class_scores
 from edge.vlm.check import verify_pack
@@ -50,6 +50,10 @@ class Inspection:
     anomaly_map: np.ndarray = field(repr=False)
     raw_scores: RawScores | None = field(default=None, repr=False)  # per-stride zero-/few-shot patch scores
     embedding: np.ndarray | None = field(default=None, repr=False)  # the global embedding g (the station groups by it)
+    # the map regions are cut from and the heat map shows: the anomaly map (z-scores), or the line model's defect
+    # logit where the line's profile localises with it (`region_map_is_logit`)
+    region_map: np.ndarray | None = field(default=None, repr=False)
+    region_map_is_logit: bool = False
 
 
 class Inspector:
@@ -121,14 +125,17 @@ class Inspector:
         is_defect = score > threshold
         # caption: regions above the map threshold, each with class, place, size and best description; a defect
         # frame with no region that hot gets its hottest area. The patch grid is laid out channels last only here.
+        cut = profile.region_cut or RegionCut("map", profile.anomaly_threshold, None)
+        region_map = grounded["line_map"][i] if cut.source == "line" else anomaly_map
         regions: list[Region] = []
         if is_defect:
             patches = channels_last(outputs[1][i])
-            regions = find_regions(anomaly_map, profile.anomaly_threshold, patches, width, height, text, scale,
-                                   peak_fraction=profile.region_peak_fraction)
+            regions = find_regions(region_map, cut.threshold, patches, width, height, text, scale,
+                                   peak_fraction=cut.peak_fraction)
             if not regions:
-                hottest = map_max - 0.25 * (map_max - float(anomaly_map.mean()))
-                regions = find_regions(anomaly_map, hottest, patches, width, height, text, scale)[:1]
+                peak = float(region_map.max())
+                hottest = peak - 0.25 * (peak - float(region_map.mean()))
+                regions = find_regions(region_map, hottest, patches, width, height, text, scale)[:1]
         # verdict: good or the defect class (from the strongest region, else from the whole frame)
         defect_probs = regions[0].class_probs if regions else classify_embedding(outputs[0][i], text, scale)
         class_scores = frame_class_scores(score, threshold, spread, defect_probs)
@@ -138,7 +145,7 @@ class Inspector:
         uncertainty = self.uncertainty(row, (score - threshold) / max(spread, 1e-6), class_scores, score, threshold,
                                        spread)
         return Inspection(verdict, class_scores, score, threshold, regions, uncertainty, anomaly_map, raw,
-                          outputs[0][i])
+                          outputs[0][i], region_map, cut.source == "line")
 
     def uncertainty(self, row: np.ndarray, z: float, class_scores: dict[str, float], score: float,
                     threshold: float, spread: float) -> Uncertainty:

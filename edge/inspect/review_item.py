@@ -17,9 +17,14 @@ from edge.transport.schema import HEATMAP_Z_MAX, ReviewItem, ReviewReason, embed
 def review_item(cfg: LineConfig, frame: Frame, frame_id: str, result: Inspection, versions: tuple[str, str],
                 reason: ReviewReason = "uncertain") -> ReviewItem:
     height, width = frame.image.shape[:2]
-    # the anomaly map for the console's heatmap overlay, on its own grid (a few KB, not a frame-sized image), on a
-    # fixed scale of good-image standard deviations, so that a quiet frame looks quiet rather than stretched
-    grey = np.round(np.clip(result.anomaly_map / HEATMAP_Z_MAX, 0.0, 1.0) * 255).astype(np.uint8)
+    # the map the regions were cut from, for the console's heatmap overlay, on its own grid (a few KB, not a
+    # frame-sized image), on a fixed scale (good-image standard deviations up to HEATMAP_Z_MAX, or the line model's
+    # defect probability), so that a quiet frame looks quiet rather than stretched
+    if result.region_map is not None and result.region_map_is_logit:
+        level = 1.0 / (1.0 + np.exp(-np.clip(result.region_map, -50, 50)))
+    else:
+        level = (result.anomaly_map if result.region_map is None else result.region_map) / HEATMAP_Z_MAX
+    grey = np.round(np.clip(level, 0.0, 1.0) * 255).astype(np.uint8)
     ok, png = cv2.imencode(".png", grey)
     return ReviewItem(
         frame_id=frame_id, line_id=cfg.id, source_id=frame.source_id, seq=frame.seq,

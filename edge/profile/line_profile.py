@@ -27,6 +27,27 @@ class ProfileError(RuntimeError):
     """A line profile that cannot be used; one line naming the profile and the problem."""
 
 
+@dataclass(frozen=True)
+class RegionCut:
+    """How the line's regions are cut: from which map (`map`: the anomaly map, in good-image standard deviations;
+    `line`: the line model's defect probability), above which level, and whether each is narrowed to the part
+    around its peak above that share of the peak (edge.grounding.regions.region_mask)."""
+
+    source: str
+    threshold: float
+    peak_fraction: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "threshold": self.threshold, "peak_fraction": self.peak_fraction}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegionCut:
+        if data.get("source") not in ("map", "line"):
+            raise ValueError(f"region_cut source {data.get('source')!r} is neither map nor line")
+        fraction = data.get("peak_fraction")
+        return cls(str(data["source"]), float(data["threshold"]), None if fraction is None else float(fraction))
+
+
 @dataclass
 class LineProfile:
     line_id: str
@@ -56,8 +77,11 @@ class LineProfile:
     # share of defective parts the line makes, when the line engineer knows it: decision thresholds are then the
     # ones with the best accuracy at that rate; None = balanced accuracy (the labelled set's mix says nothing)
     defect_rate: float | None = None
-    # a region is narrowed to the part around its peak above this share of the peak (edge.fit.regions); None: not
-    region_peak_fraction: float | None = None
+    # how regions are cut (edge.fit.localiser); None: from the anomaly map at anomaly_threshold, as before
+    region_cut: RegionCut | None = None
+    # the line model's weights (edge.fit.line_model), kept so that `lineside train` goes on from them; the frame
+    # graph carries the same model for the daemon
+    line_model: dict[str, np.ndarray] | None = None
     # what the profile computes per frame as an ONNX graph (edge.profile.graph); None only for profiles from before
     graph: FrameGraphFiles | None = None
 
@@ -96,7 +120,8 @@ class LineProfile:
             "ood": None if self.ood is None else {"file": "ood.npz", "threshold": self.ood.threshold,
                                                   "references": int(self.ood.references.shape[0])},
             "routing": self.routing, "defect_rate": self.defect_rate,
-            "region_peak_fraction": self.region_peak_fraction,
+            "region_cut": None if self.region_cut is None else self.region_cut.as_dict(),
+            "line_model": None if self.line_model is None else {"file": "line_model.npz"},
             "rows": None if self.rows is None else {"file": "rows.npz", "n": len(self.rows)},
         }
 

@@ -8,6 +8,7 @@
     <profile dir>/v0001/neighbours.npz labelled frames as neighbours (the failure predictor's neighbourhood inputs)
     <profile dir>/v0001/ood.npz        OoD references and threshold
     <profile dir>/v0001/rows.npz       the labelled frame rows everything above was fit on (`lineside train` adds to)
+    <profile dir>/v0001/line_model.npz the line model's weights (edge.fit.line_model), when the line has one
     <profile dir>/v0001/frame.onnx     the frame graph: what the profile computes per frame (edge.profile.graph)
     <profile dir>/v0001/frame_reference.npz  its reference inputs and outputs, checked at every load
 
@@ -25,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from edge.durable import npz_bytes
 from edge.grounding.classifier import LinearHead
 from edge.profile.graph import GRAPH_FILE, FrameGraphFiles, GraphError
-from edge.profile.line_profile import LineProfile, ProfileError
+from edge.profile.line_profile import LineProfile, ProfileError, RegionCut
 from edge.profile.rows import LabelledRows
 from edge.uncertainty.failure import FailurePredictor, NeighbourIndex, OodDetector
 from edge.vlm.vocabulary import parse_vocabulary
@@ -60,6 +62,8 @@ def save_profile(profile: LineProfile, directory: Path) -> str:
         profile.ood.save(staging / "ood.npz")
     if profile.rows is not None:
         profile.rows.save(staging / "rows.npz")
+    if profile.line_model is not None:
+        (staging / "line_model.npz").write_bytes(npz_bytes(profile.line_model))
     os.replace(staging, directory / profile.version)
     if profile.graph is not None:
         profile.graph.path = directory / profile.version / GRAPH_FILE
@@ -97,6 +101,11 @@ def load_profile(directory: Path, pack_version: str | None = None, with_rows: bo
         rows = LabelledRows.load(vdir / "rows.npz") if with_rows and data.get("rows") else None
         vocabulary = parse_vocabulary(data["vocabulary"], str(vdir / "profile.json"))
         graph = FrameGraphFiles.read(vdir, data["graph"]) if data.get("graph") else None
+        region_cut = RegionCut.from_dict(data["region_cut"]) if data.get("region_cut") else None
+        line_model = None
+        if data.get("line_model"):
+            with np.load(vdir / "line_model.npz") as npz:
+                line_model = {k: npz[k] for k in npz.files}
         if graph is not None and verify:
             graph.verify()
     except GraphError as exc:
@@ -122,6 +131,5 @@ def load_profile(directory: Path, pack_version: str | None = None, with_rows: bo
         head=head, use_head=bool((data.get("head") or {}).get("in_use", True)),
         failure=failure, neighbours=neighbours, ood=ood, routing=data.get("routing"), rows=rows,
         defect_rate=None if data.get("defect_rate") is None else float(data["defect_rate"]), graph=graph,
-        region_peak_fraction=(None if data.get("region_peak_fraction") is None
-                              else float(data["region_peak_fraction"])),
+        region_cut=region_cut, line_model=line_model,
     )

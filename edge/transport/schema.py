@@ -73,9 +73,10 @@ class ReviewItem(BaseModel):
     profile_version: str
     heatmap_png: str | None = Field(
         None, max_length=MAX_HEATMAP_CHARS,
-        description="the anomaly map on its own grid (e.g. 32×32) as a base64 8-bit grayscale PNG: grey level = "
-        "clip(z / HEATMAP_Z_MAX, 0, 1) × 255 with z in good-image standard deviations; stretched over the whole "
-        "frame as the regions are. None: not sent (older edges)")
+        description="the map the regions were cut from, on its own grid (e.g. 32×32), as a base64 8-bit grayscale "
+        "PNG: grey level = clip(z / HEATMAP_Z_MAX, 0, 1) × 255 with z in good-image standard deviations (the "
+        "anomaly map), or the line model's defect probability × 255 where the line localises with it; stretched "
+        "over the whole frame as the regions are. None: not sent (older edges)")
     embedding: str | None = Field(
         None, max_length=MAX_EMBEDDING_CHARS,
         description="the frame's global embedding (the pack's pooled image embedding) as base64 little-endian "
