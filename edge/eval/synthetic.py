@@ -75,10 +75,7 @@ def cut_paste(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) ->
 
 
 def make_defect(image: np.ndarray, donor: np.ndarray, kind: str, rng: np.random.Generator) -> SyntheticDefect:
-    if kind == "scratch":
-        return scratch(image, rng)
-    if kind == "spot":
-        return spot(image, rng)
-    if kind == "cut-paste":
-        return cut_paste(image, donor, rng)
-    raise ValueError(f"unknown synthetic defect kind {kind!r} (known: {', '.join(KINDS)})")
+    """A defect of `kind` on `image` (`donor`: the other image a cut-paste takes its piece from)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown synthetic defect kind {kind!r} (known: {', '.join(KINDS)})")
+    return cut_paste(image, donor, rng) if kind == "cut-paste" else {"scratch": scratch, "spot": spot}[kind](image, rng)

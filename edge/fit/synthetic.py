@@ -93,10 +93,7 @@ def piece(image: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> Fit
 
 
 def fit_defect(image: np.ndarray, donor: np.ndarray, kind: str, rng: np.random.Generator) -> FitDefect:
-    if kind == "blob":
-        return blob(image, rng)
-    if kind == "stroke":
-        return stroke(image, rng)
-    if kind == "piece":
-        return piece(image, donor, rng)
-    raise ValueError(f"unknown fitting defect kind {kind!r} (known: {', '.join(FIT_KINDS)})")
+    """A defect of `kind` on `image` (`donor`: the good image a piece is cut from)."""
+    if kind not in FIT_KINDS:
+        raise ValueError(f"unknown fitting defect kind {kind!r} (known: {', '.join(FIT_KINDS)})")
+    return piece(image, donor, rng) if kind == "piece" else {"blob": blob, "stroke": stroke}[kind](image, rng)

@@ -106,13 +106,18 @@ class ItemGroupRow(Base):
 Index("ix_item_groups_line_verdict", ItemGroupRow.line_id, ItemGroupRow.verdict, ItemGroupRow.last_wall)
 
 
-class EmbeddingRow(Base):
-    """The global embedding an item arrived with (ReviewItem.embedding), as float16 bytes. A table of its own, as the
-    heatmaps: scans of the items need not read it."""
+class ItemPart:
+    """A large part of one item in a table of its own, read by the item's id alone: scans of the items (counts,
+    stats) need not read it."""
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True)
+
+
+class EmbeddingRow(ItemPart, Base):
+    """The global embedding an item arrived with (ReviewItem.embedding), as float16 bytes."""
 
     __tablename__ = "embeddings"
 
-    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
@@ -176,15 +181,12 @@ Index("ix_reviews_created_wall", ReviewRow.created_wall, ReviewRow.reviewer, Rev
 Index("ix_reviews_final_verdict", ReviewRow.final_verdict, ReviewRow.id)
 
 
-class HeatmapRow(Base):
-    """The anomaly map of an item as the edge sent it (base64 PNG, see ReviewItem.heatmap_png).
-
-    A table of its own rather than a column of review_items: at 1–6 KB a map would make every scan of the items
-    (counts, stats) read several times more pages; here it is read by primary key, for one item page at a time."""
+class HeatmapRow(ItemPart, Base):
+    """The anomaly map of an item as the edge sent it (base64 PNG, see ReviewItem.heatmap_png): at 1–6 KB a map
+    would make every scan of the items read several times more pages; here it is read for one item page at a time."""
 
     __tablename__ = "heatmaps"
 
-    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id", ondelete="CASCADE"), primary_key=True)
     png: Mapped[str] = mapped_column(Text)
 
 

@@ -30,10 +30,9 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from math import ceil
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -103,8 +102,9 @@ class Manifest(_Spec):
         return self
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(NamedTuple):
+    """One check of a pack: its name, whether it passed, and what was found."""
+
     name: str
     ok: bool
     detail: str

@@ -7,6 +7,8 @@ import base64
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -19,6 +21,16 @@ from sqlalchemy import create_engine, inspect
 from edge.station import migrations
 from edge.station.store import Store
 from edge.station.tables import Base
+
+
+@contextmanager
+def _opened(db: Path, tmp_path: Path) -> Iterator[Store]:
+    """The station's store on `db` (which runs the migrations to the head), closed afterwards."""
+    store = Store(f"sqlite:///{db}", tmp_path / "images")
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _database_at(db: Path, revision: str) -> Path:
@@ -97,24 +109,18 @@ def test_a_database_from_before_migrations_is_adopted(tmp_path: Path, make_item,
     engine = create_engine(f"sqlite:///{db}")
     Base.metadata.create_all(engine)  # what Store did before migrations existed
     engine.dispose()
-    store = Store(f"sqlite:///{db}", tmp_path / "images")
-    try:
+    with _opened(db, tmp_path) as store:
         assert migrations.current_revision(store.engine) == migrations.head_revision()
         assert store.ingest.add_item(make_item(), jpeg())
-    finally:
-        store.close()
 
 
 def test_first_revision_then_upgrade_keeps_the_data(tmp_path: Path, make_item, jpeg):
     db = _database_at(tmp_path / "v1.db", migrations.FIRST_REVISION)
     assert {"review_items", "regions", "reviews"} <= set(inspect(create_engine(f"sqlite:///{db}")).get_table_names())
-    store = Store(f"sqlite:///{db}", tmp_path / "images")
-    try:
+    with _opened(db, tmp_path) as store:
         item = make_item()
         assert store.ingest.add_item(item, jpeg())
         assert store.ingest.has_frame(item.frame_id)
-    finally:
-        store.close()
 
 
 def test_upgrade_from_0002_keeps_reviews_and_adds_the_new_columns(tmp_path: Path, make_item, jpeg):
@@ -123,16 +129,13 @@ def test_upgrade_from_0002_keeps_reviews_and_adds_the_new_columns(tmp_path: Path
         _insert_item(conn, "f", "reviewed")
         conn.execute("INSERT INTO reviews (item_id, decision, final_verdict, defect_class, reviewer, created_wall) "
                      "VALUES (1, 'accept', 'crack', 'crack', 'ana', 5)")
-    store = Store(f"sqlite:///{db}", tmp_path / "images")
-    try:
+    with _opened(db, tmp_path) as store:
         assert migrations.current_revision(store.engine) == migrations.head_revision()
         item = store.queue.get_item(1)
         assert item is not None and item.second_review_of is None and item.heatmap_png is None
         review = item.reviews[0]
         assert (review.boxes, review.comment, review.second_review) == (None, None, False)
         assert store.ingest.add_item(make_item(heatmap_png=_png_8x8()), jpeg())
-    finally:
-        store.close()
 
 
 def test_upgrade_from_0004_keeps_items_single_and_adds_look_alike_groups(tmp_path: Path, make_item, jpeg):
@@ -141,8 +144,7 @@ def test_upgrade_from_0004_keeps_items_single_and_adds_look_alike_groups(tmp_pat
     db = _database_at(tmp_path / "old.db", "0004")
     with sqlite3.connect(db) as conn:
         _insert_item(conn, "l:c:b:1", "pending")
-    store = Store(f"sqlite:///{db}", tmp_path / "images")
-    try:
+    with _opened(db, tmp_path) as store:
         assert migrations.current_revision(store.engine) == migrations.head_revision()
         old = store.queue.pending()[0]
         assert old.frame_id == "l:c:b:1" and old.group_id is None
@@ -150,8 +152,6 @@ def test_upgrade_from_0004_keeps_items_single_and_adds_look_alike_groups(tmp_pat
         store.ingest.add_items([(make_item(embedding=embedding_b64(vector)), jpeg()) for _ in range(2)])
         new = [i for i in store.queue.pending(limit=10) if i.id != old.id]
         assert len({i.group_id for i in new}) == 1 and new[0].group_id is not None
-    finally:
-        store.close()
     columns = {t: {c["name"] for c in inspect(create_engine(f"sqlite:///{db}")).get_columns(t)}
                for t in ("review_items", "reviews", "item_groups", "embeddings")}
     assert "group_id" in columns["review_items"] and "group_id" in columns["reviews"]

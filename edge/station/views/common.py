@@ -10,9 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from edge.station.auth import SessionCodec, csrf_token
 from edge.station.static_files import static_url
 from edge.station.store import Store
+from edge.station.store.queue import ItemNotFound, LeaseConflict
 from edge.station.thumbnails import ThumbnailCache
 from edge.station.views.work import Skips
 from edge.vlm.vocabulary import VocabularyError, load_vocabulary
@@ -31,6 +33,8 @@ PALETTE = ("#ff4d4f", "#ffb020", "#36cfc9", "#b37feb", "#ff85c0", "#40a9ff", "#f
 
 CountersFn = Callable[[], Mapping[str, int]]
 COUNTS_MAX_AGE_S = 2.0
+
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=1)
@@ -116,6 +120,21 @@ class Console:
 
     def render(self, request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
         return self.templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    def lease_conflict(self, exc: Exception) -> HTTPException:
+        """Someone else holds the lease: counted, and a 409 saying who and until when."""
+        self.counters["lease_conflicts"] += 1
+        return HTTPException(409, str(exc))
+
+    async def leasing(self, call: Callable[..., T], *args: Any) -> T:
+        """A store call that takes or renews leases, off the event loop: 404 for an item that is not there, 409
+        (counted) when someone else holds it."""
+        try:
+            return await run_in_threadpool(call, *args)
+        except ItemNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except LeaseConflict as exc:
+            raise self.lease_conflict(exc) from None
 
 
 class AnswerIn(BaseModel):

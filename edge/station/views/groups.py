@@ -97,8 +97,7 @@ def router(console: Console) -> APIRouter:
         except ReviewError as exc:
             raise HTTPException(422, str(exc)) from None
         except LeaseConflict as exc:
-            console.counters["lease_conflicts"] += 1
-            raise HTTPException(409, str(exc)) from None
+            raise console.lease_conflict(exc) from None
         target = await run_in_threadpool(held_url, console, user.username, body.taken_out)
         if target is None:
             target = await run_in_threadpool(claim_next_url, console.store, console.skips, user.username,
@@ -136,11 +135,7 @@ def router(console: Console) -> APIRouter:
     async def renew(request: Request, group_id: int) -> dict[str, Any]:
         """Renew my leases on the group's frames (the page calls this while it stays open)."""
         user = current_user(request)
-        try:
-            renewed = await run_in_threadpool(groups.renew, group_id, user.username, console.lease_minutes)
-        except LeaseConflict as exc:
-            console.counters["lease_conflicts"] += 1
-            raise HTTPException(409, str(exc)) from None
+        renewed = await console.leasing(groups.renew, group_id, user.username, console.lease_minutes)
         return {"item_ids": renewed, "expires_wall": time.time() + console.lease_minutes * 60}
 
     @api.get("/thumbs/{item_id}")

@@ -206,8 +206,7 @@ def router(console: Console) -> APIRouter:
         except ReviewError as exc:
             raise HTTPException(422, str(exc)) from None
         except LeaseConflict as exc:
-            console.counters["lease_conflicts"] += 1
-            raise HTTPException(409, str(exc)) from None
+            raise console.lease_conflict(exc) from None
         target = await run_in_threadpool(held_url, console, user.username, then)
         if target is None:
             target = await run_in_threadpool(claim_next_url, console.store, console.skips, user.username,
@@ -221,13 +220,7 @@ def router(console: Console) -> APIRouter:
     async def renew_lease(request: Request, item_id: int) -> dict[str, Any]:
         """Take or renew the lease (the item page calls this while it stays open)."""
         user = current_user(request)
-        try:
-            lease = await run_in_threadpool(queue.claim, item_id, user.username, console.lease_minutes)
-        except ItemNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-        except LeaseConflict as exc:
-            console.counters["lease_conflicts"] += 1
-            raise HTTPException(409, str(exc)) from None
+        lease = await console.leasing(queue.claim, item_id, user.username, console.lease_minutes)
         return dataclasses.asdict(lease)
 
     @api.post("/undo")
