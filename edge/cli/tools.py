@@ -30,6 +30,8 @@ def eval_(
     dataset: Annotated[str, typer.Option(help="textile | elpv | synthetic-loc | all")] = "all",
     quick: Annotated[bool, typer.Option(help="a small seeded subset of every set (CI, < 60 s)")] = False,
     seed: Annotated[int, typer.Option(help="seed of the splits, shots and synthetic defects")] = 0,
+    seeds: Annotated[str | None, typer.Option(help="several seeds, e.g. 0,1,2: a report per seed and the headline "
+                                                   "figures' mean ± sd (--loop for the first only)")] = None,
     pack: Annotated[Path | None, typer.Option(help="model pack directory (default: the starter pack)")] = None,
     loop: Annotated[bool, typer.Option(help="also the active-learning simulation on ELPV (reviews retrain the "
                                             "profile; coverage and workload per round)")] = False,
@@ -41,7 +43,7 @@ def eval_(
     """Evaluate the models on fixed seeded splits of the textile, ELPV and synthetic-localisation sets."""
     setup_cli_logging(verbose)
     from edge.demo import default_pack_dir
-    from edge.eval.run import DATASETS, run_eval
+    from edge.eval.run import DATASETS, run_eval, run_seeds
     from edge.vlm.pack import load_pack
 
     datasets = list(DATASETS) if dataset == "all" else [dataset]
@@ -50,9 +52,14 @@ def eval_(
     try:
         if loop and "elpv" not in datasets:
             raise ValueError("--loop replays ELPV: use --dataset elpv or all")
-        report = run_eval(load_pack(pack or default_pack_dir()), datasets, out, quick=quick, seed=seed,
-                          progress=progress.lines, loop=loop, loop_every=loop_every,
-                          bank_size=None if bank_size is None else {8: bank_size, 16: max(1, bank_size // 2)})
+        banks = None if bank_size is None else {8: bank_size, 16: max(1, bank_size // 2)}
+        if seeds:
+            report = run_seeds(load_pack(pack or default_pack_dir()), datasets, out,
+                               [int(s) for s in seeds.split(",") if s.strip()], quick=quick,
+                               progress=progress.lines, loop=loop, loop_every=loop_every, bank_size=banks)
+        else:
+            report = run_eval(load_pack(pack or default_pack_dir()), datasets, out, quick=quick, seed=seed,
+                              progress=progress.lines, loop=loop, loop_every=loop_every, bank_size=banks)
     except (*USER_ERRORS, ValueError) as exc:
         fail(exc)
     typer.echo((out / "report.md").read_text())

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.eval.report import report_markdown
+from edge.eval.report import report_markdown, seeds_markdown
 from edge.eval.scoring import Context
 from edge.eval.sets import eval_elpv, eval_synthetic, eval_textile
 from edge.fit.calibrate import DEFAULT_BANK_SIZE
@@ -73,3 +73,21 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
     return report
 
 
+
+
+def run_seeds(pack: ModelPack, datasets: Sequence[str], out: Path, seeds: Sequence[int], quick: bool = False,
+              provider: str = "cpu", progress: Progress = silent, loop: bool = False, loop_every: int = 200,
+              bank_size: dict[int, int] | None = None) -> dict[str, Any]:
+    """`run_eval` once per seed into out/seed-N (the review loop for the first seed only: it is the slow part), then
+    out/report.json (every seed) and out/report.md (the first seed's report after the headline figures' mean ±
+    sd over the seeds)."""
+    reports = {}
+    for i, seed in enumerate(seeds):
+        reports[seed] = run_eval(pack, datasets, out / f"seed-{seed}", quick, seed, provider, progress,
+                                 loop and i == 0, loop_every, bank_size)
+    summary = seeds_markdown(reports)
+    (out / "report.json").write_text(json.dumps({f"seed-{s}": r for s, r in reports.items()}, indent=2,
+                                                default=float))
+    first = (out / f"seed-{seeds[0]}" / "report.md").read_text()
+    (out / "report.md").write_text(summary + "\n" + first)
+    return {"seeds": reports, "summary": summary, "seconds": round(sum(r["seconds"] for r in reports.values()), 1)}

@@ -202,8 +202,7 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
                                  progress, limits, seed)
         clean = [LineSample(s8, s16, good_maps[i], np.zeros_like(good_maps[i]), np.ones_like(good_maps[i]))
                  for i, (s8, s16) in enumerate(clean_towers)]
-        line, profile.region_cut, measured = fit_localiser(pasted if clean_towers else [], clean,
-                                                           profile.anomaly_threshold, seed)
+        line, profile.region_cut, measured = fit_localiser(pasted, clean, profile.anomaly_threshold, seed)
         profile.line_model = line.state_arrays() if line is not None else None
         metrics.update(measured)
     # thresholds, classifier head, failure predictor, routing threshold and OoD detector from the labelled rows
@@ -241,7 +240,8 @@ def _pasted_defects(files: list[Path], folds: np.ndarray, fold_banks: list[dict[
             emb = encoder.encode(defect.image)
             raw = raw_scores(emb, fold_banks[int(folds[i]) % len(fold_banks)], text.class_embeddings, scale)
             out.append(PastedDefect(smooth(combine(raw, profile.patch_stats, profile.weights)), defect.mask,
-                                    image.shape[1], image.shape[0], _tower(emb), source=i))
+                                    image.shape[1], image.shape[0], _tower(emb) if len(emb.patches) > 1 else None,
+                                    source=i))
     return out
 
 

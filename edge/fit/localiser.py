@@ -38,12 +38,13 @@ def _as_line(pasted: list[PastedDefect], probabilities: np.ndarray) -> list[Past
 
 def fit_localiser(pasted: list[PastedDefect], clean: list[LineSample], map_threshold: float, seed: int = 0
                   ) -> tuple[LineModel | None, RegionCut, dict[str, Any]]:
-    """The line model (None when the anomaly map cuts better or there are too few pasted defects), how regions are
-    cut, and what was measured."""
-    if len(pasted) < MIN_PASTED:
+    """The line model (None when the anomaly map cuts better, there are too few pasted defects or the pack gives one
+    patch grid), how regions are cut, and what was measured."""
+    if len(pasted) < MIN_PASTED or any(d.tower is None for d in pasted):
         threshold, fraction, measured = (fit_region_cut(pasted, map_thresholds(map_threshold)) if pasted
                                          else (map_threshold, None, {}))
-        return None, RegionCut("map", threshold, fraction), {**measured, "region_source": "map (few pasted defects)"}
+        why = "few pasted defects" if len(pasted) < MIN_PASTED else "the pack gives one patch grid"
+        return None, RegionCut("map", threshold, fraction), {**measured, "region_source": f"map ({why})"}
     rng = np.random.default_rng(seed)
     sources = sorted({d.source if d.source >= 0 else i for i, d in enumerate(pasted)})
     held = set(rng.permutation(sources)[::2].tolist())

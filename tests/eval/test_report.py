@@ -1,0 +1,30 @@
+"""The report's goal column and the several-seed summary read the figures a line engineer compares."""
+
+from edge.eval.report import gap_to_goal, report_markdown, seeds_markdown
+
+BY_LABEL = {"0": 0.97, "0.33": 0.96, "0.67": 0.35, "1": 0.70}
+REPORT = {"elpv": {"accuracy": 0.88, "accuracy_by_label": BY_LABEL, "ablation_auroc": {"fused": 0.9},
+                   "loop": {"escaped_per_1000": 0.5}},
+          "elpv_unseen": {"accuracy": 0.83, "accuracy_by_label": BY_LABEL, "ablation_auroc": {"fused": 0.85}},
+          "config": {"seed": 0, "quick": False, "datasets": ["elpv"], "pack_version": "p"}, "seconds": 1.0}
+
+
+def test_gap_to_goal_reads_at_least_and_at_most_goals():
+    assert gap_to_goal("elpv.accuracy", 0.88) == "-0.030"
+    assert gap_to_goal("elpv_unseen.accuracy", 0.90) == "met"
+    assert gap_to_goal("elpv.loop.escaped_per_1000", 0.5) == "met"
+    assert gap_to_goal("elpv.loop.escaped_per_1000", 3.0) == "+2.000"
+    assert gap_to_goal("captions.class_accuracy", 0.5) == ""
+
+
+def test_figures_under_keys_with_dots_are_reported():
+    md = report_markdown(REPORT)
+    assert "| `elpv.accuracy_by_label.0.67` | 0.3500 |" in md
+    assert "| `elpv.loop.escaped_per_1000` | 0.5000 |" in md
+
+
+def test_seed_summary_gives_each_seed_and_the_mean_with_its_spread():
+    other = {**REPORT, "elpv": {**REPORT["elpv"], "accuracy": 0.90}}
+    md = seeds_markdown({0: REPORT, 1: other})
+    row = next(line for line in md.splitlines() if line.startswith("| `elpv.accuracy` |"))
+    assert "0.8800 | 0.9000 | 0.8900 ± 0.0141 | -0.020" in row
