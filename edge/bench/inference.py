@@ -9,6 +9,7 @@ on a shared machine whose absolute speed drifts.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import queue
 import statistics
 import tempfile
@@ -26,7 +27,6 @@ import numpy as np
 from edge.capture.frame import Frame
 from edge.config import LineConfig, ModelConfig, RoutingConfig, SourceConfig, TransportConfig
 from edge.datasets import textile_split
-from edge.fit.calibrate import calibrate
 from edge.vlm.pack import load_pack
 from edge.vlm.runtime import ImageEncoder
 from edge.vlm.vocabulary import load_vocabulary
@@ -60,10 +60,15 @@ def bench_line(pack_dir: Path, provider: str, good_images: int, frames: int, say
     """A temp directory with a profile calibrated from `good_images` textile train good images."""
     with tempfile.TemporaryDirectory(prefix="lineside-bench-") as tmp:
         root = Path(tmp)
-        pack = load_pack(pack_dir)
         good = [p for p, label in textile_split("train") if label == "nominal"][:good_images]
         say(f"calibrating a bench profile from {len(good)} textile train good images …")
-        calibrate(pack, load_vocabulary(), good, "bench", root / "profile", provider=provider)
+        # in a process of its own: fitting imports torch, and the bench's peak RSS is the daemon's share alone
+        fit = multiprocessing.get_context("spawn").Process(target=_calibrate, name="bench-calibrate",
+                                                           args=(pack_dir, good, root / "profile", provider))
+        fit.start()
+        fit.join()
+        if fit.exitcode != 0:
+            raise RuntimeError(f"calibrating the bench profile failed (exit code {fit.exitcode})")
         routing = RoutingConfig() if review_threshold is None else RoutingConfig(review_threshold=review_threshold,
                                                                                  policy="threshold")
         cfg = LineConfig(id="bench", source=SourceConfig(kind="folder", path=root / "frames"),
@@ -71,6 +76,12 @@ def bench_line(pack_dir: Path, provider: str, good_images: int, frames: int, say
                          profile=root / "profile", routing=routing,
                          transport=TransportConfig(station=station, outbox_dir=root / "outbox"))
         yield BenchLine(cfg, test_frames(frames))
+
+
+def _calibrate(pack_dir: Path, good: list[Path], profile_dir: Path, provider: str) -> None:
+    from edge.fit.calibrate import calibrate
+
+    calibrate(load_pack(pack_dir), load_vocabulary(), good, "bench", profile_dir, provider=provider)
 
 
 def decode(data: bytes) -> np.ndarray:
