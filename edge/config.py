@@ -150,6 +150,10 @@ class ModelConfig(StrictModel):
                                  "frames after the first")
     device_id: int = Field(0, ge=0, description="CUDA device of the tensorrt and cuda providers")
     tensorrt: TensorrtConfig = TensorrtConfig()
+    search: Literal["auto", "float32", "int8"] = Field(
+        "auto", description="the profile's few-shot search (its frame graph's memory-bank products): auto = int8 on "
+        "the CPU provider of a CPU with VNNI, where the profile has an int8 graph that matches its references "
+        "there, else float32")
 
 
 class RoutingConfig(StrictModel):

@@ -5,6 +5,8 @@
     .venv/bin/python -m edge.bench.compare grids                   # patch grids to [h, w, D]: NumPy vs OpenCV
     .venv/bin/python -m edge.bench.compare spin   [--seconds 96]   # ONNX Runtime pool: no spinning vs spinning
                                                                      # within a run only; encoders and pipeline
+    .venv/bin/python -m edge.bench.compare search [--seconds 60]   # the frame graph's few-shot products: float32
+                                                                     # vs int8; pipeline and graph alone vs encoder
 
 Prints one JSON object: the rate of each variant and after/before. On a shared machine only the ratio means much.
 """
@@ -143,13 +145,70 @@ def compare_spin(seconds: float, rounds: int = 4) -> dict[str, Any]:
             "pipeline_after_over_before": round(fps["pipeline_after"] / fps["pipeline_before"], 2)}
 
 
+def compare_search(seconds: float, rounds: int = 3) -> dict[str, Any]:
+    """Pipeline frames/s (`Daemon.handle`) and the frame graph's own time with the profile's float32 graph (before)
+    and its int8 few-shot search (after), and the bare encoder, alternating in rounds in one process."""
+    import time
+
+    import numpy as np
+
+    from edge.bench.inference import _close, _pipeline_loop, bare_encoder_loop, bench_line, decode
+    from edge.daemon import Daemon
+    from edge.demo import default_pack_dir
+    from edge.inspect.inspector import load_inspector
+
+    variants = {"before": "float32", "after": "int8"}
+    with bench_line(default_pack_dir(), "cpu", 30, 60) as line:
+        daemons = {}
+        for variant, search in variants.items():
+            cfg = line.cfg.model_copy(update={
+                "transport": line.cfg.transport.model_copy(update={"outbox_dir": line.cfg.transport.outbox_dir
+                                                                   / variant}),
+                "model": line.cfg.model.model_copy(update={"search": search})})
+            daemons[variant] = Daemon(cfg, load_inspector(cfg))
+        encoder = daemons["before"].inspector.image_encoder
+        frames = [decode(data) for data in line.frames]
+        outputs = encoder.run(encoder.preprocess(frames[0])[None])
+        for daemon in daemons.values():
+            for frame in frames[:3]:
+                daemon.inspector.inspect(frame)
+        totals = {name: [0, 0.0] for name in ("encoder", *(f"{k}_{v}" for k in ("pipeline", "graph")
+                                                          for v in variants))}
+        per = seconds / (1 + 2 * len(variants)) / rounds
+        for _ in range(rounds):
+            n, s = bare_encoder_loop(encoder, np.asarray(encoder.preprocess(frames[0])[None]), per)
+            totals["encoder"][0] += n
+            totals["encoder"][1] += s
+            for variant, daemon in daemons.items():
+                n, s = _pipeline_loop(daemon, line.frames, per)
+                totals[f"pipeline_{variant}"][0] += n
+                totals[f"pipeline_{variant}"][1] += s
+                graph, started, n = daemon.inspector.graph, time.perf_counter(), 0
+                while time.perf_counter() - started < per:
+                    graph.run(outputs)
+                    n += 1
+                totals[f"graph_{variant}"][0] += n
+                totals[f"graph_{variant}"][1] += time.perf_counter() - started
+        for daemon in daemons.values():
+            _close(daemon)
+    fps = {name: n / s for name, (n, s) in totals.items()}
+    return {"change": "the frame graph's few-shot products in int8 (model.search: int8) vs float32",
+            "encoder_fps": round(fps["encoder"], 2),
+            **{f"pipeline_fps_{v}": round(fps[f"pipeline_{v}"], 2) for v in variants},
+            **{f"graph_ms_{v}": round(1000 / fps[f"graph_{v}"], 2) for v in variants},
+            **{f"pipeline_over_encoder_{v}": round(fps[f"pipeline_{v}"] / fps["encoder"], 3) for v in variants},
+            "pipeline_after_over_before": round(fps["pipeline_after"] / fps["pipeline_before"], 2),
+            "graph_before_over_after": round(fps["graph_after"] / fps["graph_before"], 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("change", choices=("blas", "ingest", "grids", "spin"))
+    ap.add_argument("change", choices=("blas", "ingest", "grids", "spin", "search"))
     ap.add_argument("--seconds", type=float, default=24.0)
     args = ap.parse_args()
     runs = {"blas": lambda: compare_blas(args.seconds), "ingest": lambda: compare_ingest(args.seconds),
-            "grids": compare_grids, "spin": lambda: compare_spin(args.seconds)}
+            "grids": compare_grids, "spin": lambda: compare_spin(args.seconds),
+            "search": lambda: compare_search(args.seconds)}
     result = runs[args.change]()
     result["command"] = " ".join(["python -m edge.bench.compare", *sys.argv[1:]])
     from edge.bench.machine import machine

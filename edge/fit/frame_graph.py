@@ -15,13 +15,16 @@ Outputs:
 
 The numpy functions in edge.grounding stay the reference: `frame_graph_files` computes the reference outputs with
 them, and a version whose graph ONNX Runtime does not reproduce within edge.profile.graph.ATOL is refused at load.
+`int8_search` makes the graph's int8 twin (the few-shot products over the memory bank in int8), kept beside it.
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -167,4 +170,23 @@ def frame_graph_files(profile: LineProfile, pack: ModelPack, text: TextBank,
             reference["out_line_map"] = (line(
                 torch.from_numpy(inputs[1].astype(np.float32)), torch.from_numpy(inputs[2].astype(np.float32)),
                 torch.from_numpy(expected["anomaly_map"]))).numpy()
-    return FrameGraphFiles(onnx, reference, names)
+    return FrameGraphFiles(onnx, reference, names, int8=int8_search(onnx))
+
+
+def int8_search(onnx_bytes: bytes) -> bytes | None:
+    """The graph with its few-shot products (patches × memory bank) in int8 by ONNX Runtime's dynamic
+    quantisation — the bank's int8 weights fixed here, each frame's patches quantised as it runs; every other
+    operation stays float. None when the graph has no memory bank."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load_from_string(onnx_bytes)
+    banks = {i.name for i in model.graph.initializer if i.name.startswith("banks.")}
+    products = [n.name for n in model.graph.node if n.op_type == "MatMul" and banks & set(n.input)]
+    if not products:
+        return None
+    with tempfile.TemporaryDirectory(prefix="lineside-graph-") as tmp:
+        out = Path(tmp) / "int8.onnx"
+        # signed weights as the VNNI kernels take them; the float graph serves CPUs without VNNI
+        quantize_dynamic(model, out, weight_type=QuantType.QInt8, nodes_to_quantize=products)
+        return out.read_bytes()

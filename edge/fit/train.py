@@ -156,7 +156,7 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
                            "`lineside train` existed): run `lineside calibrate` once more, then train")
     if not reviewed:
         raise ProfileError(f"line {current.line_id}: the station has no reviewed frames for this line yet")
-    inspector = Inspector(pack, current, provider)
+    inspector = Inspector(pack, current, provider, search="float32")  # rows as calibrate makes them: float
     from_reviews = rows_from_reviews(inspector, reviewed, progress, limits)
     new_rows, skipped = from_reviews.rows, from_reviews.skipped
     if not len(new_rows):

@@ -9,6 +9,7 @@ p(wrong)). The daemon wires it to capture and routing
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,10 +20,12 @@ from edge.grounding.anomaly import RawScores
 from edge.grounding.classifier import logit
 from edge.grounding.regions import classify_embedding, find_regions
 from edge.inspect.assess import assess_rows
+from edge.profile.graph import GraphError
 from edge.profile.line_profile import LineProfile, ProfileError, RegionCut
 from edge.profile.versions import load_profile
 from edge.uncertainty.score import Uncertainty, baseline_uncertainty, frame_class_scores
 from edge.vlm.check import verify_pack
+from edge.vlm.cpu import cpu_target
 from edge.vlm.pack import ModelPack, load_pack
 from edge.vlm.prompts import TextBank, build_text_bank
 from edge.vlm.runtime import (
@@ -33,6 +36,8 @@ from edge.vlm.runtime import (
     channels_last,
     tower_outputs,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,21 +61,51 @@ class Inspection:
     region_map_is_logit: bool = False
 
 
+def choose_search(profile: LineProfile, wanted: str, on_cpu: bool) -> str:
+    """Which of the profile's frame graphs runs: "int8" (its few-shot products in int8) or "float32". `wanted`
+    "auto" takes int8 on the CPU provider of a CPU with VNNI (where its kernels are fast and never saturate) when the
+    profile has that graph and it matches the references here — else float32, with a warning when the int8 graph
+    drifts; "int8" insists (ProfileError when the profile has none or it drifts); "float32" never takes it."""
+    graph = profile.graph
+    assert graph is not None
+    if wanted == "float32" or (wanted == "auto" and not (on_cpu and cpu_target() == "x86-vnni")):
+        return "float32"
+    if graph.int8 is None or graph.int8_path is None:
+        if wanted == "int8":
+            raise ProfileError(f"line profile {profile.describe()} has no int8 frame graph (made before they "
+                               "existed, or without a memory bank): run `lineside calibrate` again, or set "
+                               "model.search to auto")
+        return "float32"
+    try:
+        graph.verify_int8()
+    except GraphError as exc:
+        if wanted == "int8":
+            raise ProfileError(f"line profile {profile.describe()}: {exc}") from None
+        log.warning("line profile %s: %s on this CPU; the float32 frame graph runs instead", profile.describe(), exc)
+        return "float32"
+    return "int8"
+
+
 class Inspector:
     """Models for one line: the pack's encoders, the profile's vocabulary and its frame graph, all on the pack's
     provider. A frame is two provider calls: the image tower, then the profile's frame graph on its outputs
     (edge.fit.frame_graph); the decision, regions, captions and p(wrong) are numpy on the graph's outputs."""
 
     def __init__(self, pack: ModelPack, profile: LineProfile, provider: str = "auto",
-                 intra_op_threads: int = 0, *, tensorrt: TensorrtConfig | None = None, device_id: int = 0) -> None:
+                 intra_op_threads: int = 0, *, tensorrt: TensorrtConfig | None = None, device_id: int = 0,
+                 search: str = "auto") -> None:
         if profile.graph is None or profile.graph.path is None:
             raise ProfileError(f"line profile {profile.describe()} has no frame graph on disk (made before frame "
                                "graphs existed): run `lineside calibrate` again")
         self.pack = pack
         self.profile = profile
         self.image_encoder = ImageEncoder(pack, provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id)
-        self.graph = GraphSession(profile.graph.path, profile.graph.sha256, provider, intra_op_threads,
-                                  tensorrt=tensorrt, device_id=device_id)
+        on_cpu = self.image_encoder.session.get_providers()[0] == "CPUExecutionProvider"
+        self.search = choose_search(profile, search, on_cpu)
+        path, digest = ((profile.graph.int8_path, profile.graph.int8_sha256) if self.search == "int8"
+                        else (profile.graph.path, profile.graph.sha256))
+        assert path is not None
+        self.graph = GraphSession(path, digest, provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id)
         if self.graph.input_names != self.image_encoder.output_names:
             raise ProfileError(f"line profile {profile.describe()}: its frame graph takes "
                                f"{', '.join(self.graph.input_names)} but the pack's image tower gives "
@@ -180,4 +215,4 @@ def load_inspector(cfg: LineConfig) -> Inspector:
     verify_pack(pack)  # schema, sha256s, ONNX names/shapes, reference outputs: a failing pack is refused here
     profile = load_profile(cfg.profile, pack_version=pack.version)
     return Inspector(pack, profile, cfg.model.provider, cfg.model.intra_op_threads, tensorrt=cfg.model.tensorrt,
-                     device_id=cfg.model.device_id)
+                     device_id=cfg.model.device_id, search=cfg.model.search)

@@ -10,6 +10,7 @@
     <profile dir>/v0001/rows.npz       the labelled frame rows everything above was fit on (`lineside train` adds to)
     <profile dir>/v0001/line_model.npz the line model's weights (edge.fit.line_model), when the line has one
     <profile dir>/v0001/frame.onnx     the frame graph: what the profile computes per frame (edge.profile.graph)
+    <profile dir>/v0001/frame_int8.onnx  the same with int8 few-shot products (run on CPUs with VNNI)
     <profile dir>/v0001/frame_reference.npz  its reference inputs and outputs, checked at every load
 
 A profile is fit with one model pack (its embeddings live in that pack's space); loading it with another pack is
@@ -28,7 +29,7 @@ import numpy as np
 
 from edge.durable import npz_bytes
 from edge.grounding.classifier import LinearHead
-from edge.profile.graph import GRAPH_FILE, FrameGraphFiles, GraphError
+from edge.profile.graph import GRAPH_FILE, INT8_FILE, FrameGraphFiles, GraphError
 from edge.profile.line_profile import LineProfile, ProfileError, RegionCut
 from edge.profile.rows import LabelledRows
 from edge.uncertainty.failure import FailurePredictor, NeighbourIndex, OodDetector
@@ -67,6 +68,8 @@ def save_profile(profile: LineProfile, directory: Path) -> str:
     os.replace(staging, directory / profile.version)
     if profile.graph is not None:
         profile.graph.path = directory / profile.version / GRAPH_FILE
+        if profile.graph.int8 is not None:
+            profile.graph.int8_path = directory / profile.version / INT8_FILE
     tmp = directory / ".CURRENT.tmp"
     tmp.write_text(profile.version + "\n")
     os.replace(tmp, directory / "CURRENT")

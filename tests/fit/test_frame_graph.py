@@ -1,6 +1,7 @@
 """The profile's frame graph: ONNX Runtime reproduces the numpy reference (edge.grounding) on real frames, batched as
 one by one; a version whose graph or references were changed on disk is refused with one line; a profile without a
-graph is refused by the inspector with what to run."""
+graph is refused by the inspector with what to run; the int8 search decides as the float one, and runs only where
+it is fast and matches its references."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 
 from edge.fit.frame_graph import reference_outputs
 from edge.images import read_image
+from edge.inspect import inspector as inspector_module
 from edge.inspect.inspector import Inspector
-from edge.profile.graph import FrameGraphFiles
+from edge.profile.graph import INT8_ATOL, FrameGraphFiles, GraphError
 from edge.profile.line_profile import ProfileError
 from edge.profile.versions import current_version, load_profile
 from edge.vlm.pack import load_pack
@@ -28,7 +30,7 @@ def _frames(textile_images: dict[str, Path], n: int) -> list[np.ndarray]:
 def test_graph_outputs_equal_the_numpy_reference_on_real_frames(calibrated_profile: Path,
                                                                 textile_images: dict[str, Path]) -> None:
     pack = load_pack(PACK)
-    inspector = Inspector(pack, load_profile(calibrated_profile, pack_version=pack.version), "cpu")
+    inspector = Inspector(pack, load_profile(calibrated_profile, pack_version=pack.version), "cpu", search="float32")
     frames = _frames(textile_images, 5)
     outputs = inspector.image_encoder.run(np.stack([inspector.image_encoder.preprocess(f) for f in frames]))
     got = inspector.graph.run(outputs)
@@ -83,3 +85,50 @@ def test_a_profile_without_a_graph_is_refused_by_the_inspector(calibrated_profil
     pack = load_pack(PACK)
     with pytest.raises(ProfileError, match="no frame graph .* run `lineside calibrate` again"):
         Inspector(pack, load_profile(copy, pack_version=pack.version), "cpu")
+
+
+def test_the_int8_search_decides_as_the_float_one(calibrated_profile: Path, textile_images: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inspector_module, "cpu_target", lambda: "x86-vnni")  # its kernels are checked on this CPU
+    pack = load_pack(PACK)
+    profile = load_profile(calibrated_profile, pack_version=pack.version)
+    assert profile.graph is not None and profile.graph.int8 is not None
+    as_float = Inspector(pack, profile, "cpu", search="float32")
+    as_int8 = Inspector(pack, profile, "cpu", search="int8")
+    assert (as_float.search, as_int8.search) == ("float32", "int8")
+    frames = _frames(textile_images, 12)
+    for a, b in zip(as_float.inspect_batch(frames), as_int8.inspect_batch(frames), strict=True):
+        assert a.verdict == b.verdict
+        assert np.abs(a.anomaly_map - b.anomaly_map).max() < INT8_ATOL
+        assert a.anomaly_score == pytest.approx(b.anomaly_score, abs=INT8_ATOL)
+
+
+def test_auto_takes_int8_only_on_a_vnni_cpu_and_falls_back_when_it_drifts(
+        calibrated_profile: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    pack = load_pack(PACK)
+    profile = load_profile(calibrated_profile, pack_version=pack.version)
+    monkeypatch.setattr(inspector_module, "cpu_target", lambda: "x86")  # AVX2 int8 kernels saturate
+    assert inspector_module.choose_search(profile, "auto", on_cpu=True) == "float32"
+    monkeypatch.setattr(inspector_module, "cpu_target", lambda: "x86-vnni")
+    assert inspector_module.choose_search(profile, "auto", on_cpu=True) == "int8"
+    assert inspector_module.choose_search(profile, "auto", on_cpu=False) == "float32"  # a GPU runs the float graph
+    assert inspector_module.choose_search(profile, "float32", on_cpu=True) == "float32"
+
+    def drifts() -> None:
+        raise GraphError("frame_int8.onnx: output 'anomaly_map' differs from its reference by 0.3 (limit 0.1)")
+
+    assert profile.graph is not None
+    monkeypatch.setattr(profile.graph, "verify_int8", drifts)
+    assert inspector_module.choose_search(profile, "auto", on_cpu=True) == "float32"
+    assert "the float32 frame graph runs instead" in caplog.text
+    with pytest.raises(ProfileError, match="differs from its reference"):
+        inspector_module.choose_search(profile, "int8", on_cpu=True)
+
+
+def test_a_changed_int8_graph_is_refused_with_one_line(calibrated_profile: Path, tmp_path: Path) -> None:
+    copy, vdir = _copy(calibrated_profile, tmp_path)
+    data = bytearray((vdir / "frame_int8.onnx").read_bytes())
+    data[-100] ^= 0xFF
+    (vdir / "frame_int8.onnx").write_bytes(bytes(data))
+    with pytest.raises(ProfileError, match=r"refused: frame_int8.onnx: sha256 differs"):
+        load_profile(copy)
