@@ -102,6 +102,7 @@ class Inspector:
         self.image_encoder = ImageEncoder(pack, provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id)
         on_cpu = self.image_encoder.session.get_providers()[0] == "CPUExecutionProvider"
         self.search = choose_search(profile, search, on_cpu)
+        log.info("line profile %s: the frame graph's few-shot search in %s", profile.describe(), self.search)
         path, digest = ((profile.graph.int8_path, profile.graph.int8_sha256) if self.search == "int8"
                         else (profile.graph.path, profile.graph.sha256))
         assert path is not None
