@@ -36,7 +36,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Pipeline (decode → encode → ground → caption → score → route → outbox)", [
         ("encoder_fps", "bare encoder frames/s, same run"), ("pipeline_fps", "frames/s"),
         ("pipeline_over_encoder", "ratio"), ("stage_preprocess_ms", "ms (resize, normalise)"),
-        ("stage_encode_ms", "ms (session.run + patch grids)"), ("stage_ground_ms", "ms (zero- + few-shot map)"),
+        ("stage_encode_ms", "ms (image tower session.run)"),
+        ("stage_ground_ms", "ms (the profile's frame graph: maps, features, line model)"),
         ("stage_inspect_total_ms", "ms (Inspector.inspect)"), ("pipeline_routed", "frames routed to the outbox"),
         ("rss_mb", "MB peak RSS after the pipeline part")]),
     ("Latency (paced input, every frame routed to a real station)", [

@@ -115,20 +115,16 @@ def bench_encoder(pack_dir: Path, provider: str = "cpu", seconds: float = 10.0, 
 
 def _stage_times(daemon: Any, images: list[np.ndarray], repeat: int) -> dict[str, float]:
     """Median ms of each stage of one frame, measured apart (the pipeline loop measures them together)."""
-    from edge.grounding.anomaly import combine, raw_scores, smooth
-
     insp = daemon.inspector
-    prof, text = insp.profile, insp.text_bank
     out: dict[str, list[float]] = {k: [] for k in ("preprocess", "encode", "ground", "inspect_total")}
     for i in range(repeat):
         bgr = images[i % len(images)]
         t0 = time.perf_counter()
         x = insp.image_encoder.preprocess(bgr)[None]
         t1 = time.perf_counter()
-        emb = insp.image_encoder.encode_batch(x)[0]
+        outputs = insp.image_encoder.run(x)
         t2 = time.perf_counter()
-        smooth(combine(raw_scores(emb, prof.bank, text.class_embeddings, insp.pack.logit_scale),
-                       prof.patch_stats, prof.weights))
+        insp.graph.run(outputs)  # the profile's frame graph, as the inspector runs it
         t3 = time.perf_counter()
         insp.inspect(bgr)
         t4 = time.perf_counter()
