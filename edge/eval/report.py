@@ -36,7 +36,7 @@ ANCHORS: dict[str, str] = {
     "elpv.loop.escaped_per_1000": "goal ≤ 1 in the last round (defects decided good alone, per 1,000 frames)",
 }
 
-# (at least, at most): a figure's goal
+# each figure's goal: (">=", v) at least v, ("<=", v) at most v
 GOALS: dict[str, tuple[str, float]] = {
     "elpv.accuracy": (">=", 0.91), "elpv.accuracy_by_label.0.67": (">=", 0.75),
     "elpv.accuracy_by_label.1": (">=", 0.75), "elpv_unseen.accuracy": (">=", 0.88),

@@ -73,8 +73,6 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
     return report
 
 
-
-
 def run_seeds(pack: ModelPack, datasets: Sequence[str], out: Path, seeds: Sequence[int], quick: bool = False,
               provider: str = "cpu", progress: Progress = silent, loop: bool = False, loop_every: int = 200,
               bank_size: dict[int, int] | None = None) -> dict[str, Any]:

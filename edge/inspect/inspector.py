@@ -74,7 +74,7 @@ def choose_search(profile: LineProfile, wanted: str, on_cpu: bool) -> str:
         if wanted == "int8":
             raise ProfileError(f"line profile {profile.describe()} has no int8 frame graph (made before they "
                                "existed, or without a memory bank): run `lineside calibrate` again, or set "
-                               "model.search to auto")
+                               "line.model.search to auto")
         return "float32"
     try:
         graph.verify_int8()
