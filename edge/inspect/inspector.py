@@ -106,7 +106,8 @@ class Inspector:
         path, digest = ((profile.graph.int8_path, profile.graph.int8_sha256) if self.search == "int8"
                         else (profile.graph.path, profile.graph.sha256))
         assert path is not None
-        self.graph = GraphSession(path, digest, provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id)
+        self.graph = GraphSession(path, digest, provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id,
+                                  per_frame=self.search == "int8")
         if self.graph.input_names != self.image_encoder.output_names:
             raise ProfileError(f"line profile {profile.describe()}: its frame graph takes "
                                f"{', '.join(self.graph.input_names)} but the pack's image tower gives "

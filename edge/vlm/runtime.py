@@ -332,13 +332,20 @@ class GraphSession:
     frame graph): `run` takes the inputs in `input_names` order and returns {output name: array}."""
 
     def __init__(self, path: Path, file_sha256: str, provider: str = "auto", intra_op_threads: int = 0, *,
-                 tensorrt: TensorrtConfig | None = None, device_id: int = 0, quiet: bool = False) -> None:
+                 tensorrt: TensorrtConfig | None = None, device_id: int = 0, quiet: bool = False,
+                 per_frame: bool = False) -> None:
         self.session = make_session(str(path), provider, intra_op_threads, tensorrt=tensorrt, device_id=device_id,
                                     file_sha256=file_sha256, quiet=quiet)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # a dynamically quantised graph scales each input tensor as a whole: run frame by frame, so that a frame's
+        # result never depends on the frames batched with it
+        self.per_frame = per_frame
 
     def run(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        if self.per_frame and inputs[0].shape[0] > 1:
+            frames = [self.run([x[i:i + 1] for x in inputs]) for i in range(inputs[0].shape[0])]
+            return {name: np.concatenate([f[name] for f in frames]) for name in self.output_names}
         outs = self.session.run(self.output_names, dict(zip(self.input_names, inputs, strict=True)))
         return dict(zip(self.output_names, outs, strict=True))
 

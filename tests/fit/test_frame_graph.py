@@ -97,10 +97,13 @@ def test_the_int8_search_decides_as_the_float_one(calibrated_profile: Path, text
     as_int8 = Inspector(pack, profile, "cpu", search="int8")
     assert (as_float.search, as_int8.search) == ("float32", "int8")
     frames = _frames(textile_images, 12)
-    for a, b in zip(as_float.inspect_batch(frames), as_int8.inspect_batch(frames), strict=True):
+    batched = as_int8.inspect_batch(frames)
+    for frame, a, b in zip(frames, as_float.inspect_batch(frames), batched, strict=True):
         assert a.verdict == b.verdict
         assert np.abs(a.anomaly_map - b.anomaly_map).max() < INT8_ATOL
         assert a.anomaly_score == pytest.approx(b.anomaly_score, abs=INT8_ATOL)
+        # each frame quantised on its own: a batch decides exactly as one frame at a time
+        np.testing.assert_array_equal(as_int8.inspect(frame).anomaly_map, b.anomaly_map)
 
 
 def test_auto_takes_int8_only_on_a_vnni_cpu_and_falls_back_when_it_drifts(
