@@ -14,7 +14,8 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# torch==2.13.0 first, pinned, so nothing pulls a CUDA build (the build extra only rebuilds the starter pack)
+# torch==2.13.0 first, pinned, so nothing pulls a CUDA build (calibrate and train need it: the train extra; the
+# build extra, which holds it too, rebuilds the starter pack)
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[build,datasets,dev]'
