@@ -16,9 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from edge.durable import fsync_dir, replace_synced
-from edge.station.store import imagefiles
 from edge.station.store.db import Database
 from edge.station.store.groups import Grouper
+from edge.station.store.imagefiles import relative_image_path, resolve, write_atomic
 from edge.station.store.records import region_columns
 from edge.station.tables import (
     STATUS_PENDING,
@@ -111,8 +111,8 @@ class Ingest:
         """
         if self.has_frame(item.frame_id):
             return False
-        relative = imagefiles.relative_image_path(item.line_id, item.frame_id)
-        imagefiles.write_atomic(imagefiles.resolve(self._db.storage_dir, relative), jpeg)
+        relative = relative_image_path(item.line_id, item.frame_id)
+        write_atomic(resolve(self._db.storage_dir, relative), jpeg)
         row = ReviewItemRow(**_item_values(item, relative),
                             regions=[RegionRow(**region_columns(r)) for r in item.regions])
         vector = _vector_bytes(item)
@@ -157,14 +157,14 @@ class Ingest:
                 new.append(False)
                 continue
             known.add(item.frame_id)
-            relative = imagefiles.relative_image_path(item.line_id, item.frame_id)
-            images.append((imagefiles.resolve(self._db.storage_dir, relative), jpeg))
+            relative = relative_image_path(item.line_id, item.frame_id)
+            images.append((resolve(self._db.storage_dir, relative), jpeg))
             rows.append(item)
             new.append(True)
         if not rows:
             return new
         _write_images(images)
-        values = [_item_values(item, imagefiles.relative_image_path(item.line_id, item.frame_id)) for item in rows]
+        values = [_item_values(item, relative_image_path(item.line_id, item.frame_id)) for item in rows]
         try:
             with self._db.session(write=True) as s:
                 for value, group_id in zip(values, _group_ids(self.grouper, s, rows), strict=True):

@@ -23,9 +23,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from edge.findings import GOOD
-from edge.station.store import audit, imagefiles
+from edge.station.store.audit import record as audit_record
 from edge.station.store.db import Database
 from edge.station.store.groups import group_head, group_sizes
+from edge.station.store.imagefiles import resolve, servable
 from edge.station.store.records import ItemView, LeaseView, QueuePage, ReferenceView, item_view, lease_view
 from edge.station.tables import STATUS_PENDING, STATUS_REVIEWED, HeatmapRow, LeaseRow, ReviewItemRow, ReviewRow
 
@@ -157,13 +158,13 @@ def take_lease(s: Session, item_id: int, username: str, minutes: float, now: flo
     if row is None:
         row = LeaseRow(item_id=item_id, username=username, claimed_wall=now, expires_wall=expires)
         s.add(row)
-        audit.record(s, username, "lease", item_id, None, {"expires_wall": expires}, now=now)
+        audit_record(s, username, "lease", item_id, None, {"expires_wall": expires}, now=now)
     elif row.username == username:
         row.expires_wall = expires  # a renewal (or my own lapsed lease): time spent keeps running, no audit row
     elif row.expires_wall <= now:
         before = {"username": row.username, "expires_wall": row.expires_wall}
         row.username, row.claimed_wall, row.expires_wall = username, now, expires
-        audit.record(s, username, "lease", item_id, before, {"expires_wall": expires}, now=now)
+        audit_record(s, username, "lease", item_id, before, {"expires_wall": expires}, now=now)
     else:
         raise LeaseConflict(f"item {item_id} is being reviewed by {row.username} until "
                             f"{time.strftime('%H:%M:%S', time.localtime(row.expires_wall))}; "
@@ -246,7 +247,7 @@ class ReviewQueue:
         """The image file of an item, looked up by id (never from a client-supplied path)."""
         with self._db.session() as s:
             relative = s.scalar(select(ReviewItemRow.image_path).where(ReviewItemRow.id == item_id))
-        return None if relative is None else imagefiles.servable(imagefiles.resolve(self._db.storage_dir, relative))
+        return None if relative is None else servable(resolve(self._db.storage_dir, relative))
 
     def good_references(self, line_id: str, limit: int = 4, exclude: int | None = None) -> list[ReferenceView]:
         """The line's most recently reviewed-good frames, newest answer first: items whose latest review says good.

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge.findings import GOOD, Region
-from edge.station.store import audit
+from edge.station.store.audit import record as audit_record
 from edge.station.store.db import Database
 from edge.station.store.queue import ItemNotFound, LeaseConflict, take_lease
 from edge.station.store.records import ReviewView, review_json, review_view
@@ -170,7 +170,7 @@ def _record(s: Session, row: ReviewItemRow, lease: LeaseRow | None, answer: _Ans
                              "review": review_json(review), "boxes": effective_boxes(row, review)}
     if answer.group_id is not None:
         after["group_id"] = answer.group_id
-    audit.record(s, reviewer, "review", row.id, before, after, seconds_spent, now=now)
+    audit_record(s, reviewer, "review", row.id, before, after, seconds_spent, now=now)
     return review_view(review)
 
 
@@ -288,7 +288,7 @@ def _undo(s: Session, review: ReviewRow, username: str, minutes: float, now: flo
         item.status = STATUS_REVIEWED if item.reviews else STATUS_PENDING
     s.flush()
     take_lease(s, item.id, username, minutes, now)
-    audit.record(s, username, "undo", item.id, before,
+    audit_record(s, username, "undo", item.id, before,
                  {"status": item.status, "second_review_of": item.second_review_of,
                   "review": review_json(item.reviews[-1] if item.reviews else None)},
                  now=now)
