@@ -26,7 +26,7 @@ import numpy as np
 from edge.config import ImageLimits
 from edge.fit.classifier import best_threshold
 from edge.fit.frame_graph import REFERENCE_IMAGES, frame_graph_files
-from edge.fit.line_model import LineSample
+from edge.fit.line_model import LineSample, tower_grids
 from edge.fit.localiser import fit_localiser
 from edge.fit.refit import RoutingSpec, refit
 from edge.fit.regions import PastedDefect
@@ -40,7 +40,7 @@ from edge.profile.versions import save_profile
 from edge.progress import Progress, silent
 from edge.vlm.pack import ModelPack
 from edge.vlm.prompts import TextBank, build_text_bank
-from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder
+from edge.vlm.runtime import ImageEmbedding, ImageEncoder, TextEncoder, tower_outputs
 from edge.vlm.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
     bank_read = [p for p in bank_files if str(p) not in unreadable]  # the files of bank_embs, in their order
     examples = bank_embs[:REFERENCE_IMAGES]  # the frame graph's reference inputs
     # the bank images' patch grids as the tower gave them (float16): the line model's good examples
-    clean_towers = [_tower(e) for e in bank_embs[:region_defects]] if len(encoder.strides) > 1 else []
+    clean_towers = [t for e in bank_embs[:region_defects] if (t := _tower(e)) is not None]
     del bank_embs
     if other_good:
         holdout += scored(other_good, "good images")
@@ -240,13 +240,10 @@ def _pasted_defects(files: list[Path], folds: np.ndarray, fold_banks: list[dict[
             emb = encoder.encode(defect.image)
             raw = raw_scores(emb, fold_banks[int(folds[i]) % len(fold_banks)], text.class_embeddings, scale)
             out.append(PastedDefect(smooth(combine(raw, profile.patch_stats, profile.weights)), defect.mask,
-                                    image.shape[1], image.shape[0], _tower(emb) if len(emb.patches) > 1 else None,
-                                    source=i))
+                                    image.shape[1], image.shape[0], _tower(emb), source=i))
     return out
 
 
-def _tower(emb: ImageEmbedding) -> tuple[np.ndarray, np.ndarray]:
-    """The two finest patch grids channels first (as the tower gives them), float16."""
-    s8, s16 = sorted(emb.patches)[:2]
-    return (emb.patches[s8].transpose(2, 0, 1).astype(np.float16),
-            emb.patches[s16].transpose(2, 0, 1).astype(np.float16))
+def _tower(emb: ImageEmbedding) -> tuple[np.ndarray, np.ndarray] | None:
+    """The line model's patch grids of an encoded frame (edge.fit.line_model.tower_grids); None with one grid."""
+    return tower_grids(tower_outputs([emb]))

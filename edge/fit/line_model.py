@@ -48,6 +48,14 @@ class LineSample:
     weight: np.ndarray
 
 
+def tower_grids(outputs: list[np.ndarray], i: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Frame i's stride-8 and stride-16 patch grids from the image tower's outputs (embedding, then the grids finest
+    first), float16 as the line model keeps them; None for a pack with one grid (no line model)."""
+    if len(outputs) < 3:
+        return None
+    return outputs[1][i].astype(np.float16), outputs[2][i].astype(np.float16)
+
+
 def patch_targets(mask: np.ndarray, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """(target, weight) per patch from a frame's defect mask (True = defect pixel)."""
     coverage = cv2.resize(mask.astype(np.float32), (grid[1], grid[0]), interpolation=cv2.INTER_AREA)

@@ -28,7 +28,7 @@ import numpy as np
 from edge.config import ImageLimits
 from edge.findings import GOOD
 from edge.fit.frame_graph import frame_graph_files
-from edge.fit.line_model import LineModel, LineSample, box_targets, patch_logits, train_line_model
+from edge.fit.line_model import LineModel, LineSample, box_targets, patch_logits, tower_grids, train_line_model
 from edge.fit.localiser import LINE_LEVELS, fit_localiser, line_samples
 from edge.fit.refit import RoutingSpec, refit
 from edge.fit.regions import PastedDefect, fit_region_cut
@@ -81,10 +81,11 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
         labels.append(int(is_defect))
         classes.append(item.final_verdict if is_defect else "")
         sources.append(f"review:{item.frame_id}")
-        if len(outputs) < 3:  # a one-stride pack: no line model
+        grids = tower_grids(outputs)
+        if grids is None:  # a one-stride pack: no line model
             continue
         anomaly_map = grounded["anomaly_map"][0]
-        s8, s16 = outputs[1][0].astype(np.float16), outputs[2][0].astype(np.float16)
+        s8, s16 = grids
         if is_defect and item.operator_boxes:
             rects = [(int(b["x"]), int(b["y"]), int(b["w"]), int(b["h"])) for b in item.operator_boxes]
             target, weight = box_targets(rects, bgr.shape[1], bgr.shape[0], anomaly_map.shape)
@@ -117,8 +118,7 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
         defect = fit_defect(bgr, images[(i + 1) % len(images)], FIT_KINDS[i % len(FIT_KINDS)], rng)
         outputs = inspector.image_encoder.run(inspector.image_encoder.preprocess(defect.image)[None])
         anomaly_map = inspector.graph.run(outputs)["anomaly_map"][0]
-        pasted.append(PastedDefect(anomaly_map, defect.mask, bgr.shape[1], bgr.shape[0],
-                                   (outputs[1][0].astype(np.float16), outputs[2][0].astype(np.float16))))
+        pasted.append(PastedDefect(anomaly_map, defect.mask, bgr.shape[1], bgr.shape[0], tower_grids(outputs)))
     boxed = [sample for sample, _ in reviewed.boxed]
     extra = [s for _, s in reviewed.good] + boxed * BOX_REPEAT
     if profile.line_model is not None:

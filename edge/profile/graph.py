@@ -65,7 +65,7 @@ class FrameGraphFiles:
                 "outputs": sorted(k[4:] for k in self.reference if k.startswith("out_"))}
         if self.int8 is not None:
             (directory / INT8_FILE).write_bytes(self.int8)
-            spec |= {"int8_file": INT8_FILE, "int8_sha256": hashlib.sha256(self.int8).hexdigest()}
+            spec |= {"int8_file": INT8_FILE, "int8_sha256": self.int8_sha256}
         return spec
 
     @classmethod
