@@ -3,6 +3,7 @@
     .venv/bin/python -m edge.bench.compare blas   [--seconds 24]   # few-/zero-shot products on 1 BLAS thread vs default
     .venv/bin/python -m edge.bench.compare ingest [--seconds 16]   # one commit per item vs group commit
     .venv/bin/python -m edge.bench.compare grids                   # patch grids to [h, w, D]: NumPy vs OpenCV
+    .venv/bin/python -m edge.bench.compare preprocess              # a frame to the tower's input: NumPy vs OpenCV
     .venv/bin/python -m edge.bench.compare spin   [--seconds 96]   # ONNX Runtime pool: no spinning vs spinning
                                                                      # within a run only; encoders and pipeline
     .venv/bin/python -m edge.bench.compare search [--seconds 60]   # the frame graph's few-shot products: float32
@@ -87,6 +88,43 @@ def compare_grids(repeat: int = 300, rounds: int = 3) -> dict[str, Any]:
     before, after = sum(ms["before"]) / rounds, sum(ms["after"]) / rounds
     return {"change": "patch grid [D,h,w] -> [h,w,D] with cv2.transpose", "ms_before": round(before, 3),
             "ms_after": round(after, 3), "before_over_after": round(before / after, 1)}
+
+
+def compare_preprocess(repeat: int = 300, rounds: int = 3) -> dict[str, Any]:
+    """ms to bring a textile test frame to the starter pack's input: the NumPy formula (before) vs one OpenCV pass
+    (edge.vlm.runtime.ImagePreprocessor, after); the same values."""
+    import time
+
+    import cv2
+    import numpy as np
+
+    from edge.bench.inference import decode, test_frames
+    from edge.demo import default_pack_dir
+    from edge.vlm.pack import load_pack
+    from edge.vlm.runtime import ImagePreprocessor
+
+    pack = load_pack(default_pack_dir())
+    after = ImagePreprocessor.from_pack(pack)
+    mean = np.asarray(pack.image["mean"], np.float32).reshape(3, 1, 1) * 255.0
+    std = np.asarray(pack.image["std"], np.float32).reshape(3, 1, 1) * 255.0
+
+    def before(bgr: np.ndarray) -> np.ndarray:
+        img = cv2.cvtColor(cv2.resize(bgr, after.size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        return np.asarray(img.transpose(2, 0, 1).astype(np.float32) * (1.0 / std) + (-mean / std))
+
+    frame = decode(test_frames(1)[0])
+    diff = float(np.abs(before(frame) - after(frame)).max())
+    ms: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for name, fn in (("before", before), ("after", after)):
+            started = time.perf_counter()
+            for _ in range(repeat):
+                fn(frame)
+            ms[name].append(1000 * (time.perf_counter() - started) / repeat)
+    b, a = sum(ms["before"]) / rounds, sum(ms["after"]) / rounds
+    return {"change": "preprocessing in one OpenCV pass (cv2.dnn.blobFromImageWithParams)",
+            "frame": f"{frame.shape[1]}x{frame.shape[0]}", "ms_before": round(b, 3), "ms_after": round(a, 3),
+            "before_over_after": round(b / a, 1), "max_abs_diff": diff}
 
 
 def compare_spin(seconds: float, rounds: int = 4) -> dict[str, Any]:
@@ -203,11 +241,11 @@ def compare_search(seconds: float, rounds: int = 3) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("change", choices=("blas", "ingest", "grids", "spin", "search"))
+    ap.add_argument("change", choices=("blas", "ingest", "grids", "preprocess", "spin", "search"))
     ap.add_argument("--seconds", type=float, default=24.0)
     args = ap.parse_args()
     runs = {"blas": lambda: compare_blas(args.seconds), "ingest": lambda: compare_ingest(args.seconds),
-            "grids": compare_grids, "spin": lambda: compare_spin(args.seconds),
+            "grids": compare_grids, "preprocess": compare_preprocess, "spin": lambda: compare_spin(args.seconds),
             "search": lambda: compare_search(args.seconds)}
     result = runs[args.change]()
     result["command"] = " ".join(["python -m edge.bench.compare", *sys.argv[1:]])
