@@ -4,6 +4,8 @@
     .venv/bin/python -m edge.bench.compare ingest [--seconds 16]   # one commit per item vs group commit
     .venv/bin/python -m edge.bench.compare grids                   # patch grids to [h, w, D]: NumPy vs OpenCV
     .venv/bin/python -m edge.bench.compare preprocess              # a frame to the tower's input: NumPy vs OpenCV
+    .venv/bin/python -m edge.bench.compare regions                 # regions of a large frame's map: cut at full
+                                                                     # size vs at 15 pixels a map cell
     .venv/bin/python -m edge.bench.compare spin   [--seconds 96]   # ONNX Runtime pool: no spinning vs spinning
                                                                      # within a run only; encoders and pipeline
     .venv/bin/python -m edge.bench.compare search [--seconds 60]   # the frame graph's few-shot products: float32
@@ -127,6 +129,33 @@ def compare_preprocess(repeat: int = 300, rounds: int = 3) -> dict[str, Any]:
             "before_over_after": round(b / a, 1), "max_abs_diff": diff}
 
 
+def compare_regions(repeat: int = 10, rounds: int = 3) -> dict[str, Any]:
+    """ms to cut the regions of a 32 × 32 map with a scratch and a spot on 0.25, 5 and 20 MP frames: at the frame's
+    full size (before) vs at most 15 pixels a map cell (edge.grounding.regions.region_mask, after)."""
+    import time
+
+    import numpy as np
+
+    from edge.grounding.anomaly import smooth
+    from edge.grounding.regions import region_mask
+
+    grid = smooth(np.random.default_rng(3).standard_normal((32, 32)).astype(np.float32) * 2.0)
+    grid[5:8, 20:26] += 6.0
+    grid[25, 3] += 8.0
+    out: dict[str, Any] = {"change": "regions cut at most 15 pixels a map cell, boxes scaled to the frame"}
+    for w, h in ((500, 500), (2448, 2048), (5472, 3648)):
+        ms: dict[str, list[float]] = {"before": [], "after": []}
+        for _ in range(rounds):
+            for name, per_cell in (("before", None), ("after", 15)):
+                started = time.perf_counter()
+                for _ in range(repeat):
+                    region_mask(grid, 1.5, w, h, 0.5, pixels_per_cell=per_cell)
+                ms[name].append(1000 * (time.perf_counter() - started) / repeat)
+        b, a = sum(ms["before"]) / rounds, sum(ms["after"]) / rounds
+        out[f"{w}x{h}"] = {"ms_before": round(b, 2), "ms_after": round(a, 2), "before_over_after": round(b / a, 1)}
+    return out
+
+
 def compare_spin(seconds: float, rounds: int = 4) -> dict[str, Any]:
     """Bare encoder frames/s, FP32 and INT8 (the bench's quantised pack), and pipeline frames/s (`Daemon.handle`,
     FP32), with the session's pool never spinning (before) and spinning within a run, stopped when it returns
@@ -241,11 +270,12 @@ def compare_search(seconds: float, rounds: int = 3) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("change", choices=("blas", "ingest", "grids", "preprocess", "spin", "search"))
+    ap.add_argument("change", choices=("blas", "ingest", "grids", "preprocess", "regions", "spin", "search"))
     ap.add_argument("--seconds", type=float, default=24.0)
     args = ap.parse_args()
     runs = {"blas": lambda: compare_blas(args.seconds), "ingest": lambda: compare_ingest(args.seconds),
-            "grids": compare_grids, "preprocess": compare_preprocess, "spin": lambda: compare_spin(args.seconds),
+            "grids": compare_grids, "preprocess": compare_preprocess, "regions": compare_regions,
+            "spin": lambda: compare_spin(args.seconds),
             "search": lambda: compare_search(args.seconds)}
     result = runs[args.change]()
     result["command"] = " ".join(["python -m edge.bench.compare", *sys.argv[1:]])

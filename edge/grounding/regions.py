@@ -61,25 +61,40 @@ class Blob:
 
 @dataclass(frozen=True)
 class RegionMask:
-    up: np.ndarray  # the map resized to the frame
-    labels: np.ndarray  # connected-component labels of the frame's pixels (0 = none)
-    blobs: list[Blob]  # largest peak first, small specks left out
+    up: np.ndarray  # the map resized to the frame, or to at most PIXELS_PER_CELL a map cell on a large frame
+    labels: np.ndarray  # connected-component labels of `up`'s pixels (0 = none)
+    blobs: list[Blob]  # largest peak first, small specks left out; in frame pixels
+
+
+# Regions are cut on the map brought to the frame's size, but no finer than this many pixels a map cell: the map
+# itself is one value a patch, and on a 5 MP frame the full-size cut took 75 ms a defect frame (BENCHMARKS.md,
+# "Regions on large frames"). Odd, so that the working pixels fall on the cells' centres: a region's peak is then
+# the map's own value, as at full size; a box edge is off by at most 1/15 of a cell.
+PIXELS_PER_CELL = 15
 
 
 def region_mask(smoothed_map: np.ndarray, threshold: float, frame_w: int, frame_h: int,
-                peak_fraction: float | None = None, min_area_pct: float = 0.02) -> RegionMask:
+                peak_fraction: float | None = None, min_area_pct: float = 0.02,
+                pixels_per_cell: int | None = PIXELS_PER_CELL) -> RegionMask:
     """The map's regions: connected pixels above `threshold`, largest peak first. With `peak_fraction` f, each is
     narrowed to the connected pixels around its peak above f × peak where that is higher than `threshold` (a broad
     low rise with a sharp defect in it becomes the defect's own box; the line's profile says whether that fits its
-    defects, edge.fit.regions)."""
-    up = cv2.resize(smoothed_map, (frame_w, frame_h), interpolation=cv2.INTER_LINEAR)
+    defects, edge.fit.regions). Cut at the frame's size, or along an axis where the frame is larger, at
+    `pixels_per_cell` a map cell (None: always the frame's size); the boxes are in frame pixels either way."""
+    grid_h, grid_w = smoothed_map.shape
+    work_w, work_h = frame_w, frame_h
+    if pixels_per_cell is not None:
+        work_w, work_h = min(frame_w, pixels_per_cell * grid_w), min(frame_h, pixels_per_cell * grid_h)
+    scaled = (work_w, work_h) != (frame_w, frame_h)
+    sx, sy = frame_w / work_w, frame_h / work_h
+    up = cv2.resize(smoothed_map, (work_w, work_h), interpolation=cv2.INTER_LINEAR)
     # one byte a pixel and no frame-sized temporaries per region: on a 25 MP frame each would cost 100s of MB
     n, labels, stats, centroids = cv2.connectedComponentsWithStats((up > threshold).view(np.uint8), connectivity=8)
     blobs = []
     frame_area = frame_w * frame_h
     for label in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[label])
-        if 100.0 * area / frame_area < min_area_pct and area < 9:
+        if 100.0 * area * sx * sy / frame_area < min_area_pct and area * sx * sy < 9:
             continue
         inside = (labels[y:y + h, x:x + w] == label).view(np.uint8)  # within the region's box only
         _, peak, _, (px, py) = cv2.minMaxLoc(up[y:y + h, x:x + w], mask=inside)
@@ -90,9 +105,14 @@ def region_mask(smoothed_map: np.ndarray, threshold: float, frame_w: int, frame_
             k = int(sub[py, px])
             box = labels[y:y + h, x:x + w]
             box[(inside > 0) & (sub != k)] = 0  # the narrowed region is what its caption reads
-            sx, sy, w, h, area = (int(v) for v in sub_stats[k])
-            x, y = x + sx, y + sy
-            cx, cy = x - sx + float(sub_centroids[k][0]), y - sy + float(sub_centroids[k][1])
+            sx0, sy0, w, h, area = (int(v) for v in sub_stats[k])
+            x, y = x + sx0, y + sy0
+            cx, cy = x - sx0 + float(sub_centroids[k][0]), y - sy0 + float(sub_centroids[k][1])
+        if scaled:  # the working pixels' box and centre in frame pixels
+            x0, y0 = int(x * sx), int(y * sy)
+            x1, y1 = min(frame_w, int(np.ceil((x + w) * sx))), min(frame_h, int(np.ceil((y + h) * sy)))
+            x, y, w, h, area = x0, y0, x1 - x0, y1 - y0, int(round(area * sx * sy))
+            cx, cy = (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5
         blobs.append(Blob(x, y, w, h, area, float(peak), label, cx, cy))
     blobs.sort(key=lambda b: b.peak, reverse=True)
     return RegionMask(up, labels, blobs[:MAX_REGIONS])

@@ -1,7 +1,7 @@
 import numpy as np
 
 from edge.grounding.anomaly import combine, few_shot_scores, smooth, zero_shot_scores
-from edge.grounding.regions import find_regions, location_word
+from edge.grounding.regions import find_regions, location_word, region_mask
 from edge.vlm.prompts import TextBank
 
 
@@ -80,3 +80,29 @@ def test_a_broad_rise_is_narrowed_to_the_defect_around_its_peak() -> None:
     # a region whose peak share is under the threshold keeps its threshold cut
     (same,) = find_regions(grid, 2.0, patches, 256, 256, text, 50.0, peak_fraction=0.1)
     assert (same.x, same.y, same.w, same.h) == (broad.x, broad.y, broad.w, broad.h)
+
+
+def test_regions_on_a_large_frame_match_the_full_size_cut() -> None:
+    """On a 5 MP frame the map is cut at 15 pixels a cell and the boxes scaled: the same regions as cutting it at
+    the frame's full size, each box edge within one working pixel, in frame pixels, the same peaks; a small frame
+    is cut at its own size."""
+    rng = np.random.default_rng(3)
+    grid = smooth(rng.standard_normal((32, 32)).astype(np.float32) * 2.0)
+    grid[5:8, 20:26] += 6.0  # a scratch-like rise
+    grid[25, 3] += 8.0  # a one-patch spot
+    for peak_fraction in (None, 0.5):
+        fast = region_mask(grid, 1.5, 2448, 2048, peak_fraction)
+        full = region_mask(grid, 1.5, 2448, 2048, peak_fraction, pixels_per_cell=None)
+        assert fast.labels.shape == (480, 480) and full.labels.shape == (2048, 2448)
+        assert len(fast.blobs) == len(full.blobs) >= 2
+        step_x, step_y = 2448 / 480, 2048 / 480
+        for a, b in zip(fast.blobs, full.blobs, strict=True):
+            assert abs(a.x - b.x) <= step_x + 1 and abs(a.y - b.y) <= step_y + 1
+            assert abs((a.x + a.w) - (b.x + b.w)) <= step_x + 1 and abs((a.y + a.h) - (b.y + b.h)) <= step_y + 1
+            assert abs(a.area - b.area) <= 0.02 * b.area + step_x * b.h + step_y * b.w
+            assert abs(a.cx - b.cx) <= step_x and abs(a.cy - b.cy) <= step_y
+            # the cells' own values; full size samples beside a cell's centre, a little lower on a one-patch spot
+            assert b.peak - 1e-6 <= a.peak < b.peak + 0.15
+    small = region_mask(grid, 1.5, 300, 300)
+    assert small.labels.shape == (300, 300)
+    assert small.blobs == region_mask(grid, 1.5, 300, 300, pixels_per_cell=None).blobs
