@@ -85,6 +85,7 @@ class DecisionSink:
         self.by_verdict[result.verdict] = self.by_verdict.get(result.verdict, 0) + 1
         key = ("review" if routed else "auto", result.verdict)
         self.by_route[key] = self.by_route.get(key, 0) + 1
+        stage.labels("route").observe(time.monotonic() - t)
         decision = {
             "frame_id": frame_id, "wall": frame.wall_ts, "origin": frame.origin, "verdict": result.verdict,
             "anomaly_score": round(result.anomaly_score, 4), "uncertainty": round(result.uncertainty.value, 4),
@@ -99,7 +100,6 @@ class DecisionSink:
                 decided.jpeg_quality = self.cfg.routing.jpeg_quality
             except OSError as exc:  # the batch journal cannot be written: a restart would not know it was routed
                 decision["queued"], decided.error = False, exc
-        stage.labels("route").observe(time.monotonic() - t)
         if self.publisher is not None:  # the line hears the decision now; the outbox write is the writer's
             self._publish(frame, frame_id, result, decision, ctx)
         self.writer.submit(decided)

@@ -81,14 +81,14 @@ class Line:
 
 @pytest.fixture
 def slow_directory_flush(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Every fsync of a directory takes 0.2 s (a busy disk); returns the times they finished."""
+    """Every fsync of a directory takes 0.3 s (a busy disk); returns the times they finished."""
     real_fsync = os.fsync
     finished: list[float] = []
 
     def fsync(fd: int) -> None:
         real_fsync(fd)
         if stat.S_ISDIR(os.fstat(fd).st_mode):
-            time.sleep(0.2)
+            time.sleep(0.3)
             finished.append(time.monotonic())
 
     monkeypatch.setattr(os, "fsync", fsync)
@@ -144,14 +144,15 @@ def test_a_slow_disk_flush_does_not_delay_the_decisions_behind_it(tmp_path: Path
     decide_s: list[float] = []
     try:
         started = time.monotonic()
-        for seq in range(20):  # 15 fps, every frame routed; each directory flush takes 0.2 s
+        for seq in range(20):  # 15 fps, every frame routed; each directory flush takes 0.3 s
             time.sleep(max(0.0, started + seq / 15 - time.monotonic()))
             decide_s.append(line.decide(seq, routed=True))
         assert line.sink.drain(20)
     finally:
         line.close()
-    # written in line with the old put, each decide would have taken >= 0.2 s (the flush of its own item)
-    assert max(decide_s) < 0.1, f"decide took up to {max(decide_s) * 1000:.0f} ms"
+    # written in line, as Outbox.put does, each decide would take >= 0.3 s (the flush of its own item); the
+    # bound leaves room for a loaded machine's scheduling
+    assert max(decide_s) < 0.15, f"decide took up to {max(decide_s) * 1000:.0f} ms"
     writer = line.sink.writer.snapshot()
     assert writer["written"] == 20 and line.outbox.depth() == 20
     assert writer["groups"] < 20 and len(slow_directory_flush) < 20, "group commit: fewer directory flushes"
