@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -50,7 +50,7 @@ class DecidedFrame:
     ctx: dict[str, Any]  # log context (line, camera, frame id)
     item: ReviewItem | None = None
     jpeg_quality: int = 90
-    error: Exception | None = field(default=None)  # why the outbox has not got it, when it has not
+    error: Exception | None = None  # why the outbox has not got it, when it has not
 
 
 class ReviewWriter:
@@ -73,6 +73,8 @@ class ReviewWriter:
         self._in_hand = 0  # decided frames taken from the queue by the writer and not yet recorded
         self._stopping = False
         self._thread: threading.Thread | None = None
+        # submitted: through the queue (not the frames recorded at once); written: routed frames made durable;
+        # groups: put_many calls (one directory fsync each); blocked / blocked_ms: submits that waited for room
         self.counters = {"submitted": 0, "written": 0, "groups": 0, "largest_group": 0, "blocked": 0,
                          "blocked_ms": 0, "deepest": 0}
 
@@ -197,6 +199,6 @@ class ReviewWriter:
                 self._metrics.durable_latency.observe(durable - decided.frame.mono_ts)
         self._metrics.stage_seconds.labels("outbox").observe((durable - started) / len(batch))
         with self._cond:
-            self.counters["written"] += len(batch)
+            self.counters["written"] += sum(isinstance(r, str) for r in results)
             self.counters["groups"] += 1
             self.counters["largest_group"] = max(self.counters["largest_group"], len(batch))
