@@ -195,7 +195,8 @@ class DaemonMetrics:
         self.registry.register(DaemonCollector(daemon))
         self.stage_seconds = Histogram(
             "lineside_stage_seconds", "time per pipeline stage: inspect (all models, when the inspector does not "
-            "split it), encode/ground/caption/score (when it does), route, outbox, publish",
+            "split it), encode/ground/caption/score (when it does), route, outbox (per routed frame, on the outbox "
+            "writer thread), publish",
             ["stage"], buckets=STAGE_BUCKETS, registry=self.registry)
         self.frame_latency = Histogram(
             "lineside_frame_latency_seconds", "capture to decision taken and published, per frame",
