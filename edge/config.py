@@ -188,6 +188,8 @@ class TransportConfig(StrictModel):
         "drop_oldest", description="when full: evict the oldest waiting item, or refuse the new one")
     outbox_fsync: Literal["always", "batch"] = Field(
         "always", description="always: each item durable when put returns; batch: fsync every N puts or 100 ms")
+    writer_queue: int = Field(16, ge=1, le=1024, description=(
+        "decided frames (routed ones with their image) the outbox writer thread may hold; deciding waits when full"))
     curve_secret_key: Path | None = Field(None, description="this edge's CURVE secret file (NAME.key_secret)")
     station_public_key: Path | None = Field(None, description="the station's CURVE public file (NAME.key)")
 

@@ -2,7 +2,8 @@
 
 `Daemon` wires the frame's algorithm (edge.inspect) to a capture thread, the decision sink (edge.route) with
 the durable outbox and the sender, keeps counters, writes a status file, and stops cleanly on SIGTERM (the frame
-being inspected finishes, the outbox is given a bounded time to drain; what is not acknowledged stays on disk).
+being inspected finishes, the outbox writer writes what it holds, the outbox is given a bounded time to drain; what
+is not acknowledged stays on disk).
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ class Daemon:
 
     def capture_queue_depth(self) -> int:
         return int(getattr(self.capture, "_slot", None) is not None)  # 0/1: the capture thread's one-frame slot
+
+    def writer_snapshot(self) -> dict[str, int]:
+        """The outbox writer's queue and counters (edge.route.writer)."""
+        return self.sink.writer.snapshot()
 
     # ---- one frame -----------------------------------------------------------------------------------------
     def handle(self, frame: Frame) -> None:
@@ -304,7 +309,7 @@ class Daemon:
             "line": self.cfg.id, "pid": os.getpid(), "uptime_s": round(elapsed, 1),
             "fps": round(self.counters["frames"] / elapsed, 2), **self.counters, "by_verdict": self.sink.by_verdict,
             "capture": {"status": self.capture.status, **self.capture_counters()},
-            "outbox": self.outbox.snapshot(), "station": self.sender.status(),
+            "writer": self.writer_snapshot(), "outbox": self.outbox.snapshot(), "station": self.sender.status(),
             "pack": pack_version, "profile": profile_version, "ready": self.readiness()[0],
             "exit_code": self.exit_code, "peak_rss_mb": peak_rss_mb(),
             "health": self.health.url if self.health is not None else None,
@@ -366,6 +371,7 @@ class Daemon:
             self._stopping = True
             self.notifier.stopping(f"line {self.cfg.id}: draining the outbox")
             self.capture.stop()
+            self._drain_writer()  # routed frames still in memory go into the outbox before its drain
             self.summaries.close()  # the unfinished minute's summary goes into the outbox before the drain
             if not self.sender.drain(self.cfg.transport.drain_timeout_s):
                 log.warning("line %s: %d items still in the outbox at shutdown; they are sent at the next start",
@@ -379,6 +385,20 @@ class Daemon:
             if self.health is not None:
                 self.health.stop()
         return self.status()
+
+    def _drain_writer(self) -> None:
+        """Bounded: a disk that does not answer for WRITER_DRAIN_S must not hold the shutdown forever."""
+        waiting = self.sink.writer.depth()
+        if not waiting:
+            return
+        started = time.monotonic()
+        if self.sink.drain(WRITER_DRAIN_S):
+            log.info("line %s: %d decided frames written and recorded at shutdown in %.2f s", self.cfg.id, waiting,
+                     time.monotonic() - started)
+        else:
+            log.error("line %s: %d decided frames not written after %.0f s at shutdown (routed frames among them "
+                      "are lost; a batch source decides them again at the next start)", self.cfg.id,
+                      self.sink.writer.depth(), WRITER_DRAIN_S)
 
     def install_signal_handlers(self) -> SignalDispatcher:
         """SIGTERM/SIGINT drain and stop, SIGHUP reloads; handled on a thread of their own (edge.ops.signals).
@@ -397,3 +417,4 @@ class Daemon:
 
 
 EXIT_WORKER_GAVE_UP = 3
+WRITER_DRAIN_S = 10.0  # at shutdown, the outbox writer's bound (then the outbox drain's transport.drain_timeout_s)

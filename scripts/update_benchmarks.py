@@ -43,6 +43,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Latency (paced input, every frame routed to a real station)", [
         ("latency_fps", "input frames/s"), ("latency_frames", "frames"), ("latency_p50_ms", "ms capture → decision"),
         ("latency_p99_ms", "ms capture → decision"), ("latency_p99_over_p50", "ratio"),
+        ("durable_p50_ms", "ms capture → durable in the outbox"),
+        ("durable_p99_ms", "ms capture → durable in the outbox"),
         ("commit_p50_ms", "ms capture → station commit"), ("commit_p99_ms", "ms capture → station commit"),
         ("backlog_max", "frames waiting, worst"), ("backlog_end", "frames waiting at the end")]),
     ("Ingest (station ROUTER + SQLite WAL, synchronous=FULL)", [

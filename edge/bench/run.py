@@ -45,8 +45,10 @@ def run_parts(parts: list[str], opts: BenchOptions, say: Callable[[str], None]) 
                                                    opts.frames, say=say))
             daemon_rss = rss_mb()  # the daemon's share: models, profile, outbox; before any station part runs
         elif part == "latency":
-            result.update(inference.bench_latency(opts.pack, opts.provider, opts.seconds, opts.fps,
-                                                  opts.good_images, opts.frames, say))
+            from edge.bench.latency import bench_latency
+
+            result.update(bench_latency(opts.pack, opts.provider, opts.seconds, opts.fps, opts.good_images,
+                                        opts.frames, say))
         elif part == "ingest":
             result.update(station.bench_ingest(opts.seconds, opts.senders, say=say))
         elif part == "console":

@@ -102,6 +102,7 @@ class DaemonView(Protocol):
     def outbox(self) -> _Outbox: ...
     def capture_counters(self) -> dict[str, Any]: ...
     def capture_queue_depth(self) -> int: ...
+    def writer_snapshot(self) -> dict[str, int]: ...
     def readiness(self) -> tuple[bool, dict[str, Any]]: ...
 
 
@@ -162,6 +163,14 @@ class DaemonCollector(Collector):
                        {("ok",): float(c["reloads"]), ("failed",): float(c["reload_failures"])})
         yield _counter("lineside_decisions_published", "decisions sent on the PUB socket", [],
                        {(): float(c["published"])})
+        w = d.writer_snapshot()
+        yield _gauge("lineside_writer_queue_depth", "decided frames waiting for the outbox writer (routed frames "
+                     "not yet durable, and the records behind them)", float(w["queue"]))
+        yield _counter("lineside_writer_blocked_seconds", "time the decision loop waited for room in the writer's "
+                       "queue (back-pressure from a slow disk)", [], {(): w["blocked_ms"] / 1000})
+        yield _counter("lineside_writer_events", "outbox writer events: groups (one directory fsync each), written "
+                       "(routed frames made durable), blocked (decisions that waited for room)", ["kind"],
+                       {(k,): float(w[k]) for k in ("groups", "written", "blocked")})
         ob = d.outbox.snapshot()
         yield _gauge("lineside_outbox_depth", "review items on disk waiting for the station's ack", ob["depth"])
         yield _gauge("lineside_outbox_bytes", "bytes of review items on disk", ob["bytes"])
@@ -186,10 +195,14 @@ class DaemonMetrics:
         self.registry.register(DaemonCollector(daemon))
         self.stage_seconds = Histogram(
             "lineside_stage_seconds", "time per pipeline stage: inspect (all models, when the inspector does not "
-            "split it), encode/ground/caption/score (when it does), route, outbox, publish",
+            "split it), encode/ground/caption/score (when it does), route, outbox (per routed frame, on the outbox "
+            "writer thread), publish",
             ["stage"], buckets=STAGE_BUCKETS, registry=self.registry)
         self.frame_latency = Histogram(
-            "lineside_frame_latency_seconds", "capture to decision published/written, per frame",
+            "lineside_frame_latency_seconds", "capture to decision taken and published, per frame",
+            buckets=STAGE_BUCKETS, registry=self.registry)
+        self.durable_latency = Histogram(
+            "lineside_durable_latency_seconds", "capture to durable in the outbox, per routed frame",
             buckets=STAGE_BUCKETS, registry=self.registry)
 
 

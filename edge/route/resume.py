@@ -9,7 +9,9 @@ The journal is a file of JSON lines, each appended whole and fsynced before the 
     {"done": "<origin>", "frame_id": "..."}                          after its decision is logged
 
 Order per frame (edge.route.sink): ``route`` record → outbox put (durable) → decision log line → ``done`` record.
-A crash anywhere in there is settled at the next start:
+The route record is written as the frame is decided; the put and the two records after it by the outbox writer
+thread (edge.route.writer), in decision order, so a frame still waiting in the writer's queue when the process
+dies is a frame between ``route`` and ``done``. A crash anywhere in there is settled at the next start:
 
 - before ``route``: nothing left the process; the file is decided again, as if for the first time;
 - between ``route`` and ``done``: the frame may be in the outbox or already acknowledged by the station. It is

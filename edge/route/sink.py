@@ -1,7 +1,10 @@
 """Where a decided frame goes: to review through the durable outbox (uncertain, OoD or audit-sampled), or decided
-here; either way into the decision log, the per-minute summaries and, when set, the decisions PUB socket.
+here; either way onto the decisions PUB socket when set, and into the decision log, the per-minute summaries and a
+batch's journal.
 
-The routing rule itself is edge.uncertainty.score.review_route; the wire item is edge.inspect.review_item.
+The decision is taken, counted and published on the daemon's loop; the outbox write, and every record that says a
+routed frame is safe, happen on the writer thread once the frame is durable (edge.route.writer). The routing rule
+itself is edge.uncertainty.score.review_route; the wire item is edge.inspect.review_item.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import logging
 import time
 from typing import Any, cast
 
-import cv2
 import numpy as np
 import zmq
 
@@ -24,7 +26,8 @@ from edge.route.decision_log import DecisionLog
 from edge.route.publisher import DecisionPublisher
 from edge.route.resume import BatchJournal
 from edge.route.summaries import DecisionSummarizer
-from edge.transport.outbox import Outbox, OutboxError
+from edge.route.writer import DecidedFrame, ReviewWriter
+from edge.transport.outbox import Outbox
 from edge.uncertainty.score import ReviewRoute, review_route
 
 log = logging.getLogger("edge.daemon")
@@ -48,6 +51,8 @@ class DecisionSink:
         self._audit_rng = np.random.default_rng(cfg.routing.audit_seed)
         self._log = (DecisionLog(cfg.decision_log, cfg.decision_log_max_bytes, cfg.decision_log_keep)
                      if cfg.decision_log else None)
+        self.writer = ReviewWriter(outbox, self._record, metrics, capacity=cfg.transport.writer_queue,
+                                   name=f"review-writer-{cfg.id}")
 
     def frame_id(self, frame: Frame) -> str | None:
         """The frame id a resumed batch gave this file before a restart, when it was on its way to review."""
@@ -56,7 +61,9 @@ class DecisionSink:
 
     def decide(self, frame: Frame, frame_id: str, result: Inspection, review_threshold: float,
                versions: tuple[str, str]) -> None:
-        """Route one inspected frame: to review (outbox) or decided here; log, publish, count."""
+        """Route one inspected frame: to review or decided here; count and publish it, and hand it to the writer,
+        which puts a routed frame into the outbox and records each frame once that is done (edge.route.writer).
+        Blocks only while the writer's queue is full."""
         ctx = frame_context(self.cfg.id, frame.source_id, frame_id, "inspect")
         stage = self.metrics.stage_seconds
         t = time.monotonic()
@@ -79,27 +86,33 @@ class DecisionSink:
         key = ("review" if routed else "auto", result.verdict)
         self.by_route[key] = self.by_route.get(key, 0) + 1
         stage.labels("route").observe(time.monotonic() - t)
-        queued = False
-        if reason is not None:
-            t = time.monotonic()
-            ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.routing.jpeg_quality])
-            try:
-                if not ok:
-                    raise OutboxError(f"JPEG encoding failed for frame {frame_id}")
-                if self.journal is not None and pending is None:
-                    self.journal.will_route(frame.origin, frame_id, reason)
-                # None = a full outbox refused it; the outbox has counted and logged that
-                queued = self.outbox.put(review_item(self.cfg, frame, frame_id, result, versions, reason),
-                                         jpeg.tobytes()) is not None
-            except (OutboxError, OSError) as exc:  # OSError: the batch journal cannot be written
-                self.counters["outbox_errors"] += 1
-                log.error("line %s camera %s frame %s stage outbox: %s", self.cfg.id, frame.source_id, frame_id, exc,
-                          extra={**ctx, "stage": "outbox"})
-            stage.labels("outbox").observe(time.monotonic() - t)
         decision = {
             "frame_id": frame_id, "wall": frame.wall_ts, "origin": frame.origin, "verdict": result.verdict,
             "anomaly_score": round(result.anomaly_score, 4), "uncertainty": round(result.uncertainty.value, 4),
-            "routed": routed, "reason": reason, "queued": queued, "pack": versions[0], "profile": versions[1]}
+            "routed": routed, "reason": reason, "queued": None if routed else False, "pack": versions[0],
+            "profile": versions[1]}
+        decided = DecidedFrame(frame, frame_id, decision, ctx)
+        if reason is not None:
+            try:
+                if self.journal is not None and pending is None:
+                    self.journal.will_route(frame.origin, frame_id, reason)
+                decided.item = review_item(self.cfg, frame, frame_id, result, versions, reason)
+                decided.jpeg_quality = self.cfg.routing.jpeg_quality
+            except OSError as exc:  # the batch journal cannot be written: a restart would not know it was routed
+                decision["queued"], decided.error = False, exc
+        if self.publisher is not None:  # the line hears the decision now; the outbox write is the writer's
+            self._publish(frame, frame_id, result, decision, ctx)
+        self.writer.submit(decided)
+        self.metrics.frame_latency.observe(time.monotonic() - frame.mono_ts)
+
+    def _record(self, decided: DecidedFrame) -> None:
+        """What a decided frame leaves behind, once a routed one is durable in the outbox (or has failed to get
+        there): the error count and line, the decision log line, the per-minute count, the batch journal's done."""
+        frame, frame_id, decision, ctx = decided.frame, decided.frame_id, decided.decision, decided.ctx
+        if decided.error is not None:
+            self.counters["outbox_errors"] += 1
+            log.error("line %s camera %s frame %s stage outbox: %s", self.cfg.id, frame.source_id, frame_id,
+                      decided.error, extra={**ctx, "stage": "outbox"})
         if self._log is not None:
             self._log.write(decision)
         if self.journal is not None:
@@ -110,9 +123,10 @@ class DecisionSink:
                 log.error("line %s camera %s frame %s: batch journal %s: %s", self.cfg.id, frame.source_id, frame_id,
                           self.journal.path, exc, extra=ctx)
         self.summaries.add(decision)
-        if self.publisher is not None:
-            self._publish(frame, frame_id, result, decision, ctx)
-        self.metrics.frame_latency.observe(time.monotonic() - frame.mono_ts)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every decided frame is written and recorded (bounded); True if all were."""
+        return self.writer.drain(timeout)
 
     def _publish(self, frame: Frame, frame_id: str, result: Inspection, decision: dict[str, Any],
                  ctx: dict[str, Any]) -> None:
@@ -120,7 +134,7 @@ class DecisionSink:
         t = time.monotonic()
         try:
             self.publisher.publish({
-                **decision, "line": self.cfg.id, "camera": frame.source_id,
+                **{k: v for k, v in decision.items() if k != "queued"}, "line": self.cfg.id, "camera": frame.source_id,
                 "class_scores": {k: round(v, 4) for k, v in result.class_scores.items()},
                 "regions": [{"x": r.x, "y": r.y, "w": r.w, "h": r.h, "defect_class": r.defect_class,
                              "caption": r.caption} for r in result.regions],
@@ -132,10 +146,14 @@ class DecisionSink:
                       exc, extra={**ctx, "stage": "publish"})
         self.metrics.stage_seconds.labels("publish").observe(time.monotonic() - t)
 
-    def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-        if self.journal is not None:
-            self.journal.close()
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the writer (after a drain bounded by `timeout`) and close the log, journal and PUB socket. A writer
+        still busy on a hung disk keeps the log and the journal open: the process is ending anyway."""
+        self.writer.close(timeout)
+        if not self.writer.running():
+            if self._log is not None:
+                self._log.close()
+            if self.journal is not None:
+                self.journal.close()
         if self.publisher is not None:
             self.publisher.close()

@@ -30,7 +30,9 @@ An item larger than ``outbox_max_bytes`` by itself is always refused.
 fsync (``outbox_fsync``).
 - ``always`` (default): every ``put`` fsyncs the file and the directory before it returns: a power loss loses
   nothing that ``put`` accepted. Costs one or two disk flushes per routed frame (see ``flush`` timings in the
-  README; a few ms each on SD cards and cheap eMMC).
+  README; a few ms each on SD cards and cheap eMMC). ``put_many`` (the daemon's writer thread, edge.route.writer)
+  keeps that promise for a group of items with one directory flush: each file fsynced, then the directory once,
+  and only then are the items queued and their names returned.
 - ``batch``: ``put`` writes and renames without fsync; the files written since the last flush are fsynced, and
   the directory once, when ``FSYNC_BATCH_ITEMS`` puts have gathered or ``FSYNC_BATCH_S`` (100 ms) has passed
   (checked at each put and by the sender's loop, so at most about 0.2 s). A power loss (not a process crash: the
@@ -52,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from edge.durable import TMP_SUFFIX, fsync_dir, remove_stale_temp_files, write_atomic
+from edge.durable import TMP_SUFFIX, fsync_dir, remove_stale_temp_files, replace_synced, write_atomic
 from edge.transport.schema import KIND_ITEM, ReviewItem
 from edge.transport.summary import KIND_SUMMARY, DecisionSummary
 
@@ -147,9 +149,66 @@ class Outbox:
         """Write an item (durably under fsync "always"); returns its outbox name, or None when a full outbox
         refused it (policy ``refuse_newest``, or an item bigger than the byte bound). Raises OutboxError if it
         cannot be written."""
+        return self._put(*self._item_file(item, jpeg))
+
+    def put_many(self, items: list[tuple[ReviewItem, bytes]]) -> list[str | None | OutboxError]:
+        """``put`` for several items, one result each, in order: the outbox name, None (refused by a full outbox)
+        or the OutboxError that kept it from being written; an error costs only its own item.
+
+        Under fsync "always" this is a group commit: each file is written and fsynced, then the directory is
+        fsynced once for all of them (one directory flush instead of one per item). An item is queued for the
+        sender, and its name returned, only once that directory fsync has made it durable — what ``put`` promises.
+        Under "batch" each item is put as by ``put``."""
+        results: list[str | None | OutboxError] = []
+        if self.fsync != "always":
+            for item, jpeg in items:
+                try:
+                    results.append(self.put(item, jpeg))
+                except OutboxError as exc:
+                    results.append(exc)
+            return results
+        written: list[tuple[int, str, int]] = []  # (index in results, name, size): renamed into place, not yet durable
+        for item, jpeg in items:
+            name, ident, data = self._item_file(item, jpeg)
+            if written and self._over_alone(len(written) + 1, sum(w[2] for w in written) + len(data)):
+                self._commit(written, results)  # the group alone is past a bound: room only once it is counted
+                written = []
+            if not self._make_room(ident, len(data), len(written), sum(w[2] for w in written)):
+                results.append(None)
+                continue
+            try:
+                replace_synced(self.pending_dir / name, data)
+            except OSError as exc:
+                with self._lock:
+                    self.counters["write_errors"] += 1
+                results.append(OutboxError(f"outbox {self.directory}: cannot write {ident}: {exc.strerror}"))
+                continue
+            written.append((len(results), name, len(data)))
+            results.append(name)
+        self._commit(written, results)
+        return results
+
+    def _commit(self, written: list[tuple[int, str, int]], results: list[str | None | OutboxError]) -> None:
+        """The directory fsync that makes a group of fsynced, renamed files durable; then they are queued."""
+        if not written:
+            return
+        try:
+            fsync_dir(self.pending_dir)
+        except OSError as exc:  # the files stay in pending/ and are found at the next start, as after ``put``
+            with self._lock:
+                self.counters["write_errors"] += 1
+            for index, name, _ in written:
+                results[index] = OutboxError(f"outbox {self.directory}: cannot make {name} durable: {exc.strerror}")
+            return
+        for _, name, size in written:
+            self._register(name, size)
+        self._wakeup.set()
+
+    def _item_file(self, item: ReviewItem, jpeg: bytes) -> tuple[str, str, bytes]:
+        """(file name, frame id, file content) of a review item."""
         header = item.model_dump_json().encode()
         name = f"{time.time_ns():020d}-{_safe_name(item.frame_id)}{SUFFIX}"
-        return self._put(name, item.frame_id, b"".join((_LEN.pack(len(header)), header, jpeg)))
+        return name, item.frame_id, b"".join((_LEN.pack(len(header)), header, jpeg))
 
     def put_summary(self, summary: DecisionSummary) -> str | None:
         """Queue a decision summary behind the items already waiting; same durability, bounds and return."""
@@ -169,6 +228,13 @@ class Outbox:
             with self._lock:
                 self.counters["write_errors"] += 1
             raise OutboxError(f"outbox {self.directory}: cannot write {ident}: {exc.strerror}") from None
+        self._register(name, len(data))
+        self._wakeup.set()
+        self.flush_if_due()
+        return name
+
+    def _register(self, name: str, size: int) -> None:
+        """A file written into pending/ joins its send queue and the bounds' accounting."""
         with self._lock:
             if name.endswith(SUMMARY_SUFFIX):
                 self._summary_queue.append(name)
@@ -176,23 +242,27 @@ class Outbox:
             else:
                 self._queue.append(name)
             self._known.add(name)
-            self._sizes[name] = len(data)
-            self._bytes += len(data)
+            self._sizes[name] = size
+            self._bytes += size
             self.counters["summaries_queued" if name in self._summaries else "queued"] += 1
-        self._wakeup.set()
-        self.flush_if_due()
-        return name
 
     # -- bounds ----------------------------------------------------------------------------------------------
     def _over(self, extra_items: int, extra_bytes: int) -> bool:
         return ((self.max_items is not None and len(self._sizes) + extra_items > self.max_items)
                 or (self.max_bytes is not None and self._bytes + extra_bytes > self.max_bytes))
 
-    def _make_room(self, frame_id: str, size: int) -> bool:
-        """Apply the full policy for a new item of `size` bytes; False when the item must be refused."""
+    def _over_alone(self, items: int, size: int) -> bool:
+        """Past a bound with nothing else in the outbox."""
+        return ((self.max_items is not None and items > self.max_items)
+                or (self.max_bytes is not None and size > self.max_bytes))
+
+    def _make_room(self, frame_id: str, size: int, held_items: int = 0, held_bytes: int = 0) -> bool:
+        """Apply the full policy for a new item of `size` bytes, beside `held_items` / `held_bytes` written by this
+        call's group but not yet counted; False when the item must be refused."""
         evicted: list[str] = []
+        extra_items, extra_bytes = 1 + held_items, size + held_bytes
         with self._lock:
-            if not self._over(1, size):
+            if not self._over(extra_items, extra_bytes):
                 if self._full:
                     log.info("outbox %s: no longer full (%d items, %d bytes); %d items %s while it was full",
                              self.directory, len(self._sizes), self._bytes, self._full_episode,
@@ -216,7 +286,7 @@ class Outbox:
                     log.error("outbox %s: item %s (%d bytes) is larger than outbox_max_bytes %d; refused",
                               self.directory, frame_id, size, self.max_bytes)
                 return False
-            while self._sizes and self._over(1, size):
+            while self._sizes and self._over(extra_items, extra_bytes):
                 oldest = next(iter(self._sizes))
                 self._bytes -= self._sizes.pop(oldest)
                 self._unqueue_locked(oldest)

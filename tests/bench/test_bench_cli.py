@@ -10,7 +10,8 @@ from tests.conftest import run_lineside
 PART_KEYS = {
     "encoder": ["encoder_fps"],
     "pipeline": ["encoder_fps", "pipeline_fps", "pipeline_over_encoder"],
-    "latency": ["latency_p50_ms", "latency_p99_ms", "commit_p50_ms", "commit_p99_ms"],
+    "latency": ["latency_p50_ms", "latency_p99_ms", "durable_p50_ms", "durable_p99_ms", "commit_p50_ms",
+                "commit_p99_ms"],
     "ingest": ["ingest_fps"],
     "console": ["console_queue_ms"],
 }

@@ -45,3 +45,52 @@ def test_requeue_puts_items_back_at_the_head(tmp_path: Path, item_factory, jpeg_
     first_two = box.take(2)
     box.requeue(first_two)
     assert box.take(3) == names
+
+
+def test_put_many_is_one_directory_flush_and_queues_only_durable_items(tmp_path: Path, item_factory, jpeg_factory,
+                                                                       monkeypatch) -> None:
+    from edge.transport import outbox as outbox_module
+
+    box = Outbox(tmp_path / "outbox")
+    flushes: list[int] = []  # items queued for the sender when each directory fsync happened
+    real_fsync_dir = outbox_module.fsync_dir
+
+    def fsync_dir(directory: Path) -> None:
+        flushes.append(len(box.take(100)))
+        real_fsync_dir(directory)
+
+    monkeypatch.setattr(outbox_module, "fsync_dir", fsync_dir)
+    names = box.put_many([(item_factory(i), jpeg_factory(i)) for i in range(5)])
+    assert flushes == [0], "one directory flush, and nothing queued before it"
+    assert all(isinstance(n, str) for n in names) and box.depth() == 5 and box.counters["queued"] == 5
+    reopened = Outbox(tmp_path / "outbox")
+    assert reopened.take(10) == names, "in order"
+
+
+def test_put_many_keeps_the_bounds_within_a_group(tmp_path: Path, item_factory, jpeg_factory) -> None:
+    newest = Outbox(tmp_path / "a", max_items=3)
+    names = newest.put_many([(item_factory(i), jpeg_factory(i)) for i in range(5)])
+    assert newest.depth() == 3 and newest.counters["evicted"] == 2
+    assert sorted(p.name for p in newest.pending_dir.iterdir()) == names[2:], "the newest three"
+    oldest = Outbox(tmp_path / "b", max_items=3, full_policy="refuse_newest")
+    names = oldest.put_many([(item_factory(i), jpeg_factory(i)) for i in range(5)])
+    assert names[3:] == [None, None] and oldest.depth() == 3 and oldest.counters["refused"] == 2
+
+
+def test_put_many_a_write_error_costs_only_its_item(tmp_path: Path, item_factory, jpeg_factory, monkeypatch) -> None:
+    from edge.transport import outbox as outbox_module
+    from edge.transport.outbox import OutboxError
+
+    real = outbox_module.replace_synced
+
+    def replace_synced(path: Path, data: bytes) -> None:
+        if path.name.endswith("_1.item"):
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(outbox_module, "replace_synced", replace_synced)
+    box = Outbox(tmp_path / "outbox")
+    results = box.put_many([(item_factory(i), jpeg_factory(i)) for i in range(3)])
+    assert isinstance(results[1], OutboxError) and "No space left" in str(results[1])
+    assert isinstance(results[0], str) and isinstance(results[2], str)
+    assert box.depth() == 2 and box.counters["write_errors"] == 1

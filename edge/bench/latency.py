@@ -1,0 +1,83 @@
+"""Paced-input latency: frames at a camera's rate through the daemon, every one routed to a real station.
+
+Three figures per frame: decision latency (capture timestamp to decision taken; the line's figure), durable latency
+(capture to the routed frame durable in the outbox, on the outbox writer thread; edge.route.writer) and commit
+latency (capture to committed at the station).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edge.bench.inference import Say, _close, _paced_loop, _quiet, _TimedSink, bench_line, decode, percentile
+
+
+class _RecordedHistogram:
+    """The daemon's capture-to-durable histogram, keeping each observation for the percentiles."""
+
+    def __init__(self, histogram: Any) -> None:
+        self.histogram = histogram
+        self.seconds: list[float] = []
+
+    def observe(self, value: float) -> None:
+        self.seconds.append(value)
+        self.histogram.observe(value)
+
+
+def bench_latency(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0, fps: float = 15.0,
+                  good_images: int = 30, frames: int = 60, say: Say = _quiet) -> dict[str, Any]:
+    """Frames paced at `fps` → decision, durable and station-commit latency.
+
+    A paced producer thread stamps each frame at its due time and decodes it (the capture thread's job); the
+    daemon's `handle` decides it; every frame is routed (review threshold 0, the transport's worst case) through
+    the outbox writer, the durable outbox (fsync "always") and the sender to a real station (IngestServer + Store on
+    a temp SQLite file) in this process, whose commit time per item gives the commit latency. Backlog: frames
+    waiting at worst, and when the last frame arrived, not counting that frame (`backlog_end`; > 0 means the input
+    rate is above what the pipeline sustains). `writer_blocked_ms`: how long decisions waited for room in the
+    writer's queue (a disk slower than the input rate).
+    """
+    from edge.daemon import Daemon
+    from edge.inspect.inspector import load_inspector
+    from edge.station.ingest import IngestServer
+    from edge.station.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="lineside-bench-station-") as station_dir:
+        store = Store(f"sqlite:///{station_dir}/station.db", Path(station_dir) / "images")
+        sink = _TimedSink(store.ingest)
+        server = IngestServer(sink, "tcp://127.0.0.1:0", poll_ms=20)
+        server.start()
+        try:
+            with bench_line(pack_dir, provider, good_images, frames, say, review_threshold=0.0,
+                            station=server.endpoint) as line:
+                daemon = Daemon(line.cfg, load_inspector(line.cfg))
+                durable = _RecordedHistogram(daemon.metrics.durable_latency)
+                daemon.metrics.durable_latency = durable  # type: ignore[assignment]
+                for data in line.frames[:3]:  # warm-up, not timed, not sent
+                    daemon.inspector.inspect(decode(data))
+                daemon.sender.start()
+                say(f"latency: {fps:g} fps input for {seconds:g} s, every frame routed to a real station …")
+                decision_ms, backlog = _paced_loop(daemon, line.frames, fps, seconds)
+                daemon.sink.drain(10.0)
+                writer = daemon.sink.writer.snapshot()
+                daemon.sender.drain(10.0)
+                daemon.sender.stop()
+                daemon.sender.join(timeout=5)
+                daemon.sink.close()
+                _close(daemon)
+        finally:
+            server.stop()
+            store.close()
+    commit_ms = sink.latencies_ms
+    durable_ms = [s * 1000 for s in durable.seconds]
+    p50, p99 = percentile(decision_ms, 50), percentile(decision_ms, 99)
+    return {"latency_fps": fps, "latency_frames": len(decision_ms), "latency_p50_ms": round(p50, 1),
+            "latency_p99_ms": round(p99, 1), "latency_p99_over_p50": round(p99 / max(p50, 1e-9), 2),
+            "durable_p50_ms": round(percentile(durable_ms, 50), 1),
+            "durable_p99_ms": round(percentile(durable_ms, 99), 1), "durable_items": len(durable_ms),
+            "writer_groups": writer["groups"], "writer_deepest": writer["deepest"],
+            "writer_blocked_ms": writer["blocked_ms"],
+            "commit_p50_ms": round(percentile(commit_ms, 50), 1),
+            "commit_p99_ms": round(percentile(commit_ms, 99), 1), "commit_items": len(commit_ms),
+            "backlog_max": backlog[0], "backlog_end": backlog[1]}
