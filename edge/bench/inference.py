@@ -1,6 +1,6 @@
-"""Inference benchmarks: the bare encoder, the whole per-frame pipeline, and paced-input latency.
+"""Inference benchmarks: the bare encoder and the whole per-frame pipeline (paced-input latency: edge.bench.latency).
 
-All three run on real textile images (``edge.datasets``) with the starter pack on the CPU provider unless told
+Both run on real textile images (``edge.datasets``) with the starter pack on the CPU provider unless told
 otherwise, and a line profile calibrated on the fly from textile *train* good images (never the test frames).
 The pipeline and the bare encoder are measured in the same run, alternating in rounds, so that their ratio holds
 on a shared machine whose absolute speed drifts.
@@ -139,8 +139,9 @@ def bench_pipeline(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0,
     """decode → encode → ground → caption → score → route → outbox write, through `Daemon.handle`.
 
     JPEG decode runs on a producer thread (as the capture thread does in the daemon); each consumer-side frame
-    goes through the daemon's own `handle`: inspect, route with the line's default threshold, JPEG-encode and
-    durably put routed frames into the outbox. The bare encoder runs in the same process, alternating rounds.
+    goes through the daemon's own `handle`: inspect, route with the line's default threshold; the daemon's outbox
+    writer thread JPEG-encodes routed frames and puts them durably into the outbox, and each round's time runs
+    until it has written them all. The bare encoder runs in the same process, alternating rounds.
     """
     from edge.daemon import Daemon
     from edge.inspect.inspector import load_inspector
@@ -162,9 +163,9 @@ def bench_pipeline(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0,
             n, s = _pipeline_loop(daemon, line.frames, per_round)
             pipe_n, pipe_s = pipe_n + n, pipe_s + s
         stages = _stage_times(daemon, images, min(30, max(5, len(images))))
-        counters = dict(daemon.counters)
-        daemon.outbox.flush()
         _close(daemon)
+        daemon.outbox.flush()
+        counters = dict(daemon.counters)
         encoder_fps, pipeline_fps = enc_n / enc_s, pipe_n / pipe_s
         return {"encoder_fps": round(encoder_fps, 2), "pipeline_fps": round(pipeline_fps, 2),
                 "pipeline_over_encoder": round(pipeline_fps / encoder_fps, 3),
@@ -173,10 +174,14 @@ def bench_pipeline(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0,
 
 
 def _close(daemon: Any) -> None:
-    """End the daemon's inference worker thread, where this daemon has one."""
+    """End the daemon's inference worker thread and its outbox writer (after writing what it holds), where this
+    daemon has them: before the bench's temp outbox goes."""
     worker = getattr(daemon, "worker", None)
     if worker is not None and hasattr(worker, "close"):
         worker.close()
+    sink = getattr(daemon, "sink", None)
+    if sink is not None:
+        sink.close(timeout=30.0)
 
 
 def _frame(image: np.ndarray, seq: int, wall: float | None = None) -> Frame:
@@ -207,115 +212,8 @@ def _pipeline_loop(daemon: Any, jpegs: list[bytes], seconds: float) -> tuple[int
         while time.perf_counter() - started < seconds:
             daemon.handle(frames.get())
             n += 1
+        daemon.sink.drain(30.0)  # the routed frames' JPEG and outbox write, on the writer thread, count too
         return n, time.perf_counter() - started
-    finally:
-        stop.set()
-        producer.join(timeout=2)
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, np.float64), q)) if values else 0.0
-
-
-def bench_latency(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0, fps: float = 15.0,
-                  good_images: int = 30, frames: int = 60, say: Say = _quiet) -> dict[str, Any]:
-    """Frames paced at `fps` → decision latency (capture timestamp to decision) and station-commit latency.
-
-    A paced producer thread stamps each frame at its due time and decodes it (the capture thread's job); the
-    daemon's `handle` decides it; every frame is routed (review threshold 0, the transport's worst case) through
-    the durable outbox and the sender to a real station (IngestServer + Store on a temp SQLite file) in this
-    process, whose commit time per item gives the commit latency. Backlog: frames waiting at worst, and when the
-    last frame arrived, not counting that frame (`backlog_end`; > 0 means the input rate is above what the
-    pipeline sustains).
-    """
-    from edge.daemon import Daemon
-    from edge.inspect.inspector import load_inspector
-    from edge.station.ingest import IngestServer
-    from edge.station.store import Store
-
-    with tempfile.TemporaryDirectory(prefix="lineside-bench-station-") as station_dir:
-        store = Store(f"sqlite:///{station_dir}/station.db", Path(station_dir) / "images")
-        sink = _TimedSink(store.ingest)
-        server = IngestServer(sink, "tcp://127.0.0.1:0", poll_ms=20)
-        server.start()
-        try:
-            with bench_line(pack_dir, provider, good_images, frames, say, review_threshold=0.0,
-                            station=server.endpoint) as line:
-                daemon = Daemon(line.cfg, load_inspector(line.cfg))
-                for data in line.frames[:3]:  # warm-up, not timed, not sent
-                    daemon.inspector.inspect(decode(data))
-                daemon.sender.start()
-                say(f"latency: {fps:g} fps input for {seconds:g} s, every frame routed to a real station …")
-                decision_ms, backlog = _paced_loop(daemon, line.frames, fps, seconds)
-                daemon.sender.drain(10.0)
-                daemon.sender.stop()
-                daemon.sender.join(timeout=5)
-                _close(daemon)
-        finally:
-            server.stop()
-            store.close()
-    commit_ms = sink.latencies_ms
-    p50, p99 = percentile(decision_ms, 50), percentile(decision_ms, 99)
-    return {"latency_fps": fps, "latency_frames": len(decision_ms), "latency_p50_ms": round(p50, 1),
-            "latency_p99_ms": round(p99, 1), "latency_p99_over_p50": round(p99 / max(p50, 1e-9), 2),
-            "commit_p50_ms": round(percentile(commit_ms, 50), 1),
-            "commit_p99_ms": round(percentile(commit_ms, 99), 1), "commit_items": len(commit_ms),
-            "backlog_max": backlog[0], "backlog_end": backlog[1]}
-
-
-class _TimedSink:
-    """The store's ingest, plus the time from capture to commit of each new item (for the latency bench)."""
-
-    def __init__(self, ingest: Any) -> None:
-        self.ingest = ingest
-        self.latencies_ms: list[float] = []
-
-    def add_item(self, item: Any, jpeg: bytes) -> bool:
-        new = bool(self.ingest.add_item(item, jpeg))
-        if new:
-            self.latencies_ms.append((time.time() - item.captured_wall) * 1000)
-        return new
-
-    def add_items(self, batch: list[tuple[Any, bytes]]) -> list[bool]:
-        results: list[bool] = self.ingest.add_items(batch)
-        now = time.time()
-        self.latencies_ms.extend((now - item.captured_wall) * 1000 for (item, _), new in zip(batch, results,
-                                                                                             strict=True) if new)
-        return results
-
-
-def _paced_loop(daemon: Any, jpegs: list[bytes], fps: float, seconds: float) -> tuple[list[float], tuple[int, int]]:
-    frames: queue.Queue[Frame] = queue.Queue()
-    stop = threading.Event()
-    period = 1.0 / fps
-    total = int(seconds * fps)
-    at_last_frame: list[int] = []  # earlier frames still waiting when the camera delivered its last one
-
-    def produce() -> None:
-        start_wall, start_mono = time.time(), time.monotonic()
-        for seq in range(total):
-            due = start_mono + seq * period
-            delay = due - time.monotonic()
-            if delay > 0 and stop.wait(delay):
-                return
-            stamped = start_wall + seq * period  # the capture timestamp: when the camera delivered it
-            frames.put(Frame("bench", seq, due, stamped, decode(jpegs[seq % len(jpegs)]), f"bench frame {seq}"))
-        at_last_frame.append(max(0, frames.qsize() - 1))  # the one just delivered is not a backlog
-
-    producer = threading.Thread(target=produce, name="bench-camera", daemon=True)
-    producer.start()
-    latencies: list[float] = []
-    backlog_max = 0
-    try:
-        while len(latencies) < total:
-            try:
-                frame = frames.get(timeout=5)
-            except queue.Empty:
-                break
-            backlog_max = max(backlog_max, frames.qsize())
-            daemon.handle(frame)
-            latencies.append((time.time() - frame.wall_ts) * 1000)
-        return latencies, (backlog_max, at_last_frame[0] if at_last_frame else frames.qsize())
     finally:
         stop.set()
         producer.join(timeout=2)

@@ -7,11 +7,79 @@ latency (capture to committed at the station).
 
 from __future__ import annotations
 
+import queue
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from edge.bench.inference import Say, _close, _paced_loop, _quiet, _TimedSink, bench_line, decode, percentile
+import numpy as np
+
+from edge.bench.inference import Say, _close, _quiet, bench_line, decode
+from edge.capture.frame import Frame
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, np.float64), q)) if values else 0.0
+
+
+class _TimedSink:
+    """The store's ingest, plus the time from capture to commit of each new item (for the latency bench)."""
+
+    def __init__(self, ingest: Any) -> None:
+        self.ingest = ingest
+        self.latencies_ms: list[float] = []
+
+    def add_item(self, item: Any, jpeg: bytes) -> bool:
+        new = bool(self.ingest.add_item(item, jpeg))
+        if new:
+            self.latencies_ms.append((time.time() - item.captured_wall) * 1000)
+        return new
+
+    def add_items(self, batch: list[tuple[Any, bytes]]) -> list[bool]:
+        results: list[bool] = self.ingest.add_items(batch)
+        now = time.time()
+        self.latencies_ms.extend((now - item.captured_wall) * 1000 for (item, _), new in zip(batch, results,
+                                                                                             strict=True) if new)
+        return results
+
+
+def _paced_loop(daemon: Any, jpegs: list[bytes], fps: float, seconds: float) -> tuple[list[float], tuple[int, int]]:
+    frames: queue.Queue[Frame] = queue.Queue()
+    stop = threading.Event()
+    period = 1.0 / fps
+    total = int(seconds * fps)
+    at_last_frame: list[int] = []  # earlier frames still waiting when the camera delivered its last one
+
+    def produce() -> None:
+        start_wall, start_mono = time.time(), time.monotonic()
+        for seq in range(total):
+            due = start_mono + seq * period
+            delay = due - time.monotonic()
+            if delay > 0 and stop.wait(delay):
+                return
+            stamped = start_wall + seq * period  # the capture timestamp: when the camera delivered it
+            frames.put(Frame("bench", seq, due, stamped, decode(jpegs[seq % len(jpegs)]), f"bench frame {seq}"))
+        at_last_frame.append(max(0, frames.qsize() - 1))  # the one just delivered is not a backlog
+
+    producer = threading.Thread(target=produce, name="bench-camera", daemon=True)
+    producer.start()
+    latencies: list[float] = []
+    backlog_max = 0
+    try:
+        while len(latencies) < total:
+            try:
+                frame = frames.get(timeout=5)
+            except queue.Empty:
+                break
+            backlog_max = max(backlog_max, frames.qsize())
+            daemon.handle(frame)
+            latencies.append((time.time() - frame.wall_ts) * 1000)
+        return latencies, (backlog_max, at_last_frame[0] if at_last_frame else frames.qsize())
+    finally:
+        stop.set()
+        producer.join(timeout=2)
 
 
 class _RecordedHistogram:
@@ -64,7 +132,6 @@ def bench_latency(pack_dir: Path, provider: str = "cpu", seconds: float = 20.0, 
                 daemon.sender.drain(10.0)
                 daemon.sender.stop()
                 daemon.sender.join(timeout=5)
-                daemon.sink.close()
                 _close(daemon)
         finally:
             server.stop()

@@ -2,7 +2,11 @@
 restart after kill -9 or a power cut goes on where it stopped — every file decided once across restarts, every
 routed one in the station once.
 
-The journal is a file of JSON lines, each appended whole and fsynced before the call returns:
+The journal is a file of JSON lines, each appended whole; ``route`` records (and the header) are fsynced before the
+call returns, ``done`` records are not (one fsync a decided file cost the decision loop ~1 ms, more on a busy
+disk): a kill -9 keeps them (they are in the page cache), the next fsync (the next ``route``, or the close) takes
+them to the disk, and a power cut that loses the last ones is the crash "between the decision log line and
+``done``" below, settled from the decision log's tail:
 
     {"journal": 1, "kind": "folder", "path": "/data/batch-7", "since": "<boot id>"}   the batch it is about
     {"route": "<origin>", "frame_id": "...", "reason": "uncertain"}   before the frame goes into the outbox
@@ -147,14 +151,18 @@ class BatchJournal:
             self._pending[origin] = (frame_id, reason)
 
     def done(self, origin: str, frame_id: str) -> None:
-        self._append({"done": origin, "frame_id": frame_id})
+        self._append({"done": origin, "frame_id": frame_id}, sync=False)
         with self._lock:
             self._decided.add(origin)
             self._pending.pop(origin, None)
 
-    def _append(self, record: dict[str, str]) -> None:
+    def _append(self, record: dict[str, str], sync: bool = True) -> None:
         os.write(self._fd, (json.dumps(record) + "\n").encode())
-        os.fsync(self._fd)
+        if sync:
+            os.fsync(self._fd)
 
     def close(self) -> None:
-        os.close(self._fd)
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)

@@ -142,3 +142,31 @@ def test_the_crash_windows_are_settled_from_the_journal_and_the_decision_log(
     pending = {Outbox(tmp_path / "outbox").load(n).frame_id  # type: ignore[union-attr]
                for n in Outbox(tmp_path / "outbox").take(100)}
     assert routed_id in pending, "on its way to the station under the id it had"
+
+
+def test_done_records_cost_the_decision_loop_no_fsync_and_survive_a_kill(
+        tmp_path: Path, textile_images: dict[str, Path], calibrated_profile: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `route` record is on disk before the outbox put (fsynced); a `done` record is written without a flush of
+    its own — a kill keeps it (the page cache), the next route record or the close takes it to the disk."""
+    paths = _batch(tmp_path / "batch", textile_images["frames"], 3)
+    config = _config(tmp_path, tmp_path / "batch", calibrated_profile)
+    cfg = parse_config(yaml.safe_load(config.read_text()), str(config), env={}).line
+    journal_file = journal_path(cfg)
+    assert journal_file is not None
+    journal = BatchJournal(journal_file, cfg, boot_id="a0")
+    flushed: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (flushed.append(fd), real_fsync(fd)))
+    journal.done(str(paths[0]), "test-line:cam0:a0:0")
+    assert flushed == []
+    journal.will_route(str(paths[1]), "test-line:cam0:a0:1", "uncertain")
+    assert len(flushed) == 1
+    journal.done(str(paths[2]), "test-line:cam0:a0:2")
+    # what a process killed now leaves: the file as written (no close), read by the next start
+    again = BatchJournal(journal_file, cfg, boot_id="a1")
+    assert again.decided(str(paths[0])) and again.decided(str(paths[2])) and not again.decided(str(paths[1]))
+    assert again.pending(str(paths[1])) == ("test-line:cam0:a0:1", "uncertain")
+    journal.close()
+    assert len(flushed) == 2  # the close flushes what is left
+    again.close()
