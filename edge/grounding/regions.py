@@ -67,7 +67,7 @@ class RegionMask:
 
 
 # Regions are cut on the map brought to the frame's size, but no finer than this many pixels a map cell: the map
-# itself is one value a patch, and on a 5 MP frame the full-size cut took 75 ms a defect frame (BENCHMARKS.md,
+# itself is one value a patch, and on a 5 MP frame the full-size cut took 63 ms a defect frame (BENCHMARKS.md,
 # "Regions on large frames"). Odd, so that the working pixels fall on the cells' centres: a region's peak is then
 # the map's own value, as at full size; a box edge is off by at most 1/15 of a cell.
 PIXELS_PER_CELL = 15
