@@ -168,22 +168,22 @@ class Outbox:
                     results.append(exc)
             return results
         written: list[tuple[int, str, int]] = []  # (index in results, name, size): renamed into place, not yet durable
+        held_bytes = 0  # the sizes in `written`
         for item, jpeg in items:
             name, ident, data = self._item_file(item, jpeg)
-            if written and self._over_alone(len(written) + 1, sum(w[2] for w in written) + len(data)):
+            if written and self._over_alone(len(written) + 1, held_bytes + len(data)):
                 self._commit(written, results)  # the group alone is past a bound: room only once it is counted
-                written = []
-            if not self._make_room(ident, len(data), len(written), sum(w[2] for w in written)):
+                written, held_bytes = [], 0
+            if not self._make_room(ident, len(data), len(written), held_bytes):
                 results.append(None)
                 continue
             try:
                 replace_synced(self.pending_dir / name, data)
             except OSError as exc:
-                with self._lock:
-                    self.counters["write_errors"] += 1
-                results.append(OutboxError(f"outbox {self.directory}: cannot write {ident}: {exc.strerror}"))
+                results.append(self._write_error(ident, exc))
                 continue
             written.append((len(results), name, len(data)))
+            held_bytes += len(data)
             results.append(name)
         self._commit(written, results)
         return results
@@ -225,13 +225,17 @@ class Outbox:
             else:
                 self._write_unsynced(self.pending_dir / name, data)
         except OSError as exc:
-            with self._lock:
-                self.counters["write_errors"] += 1
-            raise OutboxError(f"outbox {self.directory}: cannot write {ident}: {exc.strerror}") from None
+            raise self._write_error(ident, exc) from None
         self._register(name, len(data))
         self._wakeup.set()
         self.flush_if_due()
         return name
+
+    def _write_error(self, ident: str, exc: OSError) -> OutboxError:
+        """Count a failed write and say which item it was."""
+        with self._lock:
+            self.counters["write_errors"] += 1
+        return OutboxError(f"outbox {self.directory}: cannot write {ident}: {exc.strerror}")
 
     def _register(self, name: str, size: int) -> None:
         """A file written into pending/ joins its send queue and the bounds' accounting."""
