@@ -123,17 +123,21 @@ class FreshParts(threading.Thread):
             upto = self.frames_done()
             while self.renewed < upto and not self.stop.is_set():
                 i, next_round = self.renewed % n, self.first_round + self.renewed // n
+                self._renew(i, next_round)
+                # counted once the file is in place, so a reader who waits on ``renewed`` sees the new part
                 self.renewed += 1
-                target = self.directory / f"{i:05d}.jpg"
-                image = cv2.imread(str(self.sources[i]))
-                ok, data = (False, None) if image is None else cv2.imencode(
-                    ".jpg", turned(image, next_round), [cv2.IMWRITE_JPEG_QUALITY, 90])
-                if not ok or data is None:
-                    log.warning("demo: could not make a new part from %s; file %s repeats", self.sources[i], target)
-                    continue
-                temp = target.with_name(f".{target.name}.tmp")
-                temp.write_bytes(data.tobytes())
-                os.replace(temp, target)
+
+    def _renew(self, i: int, next_round: int) -> None:
+        target = self.directory / f"{i:05d}.jpg"
+        image = cv2.imread(str(self.sources[i]))
+        ok, data = (False, None) if image is None else cv2.imencode(
+            ".jpg", turned(image, next_round), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok or data is None:
+            log.warning("demo: could not make a new part from %s; file %s repeats", self.sources[i], target)
+            return
+        temp = target.with_name(f".{target.name}.tmp")
+        temp.write_bytes(data.tobytes())
+        os.replace(temp, target)
 
 
 def write_demo_config(path: Path, line: LineConfig, station: StationConfig) -> Path:
