@@ -190,6 +190,9 @@ class TransportConfig(StrictModel):
         "always", description="always: each item durable when put returns; batch: fsync every N puts or 100 ms")
     writer_queue: int = Field(16, ge=1, le=1024, description=(
         "decided frames (routed ones with their image) the outbox writer thread may hold; deciding waits when full"))
+    writer_queue_mb: float = Field(128.0, gt=0, le=65536, description=(
+        "MiB of frame images the outbox writer thread may hold (a bound beside writer_queue for large frames); "
+        "deciding waits when reached, and one frame always passes when the writer holds none"))
     curve_secret_key: Path | None = Field(None, description="this edge's CURVE secret file (NAME.key_secret)")
     station_public_key: Path | None = Field(None, description="the station's CURVE public file (NAME.key)")
 

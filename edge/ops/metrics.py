@@ -166,6 +166,8 @@ class DaemonCollector(Collector):
         w = d.writer_snapshot()
         yield _gauge("lineside_writer_queue_depth", "decided frames waiting for the outbox writer (routed frames "
                      "not yet durable, and the records behind them)", float(w["queue"]))
+        yield _gauge("lineside_writer_queue_bytes", "image bytes of the frames the outbox writer holds",
+                     float(w["bytes"]))
         yield _counter("lineside_writer_blocked_seconds", "time the decision loop waited for room in the writer's "
                        "queue (back-pressure from a slow disk)", [], {(): w["blocked_ms"] / 1000})
         yield _counter("lineside_writer_events", "outbox writer events: groups (one directory fsync each), written "

@@ -52,7 +52,8 @@ class DecisionSink:
         self._log = (DecisionLog(cfg.decision_log, cfg.decision_log_max_bytes, cfg.decision_log_keep)
                      if cfg.decision_log else None)
         self.writer = ReviewWriter(outbox, self._record, metrics, capacity=cfg.transport.writer_queue,
-                                   name=f"review-writer-{cfg.id}")
+                                   name=f"review-writer-{cfg.id}",
+                                   max_bytes=round(cfg.transport.writer_queue_mb * 1024 * 1024))
 
     def frame_id(self, frame: Frame) -> str | None:
         """The frame id a resumed batch gave this file before a restart, when it was on its way to review."""

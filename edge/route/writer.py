@@ -12,9 +12,11 @@ Order: records are written in decision order. A frame decided here (not routed) 
 sink when nothing is waiting in this queue, else behind the routed frames before it — so the decision log and the
 journal read in decision order whatever the disk does.
 
-Bounds: the writer holds at most ``capacity`` decided frames, queued or in hand (each routed one with its
-image); when it is full, ``submit`` blocks the decision loop until the writer has made room (back-pressure: never a
-dropped frame, never unbounded memory), and the time blocked is counted. A frame held here is like the frame in the
+Bounds: the writer holds at most ``capacity`` decided frames, queued or in hand, and at most ``max_bytes`` of
+their images (a frame count alone would let 16 frames of a 20 MP camera hold ~1 GB); when either is reached,
+``submit`` blocks the decision loop until the writer has made room (back-pressure: never a dropped frame, never
+unbounded memory), and the time blocked is counted. One frame is always let in when the writer holds nothing, however
+large (the line's image limits bound it). A frame held here is like the frame in the
 capture slot: a crash loses it; a batch source decides it again at the next start (its journal has no ``done``).
 """
 
@@ -38,6 +40,7 @@ from edge.transport.schema import ReviewItem
 log = logging.getLogger("edge.daemon")
 
 GROUP_MAX = 32  # routed frames per group commit at most: bounds how long the first of a group waits for the last
+DEFAULT_MAX_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -60,23 +63,26 @@ class ReviewWriter:
     be recorded at once, without the queue, when the queue is empty and the writer idle."""
 
     def __init__(self, outbox: Outbox, record: Callable[[DecidedFrame], None], metrics: DaemonMetrics,
-                 capacity: int = 16, name: str = "review-writer") -> None:
-        if capacity < 1:
-            raise ValueError(f"writer queue capacity must be at least 1, not {capacity}")
+                 capacity: int = 16, name: str = "review-writer", max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if capacity < 1 or max_bytes < 1:
+            raise ValueError(f"writer queue bounds must be at least 1, not {capacity} frames / {max_bytes} bytes")
         self.outbox = outbox
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._record = record
         self._metrics = metrics
         self._name = name
         self._queue: deque[DecidedFrame] = deque()
         self._cond = threading.Condition()
         self._in_hand = 0  # decided frames taken from the queue by the writer and not yet recorded
+        self._held_bytes = 0  # image bytes of the frames queued or in hand
         self._stopping = False
         self._thread: threading.Thread | None = None
         # submitted: through the queue (not the frames recorded at once); written: routed frames made durable;
-        # groups: put_many calls (one directory fsync each); blocked / blocked_ms: submits that waited for room
+        # groups: put_many calls (one directory fsync each); blocked / blocked_ms: submits that waited for room;
+        # deepest / most_bytes: the most frames and image bytes held at once
         self.counters = {"submitted": 0, "written": 0, "groups": 0, "largest_group": 0, "blocked": 0,
-                         "blocked_ms": 0, "deepest": 0}
+                         "blocked_ms": 0, "deepest": 0, "most_bytes": 0}
 
     # ---- the decision loop's side --------------------------------------------------------------------------
     def submit(self, decided: DecidedFrame) -> None:
@@ -90,18 +96,25 @@ class ReviewWriter:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                     self._thread.start()
-                if len(self._queue) + self._in_hand >= self.capacity:
+                size = decided.frame.image.nbytes
+                if self._full(size):
                     started = time.monotonic()
-                    while len(self._queue) + self._in_hand >= self.capacity:
+                    while self._full(size):
                         self._cond.wait(1.0)
                     self.counters["blocked"] += 1
                     self.counters["blocked_ms"] += round((time.monotonic() - started) * 1000)
                 self._queue.append(decided)
+                self._held_bytes += size
                 self.counters["submitted"] += 1
                 self.counters["deepest"] = max(self.counters["deepest"], len(self._queue) + self._in_hand)
+                self.counters["most_bytes"] = max(self.counters["most_bytes"], self._held_bytes)
                 self._cond.notify_all()
         if direct:  # the writer is idle and only this thread submits: nothing can be recorded before this one
             self._record(decided)
+
+    def _full(self, size: int) -> bool:
+        held = len(self._queue) + self._in_hand
+        return held >= self.capacity or (held > 0 and self._held_bytes + size > self.max_bytes)
 
     def depth(self) -> int:
         """Decided frames waiting for the writer (routed ones, and the records queued behind them)."""
@@ -110,7 +123,8 @@ class ReviewWriter:
 
     def snapshot(self) -> dict[str, int]:
         with self._cond:
-            return dict(self.counters, queue=len(self._queue) + self._in_hand, capacity=self.capacity)
+            return dict(self.counters, queue=len(self._queue) + self._in_hand, capacity=self.capacity,
+                        bytes=self._held_bytes, max_bytes=self.max_bytes)
 
     def drain(self, timeout: float) -> bool:
         """Wait until everything submitted is written and recorded; True if that happened within `timeout`."""
@@ -161,6 +175,7 @@ class ReviewWriter:
                     log.exception("%s: recording frame %s failed", self._name, decided.frame_id)
             with self._cond:
                 self._in_hand = 0
+                self._held_bytes -= sum(decided.frame.image.nbytes for decided in group)
                 self._cond.notify_all()
 
     def _take_group(self) -> list[DecidedFrame]:

@@ -39,6 +39,12 @@ def _routed(workdir: Path) -> list[str]:
     return [d["frame_id"] for d in lines if d["routed"]]
 
 
+def _station_metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return {s.name: s.value for f in text_string_to_metric_families(r.read().decode())
+                for s in f.samples if s.labels.get("kind") in (None, "stored")}
+
+
 def test_sigterm_leaves_every_routed_frame_acked_or_in_the_outbox(tmp_path: Path, textile_images: dict[str, Path],
                                                                   calibrated_profile: Path) -> None:
     _, config = make_line(tmp_path, textile_images["frames"], calibrated_profile, loop=True, fps=30,
@@ -58,11 +64,10 @@ def test_sigterm_leaves_every_routed_frame_acked_or_in_the_outbox(tmp_path: Path
         daemon = subprocess.Popen([*LINESIDE, "--log-format", "json", "run", "--config", str(config)], cwd=REPO,
                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_for(lambda: len(_routed(tmp_path)) >= 4, 120, "routed frames")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-            station_metrics = {s.name: s.value for f in text_string_to_metric_families(r.read().decode())
-                               for s in f.samples if s.labels.get("kind") in (None, "stored")}
-        assert station_metrics["lineside_station_ingest_total"] >= 1
-        assert station_metrics["process_resident_memory_bytes"] > 0
+        # a routed frame is logged once it is in the outbox; the sender delivers it to the station after that
+        wait_for(lambda: _station_metrics(metrics_port)["lineside_station_ingest_total"] >= 1, 30,
+                 "the station storing a routed frame")
+        assert _station_metrics(metrics_port)["process_resident_memory_bytes"] > 0
         assert _http_ok(f"http://127.0.0.1:{health_port}/readyz")
 
         station.send_signal(signal.SIGSTOP)  # acks stop; what is routed from now on waits in the outbox

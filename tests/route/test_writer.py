@@ -33,21 +33,23 @@ from tests.conftest import line_config
 THRESHOLD = 0.35  # a frame with uncertainty above it is routed to review
 
 
-def _cfg(tmp_path: Path, writer_queue: int = 16) -> LineConfig:
+def _cfg(tmp_path: Path, writer_queue: int = 16, writer_queue_mb: float = 128.0) -> LineConfig:
     frames = tmp_path / "frames"
     frames.mkdir(exist_ok=True)
     path = line_config(tmp_path, frames, 1, 2)
     data = yaml.safe_load(path.read_text())
     data["line"]["routing"]["audit_fraction"] = 0.0
     data["line"]["transport"]["writer_queue"] = writer_queue
+    data["line"]["transport"]["writer_queue_mb"] = writer_queue_mb
     return parse_config(data, str(path), env={}).line
 
 
 class Line:
     """A decision sink as the daemon wires it, minus the models: decide() takes a hand-made Inspection."""
 
-    def __init__(self, tmp_path: Path, writer_queue: int = 16, journal: bool = False) -> None:
-        self.cfg = _cfg(tmp_path, writer_queue)
+    def __init__(self, tmp_path: Path, writer_queue: int = 16, journal: bool = False,
+                 writer_queue_mb: float = 128.0) -> None:
+        self.cfg = _cfg(tmp_path, writer_queue, writer_queue_mb)
         self.outbox = Outbox.from_config(self.cfg.transport)
         self.summaries = DecisionSummarizer(self.cfg.id, self.outbox, boot="b0")
         self.counters: dict[str, int] = {k: 0 for k in ("frames", "routed", "auto", "ood", "sampled", "outbox_errors",
@@ -193,6 +195,52 @@ def test_a_full_writer_queue_blocks_the_decision_loop_and_drops_nothing(tmp_path
     assert writer["written"] == 6 and line.outbox.depth() == 6, "nothing dropped"
     assert writer["blocked"] >= 1 and writer["blocked_ms"] >= 300 and writer["deepest"] == 3
     assert [d["frame_id"] for d in line.logged()] == [f"test-line:cam0:b0:{s}" for s in range(6)]
+
+
+FRAME_BYTES = 120 * 160 * 3  # Line.decide's frames
+
+
+def test_the_writer_holds_no_more_image_bytes_than_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # room for 16 frames by count, for two by bytes: large frames are bounded by their memory, not their number
+    line = Line(tmp_path, writer_queue=16, writer_queue_mb=2.5 * FRAME_BYTES / 2**20)
+    disk = threading.Event()
+    real_put_many = line.outbox.put_many
+
+    def put_many(items: list[Any]) -> list[Any]:
+        assert disk.wait(30)
+        return real_put_many(items)
+
+    monkeypatch.setattr(line.outbox, "put_many", put_many)
+    loop = threading.Thread(target=lambda: [line.decide(seq, routed=True) for seq in range(5)], daemon=True)
+    try:
+        loop.start()
+        deadline = time.monotonic() + 10
+        while line.counters["frames"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        held = line.sink.writer.snapshot()
+        assert loop.is_alive() and line.counters["frames"] == 3, "the third frame waits for room"
+        assert held["queue"] == 2 and held["bytes"] == 2 * FRAME_BYTES
+        disk.set()
+        loop.join(10)
+        assert not loop.is_alive() and line.sink.drain(10)
+    finally:
+        disk.set()
+        line.close()
+    writer = line.sink.writer.snapshot()
+    assert writer["written"] == 5 and line.outbox.depth() == 5, "nothing dropped"
+    assert writer["most_bytes"] == 2 * FRAME_BYTES and writer["bytes"] == 0 and writer["blocked"] >= 1
+
+
+def test_one_frame_larger_than_the_byte_bound_still_passes(tmp_path: Path) -> None:
+    line = Line(tmp_path, writer_queue_mb=0.5 * FRAME_BYTES / 2**20)
+    try:
+        for seq in range(3):
+            line.decide(seq, routed=True)
+        assert line.sink.drain(10)
+    finally:
+        line.close()
+    assert line.sink.writer.snapshot()["written"] == 3 and line.outbox.depth() == 3
 
 
 def test_a_drain_gives_up_within_its_bound_on_a_disk_that_does_not_answer(tmp_path: Path,
