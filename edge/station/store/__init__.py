@@ -20,10 +20,11 @@ from pathlib import Path
 
 from edge.station.store.audit import AuditEntry, AuditLog
 from edge.station.store.db import Database
+from edge.station.store.filters import QueueFilter
 from edge.station.store.group_queue import GroupQueue
 from edge.station.store.groups import Grouper, GroupingPolicy
 from edge.station.store.ingest import Ingest
-from edge.station.store.queue import ItemNotFound, LeaseConflict, QueueFilter, ReviewQueue
+from edge.station.store.queue import ItemNotFound, LeaseConflict, ReviewQueue
 from edge.station.store.records import ItemView, LeaseView, QueuePage, ReferenceView, ReviewView
 from edge.station.store.reviews import ReviewError, Reviews
 

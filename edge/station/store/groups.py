@@ -28,16 +28,14 @@ import threading
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from edge.station.store.filters import QueueFilter
 from edge.station.tables import STATUS_PENDING, ItemGroupRow, ReviewItemRow
-
-if TYPE_CHECKING:
-    from edge.station.store.queue import QueueFilter
 
 
 @dataclass(frozen=True)

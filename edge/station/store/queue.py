@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -25,13 +24,12 @@ from sqlalchemy.orm import Session, aliased, selectinload
 from edge.findings import GOOD
 from edge.station.store.audit import record as audit_record
 from edge.station.store.db import Database
+from edge.station.store.filters import QueueFilter, Sort
 from edge.station.store.groups import group_head, group_sizes
 from edge.station.store.imagefiles import resolve, servable
 from edge.station.store.records import ItemView, LeaseView, QueuePage, ReferenceView, item_view, lease_view
 from edge.station.tables import STATUS_PENDING, STATUS_REVIEWED, HeatmapRow, LeaseRow, ReviewItemRow, ReviewRow
 
-Sort = Literal["uncertainty", "age"]
-StatusFilter = Literal["pending", "reviewed", "all"]
 CLAIM_ATTEMPTS = 5
 
 
@@ -45,36 +43,6 @@ class LeaseConflict(RuntimeError):
 
 class CursorError(ValueError):
     """A page cursor that is not ``<number>:<id>``."""
-
-
-@dataclass(frozen=True)
-class QueueFilter:
-    """What the reviewer asked to see. Empty fields do not filter."""
-
-    status: StatusFilter = "pending"
-    line: str | None = None
-    verdict: str | None = None  # the model's class
-    reason: str | None = None
-    since: float | None = None  # captured_wall bounds, epoch seconds
-    until: float | None = None
-    sort: Sort = "uncertainty"
-
-    def conditions(self, items: Any = ReviewItemRow) -> list[Any]:
-        """The filter as conditions on ``items`` (the items table, or an alias of it)."""
-        where: list[Any] = []
-        if self.status != "all":
-            where.append(items.status == self.status)
-        if self.line:
-            where.append(items.line_id == self.line)
-        if self.verdict:
-            where.append(items.verdict == self.verdict)
-        if self.reason:
-            where.append(items.reason == self.reason)
-        if self.since is not None:
-            where.append(items.captured_wall >= self.since)
-        if self.until is not None:
-            where.append(items.captured_wall < self.until)
-        return where
 
 
 def parse_cursor(cursor: str) -> tuple[float, int]:

@@ -29,7 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from edge.station.auth import current_user
-from edge.station.store.queue import QueueFilter, Sort, StatusFilter
+from edge.station.store.filters import QueueFilter, Sort, StatusFilter
 from edge.station.views.common import Console
 from edge.station.views.review import queue_filter
 

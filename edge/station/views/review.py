@@ -21,8 +21,9 @@ from pydantic import ValidationError, field_validator
 
 from edge.station.auth import current_user
 from edge.station.store import ItemNotFound, ItemView, LeaseConflict, ReviewError
+from edge.station.store.filters import QueueFilter, Sort, StatusFilter
 from edge.station.store.imagefiles import ImagePathError
-from edge.station.store.queue import CursorError, QueueFilter, Sort, StatusFilter, parse_cursor
+from edge.station.store.queue import CursorError, parse_cursor
 from edge.station.store.reviews import model_boxes
 from edge.station.tables import STATUS_PENDING
 from edge.station.views.common import AnswerIn, Console, class_color, payload, validation_message, wants_json
