@@ -1,4 +1,4 @@
-"""`lineside bench`: re-runnable measurements of every stage (issue 10); results as one JSON object.
+"""`lineside bench`: re-runnable measurements of every stage; results as one JSON object.
 
 Parts: ``encoder`` (bare ONNX Runtime session, the limit), ``pipeline`` (decode → encode → ground → caption →
 score → route → outbox), ``latency`` (paced frames → decision, outbox-durable and station-commit percentiles;

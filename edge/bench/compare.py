@@ -1,4 +1,4 @@
-"""Before/after ratios of the issue-10 speed changes, each measured in one run (variants alternate in rounds):
+"""Before/after ratios of speed changes, each measured in one run (variants alternate in rounds):
 
     .venv/bin/python -m edge.bench.compare blas   [--seconds 24]   # few-/zero-shot products on 1 BLAS thread vs default
     .venv/bin/python -m edge.bench.compare ingest [--seconds 16]   # one commit per item vs group commit
@@ -10,6 +10,8 @@
                                                                      # within a run only; encoders and pipeline
     .venv/bin/python -m edge.bench.compare search [--seconds 60]   # the frame graph's few-shot products: float32
                                                                      # vs int8; pipeline and graph alone vs encoder
+    .venv/bin/python -m edge.bench.compare paced  [--seconds 80]   # the bare encoder back to back vs paced at
+                                                                     # 15 fps: its own p50 / p99 (latency's floor)
 
 Prints one JSON object: the rate of each variant and after/before. On a shared machine only the ratio means much.
 """
@@ -268,15 +270,54 @@ def compare_search(seconds: float, rounds: int = 3) -> dict[str, Any]:
             "graph_before_over_after": round(fps["graph_after"] / fps["graph_before"], 2)}
 
 
+def compare_paced(seconds: float, rounds: int = 2, fps: float = 15.0) -> dict[str, Any]:
+    """The bare encoder's own run times (one textile test frame) back to back and paced at `fps` as a camera
+    delivers frames, in alternating rounds: percentiles and p99/p50 of each. Nothing else runs in this process, so
+    the paced p99/p50 is the floor this machine sets under the latency bench's decision p99/p50."""
+    import time
+
+    import numpy as np
+
+    from edge.bench.inference import decode, test_frames
+    from edge.demo import default_pack_dir
+    from edge.vlm.pack import load_pack
+    from edge.vlm.runtime import ImageEncoder
+
+    encoder = ImageEncoder(load_pack(default_pack_dir()), "cpu", quiet=True)
+    batch = encoder.preprocess(decode(test_frames(1)[0]))[None]
+    for _ in range(10):
+        encoder.run(batch)
+    period = 1.0 / fps
+    runs_ms: dict[str, list[float]] = {"back_to_back": [], "paced": []}
+    per_round = max(1, int(seconds / (2 * rounds) * fps))  # runs per variant and round: the paced one's seconds
+    for _ in range(rounds):
+        for variant, times in runs_ms.items():
+            for _ in range(per_round):
+                started = time.perf_counter()
+                encoder.run(batch)
+                elapsed = time.perf_counter() - started
+                times.append(elapsed * 1000)
+                if variant == "paced":
+                    time.sleep(max(0.0, period - elapsed))
+    out: dict[str, Any] = {"change": f"the bare encoder back to back vs paced at {fps:g} fps (no change: a floor)",
+                           "runs_per_variant": per_round * rounds}
+    for variant, times in runs_ms.items():
+        p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
+        out.update({f"{variant}_p50_ms": round(p50, 2), f"{variant}_p90_ms": round(p90, 2),
+                    f"{variant}_p99_ms": round(p99, 2), f"{variant}_p99_over_p50": round(p99 / p50, 2)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("change", choices=("blas", "ingest", "grids", "preprocess", "regions", "spin", "search"))
+    ap.add_argument("change", choices=("blas", "ingest", "grids", "preprocess", "regions", "spin", "search",
+                                           "paced"))
     ap.add_argument("--seconds", type=float, default=24.0)
     args = ap.parse_args()
     runs = {"blas": lambda: compare_blas(args.seconds), "ingest": lambda: compare_ingest(args.seconds),
             "grids": compare_grids, "preprocess": compare_preprocess, "regions": compare_regions,
             "spin": lambda: compare_spin(args.seconds),
-            "search": lambda: compare_search(args.seconds)}
+            "search": lambda: compare_search(args.seconds), "paced": lambda: compare_paced(args.seconds)}
     result = runs[args.change]()
     result["command"] = " ".join(["python -m edge.bench.compare", *sys.argv[1:]])
     from edge.bench.machine import machine

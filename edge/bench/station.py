@@ -58,7 +58,7 @@ def _item(sender: int, seq: int) -> ReviewItem:
 
 def bench_ingest(seconds: float = 10.0, senders: int = 4, window: int = 32, jpeg_kb: int = 50,
                  batch_items: int = 64, say: Say = _quiet) -> dict[str, Any]:
-    """Acked items per second; ``batch_items=1`` is the one-commit-per-item server (the before of issue 10)."""
+    """Acked items per second; ``batch_items=1`` is the one-commit-per-item server (the one before group commit)."""
     from edge.station.ingest import IngestServer
     from edge.station.store import Store
 
