@@ -73,7 +73,7 @@ def _fmt(value: Any) -> str:
 def render(result: dict[str, Any]) -> str:
     stamp = (f"Command: `{result.get('command', 'lineside bench all --json')}` · Machine: {machine_line(result)} · "
              f"Date: {result.get('date', '?')}")
-    out = ["### Goals (issue 10)", "", stamp, "", "| measure | goal | measured | met |", "|---|---|---|---|"]
+    out = ["### Goals", "", stamp, "", "| measure | goal | measured | met |", "|---|---|---|---|"]
     for key, goal, ok in GOALS:
         if key in result:
             out.append(f"| `{key}` | {goal} | {_fmt(result[key])} | {'yes' if ok(result[key]) else '**no**'} |")

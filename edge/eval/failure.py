@@ -1,4 +1,4 @@
-"""Failure prediction and risk-controlled routing on one evaluated set (issue 6's figures in `lineside eval`).
+"""Failure prediction and risk-controlled routing on one evaluated set (their figures in `lineside eval`).
 
 The decisions are the daemon's (good vs defect from `Inspector.inspect_embedding`); a decision is *wrong* when
 it disagrees with the label at the good/defect level. Every scorer ranks the same decisions:

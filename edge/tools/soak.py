@@ -2,7 +2,7 @@
 
 Every ``interval_s`` the daemon's resident memory, open file descriptors and threads are read from /proc, and the
 frame-to-decision latencies of the window (from the daemon's decisions PUB feed, ``latency_ms``) are summarised.
-Verdict (issue 9): peak RSS ≤ 400 MB, RSS growth ≤ 5 % from the end of the warm-up to the end, no FD growth (the
+Verdict: peak RSS ≤ 400 MB, RSS growth ≤ 5 % from the end of the warm-up to the end, no FD growth (the
 highest count of the last three samples not above the highest of the first three after the warm-up).
 """
 

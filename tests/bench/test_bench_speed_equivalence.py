@@ -1,4 +1,4 @@
-"""The issue-10 speed changes give the same numbers as the code they replaced (no timing asserted here)."""
+"""The speed changes of BENCHMARKS.md give the same numbers as the code they replaced (no timing asserted here)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Benchmark: the console's queue page with 100,000 items in SQLite (issue 8: must answer in < 300 ms).
+"""Benchmark: the console's queue page with 100,000 items in SQLite (the goal: it answers in < 300 ms).
 
     .venv/bin/python tests/station/bench_queue.py [--items 100000] [--repeat 20] [--stats [--reviewed 1.0]]
 

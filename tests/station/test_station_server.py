@@ -78,7 +78,7 @@ def test_stop_event_ends_run_station(tmp_path):
             thread.join(0.05)
         assert ready, "not ready"
         cfg = _cfg(tmp_path)
-        store = Store(cfg.database_url, cfg.storage_dir)  # the console needs a login (issue 8)
+        store = Store(cfg.database_url, cfg.storage_dir)  # the console needs a login
         make_user(store, "ops")
         store.close()
         with login_opener(ready[0], "ops").open(ready[0] + "/api/stats", timeout=5) as r:
