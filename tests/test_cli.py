@@ -64,6 +64,47 @@ def test_unreadable_image_in_calibration_is_named_and_skipped(tmp_path: Path,
     assert result.returncode == 0, result.stderr
     [line] = [x for x in result.stderr.splitlines() if "broken.jpg" in x]
     assert "not a JPEG, PNG, BMP or TIFF" in line and "skipped" in line
+    said = result.stdout.splitlines()
+    assert any(x.startswith("verdict: the fused anomaly score") and "no classifier head" in x for x in said)
+    assert any(x.startswith("skipped 1 unreadable image(s)") and "broken.jpg" in x for x in said)
+
+
+def test_calibrate_says_what_decides_the_verdict_and_where_regions_come_from(tmp_path: Path,
+                                                                           textile_images: dict[str, Path]) -> None:
+    defects = tmp_path / "defects"
+    defects.mkdir()
+    for label in ("local", "global"):
+        for path in textile_images[f"test_{label}"].iterdir():
+            shutil.copy(path, defects / f"{label}_{path.name}")
+    config = line_config(tmp_path, tmp_path, free_port(), free_port())
+    result = run_lineside("calibrate", "--config", str(config), "--good", str(textile_images["good"]),
+                          "--defects", str(defects))
+    assert result.returncode == 0, result.stderr
+    said = result.stdout.splitlines()
+    [verdict] = [x for x in said if x.startswith("verdict: ")]
+    assert "out-of-fold" in verdict and f"{15 + len(list(defects.iterdir()))} labelled frames" in verdict
+    assert verdict.startswith(("verdict: the classifier head", "verdict: the fused anomaly score"))
+    [regions] = [x for x in said if x.startswith("regions: from the ")]
+    assert "region F1" in regions or "few pasted defects" in regions
+
+
+def test_the_choices_summary_names_the_loser_and_its_figure() -> None:
+    from edge.cli.fit import choices_summary
+
+    head_wins = choices_summary({"head_cv_accuracy": 0.91, "fused_balanced_accuracy": 0.84, "head_in_use": True,
+                                 "rows": 100, "region_source": "line model", "region_f1_line_model": 0.9,
+                                 "region_f1_anomaly_map": 0.4})
+    assert head_wins == ["verdict: the classifier head — out-of-fold accuracy 0.910 on 100 labelled frames, "
+                         "against the fused anomaly score's 0.840 (its threshold fit on them)",
+                         "regions: from the line model (region F1 0.900 against the anomaly map's 0.400 on held-out "
+                         "pasted defects)"]
+    fused_wins = choices_summary({"head_cv_accuracy": 0.80, "fused_balanced_accuracy": 0.95, "head_in_use": False,
+                                  "rows": 100, "region_source": "map", "region_f1_line_model": 0.81,
+                                  "region_f1_anomaly_map": 0.82})
+    assert "the classifier head's out-of-fold 0.800 is not better" in fused_wins[0]
+    assert fused_wins[1].startswith("regions: from the anomaly map (region F1 0.820; the line model's 0.810")
+    one_grid = choices_summary({"region_source": "map (the pack gives one patch grid)"})
+    assert one_grid[1] == "regions: from the anomaly map: the pack gives one patch grid"
 
 
 def test_calibration_with_only_unreadable_images_fails_clearly(tmp_path: Path) -> None:

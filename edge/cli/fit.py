@@ -61,6 +61,8 @@ def calibrate(
         fail(exc)
     typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} "
                f"(threshold {profile.anomaly_threshold:.3f}, {profile.metrics['seconds']} s)")
+    for line in choices_summary(profile.metrics):
+        typer.echo(line)
     typer.echo(_routing_summary(profile.metrics))
 
 
@@ -74,6 +76,40 @@ def _routing_spec(policy: str, alpha: float, delta: float, budget: float) -> Rou
     except ValueError as exc:
         fail(exc)
         raise
+
+
+def choices_summary(metrics: dict[str, Any]) -> list[str]:
+    """What the fit chose, and on what evidence: who decides the frame's verdict, where its regions come from, and
+    the images it could not read — one line each, for the line engineer who runs calibrate or train."""
+    lines = []
+    head, fused = metrics.get("head_cv_accuracy"), metrics.get("fused_balanced_accuracy")
+    if head is None:
+        lines.append("verdict: the fused anomaly score against the good images' spread (no classifier head: it needs "
+                     "at least 2 labelled defects and 2 good frames)")
+    elif metrics.get("head_in_use"):
+        against = (f", against the fused anomaly score's {fused:.3f} (its threshold fit on them)"
+                   if fused is not None else "")
+        lines.append(f"verdict: the classifier head — out-of-fold accuracy {head:.3f} on {metrics.get('rows')} "
+                     f"labelled frames{against}")
+    else:
+        lines.append(f"verdict: the fused anomaly score — accuracy {fused:.3f} on the {metrics.get('rows')} labelled "
+                     f"frames (its threshold fit on them); the classifier head's out-of-fold {head:.3f} is not better")
+    source = metrics.get("region_source")
+    if source == "line model":
+        lines.append(f"regions: from the line model (region F1 {metrics['region_f1_line_model']:.3f} against the "
+                     f"anomaly map's {metrics['region_f1_anomaly_map']:.3f} on held-out pasted defects)")
+    elif source == "map" and "region_f1_line_model" in metrics:
+        lines.append(f"regions: from the anomaly map (region F1 {metrics['region_f1_anomaly_map']:.3f}; the line "
+                     f"model's {metrics['region_f1_line_model']:.3f} is not 0.02 better)")
+    elif source:
+        lines.append(f"regions: from the anomaly map: {source.removeprefix('map (').removesuffix(')')}"
+                     if source.startswith("map (") else f"regions: from the {source}")
+    if metrics.get("line_model"):
+        lines.append(f"line model: {metrics['line_model']}")
+    unreadable = metrics.get("unreadable_images") or []
+    if unreadable:
+        lines.append(f"skipped {len(unreadable)} unreadable image(s), first {unreadable[0]} (the log names each)")
+    return lines
 
 
 def _routing_summary(metrics: dict[str, Any]) -> str:
@@ -123,4 +159,6 @@ def train(
     typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} from {profile.metrics['trained_from']} "
                f"+ {profile.metrics['reviewed_frames']} reviewed frames ({profile.metrics['rows']} rows, "
                f"{profile.metrics['seconds']} s)")
+    for line in choices_summary(profile.metrics):
+        typer.echo(line)
     typer.echo(_routing_summary(profile.metrics))
