@@ -72,6 +72,15 @@ class Line:
         self.sink.decide(frame, f"test-line:cam0:b0:{seq}", result, THRESHOLD, ("pack@1", "profile@1"))
         return time.monotonic() - started
 
+    def decide_routed(self, frames: int) -> None:
+        """Decide `frames` routed frames one after the other, drain the writer and close."""
+        try:
+            for seq in range(frames):
+                self.decide(seq, routed=True)
+            assert self.sink.drain(10)
+        finally:
+            self.close()
+
     def logged(self) -> list[dict[str, Any]]:
         assert self.cfg.decision_log is not None
         return [json.loads(line) for line in self.cfg.decision_log.read_text().splitlines()]
@@ -164,9 +173,11 @@ def test_a_slow_disk_flush_does_not_delay_the_decisions_behind_it(tmp_path: Path
     assert durable == 20, "capture to durable, per routed frame"
 
 
-def test_a_full_writer_queue_blocks_the_decision_loop_and_drops_nothing(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    line = Line(tmp_path, writer_queue=3)
+def _decide_behind_a_stuck_disk(line: Line, monkeypatch: pytest.MonkeyPatch, frames: int, waiting_at: int
+                                ) -> dict[str, int]:
+    """Decide `frames` routed frames on a loop thread while the disk does not answer, until frame `waiting_at` is
+    being decided; returns the writer's snapshot then (the loop must be waiting for room), lets the disk answer and
+    drains."""
     disk = threading.Event()  # a disk that does not answer until set
     real_put_many = line.outbox.put_many
 
@@ -175,15 +186,16 @@ def test_a_full_writer_queue_blocks_the_decision_loop_and_drops_nothing(tmp_path
         return real_put_many(items)
 
     monkeypatch.setattr(line.outbox, "put_many", put_many)
-    loop = threading.Thread(target=lambda: [line.decide(seq, routed=True) for seq in range(6)], daemon=True)
+    loop = threading.Thread(target=lambda: [line.decide(seq, routed=True) for seq in range(frames)], daemon=True)
     try:
         loop.start()
         deadline = time.monotonic() + 10
-        while line.counters["frames"] < 4 and time.monotonic() < deadline:
+        while line.counters["frames"] < waiting_at and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.3)
+        held = line.sink.writer.snapshot()
         assert loop.is_alive(), "the decision loop waits for room"
-        assert line.counters["frames"] == 4 and line.sink.writer.depth() == 3, "bounded: 3 held, the 4th waits"
+        assert line.counters["frames"] == waiting_at, f"frame {waiting_at} waits, none after it is decided"
         disk.set()
         loop.join(10)
         assert not loop.is_alive()
@@ -191,6 +203,14 @@ def test_a_full_writer_queue_blocks_the_decision_loop_and_drops_nothing(tmp_path
     finally:
         disk.set()
         line.close()
+    return held
+
+
+def test_a_full_writer_queue_blocks_the_decision_loop_and_drops_nothing(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    line = Line(tmp_path, writer_queue=3)
+    held = _decide_behind_a_stuck_disk(line, monkeypatch, frames=6, waiting_at=4)
+    assert held["queue"] == 3, "bounded: 3 held, the 4th waits"
     writer = line.sink.writer.snapshot()
     assert writer["written"] == 6 and line.outbox.depth() == 6, "nothing dropped"
     assert writer["blocked"] >= 1 and writer["blocked_ms"] >= 300 and writer["deepest"] == 3
@@ -203,30 +223,8 @@ FRAME_BYTES = 120 * 160 * 3  # Line.decide's frames
 def test_the_writer_holds_no_more_image_bytes_than_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # room for 16 frames by count, for two by bytes: large frames are bounded by their memory, not their number
     line = Line(tmp_path, writer_queue=16, writer_queue_mb=2.5 * FRAME_BYTES / 2**20)
-    disk = threading.Event()
-    real_put_many = line.outbox.put_many
-
-    def put_many(items: list[Any]) -> list[Any]:
-        assert disk.wait(30)
-        return real_put_many(items)
-
-    monkeypatch.setattr(line.outbox, "put_many", put_many)
-    loop = threading.Thread(target=lambda: [line.decide(seq, routed=True) for seq in range(5)], daemon=True)
-    try:
-        loop.start()
-        deadline = time.monotonic() + 10
-        while line.counters["frames"] < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.3)
-        held = line.sink.writer.snapshot()
-        assert loop.is_alive() and line.counters["frames"] == 3, "the third frame waits for room"
-        assert held["queue"] == 2 and held["bytes"] == 2 * FRAME_BYTES
-        disk.set()
-        loop.join(10)
-        assert not loop.is_alive() and line.sink.drain(10)
-    finally:
-        disk.set()
-        line.close()
+    held = _decide_behind_a_stuck_disk(line, monkeypatch, frames=5, waiting_at=3)
+    assert held["queue"] == 2 and held["bytes"] == 2 * FRAME_BYTES
     writer = line.sink.writer.snapshot()
     assert writer["written"] == 5 and line.outbox.depth() == 5, "nothing dropped"
     assert writer["most_bytes"] == 2 * FRAME_BYTES and writer["bytes"] == 0 and writer["blocked"] >= 1
@@ -234,12 +232,7 @@ def test_the_writer_holds_no_more_image_bytes_than_its_bound(tmp_path: Path, mon
 
 def test_one_frame_larger_than_the_byte_bound_still_passes(tmp_path: Path) -> None:
     line = Line(tmp_path, writer_queue_mb=0.5 * FRAME_BYTES / 2**20)
-    try:
-        for seq in range(3):
-            line.decide(seq, routed=True)
-        assert line.sink.drain(10)
-    finally:
-        line.close()
+    line.decide_routed(3)
     assert line.sink.writer.snapshot()["written"] == 3 and line.outbox.depth() == 3
 
 
@@ -279,12 +272,7 @@ def test_an_outbox_write_error_is_counted_and_logged_after_the_fact(tmp_path: Pa
         real_replace(path, data)
 
     monkeypatch.setattr(outbox_module, "replace_synced", replace_synced)
-    try:
-        for seq in range(3):
-            line.decide(seq, routed=True)
-        assert line.sink.drain(10)
-    finally:
-        line.close()
+    line.decide_routed(3)
     assert line.counters["outbox_errors"] == 1 and line.outbox.counters["write_errors"] == 1
     assert [d["queued"] for d in line.logged()] == [True, False, True]
     assert any("No space left" in r.getMessage() and r.frame_id.endswith(":1")  # type: ignore[attr-defined]
