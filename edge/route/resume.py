@@ -2,11 +2,12 @@
 restart after kill -9 or a power cut goes on where it stopped — every file decided once across restarts, every
 routed one in the station once.
 
-The journal is a file of JSON lines, each appended whole; ``route`` records (and the header) are fsynced before the
-call returns, ``done`` records are not (one fsync a decided file cost the decision loop ~1 ms, more on a busy
-disk): a kill -9 keeps them (they are in the page cache), the next fsync (the next ``route``, or the close) takes
-them to the disk, and a power cut that loses the last ones is the crash "between the decision log line and
-``done``" below, settled from the decision log's tail:
+The journal is a file of JSON lines, each appended whole. The header is fsynced before the call returns; a ``route``
+record is fsynced before its frame's item goes into the outbox — by the outbox writer, one fsync for each group it
+puts (``sync``), so that a busy disk holds no decision; ``done`` records are not fsynced (one fsync a decided file
+cost the decision loop ~1 ms, more on a busy disk): a kill -9 keeps them (they are in the page cache), the next
+fsync (the writer's next group, or the close) takes them to the disk, and a power cut that loses the last ones is
+the crash "between the decision log line and ``done``" below, settled from the decision log's tail:
 
     {"journal": 1, "kind": "folder", "path": "/data/batch-7", "since": "<boot id>"}   the batch it is about
     {"route": "<origin>", "frame_id": "...", "reason": "uncertain"}   before the frame goes into the outbox
@@ -145,8 +146,10 @@ class BatchJournal:
         with self._lock:
             return self._pending.get(origin)
 
-    def will_route(self, origin: str, frame_id: str, reason: str) -> None:
-        self._append({"route": origin, "frame_id": frame_id, "reason": reason})
+    def will_route(self, origin: str, frame_id: str, reason: str, sync: bool = True) -> None:
+        """Record that the frame of `origin` goes to review as `frame_id`. With `sync` False the record is written
+        but not flushed: `sync()` must have run before the frame's item is put into the outbox."""
+        self._append({"route": origin, "frame_id": frame_id, "reason": reason}, sync=sync)
         with self._lock:
             self._pending[origin] = (frame_id, reason)
 
@@ -160,6 +163,10 @@ class BatchJournal:
         os.write(self._fd, (json.dumps(record) + "\n").encode())
         if sync:
             os.fsync(self._fd)
+
+    def sync(self) -> None:
+        """Take every record appended so far to the disk."""
+        os.fsync(self._fd)
 
     def close(self) -> None:
         try:

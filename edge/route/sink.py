@@ -53,7 +53,8 @@ class DecisionSink:
                      if cfg.decision_log else None)
         self.writer = ReviewWriter(outbox, self._record, metrics, capacity=cfg.transport.writer_queue,
                                    name=f"review-writer-{cfg.id}",
-                                   max_bytes=round(cfg.transport.writer_queue_mb * 1024 * 1024))
+                                   max_bytes=round(cfg.transport.writer_queue_mb * 1024 * 1024),
+                                   before_put=journal.sync if journal is not None else None)
 
     def frame_id(self, frame: Frame) -> str | None:
         """The frame id a resumed batch gave this file before a restart, when it was on its way to review."""
@@ -96,7 +97,8 @@ class DecisionSink:
         if reason is not None:
             try:
                 if self.journal is not None and pending is None:
-                    self.journal.will_route(frame.origin, frame_id, reason)
+                    # flushed by the writer before the item goes into the outbox (one fsync a group)
+                    self.journal.will_route(frame.origin, frame_id, reason, sync=False)
                 decided.item = review_item(self.cfg, frame, frame_id, result, versions, reason)
                 decided.jpeg_quality = self.cfg.routing.jpeg_quality
             except OSError as exc:  # the batch journal cannot be written: a restart would not know it was routed

@@ -63,12 +63,14 @@ class ReviewWriter:
     be recorded at once, without the queue, when the queue is empty and the writer idle."""
 
     def __init__(self, outbox: Outbox, record: Callable[[DecidedFrame], None], metrics: DaemonMetrics,
-                 capacity: int = 16, name: str = "review-writer", max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 capacity: int = 16, name: str = "review-writer", max_bytes: int = DEFAULT_MAX_BYTES,
+                 before_put: Callable[[], None] | None = None) -> None:
         if capacity < 1 or max_bytes < 1:
             raise ValueError(f"writer queue bounds must be at least 1, not {capacity} frames / {max_bytes} bytes")
         self.outbox = outbox
         self.capacity = capacity
         self.max_bytes = max_bytes
+        self._before_put = before_put  # what must be durable before a group's items are (a batch's route records)
         self._record = record
         self._metrics = metrics
         self._name = name
@@ -203,6 +205,13 @@ class ReviewWriter:
             batch.append((decided, decided.item, jpeg.tobytes()))
         if not batch:
             return
+        if self._before_put is not None:
+            try:
+                self._before_put()
+            except OSError as exc:  # a restart would not know these frames were routed: they are not put
+                for decided, _, _ in batch:
+                    decided.error, decided.decision["queued"] = exc, False
+                return
         results = self.outbox.put_many([(item, jpeg) for _, item, jpeg in batch])
         durable = time.monotonic()
         for (decided, _, _), result in zip(batch, results, strict=True):

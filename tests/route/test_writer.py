@@ -173,6 +173,59 @@ def test_a_slow_disk_flush_does_not_delay_the_decisions_behind_it(tmp_path: Path
     assert durable == 20, "capture to durable, per routed frame"
 
 
+def test_a_batch_s_route_records_are_flushed_by_the_writer_before_its_items(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # a busy disk: each flush of the journal takes 0.3 s; the decision loop must not wait for it, and no item may
+    # go into the outbox before its route record is on disk (a restart must know the frame was routed)
+    line = Line(tmp_path, journal=True)
+    journal = line.journal
+    assert journal is not None
+    journal_inode = journal.path.stat().st_ino
+    flushed: set[str] = set()  # frame ids whose route record was in the journal file at a flush
+    real_fsync, real_put_many = os.fsync, line.outbox.put_many
+
+    def fsync(fd: int) -> None:
+        if os.fstat(fd).st_ino == journal_inode:
+            written = journal.path.read_text().splitlines()
+            time.sleep(0.3)
+            real_fsync(fd)
+            flushed.update(json.loads(x)["frame_id"] for x in written if '"route"' in x)
+        else:
+            real_fsync(fd)
+
+    def put_many(items: list[Any]) -> list[Any]:
+        assert all(item.frame_id in flushed for item, _ in items), "an item before its route record's flush"
+        return real_put_many(items)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(line.outbox, "put_many", put_many)
+    decide_s = []
+    try:
+        for seq in range(8):
+            decide_s.append(line.decide(seq, routed=True))
+        assert line.sink.drain(20)
+    finally:
+        line.close()
+    assert max(decide_s) < 0.15, f"decide took up to {max(decide_s) * 1000:.0f} ms"
+    writer = line.sink.writer.snapshot()
+    assert writer["written"] == 8 and writer["groups"] < 8, "one journal flush a group, not a frame"
+    assert flushed == {f"test-line:cam0:b0:{s}" for s in range(8)}
+    assert all(d["queued"] for d in line.logged())
+
+
+def test_a_journal_that_cannot_be_flushed_keeps_its_frames_out_of_the_outbox(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    line = Line(tmp_path, journal=True)
+
+    def sync() -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(line.sink.writer, "_before_put", sync)
+    line.decide_routed(2)
+    assert line.outbox.depth() == 0 and line.counters["outbox_errors"] == 2
+    assert [d["queued"] for d in line.logged()] == [False, False]
+
+
 def _decide_behind_a_stuck_disk(line: Line, monkeypatch: pytest.MonkeyPatch, frames: int, waiting_at: int
                                 ) -> dict[str, int]:
     """Decide `frames` routed frames on a loop thread while the disk does not answer, until frame `waiting_at` is
