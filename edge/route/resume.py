@@ -148,7 +148,7 @@ class BatchJournal:
 
     def will_route(self, origin: str, frame_id: str, reason: str, sync: bool = True) -> None:
         """Record that the frame of `origin` goes to review as `frame_id`. With `sync` False the record is written
-        but not flushed: `sync()` must have run before the frame's item is put into the outbox."""
+        but not flushed: `sync()` is to run before the frame's item is put into the outbox."""
         self._append({"route": origin, "frame_id": frame_id, "reason": reason}, sync=sync)
         with self._lock:
             self._pending[origin] = (frame_id, reason)

@@ -54,7 +54,7 @@ class DecisionSink:
         self.writer = ReviewWriter(outbox, self._record, metrics, capacity=cfg.transport.writer_queue,
                                    name=f"review-writer-{cfg.id}",
                                    max_bytes=round(cfg.transport.writer_queue_mb * 1024 * 1024),
-                                   before_put=journal.sync if journal is not None else None)
+                                   before_put=self._flush_journal if journal is not None else None)
 
     def frame_id(self, frame: Frame) -> str | None:
         """The frame id a resumed batch gave this file before a restart, when it was on its way to review."""
@@ -95,14 +95,13 @@ class DecisionSink:
             "profile": versions[1]}
         decided = DecidedFrame(frame, frame_id, decision, ctx)
         if reason is not None:
-            try:
-                if self.journal is not None and pending is None:
-                    # flushed by the writer before the item goes into the outbox (one fsync a group)
+            if self.journal is not None and pending is None:
+                try:  # flushed by the writer before the item goes into the outbox (one fsync a group)
                     self.journal.will_route(frame.origin, frame_id, reason, sync=False)
-                decided.item = review_item(self.cfg, frame, frame_id, result, versions, reason)
-                decided.jpeg_quality = self.cfg.routing.jpeg_quality
-            except OSError as exc:  # the batch journal cannot be written: a restart would not know it was routed
-                decision["queued"], decided.error = False, exc
+                except OSError as exc:
+                    self._journal_error(frame, frame_id, exc, ctx)
+            decided.item = review_item(self.cfg, frame, frame_id, result, versions, reason)
+            decided.jpeg_quality = self.cfg.routing.jpeg_quality
         if self.publisher is not None:  # the line hears the decision now; the outbox write is the writer's
             self._publish(frame, frame_id, result, decision, ctx)
         self.writer.submit(decided)
@@ -122,10 +121,26 @@ class DecisionSink:
             try:
                 self.journal.done(frame.origin, frame_id)
             except OSError as exc:  # decided all the same; a restart would decide this file again
-                self.counters["journal_errors"] = self.counters.get("journal_errors", 0) + 1
-                log.error("line %s camera %s frame %s: batch journal %s: %s", self.cfg.id, frame.source_id, frame_id,
-                          self.journal.path, exc, extra=ctx)
+                self._journal_error(frame, frame_id, exc, ctx)
         self.summaries.add(decision)
+
+    def _flush_journal(self) -> None:
+        """The writer's step before it puts a group: the group's route records to the disk. A journal that cannot
+        be flushed does not keep the frames from review: a restart may then decide them again under new ids (a
+        frame reviewed twice, never a frame lost)."""
+        assert self.journal is not None
+        try:
+            self.journal.sync()
+        except OSError as exc:
+            self.counters["journal_errors"] = self.counters.get("journal_errors", 0) + 1
+            log.error("line %s: batch journal %s: %s (routed frames go to review all the same; a restart may route "
+                      "them again)", self.cfg.id, self.journal.path, exc)
+
+    def _journal_error(self, frame: Frame, frame_id: str, exc: OSError, ctx: dict[str, Any]) -> None:
+        assert self.journal is not None
+        self.counters["journal_errors"] = self.counters.get("journal_errors", 0) + 1
+        log.error("line %s camera %s frame %s: batch journal %s: %s", self.cfg.id, frame.source_id, frame_id,
+                  self.journal.path, exc, extra=ctx)
 
     def drain(self, timeout: float) -> bool:
         """Wait until every decided frame is written and recorded (bounded); True if all were."""

@@ -206,12 +206,7 @@ class ReviewWriter:
         if not batch:
             return
         if self._before_put is not None:
-            try:
-                self._before_put()
-            except OSError as exc:  # a restart would not know these frames were routed: they are not put
-                for decided, _, _ in batch:
-                    decided.error, decided.decision["queued"] = exc, False
-                return
+            self._before_put()
         results = self.outbox.put_many([(item, jpeg) for _, item, jpeg in batch])
         durable = time.monotonic()
         for (decided, _, _), result in zip(batch, results, strict=True):

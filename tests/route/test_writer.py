@@ -213,17 +213,31 @@ def test_a_batch_s_route_records_are_flushed_by_the_writer_before_its_items(tmp_
     assert all(d["queued"] for d in line.logged())
 
 
-def test_a_journal_that_cannot_be_flushed_keeps_its_frames_out_of_the_outbox(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_journal_that_cannot_be_written_or_flushed_keeps_no_frame_from_review(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # a failing journal costs at worst a frame reviewed twice after a restart, never a routed frame
     line = Line(tmp_path, journal=True)
+    journal = line.journal
+    assert journal is not None
+    real_append = journal._append  # noqa: SLF001
+
+    def append(record: dict[str, str], sync: bool = True) -> None:
+        if record.get("route", "").endswith("0001.jpg"):
+            raise OSError(28, "No space left on device")
+        real_append(record, sync)
 
     def sync() -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(line.sink.writer, "_before_put", sync)
-    line.decide_routed(2)
-    assert line.outbox.depth() == 0 and line.counters["outbox_errors"] == 2
-    assert [d["queued"] for d in line.logged()] == [False, False]
+    monkeypatch.setattr(journal, "_append", append)
+    monkeypatch.setattr(journal, "sync", sync)
+    line.decide_routed(3)
+    assert line.outbox.depth() == 3 and line.counters["outbox_errors"] == 0
+    assert [d["queued"] for d in line.logged()] == [True, True, True]
+    assert line.counters["journal_errors"] >= 2  # the unwritten route record, and each group's failed flush
+    said = [r.getMessage() for r in caplog.records]
+    assert any("No space left" in m for m in said) and any("routed frames go to review all the same" in m
+                                                           for m in said)
 
 
 def _decide_behind_a_stuck_disk(line: Line, monkeypatch: pytest.MonkeyPatch, frames: int, waiting_at: int
