@@ -72,14 +72,20 @@ class Line:
         self.sink.decide(frame, f"test-line:cam0:b0:{seq}", result, THRESHOLD, ("pack@1", "profile@1"))
         return time.monotonic() - started
 
-    def decide_routed(self, frames: int) -> None:
-        """Decide `frames` routed frames one after the other, drain the writer and close."""
+    def decide_routed(self, frames: int, fps: float | None = None) -> list[float]:
+        """Decide `frames` routed frames (paced at `fps` when given, else one after the other), drain the writer and
+        close; returns how long each decide() took, in seconds."""
+        took: list[float] = []
         try:
+            started = time.monotonic()
             for seq in range(frames):
-                self.decide(seq, routed=True)
-            assert self.sink.drain(10)
+                if fps is not None:
+                    time.sleep(max(0.0, started + seq / fps - time.monotonic()))
+                took.append(self.decide(seq, routed=True))
+            assert self.sink.drain(20)
         finally:
             self.close()
+        return took
 
     def logged(self) -> list[dict[str, Any]]:
         assert self.cfg.decision_log is not None
@@ -152,15 +158,7 @@ def test_a_routed_frame_is_logged_and_journaled_done_only_once_durable(tmp_path:
 def test_a_slow_disk_flush_does_not_delay_the_decisions_behind_it(tmp_path: Path,
                                                                   slow_directory_flush: list[float]) -> None:
     line = Line(tmp_path)
-    decide_s: list[float] = []
-    try:
-        started = time.monotonic()
-        for seq in range(20):  # 15 fps, every frame routed; each directory flush takes 0.3 s
-            time.sleep(max(0.0, started + seq / 15 - time.monotonic()))
-            decide_s.append(line.decide(seq, routed=True))
-        assert line.sink.drain(20)
-    finally:
-        line.close()
+    decide_s = line.decide_routed(20, fps=15)  # every frame routed; each directory flush takes 0.3 s
     # written in line, as Outbox.put does, each decide would take >= 0.3 s (the flush of its own item); the
     # bound leaves room for a loaded machine's scheduling
     assert max(decide_s) < 0.15, f"decide took up to {max(decide_s) * 1000:.0f} ms"
@@ -199,13 +197,7 @@ def test_a_batch_s_route_records_are_flushed_by_the_writer_before_its_items(tmp_
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(line.outbox, "put_many", put_many)
-    decide_s = []
-    try:
-        for seq in range(8):
-            decide_s.append(line.decide(seq, routed=True))
-        assert line.sink.drain(20)
-    finally:
-        line.close()
+    decide_s = line.decide_routed(8)
     assert max(decide_s) < 0.15, f"decide took up to {max(decide_s) * 1000:.0f} ms"
     writer = line.sink.writer.snapshot()
     assert writer["written"] == 8 and writer["groups"] < 8, "one journal flush a group, not a frame"
