@@ -154,7 +154,7 @@ class DaemonCollector(Collector):
             ("inspect",): float(c["errors"]), ("outbox",): float(c["outbox_errors"]),
             ("inference_stuck",): float(c["inference_stuck"]), ("capture",): float(cap["errors"] or 0),
             ("sender",): float(d.sender.counters["errors"]), ("publish",): float(c["publish_errors"]),
-            ("notify",): float(d.notifier.counters["errors"])})
+            ("notify",): float(d.notifier.counters["errors"]), ("journal",): float(c["journal_errors"])})
         yield _counter("lineside_worker_restarts", "inference worker restarts by the internal watchdog", [],
                        {(): float(c["worker_restarts"])})
         yield _counter("lineside_capture_stalls", "connected sources reopened after no frame for capture_stall_s",

@@ -137,6 +137,7 @@ def test_notify_health_metrics_and_decisions_feed(tmp_path: Path, textile_images
     assert _sample(families, "lineside_capture_frames_total") >= frames
     assert 0 <= _sample(families, "lineside_review_rate") <= 1
     assert _sample(families, "lineside_errors_total", kind="inspect") == 0
+    assert _sample(families, "lineside_errors_total", kind="journal") == 0  # a batch journal that fails is counted here
     assert _sample(families, "process_resident_memory_bytes") > 50e6
     info = next(s.labels for f in families.values() for s in f.samples if s.name == "lineside_build_info")
     assert (info["pack"], info["profile"]) == real_inspector.versions
