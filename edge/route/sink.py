@@ -53,7 +53,7 @@ class DecisionSink:
                      if cfg.decision_log else None)
         self.writer = ReviewWriter(outbox, self._record, metrics, capacity=cfg.transport.writer_queue,
                                    name=f"review-writer-{cfg.id}",
-                                   max_bytes=round(cfg.transport.writer_queue_mb * 1024 * 1024),
+                                   max_bytes=max(1, round(cfg.transport.writer_queue_mb * 1024 * 1024)),
                                    before_put=self._flush_journal if journal is not None else None)
 
     def frame_id(self, frame: Frame) -> str | None:
