@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edge.config import TensorrtConfig
-from edge.images import read_image
+from edge.images import ImageError, list_images, read_image
 from edge.inspect.inspector import Inspection, Inspector
 from edge.profile.versions import load_profile
 from edge.vlm.pack import ModelPack, load_pack
@@ -36,9 +36,10 @@ SCORE_ATOL = 0.05  # logit units: FP16 engines move the scores a little; a verdi
 
 def _frames_from(folder: Path | None, n: int) -> list[np.ndarray]:
     if folder is not None:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))[:n]
-        if not files:
-            raise SystemExit(f"{folder}: no frames (.png, .jpg, .bmp)")
+        try:
+            files = list_images(folder)[:n]
+        except ImageError as exc:
+            raise SystemExit(f"no frames: {exc}") from None
         return [read_image(p) for p in files]
     from edge.bench.inference import decode, test_frames
 
