@@ -261,8 +261,8 @@ class ImagePreprocessor:
         std = [float(v) * 255.0 for v in spec["std"]]
         size = (int(spec["size"][1]), int(spec["size"][0]))
         rgb = spec.get("color", "RGB") == "RGB"
-        # (x - mean) / std, the channel swap and the HWC → CHW copy in one OpenCV pass: 0.2 ms at 256 × 256 where
-        # the same in NumPy took 1.2 ms (BENCHMARKS.md, "Preprocessing"); means and scales in the model's channel
+        # (x - mean) / std, the channel swap and the HWC → CHW copy in one OpenCV pass: 0.35 ms a 250 × 250 frame
+        # where the same in NumPy took 1.13 ms (BENCHMARKS.md, "Preprocessing"); means and scales in the model's channel
         # order, as OpenCV takes them when it swaps
         params = cv2.dnn.Image2BlobParams(scalefactor=tuple(1.0 / v for v in std), size=size, mean=tuple(mean),
                                           swapRB=rgb, ddepth=cv2.CV_32F)
