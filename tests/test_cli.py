@@ -105,6 +105,11 @@ def test_the_choices_summary_names_the_loser_and_its_figure() -> None:
     assert fused_wins[1].startswith("regions: from the anomaly map (region F1 0.820; the line model's 0.810")
     one_grid = choices_summary({"region_source": "map (the pack gives one patch grid)"})
     assert one_grid[1] == "regions: from the anomaly map: the pack gives one patch grid"
+    relative = choices_summary({"region_source": "line model", "region_f1_line_model": 0.875,
+                                "region_f1_anomaly_map": 0.85,
+                                "region_cut": "0.3 of the way down from each frame's peak (others above 2)"})
+    assert relative[1].endswith("on held-out pasted defects); cut 0.3 of the way down from each frame's peak "
+                                "(others above 2)")
 
 
 def test_calibration_with_only_unreadable_images_fails_clearly(tmp_path: Path) -> None:

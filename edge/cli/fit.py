@@ -104,6 +104,8 @@ def choices_summary(metrics: dict[str, Any]) -> list[str]:
     elif source:
         lines.append(f"regions: from the anomaly map: {source.removeprefix('map (').removesuffix(')')}"
                      if source.startswith("map (") else f"regions: from the {source}")
+    if source and metrics.get("region_cut"):
+        lines[-1] += f"; cut {metrics['region_cut']}"
     if metrics.get("line_model"):
         lines.append(f"line model: {metrics['line_model']}")
     unreadable = metrics.get("unreadable_images") or []

@@ -41,10 +41,10 @@ def fit_localiser(pasted: list[PastedDefect], clean: list[LineSample], map_thres
     """The line model (None when the anomaly map cuts better, there are too few pasted defects or the pack gives one
     patch grid), how regions are cut, and what was measured."""
     if len(pasted) < MIN_PASTED or any(d.tower is None for d in pasted):
-        threshold, fraction, measured = (fit_region_cut(pasted, map_thresholds(map_threshold)) if pasted
-                                         else (map_threshold, None, {}))
+        fitted = fit_region_cut(pasted, map_thresholds(map_threshold)) if pasted else None
+        cut = fitted.cut("map") if fitted is not None else RegionCut("map", map_threshold, None)
         why = "few pasted defects" if len(pasted) < MIN_PASTED else "the pack gives one patch grid"
-        return None, RegionCut("map", threshold, fraction), {**measured, "region_source": f"map ({why})"}
+        return None, cut, {**(fitted.measured if fitted else {}), "region_source": f"map ({why})"}
     rng = np.random.default_rng(seed)
     sources = sorted({d.source if d.source >= 0 else i for i, d in enumerate(pasted)})
     held = set(rng.permutation(sources)[::2].tolist())
@@ -52,14 +52,13 @@ def fit_localiser(pasted: list[PastedDefect], clean: list[LineSample], map_thres
     second = [d for i, d in enumerate(pasted) if (d.source if d.source >= 0 else i) in held]
     half = train_line_model(line_samples(first) + clean, seed=seed)
     line_held = _as_line(second, patch_logits(half, line_samples(second)))
-    line_threshold, line_fraction, line_measured = fit_region_cut(line_held, LINE_LEVELS)
-    _, _, map_measured = fit_region_cut(second, map_thresholds(map_threshold))
-    line_f1, map_f1 = float(line_measured["region_cut_f1"]), float(map_measured["region_cut_f1"])  # type: ignore
+    line_cut = fit_region_cut(line_held, LINE_LEVELS)
+    map_cut = fit_region_cut(second, map_thresholds(map_threshold))
+    line_f1, map_f1 = float(line_cut.measured["region_cut_f1"]), float(map_cut.measured["region_cut_f1"])  # type: ignore
     metrics: dict[str, Any] = {"region_f1_line_model": line_f1, "region_f1_anomaly_map": map_f1,
                                "pasted_defects": len(pasted), "pasted_held_out": len(second)}
     if line_f1 < map_f1 + MIN_GAIN:
-        threshold, fraction, measured = fit_region_cut(pasted, map_thresholds(map_threshold))
-        return None, RegionCut("map", threshold, fraction), {**metrics, **measured, "region_source": "map"}
+        fitted = fit_region_cut(pasted, map_thresholds(map_threshold))
+        return None, fitted.cut("map"), {**metrics, **fitted.measured, "region_source": "map"}
     model = train_line_model(line_samples(pasted) + clean, seed=seed)
-    return model, RegionCut("line", line_threshold, line_fraction), {**metrics, **line_measured,
-                                                                      "region_source": "line model"}
+    return model, line_cut.cut("line"), {**metrics, **line_cut.measured, "region_source": "line model"}

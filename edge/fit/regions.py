@@ -1,22 +1,27 @@
 """How the line's regions are cut from its anomaly map, fitted on synthetic defects pasted on its own good images
 (edge.fit.synthetic): the map level a region must reach (a multiple of the calibrated map threshold) and whether a
-region is narrowed to the part around its peak (edge.grounding.regions.region_mask). The choice is the one whose
-boxes best match the pasted defects' (F1 of recall and precision at IoU ≥ 0.3, then the mean overlap); today's
-cut — the calibrated threshold, no narrowing — unless another is better by `MIN_GAIN`.
+region is narrowed to the part around its peak (edge.grounding.regions.region_mask), or each frame's regions cut at
+a level relative to its own map (edge.grounding.regions.defect_regions). The boxes are scored as a defect frame
+gets them; the choice is the one whose boxes best match the pasted defects' (F1 of recall and precision at
+IoU ≥ 0.3, then the mean overlap); the calibrated threshold without narrowing unless another is better by
+`MIN_GAIN`.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge.findings import iou, mask_box
-from edge.grounding.regions import region_mask
+from edge.grounding.regions import defect_regions
+from edge.profile.line_profile import RegionCut
 
 SEED_FACTORS = (1.0, 1.25, 1.5, 2.0)  # × the calibrated map threshold
 PEAK_FRACTIONS: tuple[float | None, ...] = (None, 0.6, 0.7, 0.8, 0.9)
+RELATIVE_SHARES = (0.2, 0.3, 0.4, 0.5)  # of the way down from a frame's map peak to its mean
 IOU_MATCH = 0.3
 MIN_GAIN = 0.02
 
@@ -31,16 +36,16 @@ class PastedDefect:
     source: int = -1  # which good image it was pasted on (defects of one image stay on one side of a split)
 
 
-def region_scores(defects: list[PastedDefect], threshold: float, peak_fraction: float | None
-                  ) -> tuple[float, float, float]:
+def region_scores(defects: list[PastedDefect], threshold: float, peak_fraction: float | None,
+                  relative: float | None = None) -> tuple[float, float, float]:
     """(recall, precision, mean overlap) of the cut's boxes against the pasted defects' boxes: found at IoU ≥ 0.3,
     and each defect's best IoU averaged (0 where no box)."""
     found = boxes = matched = 0
     best: list[float] = []
     for d in defects:
         truth = mask_box(d.mask)
-        overlaps = [iou((b.x, b.y, b.w, b.h), truth) for b in
-                    region_mask(d.anomaly_map, threshold, d.width, d.height, peak_fraction).blobs]
+        cut, _ = defect_regions(d.anomaly_map, threshold, d.width, d.height, peak_fraction, relative)
+        overlaps = [iou((b.x, b.y, b.w, b.h), truth) for b in cut.blobs]
         found += bool(overlaps) and max(overlaps) >= IOU_MATCH
         boxes += len(overlaps)
         matched += sum(o >= IOU_MATCH for o in overlaps)
@@ -48,30 +53,44 @@ def region_scores(defects: list[PastedDefect], threshold: float, peak_fraction: 
     return found / max(len(defects), 1), matched / boxes if boxes else 0.0, float(np.mean(best)) if best else 0.0
 
 
-def fit_region_cut(defects: list[PastedDefect], thresholds: Sequence[float]
-                   ) -> tuple[float, float | None, dict[str, object]]:
-    """(region threshold, peak fraction, what was measured) for the line: one of `thresholds` and of
-    PEAK_FRACTIONS — the best F1, then the closest boxes; the default (the first threshold, no narrowing) unless
-    another is better in F1 or, as good in F1, in overlap by MIN_GAIN."""
+@dataclass(frozen=True)
+class FittedCut:
+    threshold: float
+    peak_fraction: float | None
+    relative: float | None
+    measured: dict[str, object]
+
+    def cut(self, source: str) -> RegionCut:
+        return RegionCut(source, self.threshold, self.peak_fraction, self.relative)
+
+
+def fit_region_cut(defects: list[PastedDefect], thresholds: Sequence[float]) -> FittedCut:
+    """How the line's regions are cut, and what was measured: one of `thresholds` with one of PEAK_FRACTIONS, or
+    a relative cut (one of RELATIVE_SHARES; the threshold then admits the regions beside the strongest) — the best
+    F1, then the closest boxes; the default (the first threshold, no narrowing) unless another is better in F1 or,
+    as good in F1, in overlap by MIN_GAIN."""
     table: dict[str, tuple[float, float, float, float]] = {}
-    best: tuple[float, float, float, float | None] | None = None
-    for threshold in thresholds:
-        for fraction in PEAK_FRACTIONS:
-            recall, precision, overlap = region_scores(defects, threshold, fraction)
-            f1 = 2 * recall * precision / max(recall + precision, 1e-9)
-            table[f"{threshold:.3g}/{fraction}"] = (round(recall, 3), round(precision, 3), round(f1, 3),
-                                                    round(overlap, 3))
-            # the better F1 (to 0.01); between as good, the boxes closer to the defects'
-            if best is None or (round(f1, 2), overlap) > (round(best[0], 2), best[1]):
-                best = (f1, overlap, threshold, fraction)
+    best: tuple[float, float, float, float | None, float | None] | None = None
+    cuts = [(f, None) for f in PEAK_FRACTIONS] + [(None, r) for r in RELATIVE_SHARES]
+    for threshold, (fraction, relative) in itertools.product(thresholds, cuts):
+        recall, precision, overlap = region_scores(defects, threshold, fraction, relative)
+        f1 = 2 * recall * precision / max(recall + precision, 1e-9)
+        key = f"{threshold:.3g}/{fraction}" if relative is None else f"{threshold:.3g}/relative {relative}"
+        table[key] = (round(recall, 3), round(precision, 3), round(f1, 3), round(overlap, 3))
+        # the better F1 (to 0.01); between as good, the boxes closer to the defects'
+        if best is None or (round(f1, 2), overlap) > (round(best[0], 2), best[1]):
+            best = (f1, overlap, threshold, fraction, relative)
     assert best is not None
     default_f1, default_overlap = table[f"{thresholds[0]:.3g}/None"][2:]
     gain = best[0] >= default_f1 + MIN_GAIN or (round(best[0], 2) >= round(default_f1, 2)
                                                 and best[1] >= default_overlap + MIN_GAIN)
-    f1, _, threshold, fraction = best if gain else (default_f1, default_overlap, thresholds[0], None)
-    return threshold, fraction, {"region_cut": f"above {threshold:.3g}, peak fraction {fraction}",
-                                 "region_cut_f1": round(f1, 3), "region_cut_default_f1": default_f1,
-                                 "region_cut_defects": len(defects), "region_cut_table": table}
+    f1, _, threshold, fraction, relative = best if gain else (default_f1, default_overlap, thresholds[0], None, None)
+    said = (f"{relative:g} of the way down from each frame's peak (others above {threshold:.3g})"
+            if relative is not None else f"above {threshold:.3g}"
+            + (f", narrowed to {fraction:g} of each peak" if fraction is not None else ""))
+    return FittedCut(threshold, fraction, relative, {
+        "region_cut": said, "region_cut_f1": round(f1, 3), "region_cut_default_f1": default_f1,
+        "region_cut_defects": len(defects), "region_cut_table": table})
 
 
 def map_thresholds(threshold: float) -> list[float]:

@@ -35,7 +35,7 @@ from edge.fit.regions import PastedDefect, fit_region_cut
 from edge.fit.synthetic import FIT_KINDS, fit_defect
 from edge.images import ImageError, read_image
 from edge.inspect.inspector import Inspector
-from edge.profile.line_profile import LineProfile, ProfileError, RegionCut
+from edge.profile.line_profile import LineProfile, ProfileError
 from edge.profile.rows import LabelledRows
 from edge.profile.versions import load_profile, save_profile
 from edge.progress import Progress, silent
@@ -131,11 +131,11 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
             # the operator's boxes are where the line's defects are: the cut is fitted to them (and the pasted)
             truth = [d for _, d in reviewed.boxed] + pasted
             logits = patch_logits(model, line_samples(truth))
-            threshold, fraction, cut = fit_region_cut(
+            fitted = fit_region_cut(
                 [PastedDefect(p, d.mask, d.width, d.height) for d, p in zip(truth, logits, strict=True)],
                 LINE_LEVELS)
-            profile.region_cut = RegionCut("line", threshold, fraction)
-            measured.update(cut)
+            profile.region_cut = fitted.cut("line")
+            measured.update(fitted.measured)
         return measured
     model_or_none, region_cut, found = fit_localiser(pasted + [d for _, d in reviewed.boxed], extra,
                                                       profile.anomaly_threshold, seed)

@@ -18,6 +18,7 @@ from edge.vlm.prompts import TextBank
 _ROWS = ("upper", "middle", "lower")
 _COLS = ("left", "center", "right")
 MAX_REGIONS = 8
+HOTTEST_SHARE = 0.25  # a defect frame with no region above the cut shows the area this near its map's peak
 
 
 def location_word(cx: float, cy: float, width: int, height: int) -> str:
@@ -118,12 +119,46 @@ def region_mask(smoothed_map: np.ndarray, threshold: float, frame_w: int, frame_
     return RegionMask(up, labels, blobs[:MAX_REGIONS])
 
 
+def frame_level(smoothed_map: np.ndarray, share: float) -> float:
+    """The level `share` of the way down from the map's peak to its mean: a cut relative to the frame's own map."""
+    peak = float(smoothed_map.max())
+    return peak - share * (peak - float(smoothed_map.mean()))
+
+
+def defect_regions(smoothed_map: np.ndarray, threshold: float, frame_w: int, frame_h: int,
+                   peak_fraction: float | None = None, relative: float | None = None, min_area_pct: float = 0.02
+                   ) -> tuple[RegionMask, float]:
+    """The regions of a frame decided defective, and the level they were cut at.
+
+    Absolute cut (`relative` None): the map's regions above `threshold` (`region_mask`, narrowed by
+    `peak_fraction`); where none reaches it, the hottest area (within HOTTEST_SHARE of the map's range below its
+    peak), so that a defect frame always shows where it is most unlike the line's good frames.
+    Relative cut: every region is cut at the frame's own level, `relative` of the way down from its peak to its
+    mean (a map whose scale the line's defects do not share — a line model trained on other defects, a dim
+    defect — still gives a box of the defect's own size); the strongest region is kept, and every other one whose
+    peak reaches `threshold`."""
+    if relative is not None:
+        level = frame_level(smoothed_map, relative)
+        cut = region_mask(smoothed_map, level, frame_w, frame_h, None, min_area_pct)
+        cut = RegionMask(cut.up, cut.labels, cut.blobs[:1] + [b for b in cut.blobs[1:] if b.peak > threshold])
+    else:
+        level = threshold
+        cut = region_mask(smoothed_map, threshold, frame_w, frame_h, peak_fraction, min_area_pct)
+        if not cut.blobs:
+            level = frame_level(smoothed_map, HOTTEST_SHARE)
+            cut = region_mask(smoothed_map, level, frame_w, frame_h, None, min_area_pct)
+            cut = RegionMask(cut.up, cut.labels, cut.blobs[:1])
+    return cut, level
+
+
 def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray, frame_w: int, frame_h: int,
                  text: TextBank, logit_scale: float, min_area_pct: float = 0.02,
-                 peak_fraction: float | None = None) -> list[Region]:
-    """The map's regions (`region_mask`) in frame pixels, each captioned, largest peak first."""
+                 peak_fraction: float | None = None, relative: float | None = None) -> list[Region]:
+    """The regions of a frame decided defective (`defect_regions`) in frame pixels, each captioned, largest peak
+    first."""
     grid_h, grid_w = smoothed_map.shape
-    regions = region_mask(smoothed_map, threshold, frame_w, frame_h, peak_fraction, min_area_pct)
+    regions, threshold = defect_regions(smoothed_map, threshold, frame_w, frame_h, peak_fraction, relative,
+                                        min_area_pct)
     if not regions.blobs:
         return []
     frame_area = frame_w * frame_h

@@ -160,19 +160,15 @@ class Inspector:
         else:
             score, threshold, spread = profile.frame_score(map_max, global_score)
         is_defect = score > threshold
-        # caption: regions above the map threshold, each with class, place, size and best description; a defect
-        # frame with no region that hot gets its hottest area. The patch grid is laid out channels last only here.
+        # caption: the regions of a defect frame as the line's profile cuts them (above its level, or relative to
+        # the frame's own map), each with class, place, size and best description. The patch grid is laid out
+        # channels last only here.
         cut = profile.region_cut or RegionCut("map", profile.anomaly_threshold, None)
         region_map = grounded["line_map"][i] if cut.source == "line" else anomaly_map
         regions: list[Region] = []
         if is_defect:
-            patches = channels_last(outputs[1][i])
-            regions = find_regions(region_map, cut.threshold, patches, width, height, text, scale,
-                                   peak_fraction=cut.peak_fraction)
-            if not regions:
-                peak = float(region_map.max())
-                hottest = peak - 0.25 * (peak - float(region_map.mean()))
-                regions = find_regions(region_map, hottest, patches, width, height, text, scale)[:1]
+            regions = find_regions(region_map, cut.threshold, channels_last(outputs[1][i]), width, height, text,
+                                   scale, peak_fraction=cut.peak_fraction, relative=cut.relative)
         # verdict: good or the defect class (from the strongest region, else from the whole frame)
         defect_probs = regions[0].class_probs if regions else classify_embedding(outputs[0][i], text, scale)
         class_scores = frame_class_scores(score, threshold, spread, defect_probs)

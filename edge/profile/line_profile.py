@@ -30,22 +30,28 @@ class ProfileError(RuntimeError):
 @dataclass(frozen=True)
 class RegionCut:
     """How the line's regions are cut: from which map (`map`: the anomaly map, in good-image standard deviations;
-    `line`: the line model's defect probability), above which level, and whether each is narrowed to the part
-    around its peak above that share of the peak (edge.grounding.regions.region_mask)."""
+    `line`: the line model's defect logit), above which level, and whether each is narrowed to the part around its
+    peak above that share of the peak — or, with `relative`, at each frame's own level that share of the way down
+    from its map's peak to its mean (edge.grounding.regions.defect_regions)."""
 
     source: str
     threshold: float
     peak_fraction: float | None
+    relative: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "threshold": self.threshold, "peak_fraction": self.peak_fraction}
+        return {"source": self.source, "threshold": self.threshold, "peak_fraction": self.peak_fraction,
+                "relative": self.relative}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegionCut:
         if data.get("source") not in ("map", "line"):
             raise ValueError(f"region_cut source {data.get('source')!r} is neither map nor line")
-        fraction = data.get("peak_fraction")
-        return cls(str(data["source"]), float(data["threshold"]), None if fraction is None else float(fraction))
+        fraction, relative = data.get("peak_fraction"), data.get("relative")
+        if relative is not None and not 0 < float(relative) <= 1:
+            raise ValueError(f"region_cut relative {relative!r} is not in (0, 1]")
+        return cls(str(data["source"]), float(data["threshold"]), None if fraction is None else float(fraction),
+                   None if relative is None else float(relative))
 
 
 @dataclass

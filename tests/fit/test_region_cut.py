@@ -3,7 +3,7 @@ clearly better."""
 
 import numpy as np
 
-from edge.fit.regions import PastedDefect, fit_region_cut, region_scores
+from edge.fit.regions import PEAK_FRACTIONS, PastedDefect, fit_region_cut, region_scores
 
 
 def _defect(rng: np.random.Generator, broad: bool) -> PastedDefect:
@@ -22,10 +22,10 @@ def test_a_line_whose_defects_sit_in_broad_rises_gets_narrowed_regions() -> None
     rng = np.random.default_rng(0)
     defects = [_defect(rng, broad=True) for _ in range(20)]
     assert region_scores(defects, 2.0, None)[0] < 0.2  # the whole rise is the box: no match
-    threshold, fraction, measured = fit_region_cut(defects, [2.0, 3.0])
-    recall, precision, _ = region_scores(defects, threshold, fraction)
-    assert fraction is not None and recall > 0.9 and precision > 0.9
-    assert measured["region_cut_f1"] > measured["region_cut_default_f1"]  # type: ignore[operator]
+    fitted = fit_region_cut(defects, [2.0, 3.0])
+    recall, precision, _ = region_scores(defects, fitted.threshold, fitted.peak_fraction, fitted.relative)
+    assert (fitted.peak_fraction, fitted.relative) != (None, None) and recall > 0.9 and precision > 0.9
+    assert fitted.measured["region_cut_f1"] > fitted.measured["region_cut_default_f1"]  # type: ignore[operator]
 
 
 def test_a_line_whose_cut_already_fits_keeps_it() -> None:
@@ -40,5 +40,30 @@ def test_a_line_whose_cut_already_fits_keeps_it() -> None:
         mask = np.zeros((256, 256), bool)
         mask[8 * y:8 * y + 16, 8 * x:8 * x + 16] = True
         defects.append(PastedDefect(grid, mask, 256, 256))
-    threshold, fraction, _ = fit_region_cut(defects, [4.0, 3.0, 2.0])
-    assert (threshold, fraction) == (4.0, None)
+    fitted = fit_region_cut(defects, [4.0, 3.0, 2.0])
+    assert (fitted.threshold, fitted.peak_fraction, fitted.relative) == (4.0, None, None)
+
+
+def test_a_line_whose_map_drifts_from_frame_to_frame_gets_a_cut_relative_to_each_frame() -> None:
+    """Defects as smooth bumps on a map whose level and contrast move with each frame (as a line model's logits do
+    on defects unlike those it was trained on): the box a fixed level gives, or a share of the peak, grows and
+    shrinks with them; a cut half way down from each frame's own peak to its mean is the defect's own box, and the
+    fit says so."""
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    defects = []
+    for _ in range(24):
+        y, x = (float(v) for v in rng.uniform(6, 26, 2))
+        offset, height = float(rng.uniform(-4, 4)), float(rng.uniform(3, 10))
+        grid = offset + height * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5 ** 2))
+        grid = (grid + rng.normal(0, 0.05, grid.shape)).astype(np.float32)
+        mask = np.zeros((256, 256), bool)  # the bump above half its height, in frame pixels
+        fy, fx = np.mgrid[0:256, 0:256]
+        mask[((fy + 0.5) / 8 - 0.5 - y) ** 2 + ((fx + 0.5) / 8 - 0.5 - x) ** 2 < 2 * 1.5 ** 2 * np.log(2)] = True
+        defects.append(PastedDefect(grid, mask, 256, 256))
+    levels = [0.0, -1.0, 1.0, 2.0, 3.0]
+    fitted = fit_region_cut(defects, levels)
+    assert fitted.relative is not None
+    recall, precision, overlap = region_scores(defects, fitted.threshold, None, fitted.relative)
+    assert recall > 0.9 and precision > 0.9 and overlap > 0.9
+    assert max(region_scores(defects, t, f)[2] for t in levels for f in PEAK_FRACTIONS) < 0.7

@@ -1,7 +1,7 @@
 import numpy as np
 
 from edge.grounding.anomaly import combine, few_shot_scores, smooth, zero_shot_scores
-from edge.grounding.regions import find_regions, location_word, region_mask
+from edge.grounding.regions import defect_regions, find_regions, location_word, region_mask
 from edge.vlm.prompts import TextBank
 
 
@@ -106,3 +106,31 @@ def test_regions_on_a_large_frame_match_the_full_size_cut() -> None:
     small = region_mask(grid, 1.5, 300, 300)
     assert small.labels.shape == (300, 300)
     assert small.blobs == region_mask(grid, 1.5, 300, 300, pixels_per_cell=None).blobs
+
+
+def test_a_relative_cut_boxes_each_defect_at_its_frame_s_own_level() -> None:
+    """Two frames with the same bump on maps of different level (−3 and +3): a fixed level boxes the bump at two
+    sizes; cut half way down from the peak to the map's mean, both boxes are the same. Beside the strongest
+    region, a second one is kept only if its peak reaches the threshold."""
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    bump = 6.0 * np.exp(-((yy - 10) ** 2 + (xx - 12) ** 2) / (2 * 1.5 ** 2))
+    low, high = (bump - 3.0).astype(np.float32), (bump + 3.0).astype(np.float32)
+    fixed = [defect_regions(m, 0.5, 256, 256)[0].blobs[0] for m in (low, high)]
+    assert fixed[1].w > fixed[0].w + 16
+    relative = [defect_regions(m, 0.5, 256, 256, relative=0.5)[0].blobs[0] for m in (low, high)]
+    assert (relative[0].x, relative[0].y, relative[0].w, relative[0].h) == \
+        (relative[1].x, relative[1].y, relative[1].w, relative[1].h)
+    assert 16 <= relative[0].w <= 32  # about the bump above half its height (2 × 1.18 σ = 3.5 cells = 28 px)
+    second = high.copy()
+    second[24:26, 24:26] = 8.0  # a second, weaker peak (8 against 9) on the high map
+    assert len(defect_regions(second, 7.5, 256, 256, relative=0.3)[0].blobs) == 2
+    assert len(defect_regions(second, 8.5, 256, 256, relative=0.3)[0].blobs) == 1
+
+
+def test_a_defect_frame_with_no_region_above_the_cut_shows_its_hottest_area() -> None:
+    grid = np.zeros((32, 32), np.float32)
+    grid[5:7, 20:22] = 1.0
+    cut, level = defect_regions(grid, 2.0, 256, 256)
+    assert len(cut.blobs) == 1 and level < 1.0
+    assert 150 <= cut.blobs[0].x <= 165 and cut.blobs[0].w <= 24
+    assert defect_regions(np.zeros((8, 8), np.float32), 1.0, 64, 64)[0].blobs == []
