@@ -157,8 +157,7 @@ def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray
     """The regions of a frame decided defective (`defect_regions`) in frame pixels, each captioned, largest peak
     first."""
     grid_h, grid_w = smoothed_map.shape
-    regions, threshold = defect_regions(smoothed_map, threshold, frame_w, frame_h, peak_fraction, relative,
-                                        min_area_pct)
+    regions, level = defect_regions(smoothed_map, threshold, frame_w, frame_h, peak_fraction, relative, min_area_pct)
     if not regions.blobs:
         return []
     frame_area = frame_w * frame_h
@@ -172,7 +171,7 @@ def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray
             cy, cx = int((y + h / 2) * grid_h / frame_h), int((x + w / 2) * grid_w / frame_w)
             cells = np.zeros((grid_h, grid_w), bool)
             cells[min(cy, grid_h - 1), min(cx, grid_w - 1)] = True
-        weights = np.clip(smoothed_map[cells] - threshold, 1e-3, None)[:, None]
+        weights = np.clip(smoothed_map[cells] - level, 1e-3, None)[:, None]
         emb = (patches[cells] * weights).sum(axis=0)
         emb /= max(float(np.linalg.norm(emb)), 1e-12)
         probs = classify_embedding(emb, text, logit_scale)
