@@ -112,6 +112,23 @@ def test_the_choices_summary_names_the_loser_and_its_figure() -> None:
                                 "(others above 2)")
 
 
+def test_a_routing_that_vouches_for_nothing_says_how_far_the_labelled_frames_got() -> None:
+    import numpy as np
+
+    from edge.cli.fit import _routing_summary
+    from edge.uncertainty.risk import risk_threshold
+
+    u = np.linspace(0, 1, 1970)
+    wrong = np.zeros(u.size, bool)
+    wrong[[214, 300]] = True  # the 215th surest decision is the first wrong one; 230 are needed at 1 %
+    cal = risk_threshold(u, wrong, 0.01, 0.1)
+    summary = _routing_summary({"failure_oof_auroc": 0.8, "routing": {
+        "policy": "risk", "alpha": 0.01, "delta": 0.1, "calibration": cal.as_dict()}})
+    assert summary.startswith("routing: risk ≤ 1.0% with confidence 90% cannot be vouched for from 1970 labelled "
+                              "frames (it needs the surest 230 out-of-fold decisions all right; the first wrong one "
+                              "comes after 214): every frame goes to review")
+
+
 def test_calibration_with_only_unreadable_images_fails_clearly(tmp_path: Path) -> None:
     good = tmp_path / "good"
     good.mkdir()

@@ -121,9 +121,11 @@ def _routing_summary(metrics: dict[str, Any]) -> str:
                "uncertainty and routing.review_threshold"
     cal = routing["calibration"]
     if routing["policy"] == "risk" and not cal["accepted"]:
+        why = (f" (it needs the surest {cal['needed']} out-of-fold decisions all right; the first wrong one comes "
+               f"after {cal['clean_run']})" if "needed" in cal else "")
         return (f"routing: risk ≤ {routing['alpha']:.1%} with confidence {1 - routing['delta']:.0%} cannot be "
-                f"vouched for from {cal['n']} labelled frames: every frame goes to review until `lineside train` "
-                f"adds reviews (or choose --policy budget); failure AUROC {metrics.get('failure_oof_auroc')}")
+                f"vouched for from {cal['n']} labelled frames{why}: every frame goes to review until `lineside "
+                f"train` adds reviews (or choose --policy budget); failure AUROC {metrics.get('failure_oof_auroc')}")
     if routing["policy"] == "risk":
         return (f"routing: risk ≤ {routing['alpha']:.1%} with confidence {1 - routing['delta']:.0%}: auto-decides "
                 f"{cal['coverage']:.1%} of {cal['n']} out-of-fold frames ({cal['errors']} wrong, bound "

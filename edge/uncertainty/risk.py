@@ -1,10 +1,9 @@
 """Risk control for routing: finite-sample bounds on the error rate among auto-decided frames.
 
 `clopper_pearson` is the exact binomial interval. `risk_threshold` picks the uncertainty threshold below which the
-daemon decides by itself so that the error rate among those frames is ≤ α with confidence 1 − δ: the selection
-with guaranteed risk (SGR) binary search, each test a Clopper–Pearson upper bound at δ / (number of tests).
-(A fixed-sequence scan from the surest frame outward would be valid without the correction, but its first tests
-have one or two frames, whose bound can never be below a 1 % α: it would stop at once.)
+daemon decides by itself so that the error rate among those frames is ≤ α with confidence 1 − δ: fixed-sequence
+testing (as in Learn-then-Test, Angelopoulos et al. 2021) from the surest frames outward, each test a
+Clopper–Pearson upper bound at the full δ, starting at the smallest set whose bound can pass at all.
 `budget_threshold` sends at most b of the frames to review, most uncertain first.
 Pure Python + numpy: the daemon and the station use these without scipy.
 """
@@ -16,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+SCAN_STEPS = 100  # a scan tests at most about this many accepted-set sizes
 
 
 def _binom_cdf(k: int, n: int, p: float) -> float:
@@ -74,6 +75,8 @@ class RiskCalibration:
     accepted: int  # of them, decided automatically at `threshold`
     errors: int  # of those, wrong
     upper_bound: float  # (1 − δ) upper bound on the error rate among the accepted
+    needed: int = 0  # the fewest frames a bound ≤ α can rest on (smallest_provable_set)
+    clean_run: int = 0  # the surest frames before the first wrong one: ≥ `needed` for anything to be accepted
 
     @property
     def coverage(self) -> float:
@@ -82,40 +85,56 @@ class RiskCalibration:
     def as_dict(self) -> dict[str, float | int]:
         return {"threshold": self.threshold, "alpha": self.alpha, "delta": self.delta, "n": self.n,
                 "accepted": self.accepted, "errors": self.errors, "upper_bound": self.upper_bound,
-                "coverage": self.coverage}
+                "coverage": self.coverage, "needed": self.needed, "clean_run": self.clean_run}
 
 
-def risk_threshold(uncertainty: np.ndarray, wrong: np.ndarray, alpha: float, delta: float = 0.1) -> RiskCalibration:
+def smallest_provable_set(alpha: float, delta: float) -> int:
+    """The fewest frames whose (1 − δ) upper error bound can be ≤ α at all (with no error among them)."""
+    n = max(1, math.ceil(math.log(delta) / math.log1p(-alpha)))
+    while risk_upper_bound(0, n, delta) > alpha:  # the bisection's last bit on an exact boundary
+        n += 1
+    return n
+
+
+def risk_threshold(uncertainty: np.ndarray, wrong: np.ndarray, alpha: float, delta: float = 0.1,
+                   steps: int = SCAN_STEPS) -> RiskCalibration:
     """The largest threshold whose accepted set (uncertainty ≤ t) has a (1 − δ) upper error bound ≤ α.
 
-    SGR (Geifman & El-Yaniv 2017): a binary search over the sorted uncertainties, each of its ⌈log₂ N⌉ tests at
-    confidence 1 − δ/⌈log₂ N⌉ (Bonferroni), so the returned threshold's bound holds with probability ≥ 1 − δ. With
-    no threshold passing, it lies below every score: everything is reviewed."""
+    Fixed-sequence testing: accepted sets of a size fixed in advance — `smallest_provable_set(α, δ)` frames, then
+    ⌈N / steps⌉ more at a time, each widened to take whole groups of tied values — are tested in order from the
+    surest frames outward, each at the full δ, stopping at the first whose bound is above α; the last one passing
+    is returned. The first test that fails ends the scan, so the guarantee needs no correction for the number of
+    tests. (A Bonferroni-corrected binary search (SGR) spends δ over its ⌈log₂ N⌉ tests: measured on ELPV's
+    out-of-fold decisions at α = 5 %, from 300 labelled frames it decided 5 % of them and this scan 16 %, from 900
+    24 % and 42 %.) With no set passing, the threshold lies below every score: everything is reviewed."""
     u = np.asarray(uncertainty, np.float64).ravel()
     w = np.asarray(wrong, bool).ravel()
     if u.size != w.size:
         raise ValueError(f"{u.size} uncertainties but {w.size} error flags")
     if u.size == 0:
-        return RiskCalibration(0.0, alpha, delta, 0, 0, 0, 1.0)
+        return RiskCalibration(0.0, alpha, delta, 0, 0, 0, 1.0, smallest_provable_set(alpha, delta), 0)
     order = np.argsort(u, kind="mergesort")
     u_sorted, cum_errors = u[order], np.cumsum(w[order])
-    # a threshold accepts whole groups of tied values: test only at the last index of each
-    last_of_value = np.r_[np.nonzero(np.diff(u_sorted))[0], u_sorted.size - 1]
-    tests = max(1, math.ceil(math.log2(last_of_value.size))) if last_of_value.size > 1 else 1
-    best = RiskCalibration(float(u_sorted[0]) - 1e-9, alpha, delta, int(u.size), 0, 0, 1.0)
-    lo, hi = 0, last_of_value.size - 1
-    for _ in range(tests):
-        if lo > hi:
-            break
-        mid = (lo + hi + 1) // 2
-        idx = int(last_of_value[mid])
+    needed = smallest_provable_set(alpha, delta)
+    first_wrong = np.flatnonzero(w[order])
+    # a frame tied with the first wrong one cannot be accepted without it
+    clean_run = (int(np.searchsorted(u_sorted, u_sorted[first_wrong[0]], side="left")) if first_wrong.size
+                 else int(u.size))
+    best = RiskCalibration(float(u_sorted[0]) - 1e-9, alpha, delta, int(u.size), 0, 0, 1.0, needed, clean_run)
+    step = max(1, math.ceil(u.size / steps))
+    tested = -1
+    for size in range(needed, u.size + step, step):
+        # a threshold accepts whole groups of tied values: the set ends at the last frame tied with its edge
+        idx = int(np.searchsorted(u_sorted, u_sorted[min(size, u.size) - 1], side="right")) - 1
+        if idx <= tested:
+            continue
+        tested = idx
         accepted, errors = idx + 1, int(cum_errors[idx])
-        bound = risk_upper_bound(errors, accepted, delta / tests)
-        if bound <= alpha:
-            best = RiskCalibration(float(u_sorted[idx]), alpha, delta, int(u.size), accepted, errors, bound)
-            lo = mid + 1
-        else:
-            hi = mid - 1
+        bound = risk_upper_bound(errors, accepted, delta)
+        if bound > alpha:
+            break
+        best = RiskCalibration(float(u_sorted[idx]), alpha, delta, int(u.size), accepted, errors, bound,
+                               needed, clean_run)
     return best
 
 

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from edge.stats import aurc, empirical_risk_threshold, fpr_at_tpr, risk_coverage
-from edge.uncertainty.risk import budget_threshold, clopper_pearson, risk_threshold, risk_upper_bound
+from edge.uncertainty.risk import (
+    budget_threshold,
+    clopper_pearson,
+    risk_threshold,
+    risk_upper_bound,
+    smallest_provable_set,
+)
 
 
 @pytest.mark.parametrize(("errors", "n"), [(0, 100), (3, 100), (10, 50), (1, 1000), (49, 50)])
@@ -36,6 +42,54 @@ def test_risk_threshold_keeps_the_error_rate_below_alpha_with_confidence() -> No
         coverages.append(cal.coverage)
     assert violations / 200 <= delta, "the guarantee: P(risk > α) ≤ δ"
     assert 0.25 < float(np.mean(coverages)) < 0.548, "useful coverage, below the oracle's"
+
+
+def test_a_few_hundred_labelled_frames_already_decide_some_frames_alone() -> None:
+    """A line that has just been set up has a few hundred labelled frames: the threshold must already let the
+    surest decide themselves, and still keep the promise."""
+    rng = np.random.default_rng(1)
+    alpha, delta = 0.05, 0.1
+    # true risk of accepting u ≤ t: 0.1 · t², α at t ≈ 0.707 (the oracle's coverage)
+    violations, coverages = 0, []
+    for _ in range(300):
+        u, wrong = _stream(rng, 300)
+        cal = risk_threshold(u, wrong, alpha, delta)
+        violations += 0.1 * min(cal.threshold, 1.0) ** 2 > alpha
+        coverages.append(cal.coverage)
+    assert violations / 300 <= delta
+    # measured: 0.34 (the oracle 0.71); a Bonferroni-corrected binary search decided 0.04 of these frames
+    assert float(np.mean(coverages)) > 0.25
+
+
+def test_the_scan_keeps_its_promise_when_every_set_is_just_over_alpha() -> None:
+    """Every frame wrong with probability a little above α: any set that is accepted breaks the promise, so the
+    scan may accept one in at most δ of the draws — its first test alone carries the whole δ."""
+    rng = np.random.default_rng(2)
+    alpha, delta = 0.05, 0.1
+    accepted = sum(risk_threshold(rng.random(600), rng.random(600) < alpha * 1.2, alpha, delta).accepted > 0
+                   for _ in range(400))
+    assert accepted / 400 <= delta
+
+
+@pytest.mark.parametrize(("alpha", "delta"), [(0.01, 0.1), (0.05, 0.1), (0.05, 0.05), (0.2, 0.01)])
+def test_the_smallest_provable_set_is_the_first_whose_clean_bound_passes(alpha: float, delta: float) -> None:
+    n = smallest_provable_set(alpha, delta)
+    assert risk_upper_bound(0, n, delta) <= alpha < risk_upper_bound(0, n - 1, delta)
+    u = np.linspace(0, 1, n - 1)  # one frame too few: nothing can be vouched for, even with no error at all
+    assert risk_threshold(u, np.zeros(u.size, bool), alpha, delta).accepted == 0
+    u = np.linspace(0, 1, n)
+    assert risk_threshold(u, np.zeros(u.size, bool), alpha, delta).accepted == n
+
+
+def test_tied_uncertainties_are_accepted_or_reviewed_together() -> None:
+    u = np.repeat(np.arange(10.0), 50)  # ten groups of 50 tied values
+    wrong = np.zeros(u.size, bool)
+    wrong[-3:] = True
+    cal = risk_threshold(u, wrong, 0.05, 0.1)
+    assert cal.accepted % 50 == 0 and cal.accepted == 500 and cal.errors == 3
+    wrong = np.zeros(u.size, bool)
+    wrong[120] = True  # in the third group: its 50 tied frames stand or fall with it
+    assert risk_threshold(u, wrong, 0.05, 0.1).clean_run == 100
 
 
 def test_risk_threshold_reviews_everything_when_no_threshold_is_safe() -> None:
