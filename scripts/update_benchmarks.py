@@ -58,7 +58,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
 
 def machine_line(result: dict[str, Any]) -> str:
     m = result.get("machine", {})
-    return (f"{m.get('cores', '?')} cores, {m.get('cpu', '?')}, provider {m.get('provider', '?')}, "
+    target = f" ({m['cpu_target']})" if m.get("cpu_target") else ""  # x86-vnni, x86 or arm; absent in older runs
+    return (f"{m.get('cores', '?')} cores, {m.get('cpu', '?')}{target}, provider {m.get('provider', '?')}, "
             f"Python {m.get('python', '?')}, load {m.get('load_1min', '?')} at start")
 
 

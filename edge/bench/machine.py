@@ -1,4 +1,5 @@
-"""What a benchmark ran on: cores, CPU model, ONNX Runtime provider; and the process's resident memory."""
+"""What a benchmark ran on: cores, CPU model and int8 target (VNNI or not), ONNX Runtime provider; and the process's
+resident memory."""
 
 from __future__ import annotations
 
@@ -7,29 +8,15 @@ import platform
 from pathlib import Path
 from typing import Any
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+from edge.vlm.cpu import cpu_model, cpu_target, usable_cores
 
 
 def machine(provider: str = "") -> dict[str, Any]:
-    """The machine line that goes with every number: cores, CPU model, provider, load when the run began."""
+    """The machine line that goes with every number: cores, CPU model and int8 target, provider, load when the run
+    began."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
-    return {"cores": usable_cores(), "cpu": cpu_model(), "provider": provider, "os": platform.system(),
-            "python": platform.python_version(), "load_1min": round(load[0], 2)}
+    return {"cores": usable_cores(), "cpu": cpu_model(), "cpu_target": cpu_target(), "provider": provider,
+            "os": platform.system(), "python": platform.python_version(), "load_1min": round(load[0], 2)}
 
 
 def rss_mb() -> float:

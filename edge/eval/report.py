@@ -86,11 +86,19 @@ def seeds_markdown(reports: dict[int, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ran_on(cfg: dict[str, Any]) -> str:
+    """When and where a run was made, as its time figures need it said (absent from older reports)."""
+    m = cfg.get("machine")
+    if not m:
+        return ""
+    return f" from {cfg['started']} on {m['cores']} cores of {m['cpu']} ({m['cpu_target']})"
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     cfg = report["config"]
     lines = [f"# lineside eval — {', '.join(cfg['datasets'])}{' (quick subset)' if cfg['quick'] else ''}", "",
-             f"pack `{cfg['pack_version']}`, seed {cfg['seed']}, {report['seconds']} s. "
-             "Reproduce: `lineside eval --dataset all --out DIR`.", "",
+             f"pack `{cfg['pack_version']}`, seed {cfg['seed']}, {report['seconds']} s{_ran_on(cfg)}. "
+             f"Reproduce: `{cfg.get('command', 'lineside eval --dataset all --out DIR')}`.", "",
              "| figure | value | published anchor / goal | gap to goal |", "|---|---|---|---|"]
     for key, anchor in ANCHORS.items():
         value = _get(report, key)

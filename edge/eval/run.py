@@ -26,16 +26,30 @@ from edge.eval.scoring import Context
 from edge.eval.sets import eval_elpv, eval_synthetic, eval_textile
 from edge.fit.calibrate import DEFAULT_BANK_SIZE
 from edge.progress import Progress, silent
+from edge.vlm.cpu import cpu_model, cpu_target, usable_cores
 from edge.vlm.pack import ModelPack
 
 log = logging.getLogger(__name__)
 DATASETS = ("textile", "elpv", "synthetic-loc")
+LOOP_EVERY = 200  # reviews between retrainings in the review-loop simulation
+
+
+def eval_command(datasets: Sequence[str], seed: int, quick: bool, loop: bool, loop_every: int,
+                 bank_size: dict[int, int] | None) -> str:
+    """The `lineside eval` command line that makes this report again."""
+    words = ["lineside eval", "--dataset", "all" if set(datasets) == set(DATASETS) else ",".join(datasets)]
+    words += ["--seed", str(seed)] if seed else []
+    words += ["--quick"] if quick else []
+    if loop:
+        words += ["--loop"] + (["--loop-every", str(loop_every)] if loop_every != LOOP_EVERY else [])
+    words += ["--bank-size", str(bank_size[8])] if bank_size else []
+    return " ".join(words + ["--out", "DIR"])
 
 
 def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = False, seed: int = 0,
              provider: str = "cpu", progress: Progress = silent, loop: bool = False,
-             loop_every: int = 200, bank_size: dict[int, int] | None = None) -> dict[str, Any]:
-    started = time.monotonic()
+             loop_every: int = LOOP_EVERY, bank_size: dict[int, int] | None = None) -> dict[str, Any]:
+    started, started_at = time.monotonic(), time.time()
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(pack, out, seed, quick, provider, progress, bank_size=bank_size)
     report: dict[str, Any] = {}
@@ -50,6 +64,9 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
     if "synthetic-loc" in datasets:
         report.update(eval_synthetic(ctx))
     report["config"] = {
+        "command": eval_command(datasets, seed, quick, loop, loop_every, bank_size),
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started_at)), "machine": {
+            "cpu": cpu_model(), "cpu_target": cpu_target(), "cores": usable_cores()},
         "seed": seed, "quick": quick, "datasets": list(datasets), "pack_version": pack.version, "loop": loop,
         "bank_size": {str(k): v for k, v in (bank_size or DEFAULT_BANK_SIZE).items()},
         "profile_versions": ctx.profiles, "provider": provider,
@@ -74,7 +91,7 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
 
 
 def run_seeds(pack: ModelPack, datasets: Sequence[str], out: Path, seeds: Sequence[int], quick: bool = False,
-              provider: str = "cpu", progress: Progress = silent, loop: bool = False, loop_every: int = 200,
+              provider: str = "cpu", progress: Progress = silent, loop: bool = False, loop_every: int = LOOP_EVERY,
               bank_size: dict[int, int] | None = None) -> dict[str, Any]:
     """`run_eval` once per seed into out/seed-N (the review loop for the first seed only: it is the slow part), then
     out/report.json (every seed) and out/report.md (the first seed's report after the headline figures' mean ±

@@ -31,6 +31,11 @@ def test_rewrites_only_the_block() -> None:
     assert update_benchmarks.update(out, RESULT) == out  # idempotent
 
 
+def test_the_machine_line_names_the_cpus_int8_target_when_the_run_has_it() -> None:
+    run = {**RESULT, "machine": {**RESULT["machine"], "cpu_target": "x86-vnni"}}
+    assert update_benchmarks.machine_line(run).startswith("2 cores, AMD EPYC (x86-vnni), provider cpu")
+
+
 def test_refuses_a_file_without_the_block() -> None:
     with pytest.raises(SystemExit):
         update_benchmarks.update("# no block\n", RESULT)

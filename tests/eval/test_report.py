@@ -1,6 +1,7 @@
 """The report's goal column and the several-seed summary read the figures a line engineer compares."""
 
 from edge.eval.report import gap_to_goal, report_markdown, seeds_markdown
+from edge.eval.run import eval_command
 
 BY_LABEL = {"0": 0.97, "0.33": 0.96, "0.67": 0.35, "1": 0.70}
 REPORT = {"elpv": {"accuracy": 0.88, "accuracy_by_label": BY_LABEL, "ablation_auroc": {"fused": 0.9},
@@ -28,3 +29,15 @@ def test_seed_summary_gives_each_seed_and_the_mean_with_its_spread():
     md = seeds_markdown({0: REPORT, 1: other})
     row = next(line for line in md.splitlines() if line.startswith("| `elpv.accuracy` |"))
     assert "0.8800 | 0.9000 | 0.8900 ± 0.0141 | -0.020" in row
+
+
+def test_the_report_says_how_to_make_it_again_and_where_it_ran():
+    command = eval_command(["elpv"], 0, False, True, 200, None)
+    assert command == "lineside eval --dataset elpv --loop --out DIR"
+    assert eval_command(["textile", "elpv", "synthetic-loc"], 2, True, False, 200, {8: 1024, 16: 512}) == \
+        "lineside eval --dataset all --seed 2 --quick --bank-size 1024 --out DIR"
+    config = {**REPORT["config"], "command": command, "started": "2026-12-03 22:53 UTC",
+              "machine": {"cpu": "Intel(R) Xeon(R) Processor", "cpu_target": "x86-vnni", "cores": 2}}
+    md = report_markdown({**REPORT, "config": config})
+    assert ("1.0 s from 2026-12-03 22:53 UTC on 2 cores of Intel(R) Xeon(R) Processor (x86-vnni). "
+            "Reproduce: `lineside eval --dataset elpv --loop --out DIR`.") in md
