@@ -123,10 +123,12 @@ def test_a_routing_that_vouches_for_nothing_says_how_far_the_labelled_frames_got
     wrong[[214, 300]] = True  # the 215th surest decision is the first wrong one; 230 are needed at 1 %
     cal = risk_threshold(u, wrong, 0.01, 0.1)
     summary = _routing_summary({"failure_oof_auroc": 0.8, "routing": {
-        "policy": "risk", "alpha": 0.01, "delta": 0.1, "calibration": cal.as_dict()}})
+        "policy": "risk", "alpha": 0.01, "delta": 0.1, "calibration": cal.as_dict()},
+        "coverage_by_alpha": {"0.01": 0.0, "0.05": 0.6, "0.1": 0.9}})
     assert summary.startswith("routing: risk ≤ 1.0% with confidence 90% cannot be vouched for from 1970 labelled "
                               "frames (it needs the surest 230 out-of-fold decisions all right; the first wrong one "
                               "comes after 214): every frame goes to review")
+    assert "; other risks (--alpha) would auto-decide: ≤ 5% → 60%, ≤ 10% → 90%; failure AUROC 0.8" in summary
 
 
 def test_calibration_with_only_unreadable_images_fails_clearly(tmp_path: Path) -> None:

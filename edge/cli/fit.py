@@ -120,16 +120,21 @@ def _routing_summary(metrics: dict[str, Any]) -> str:
         return f"failure predictor: {metrics.get('failure_predictor', 'none')} — routing uses the baseline " \
                "uncertainty and routing.review_threshold"
     cal = routing["calibration"]
+    others = {float(a): c for a, c in (metrics.get("coverage_by_alpha") or {}).items()
+              if float(a) != routing["alpha"]}
+    menu = ("; other risks (--alpha) would auto-decide: " + ", ".join(
+        f"≤ {a * 100:g}% → {c:.0%}" for a, c in sorted(others.items()))) if others else ""
     if routing["policy"] == "risk" and not cal["accepted"]:
         why = (f" (it needs the surest {cal['needed']} out-of-fold decisions all right; the first wrong one comes "
                f"after {cal['clean_run']})" if "needed" in cal else "")
         return (f"routing: risk ≤ {routing['alpha']:.1%} with confidence {1 - routing['delta']:.0%} cannot be "
                 f"vouched for from {cal['n']} labelled frames{why}: every frame goes to review until `lineside "
-                f"train` adds reviews (or choose --policy budget); failure AUROC {metrics.get('failure_oof_auroc')}")
+                f"train` adds reviews (or choose --policy budget){menu}; failure AUROC "
+                f"{metrics.get('failure_oof_auroc')}")
     if routing["policy"] == "risk":
         return (f"routing: risk ≤ {routing['alpha']:.1%} with confidence {1 - routing['delta']:.0%}: auto-decides "
                 f"{cal['coverage']:.1%} of {cal['n']} out-of-fold frames ({cal['errors']} wrong, bound "
-                f"{cal['upper_bound']:.2%}); failure AUROC {metrics.get('failure_oof_auroc')}")
+                f"{cal['upper_bound']:.2%}){menu}; failure AUROC {metrics.get('failure_oof_auroc')}")
     return (f"routing: budget {routing['budget']:.0%}: {cal['routed']} of {cal['n']} out-of-fold frames to review; "
             f"failure AUROC {metrics.get('failure_oof_auroc')}")
 

@@ -44,6 +44,7 @@ MIN_WRONG_FOR_PREDICTOR = 8  # fewer failures than this: nothing to learn from, 
 MIN_WRONG_FOR_MLP = 30  # fewer out-of-fold failures than this: calibrated max-softmax, no MLP
 MLP_MIN_GAIN = 0.01  # an MLP's out-of-fold failure AUROC must beat calibrated max-softmax's by this much
 MIN_OOD_REFERENCES = 30  # fewer labelled frames than this say too little about what the line looks like
+OTHER_ALPHAS = (0.005, 0.01, 0.02, 0.05, 0.1)  # risks whose coverage calibrate reports beside the chosen one
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ def refit(profile: LineProfile, rows: LabelledRows, text: TextBank, logit_scale:
     if routing.policy == "risk":
         cal = risk_threshold(oof_wrong, wrong, routing.alpha, routing.delta)
         threshold, calibration = cal.threshold, cal.as_dict()
+        # what the same rows would vouch for at other risks: the line engineer's menu for --alpha
+        metrics["coverage_by_alpha"] = {
+            f"{a:g}": round(risk_threshold(oof_wrong, wrong, a, routing.delta).coverage, 4) for a in OTHER_ALPHAS}
     else:
         threshold = budget_threshold(oof_wrong, routing.budget)
         calibration = {"n": len(rows), "routed": int((oof_wrong > threshold).sum())}

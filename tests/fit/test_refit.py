@@ -59,6 +59,8 @@ def test_refit_learns_the_decision_its_failures_and_a_safe_threshold(tmp_path: P
     assert profile.routing is not None and profile.routing["policy"] == "risk"
     cal = profile.routing["calibration"]
     assert cal["upper_bound"] <= 0.05 and cal["accepted"] > 0
+    menu = metrics["coverage_by_alpha"]  # what the same rows vouch for at other risks (calibrate prints it)
+    assert menu["0.05"] == pytest.approx(cal["coverage"], abs=1e-4) and menu["0.005"] < menu["0.1"]
 
     z = decision_margins(profile, test.features, DIM)
     wrong = ((z > 0).astype(int) != test.labels).astype(bool)
