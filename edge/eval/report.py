@@ -27,6 +27,8 @@ ANCHORS: dict[str, str] = {
     "synthetic_loc.region_recall": "goal ≥ 0.80 at IoU ≥ 0.3 (no anchor)",
     "synthetic_loc.region_precision": "goal ≥ 0.80 at IoU ≥ 0.3 (no anchor)",
     "synthetic_loc.recall_by_kind.spot": "goal ≥ 0.70",
+    "synthetic_loc.good_false_alarm_rate": "the same held-out frames before the paste, decided defective (lower is "
+                                           "better; no goal)",
     "captions.class_accuracy": "(no anchor)",
     "captions.location_accuracy": "(no anchor; 3×3 grid words)",
     "elpv.failure.learned.auroc": "goal ≥ 0.90 and ≥ every baseline + 0.03; ViLU lifts MCM by 0.08–0.33 (ICCV 2025)",

@@ -126,6 +126,9 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
     class_pairs: list[tuple[str, str]] = []  # (pasted kind, caption class of the best-matching region)
     location_hits: list[bool] = []
     per_kind: dict[str, list[bool]] = {k: [] for k in KINDS}
+    # the same held-out frames before the paste: a localiser that draws boxes on good parts is not a good one
+    false_alarms: dict[str, list[bool]] = {line: [] for line in sources}
+    good_regions: dict[str, int] = {line: 0 for line in sources}
     cuts: dict[str, dict[str, Any] | None] = {}  # where each line's regions came from (edge.fit.localiser)
     for line, (good, held_out) in sources.items():
         inspector = ctx.fit(f"synthetic-{line}", good)
@@ -137,6 +140,9 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
             donor = read_image(held_out[(i + 1) % len(held_out)])
             defect = make_defect(image, donor, KINDS[i % len(KINDS)], rng)
             h, w = image.shape[:2]
+            clean = inspector.inspect(image)
+            false_alarms[line].append(clean.verdict != "good")
+            good_regions[line] += len(clean.regions)
             result = inspector.inspect(defect.image)
             shown = result.anomaly_map if result.region_map is None else result.region_map  # what regions come from
             up = cv2.resize(shown, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -182,6 +188,10 @@ def eval_synthetic(ctx: Context) -> dict[str, Any]:
             "region_precision": round(n_regions_match / n_regions, 4) if n_regions else 0.0,
             "recall_by_kind": {k: round(float(np.mean(v)), 4) if v else float("nan") for k, v in per_kind.items()},
             "n": n_truth, "regions": n_regions,
+            # the held-out frames themselves, before the paste: decided defective, and the boxes drawn on them
+            "good_false_alarm_rate": round(float(np.mean([a for v in false_alarms.values() for a in v])), 4),
+            "good_false_alarm_rate_by_line": {k: round(float(np.mean(v)), 4) for k, v in false_alarms.items() if v},
+            "good_regions": sum(good_regions.values()),
         },
         "captions": {
             "class_accuracy": round(float(np.mean(class_hits)), 4) if class_hits else 0.0,

@@ -10,7 +10,8 @@ from tests.conftest import run_lineside
 
 KEYS = ("elpv.accuracy", "elpv.accuracy_by_label", "elpv_unseen.accuracy", "textile.auroc", "textile.auroc_local",
         "textile.auroc_global", "synthetic_loc.pixel_auroc", "synthetic_loc.region_recall",
-        "synthetic_loc.region_precision", "captions.class_accuracy", "captions.location_accuracy", "config",
+        "synthetic_loc.region_precision", "synthetic_loc.good_false_alarm_rate", "captions.class_accuracy",
+        "captions.location_accuracy", "config",
         "seconds", "elpv.failure.aurc", "elpv.routing.coverage_at_1pct", "elpv.routing.coverage_at_5pct",
         "elpv.routing.realised_risk", "elpv.routing.alpha", "elpv.loop.coverage_at_1pct_by_round")
 SCORERS = ("learned", "msp", "margin", "entropy", "mcm", "doctor", "energy")
