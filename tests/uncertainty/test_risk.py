@@ -28,37 +28,32 @@ def _stream(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     return u, rng.random(n) < 0.3 * u ** 2
 
 
-def test_risk_threshold_keeps_the_error_rate_below_alpha_with_confidence() -> None:
-    rng = np.random.default_rng(0)
-    alpha, delta = 0.03, 0.1
-    # the true risk of accepting u ≤ t is 0.1 · t² (the mean of 0.3 u² over [0, t]): it reaches α at t ≈ 0.548
+def _calibrate_streams(seed: int, draws: int, n: int, alpha: float, delta: float) -> tuple[float, float]:
+    """(share of draws whose threshold's true risk exceeds α, mean coverage) over `draws` streams of n frames; the
+    true risk of accepting u ≤ t is 0.1 · t² (the mean of 0.3 u² over [0, t])."""
+    rng = np.random.default_rng(seed)
     violations, coverages = 0, []
-    for _ in range(200):
-        u, wrong = _stream(rng, 2000)
-        cal = risk_threshold(u, wrong, alpha, delta)
+    for _ in range(draws):
+        cal = risk_threshold(*_stream(rng, n), alpha, delta)
         assert cal.accepted == 0 or cal.upper_bound <= alpha
-        true_risk = 0.1 * min(cal.threshold, 1.0) ** 2
-        violations += true_risk > alpha
+        violations += 0.1 * min(cal.threshold, 1.0) ** 2 > alpha
         coverages.append(cal.coverage)
-    assert violations / 200 <= delta, "the guarantee: P(risk > α) ≤ δ"
-    assert 0.25 < float(np.mean(coverages)) < 0.548, "useful coverage, below the oracle's"
+    return violations / draws, float(np.mean(coverages))
+
+
+def test_risk_threshold_keeps_the_error_rate_below_alpha_with_confidence() -> None:
+    violated, coverage = _calibrate_streams(0, 200, 2000, alpha=0.03, delta=0.1)  # α reached at t ≈ 0.548
+    assert violated <= 0.1, "the guarantee: P(risk > α) ≤ δ"
+    assert 0.25 < coverage < 0.548, "useful coverage, below the oracle's"
 
 
 def test_a_few_hundred_labelled_frames_already_decide_some_frames_alone() -> None:
     """A line that has just been set up has a few hundred labelled frames: the threshold must already let the
     surest decide themselves, and still keep the promise."""
-    rng = np.random.default_rng(1)
-    alpha, delta = 0.05, 0.1
-    # true risk of accepting u ≤ t: 0.1 · t², α at t ≈ 0.707 (the oracle's coverage)
-    violations, coverages = 0, []
-    for _ in range(300):
-        u, wrong = _stream(rng, 300)
-        cal = risk_threshold(u, wrong, alpha, delta)
-        violations += 0.1 * min(cal.threshold, 1.0) ** 2 > alpha
-        coverages.append(cal.coverage)
-    assert violations / 300 <= delta
+    violated, coverage = _calibrate_streams(1, 300, 300, alpha=0.05, delta=0.1)  # α reached at t ≈ 0.707
+    assert violated <= 0.1
     # measured: 0.34 (the oracle 0.71); a Bonferroni-corrected binary search decided 0.04 of these frames
-    assert float(np.mean(coverages)) > 0.25
+    assert coverage > 0.25
 
 
 def test_the_scan_keeps_its_promise_when_every_set_is_just_over_alpha() -> None:
