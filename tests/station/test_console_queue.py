@@ -9,9 +9,11 @@ from collections.abc import Iterator
 import pytest
 from console_support import login, make_user
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from edge.station.console import create_app
 from edge.station.store import LeaseConflict, QueueFilter, ReviewError, Store
+from edge.station.tables import ReviewItemRow
 
 
 @pytest.fixture
@@ -59,6 +61,25 @@ def test_two_reviewers_never_get_the_same_next_item(store, five):
         t.join(30)
     assert sorted(got["ana"] + got["ben"]) == [1, 2, 3, 4, 5]  # each item once, none twice
     assert store.queue.counts()["by_status"] == {"pending": 0, "reviewed": 5}
+
+
+def test_a_head_answered_by_someone_else_meanwhile_is_not_handed_out(store, five, monkeypatch):
+    """On PostgreSQL a reviewer can read the queue's head just before another one leases it, answers it and gives
+    the lease back: the lease then goes through without a conflict. The claim must see the item is answered."""
+    assert store.queue.claim_next("ana", minutes=5) == 2
+    store.reviews.add(2, "accept", "ana")  # answered; ana's lease is given back
+    import edge.station.store.queue as queue_module
+
+    real = queue_module.head_query
+    calls = []
+
+    def head_read_too_early(*args, **kwargs):  # the first read sees the head as it was before the answer
+        calls.append(1)
+        return select(ReviewItemRow.id).where(ReviewItemRow.id == 2) if len(calls) == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(queue_module, "head_query", head_read_too_early)
+    assert store.queue.claim_next("ben", minutes=5) == 5  # the next pending head, not the answered item
+    assert store.queue.lease_of(2) is None
 
 
 def test_opening_an_item_leases_it_and_others_skip_it(ana, ben, store, five):

@@ -325,14 +325,20 @@ class ReviewQueue:
         now = time.time() if now is None else now
         for attempt in range(CLAIM_ATTEMPTS):
             try:
+                flt = flt or QueueFilter()
                 with self._db.session(write=True) as s:
-                    item_id = s.scalar(head_query(flt or QueueFilter(), username, now, exclude, exclude_groups))
+                    item_id = s.scalar(head_query(flt, username, now, exclude, exclude_groups))
                     if item_id is not None:
                         take_lease(s, item_id, username, minutes, now)
+                        # PostgreSQL (read committed): the head we read may have been leased, answered and its
+                        # lease given back by another reviewer since — our lease then meets no conflict; look again
+                        status = s.scalar(select(ReviewItemRow.status).where(ReviewItemRow.id == item_id))
+                        if flt.status != "all" and status != flt.status:
+                            raise LeaseConflict(f"item {item_id} was answered meanwhile")
                     return item_id
             except (LeaseConflict, IntegrityError):
-                # PostgreSQL (read committed): another reviewer leased the same head between our read and our
-                # insert; that item is now leased, so the next attempt's head is another one
+                # PostgreSQL (read committed): another reviewer leased (or answered) the same head between our read
+                # and our insert; the next attempt's head is another one
                 if attempt == CLAIM_ATTEMPTS - 1:
                     raise
         return None
