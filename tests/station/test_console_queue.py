@@ -11,6 +11,7 @@ from console_support import login, make_user
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+import edge.station.store.queue as queue_module
 from edge.station.console import create_app
 from edge.station.store import LeaseConflict, QueueFilter, ReviewError, Store
 from edge.station.tables import ReviewItemRow
@@ -68,8 +69,6 @@ def test_a_head_answered_by_someone_else_meanwhile_is_not_handed_out(store, five
     the lease back: the lease then goes through without a conflict. The claim must see the item is answered."""
     assert store.queue.claim_next("ana", minutes=5) == 2
     store.reviews.add(2, "accept", "ana")  # answered; ana's lease is given back
-    import edge.station.store.queue as queue_module
-
     real = queue_module.head_query
     calls = []
 

@@ -323,9 +323,9 @@ class ReviewQueue:
         the same moment are served one after the other and can never be handed the same item.
         """
         now = time.time() if now is None else now
+        flt = flt or QueueFilter()
         for attempt in range(CLAIM_ATTEMPTS):
             try:
-                flt = flt or QueueFilter()
                 with self._db.session(write=True) as s:
                     item_id = s.scalar(head_query(flt, username, now, exclude, exclude_groups))
                     if item_id is not None:
