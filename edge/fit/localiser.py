@@ -1,14 +1,16 @@
 """Where the line's regions come from: the anomaly map as calibrated, or the line model's learnt defect map — chosen
-on synthetic defects pasted on the line's good images that the line model did not learn from.
+on synthetic defects pasted on the line's good images (and the operator's boxes, after reviews) that the line model
+did not learn from.
 
-The pasted defects are split in two by the image they were pasted on: a line model fit on one half (and the clean
-good images) cuts regions on the other, and so does the anomaly map; the source whose boxes match the held-out
-defects better (F1 at IoU ≥ 0.3, by at least `MIN_GAIN`; the anomaly map on a tie), with its cut fitted on that
-half (edge.fit.regions), is the line's. The line model kept is then fit on all of them.
+The pasted defects and boxed frames are split in two by the image they are on: a line model fit on one half (and
+the clean good images) cuts regions on the other, and so does the anomaly map; the source whose boxes match the
+held-out defects better (F1 at IoU ≥ 0.3, by at least `MIN_GAIN`; the anomaly map on a tie), with its cut fitted on
+that half (edge.fit.regions), is the line's. The line model kept is then fit on all of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,29 +38,40 @@ def _as_line(pasted: list[PastedDefect], probabilities: np.ndarray) -> list[Past
     return [PastedDefect(p, d.mask, d.width, d.height) for d, p in zip(pasted, probabilities, strict=True)]
 
 
-def fit_localiser(pasted: list[PastedDefect], clean: list[LineSample], map_threshold: float, seed: int = 0
+def fit_localiser(pasted: list[PastedDefect], clean: list[LineSample], map_threshold: float, seed: int = 0,
+                  boxed: Sequence[tuple[LineSample, PastedDefect]] = (), box_repeat: int = 1
                   ) -> tuple[LineModel | None, RegionCut, dict[str, Any]]:
-    """The line model (None when the anomaly map cuts better, there are too few pasted defects or the pack gives one
-    patch grid), how regions are cut, and what was measured."""
-    if len(pasted) < MIN_PASTED or any(d.tower is None for d in pasted):
-        fitted = fit_region_cut(pasted, map_thresholds(map_threshold)) if pasted else None
+    """The line model (None when the anomaly map cuts better, there are too few defects or the pack gives one patch
+    grid), how regions are cut, and what was measured. `boxed`: frames with the operator's boxes (the line model's
+    sample, and the boxes as the defect to match), each learnt `box_repeat` times."""
+    truth = pasted + [d for _, d in boxed]
+    if len(truth) < MIN_PASTED or any(d.tower is None for d in truth):
+        fitted = fit_region_cut(truth, map_thresholds(map_threshold)) if truth else None
         cut = fitted.cut("map") if fitted is not None else RegionCut("map", map_threshold, None)
-        why = "few pasted defects" if len(pasted) < MIN_PASTED else "the pack gives one patch grid"
+        why = "few pasted defects" if len(truth) < MIN_PASTED else "the pack gives one patch grid"
         return None, cut, {**(fitted.measured if fitted else {}), "region_source": f"map ({why})"}
+    samples = line_samples(pasted) + [s for s, _ in boxed]
+    repeats = [1] * len(pasted) + [box_repeat] * len(boxed)
+    # defects of one image stay on one side; a boxed frame is an image of its own
+    keys = [d.source if d.source >= 0 else i for i, d in enumerate(pasted)]
+    keys += [max(keys, default=-1) + 1 + j for j in range(len(boxed))]
     rng = np.random.default_rng(seed)
-    sources = sorted({d.source if d.source >= 0 else i for i, d in enumerate(pasted)})
-    held = set(rng.permutation(sources)[::2].tolist())
-    first = [d for i, d in enumerate(pasted) if (d.source if d.source >= 0 else i) not in held]
-    second = [d for i, d in enumerate(pasted) if (d.source if d.source >= 0 else i) in held]
-    half = train_line_model(line_samples(first) + clean, seed=seed)
-    line_held = _as_line(second, patch_logits(half, line_samples(second)))
-    line_cut = fit_region_cut(line_held, LINE_LEVELS)
-    map_cut = fit_region_cut(second, map_thresholds(map_threshold))
+    held = set(rng.permutation(sorted(set(keys)))[::2].tolist())
+    first = [i for i, k in enumerate(keys) if k not in held]
+    second = [i for i, k in enumerate(keys) if k in held]
+    half = train_line_model([samples[i] for i in first for _ in range(repeats[i])] + clean, seed=seed)
+    held_truth = [truth[i] for i in second]
+    line_cut = fit_region_cut(_as_line(held_truth, patch_logits(half, [samples[i] for i in second])), LINE_LEVELS)
+    map_cut = fit_region_cut(held_truth, map_thresholds(map_threshold))
     line_f1, map_f1 = float(line_cut.measured["region_cut_f1"]), float(map_cut.measured["region_cut_f1"])  # type: ignore
+    line_overlap = float(line_cut.measured["region_cut_overlap"])  # type: ignore[arg-type]
+    map_overlap = float(map_cut.measured["region_cut_overlap"])  # type: ignore[arg-type]
     metrics: dict[str, Any] = {"region_f1_line_model": line_f1, "region_f1_anomaly_map": map_f1,
-                               "pasted_defects": len(pasted), "pasted_held_out": len(second)}
+                               "region_overlap_line_model": line_overlap, "region_overlap_anomaly_map": map_overlap,
+                               "pasted_defects": len(pasted), "boxed_frames": len(boxed),
+                               "pasted_held_out": len(second)}
     if line_f1 < map_f1 + MIN_GAIN:
-        fitted = fit_region_cut(pasted, map_thresholds(map_threshold))
+        fitted = fit_region_cut(truth, map_thresholds(map_threshold))
         return None, fitted.cut("map"), {**metrics, **fitted.measured, "region_source": "map"}
-    model = train_line_model(line_samples(pasted) + clean, seed=seed)
+    model = train_line_model([s for s, r in zip(samples, repeats, strict=True) for _ in range(r)] + clean, seed=seed)
     return model, line_cut.cut("line"), {**metrics, **line_cut.measured, "region_source": "line model"}

@@ -84,12 +84,14 @@ def fit_region_cut(defects: list[PastedDefect], thresholds: Sequence[float]) -> 
     default_f1, default_overlap = table[f"{thresholds[0]:.3g}/None"][2:]
     gain = best[0] >= default_f1 + MIN_GAIN or (round(best[0], 2) >= round(default_f1, 2)
                                                 and best[1] >= default_overlap + MIN_GAIN)
-    f1, _, threshold, fraction, relative = best if gain else (default_f1, default_overlap, thresholds[0], None, None)
+    f1, overlap, threshold, fraction, relative = (best if gain else
+                                                  (default_f1, default_overlap, thresholds[0], None, None))
     said = (f"{relative:g} of the way down from each frame's peak (others above {threshold:.3g})"
             if relative is not None else f"above {threshold:.3g}"
             + (f", narrowed to {fraction:g} of each peak" if fraction is not None else ""))
     return FittedCut(threshold, fraction, relative, {
-        "region_cut": said, "region_cut_f1": round(f1, 3), "region_cut_default_f1": default_f1,
+        "region_cut": said, "region_cut_f1": round(f1, 3), "region_cut_overlap": round(overlap, 3),
+        "region_cut_default_f1": default_f1,
         "region_cut_defects": len(defects), "region_cut_table": table})
 
 

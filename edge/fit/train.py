@@ -137,8 +137,8 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
             profile.region_cut = fitted.cut("line")
             measured.update(fitted.measured)
         return measured
-    model_or_none, region_cut, found = fit_localiser(pasted + [d for _, d in reviewed.boxed], extra,
-                                                      profile.anomaly_threshold, seed)
+    model_or_none, region_cut, found = fit_localiser(pasted, [s for _, s in reviewed.good],
+                                                      profile.anomaly_threshold, seed, reviewed.boxed, BOX_REPEAT)
     if model_or_none is not None:
         profile.line_model, profile.region_cut = model_or_none.state_arrays(), region_cut
     return found
