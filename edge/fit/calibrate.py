@@ -176,7 +176,7 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
                           frame_stats={"map": (float(good_scores.mean()), float(max(good_scores.std(), 1e-3))),
                                        "global": (float(good_global.mean()), float(max(good_global.std(), 1e-3)))},
                           frame_weights={"map": 1.0, "global": global_weight}, defect_rate=defect_rate)
-    good_frame = np.array([profile.frame_score(m, g)[0] for m, g in zip(good_scores, good_global, strict=True)])
+    good_frame = np.array([profile.fused_score(m, g) for m, g in zip(good_scores, good_global, strict=True)])
     profile.frame_scale = float(max(good_frame.std(), 0.25))
     profile.frame_threshold = float(good_frame.mean() + sigmas * profile.frame_scale)
     metrics: dict[str, object] = {"good_images": len(good), "bank_images": n_bank_images,

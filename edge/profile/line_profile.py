@@ -91,10 +91,9 @@ class LineProfile:
     # what the profile computes per frame as an ONNX graph (edge.profile.graph); None only for profiles from before
     graph: FrameGraphFiles | None = None
 
-    def frame_score(self, map_max: float, global_score: float) -> tuple[float, float, float]:
-        """(score, threshold, scale) of the frame without the head."""
-        if not self.frame_stats or self.frame_threshold is None:
-            return map_max, self.anomaly_threshold, self.anomaly_scale
+    def fused_score(self, map_max: float, global_score: float) -> float:
+        """The map maximum and the global zero-shot score fused: each in good-frame standard deviations
+        (frame_stats), weighted by frame_weights."""
         parts = {"map": map_max, "global": global_score}
         total = weight_sum = 0.0
         for name, weight in self.frame_weights.items():
@@ -102,7 +101,14 @@ class LineProfile:
                 mean, std = self.frame_stats[name]
                 total += weight * (parts[name] - mean) / max(std, 1e-6)
                 weight_sum += weight
-        return total / max(weight_sum, 1e-9), self.frame_threshold, self.frame_scale or 1.0
+        return total / max(weight_sum, 1e-9)
+
+    def frame_score(self, map_max: float, global_score: float) -> tuple[float, float, float]:
+        """(score, threshold, scale) of the frame without the head; a profile from before the fused score
+        (no frame_stats or frame_threshold) scores the map maximum against the anomaly threshold."""
+        if not self.frame_stats or self.frame_threshold is None:
+            return map_max, self.anomaly_threshold, self.anomaly_scale
+        return self.fused_score(map_max, global_score), self.frame_threshold, self.frame_scale or 1.0
 
     def describe(self) -> str:
         return f"{self.line_id}@{self.version}"
