@@ -9,7 +9,7 @@ import numpy as np
 
 from edge.datasets import textile_split
 from edge.eval.scoring import Context, score_files
-from edge.eval.sets import textile_shots
+from edge.eval.sets import TEXTILE_SETUP_SPLIT, textile_shots
 from edge.progress import Progress, silent
 from edge.stats import auroc
 from edge.vlm.pack import ModelPack
@@ -18,13 +18,16 @@ from edge.vlm.pack import ModelPack
 def textile_auroc(pack: ModelPack, provider: str = "cpu", quick: bool = False, seed: int = 0,
                   progress: Progress = silent) -> dict[str, float]:
     """Image AUROC on the textile *calib* split through the evaluation's own path (`edge.eval.run`): a profile
-    calibrated as `lineside eval` does (textile train: 50 good + 25 local + 25 global, seeded), every calib frame
-    through `Inspector.inspect_embedding`. Slow (minutes); `quick` takes 12 shots and 60 frames."""
+    calibrated as `lineside eval` does (50 good + 25 local + 25 global of the calib split, seeded), every other calib
+    frame through `Inspector.inspect_embedding` — never the test split, on which `lineside eval` reports. Slow
+    (minutes); `quick` takes 12 shots and 60 frames."""
     good, defects = textile_shots(seed, quick)
+    shots = set(good) | set(defects)
     with tempfile.TemporaryDirectory(prefix="lineside-quant-eval-") as tmp:
         ctx = Context(pack, Path(tmp), seed, quick, provider, progress)
         inspector = ctx.fit("textile", good, defects)
-        items = ctx.subset([(p, int(lab != "nominal"), lab) for p, lab in textile_split("calib")], 60)
+        items = ctx.subset([(p, int(lab != "nominal"), lab) for p, lab in textile_split(TEXTILE_SETUP_SPLIT)
+                            if p not in shots], 60)
         scored = score_files(ctx, inspector, items, f"textile calib ({pack.version})")
     truth = np.array([s.truth for s in scored])
     return {"auroc": round(auroc(truth, np.array([s.inspection.anomaly_score for s in scored])), 4),

@@ -1,12 +1,14 @@
 """`lineside eval`: the judge of quality. Fixed seeded splits, the real frame path, a report directory.
 
 Datasets (splits in edge.datasets):
-- textile: profile calibrated on the textile *train* split — 50 nominal + 50 labelled defects (25 local, 25 global),
-  drawn with the seed — and evaluated on the whole *test* split (200 nominal, 100 local, 100 global).
+- textile: profile calibrated on the textile *calib* split, which the starter pack was not trained on (a real line's
+  images are new to the pack) — 50 nominal + 50 labelled defects (25 local, 25 global), drawn with the seed — and
+  evaluated on the whole *test* split (200 nominal, 100 local, 100 global).
 - elpv: defect = expert probability ≥ 0.5, stratified 75/25 split; profile fit on the 75 %, evaluated on the 25 %.
 - elpv_unseen: the same test 25 %, profile fit on 50 functional + 50 defective cells of the 75 %.
 - synthetic-loc: scratches / spots / cut-paste (edge.eval.synthetic) pasted on held-out nominal images (textile test
-  nominal, ELPV test cells with probability 0), each line's profile calibrated on 50 good train images only.
+  nominal, ELPV test cells with probability 0), each line's profile calibrated on 50 good images only (textile
+  calib, ELPV train).
 Every test frame is encoded once and goes through `Inspector.inspect_embedding`, the daemon's own path; the ablation
 scores (zero-shot / few-shot / both / + global / + head) are recomputed from the same embedding.
 `--quick` draws a small seeded subset of every set (CI).
@@ -72,16 +74,16 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
         "profile_versions": ctx.profiles, "provider": provider,
         "defect_rates": {"values": ctx.defect_rates,
                          "note": "the line's defect rate each profile was calibrated with (`lineside calibrate "
-                                 "--defect-rate`): the share of defects in the line's train split; thresholds "
+                                 "--defect-rate`): the share of defects in the line's set-up split; thresholds "
                                  "maximise accuracy at that rate (None: balanced accuracy)"},
         "splits": {
-            "textile": "edge.datasets.textile_split: calibrate on train (50 nominal + 25 local + 25 global, seeded), "
-                       "evaluate on test",
+            "textile": "edge.datasets.textile_split: calibrate on calib, which the starter pack was not trained on "
+                       "(50 nominal + 25 local + 25 global, seeded), evaluate on test",
             "elpv": "edge.datasets.elpv_split(seed): stratified by (probability, type), 75 % fit / 25 % test; "
                     "defect = probability ≥ 0.5",
             "elpv_unseen": "edge.datasets.elpv_per_class(train, 50, seed): 50 functional + 50 defective cells",
             "synthetic-loc": "edge.eval.synthetic on textile test nominal and ELPV test probability-0 cells; "
-                             "profiles from 50 good train images",
+                             "profiles from 50 good images (textile calib, ELPV train)",
         },
     }
     report["seconds"] = round(time.monotonic() - started, 1)
