@@ -59,7 +59,11 @@ def fit_localiser(pasted: list[PastedDefect], clean: list[LineSample], map_thres
     held = set(rng.permutation(sorted(set(keys)))[::2].tolist())
     first = [i for i, k in enumerate(keys) if k not in held]
     second = [i for i, k in enumerate(keys) if k in held]
-    half = train_line_model([samples[i] for i in first for _ in range(repeats[i])] + clean, seed=seed)
+
+    def learnt(indices: Sequence[int]) -> list[LineSample]:
+        return [samples[i] for i in indices for _ in range(repeats[i])] + clean
+
+    half = train_line_model(learnt(first), seed=seed)
     held_truth = [truth[i] for i in second]
     line_cut = fit_region_cut(_as_line(held_truth, patch_logits(half, [samples[i] for i in second])), LINE_LEVELS)
     map_cut = fit_region_cut(held_truth, map_thresholds(map_threshold))
@@ -73,5 +77,5 @@ def fit_localiser(pasted: list[PastedDefect], clean: list[LineSample], map_thres
     if line_f1 < map_f1 + MIN_GAIN:
         fitted = fit_region_cut(truth, map_thresholds(map_threshold))
         return None, fitted.cut("map"), {**metrics, **fitted.measured, "region_source": "map"}
-    model = train_line_model([s for s, r in zip(samples, repeats, strict=True) for _ in range(r)] + clean, seed=seed)
+    model = train_line_model(learnt(range(len(samples))), seed=seed)
     return model, line_cut.cut("line"), {**metrics, **line_cut.measured, "region_source": "line model"}

@@ -119,10 +119,10 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
         outputs = inspector.image_encoder.run(inspector.image_encoder.preprocess(defect.image)[None])
         anomaly_map = inspector.graph.run(outputs)["anomaly_map"][0]
         pasted.append(PastedDefect(anomaly_map, defect.mask, bgr.shape[1], bgr.shape[0], tower_grids(outputs)))
-    boxed = [sample for sample, _ in reviewed.boxed]
-    extra = [s for _, s in reviewed.good] + boxed * BOX_REPEAT
+    good = [sample for _, sample in reviewed.good]
     if profile.line_model is not None:
-        model = train_line_model(extra + line_samples(pasted), seed=seed, epochs=RETRAIN_EPOCHS,
+        boxed = [sample for sample, _ in reviewed.boxed]
+        model = train_line_model(good + boxed * BOX_REPEAT + line_samples(pasted), seed=seed, epochs=RETRAIN_EPOCHS,
                                  start=LineModel.from_arrays(profile.line_model))
         profile.line_model = model.state_arrays()
         measured: dict[str, Any] = {"line_model": f"retrained from the last version on {len(boxed)} boxed, "
@@ -137,8 +137,8 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
             profile.region_cut = fitted.cut("line")
             measured.update(fitted.measured)
         return measured
-    model_or_none, region_cut, found = fit_localiser(pasted, [s for _, s in reviewed.good],
-                                                      profile.anomaly_threshold, seed, reviewed.boxed, BOX_REPEAT)
+    model_or_none, region_cut, found = fit_localiser(pasted, good, profile.anomaly_threshold, seed, reviewed.boxed,
+                                                      BOX_REPEAT)
     if model_or_none is not None:
         profile.line_model, profile.region_cut = model_or_none.state_arrays(), region_cut
     return found
