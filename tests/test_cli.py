@@ -78,7 +78,7 @@ def test_calibrate_says_what_decides_the_verdict_and_where_regions_come_from(tmp
             shutil.copy(path, defects / f"{label}_{path.name}")
     config = line_config(tmp_path, tmp_path, free_port(), free_port())
     result = run_lineside("calibrate", "--config", str(config), "--good", str(textile_images["good"]),
-                          "--defects", str(defects))
+                          "--defects", str(defects), "--search-subspace")
     assert result.returncode == 0, result.stderr
     said = result.stdout.splitlines()
     [verdict] = [x for x in said if x.startswith("verdict: ")]
@@ -86,6 +86,8 @@ def test_calibrate_says_what_decides_the_verdict_and_where_regions_come_from(tmp
     assert verdict.startswith(("verdict: the classifier head", "verdict: the fused anomaly score"))
     [regions] = [x for x in said if x.startswith("regions: from the ")]
     assert "region F1" in regions or "few pasted defects" in regions
+    [search] = [x for x in said if x.startswith("search: the memory bank at stride 8 ")]
+    assert "dimensions" in search
 
 
 def test_the_choices_summary_names_the_loser_and_its_figure() -> None:
@@ -110,6 +112,12 @@ def test_the_choices_summary_names_the_loser_and_its_figure() -> None:
                                 "region_cut": "0.3 of the way down from each frame's peak (others above 2)"})
     assert relative[1].endswith("on held-out pasted defects); cut 0.3 of the way down from each frame's peak "
                                 "(others above 2)")
+    search = choices_summary({"search_dims": {"8": 128}, "search_agreement": {
+        "16": {"64": 0.96, "96": 0.98, "128": 0.985}, "8": {"64": 0.82, "96": 0.977, "128": 0.992}}})
+    assert search[-1] == ("search: the memory bank at stride 8 in 128 dimensions (scores correlate 0.992 with the "
+                          "full search on bank images it was built without); stride 16 in all (no subspace tried "
+                          "reproduced it: best 0.985)")
+    assert not any(x.startswith("search:") for x in choices_summary({"region_source": "map"}))
 
 
 def test_a_routing_that_vouches_for_nothing_says_how_far_the_labelled_frames_got() -> None:

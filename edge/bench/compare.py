@@ -10,6 +10,8 @@
                                                                      # within a run only; encoders and pipeline
     .venv/bin/python -m edge.bench.compare search [--seconds 60]   # the frame graph's few-shot products: float32
                                                                      # vs int8; pipeline and graph alone vs encoder
+    .venv/bin/python -m edge.bench.compare subspace [--seconds 60] # the few-shot search in all dimensions vs in
+                                                                     # the subspace calibrate chose (float32 graph)
     .venv/bin/python -m edge.bench.compare paced  [--seconds 80]   # the bare encoder back to back vs paced at
                                                                      # 15 fps: its own p50 / p99 (latency's floor)
 
@@ -214,60 +216,94 @@ def compare_spin(seconds: float, rounds: int = 4) -> dict[str, Any]:
             "pipeline_after_over_before": round(fps["pipeline_after"] / fps["pipeline_before"], 2)}
 
 
-def compare_search(seconds: float, rounds: int = 3) -> dict[str, Any]:
-    """Pipeline frames/s (`Daemon.handle`) and the frame graph's own time with the profile's float32 graph (before)
-    and its int8 few-shot search (after), and the bare encoder, alternating in rounds in one process."""
+def _alternate(daemons: dict[str, Any], frames: list[bytes], seconds: float, rounds: int) -> dict[str, float]:
+    """Frames/s of the bare encoder, of each daemon's pipeline (`Daemon.handle`) and of its frame graph alone, in
+    alternating rounds in this process."""
     import time
 
     import numpy as np
 
-    from edge.bench.inference import _close, _pipeline_loop, bare_encoder_loop, bench_line, decode
-    from edge.daemon import Daemon
-    from edge.demo import default_pack_dir
-    from edge.inspect.inspector import load_inspector
+    from edge.bench.inference import _pipeline_loop, bare_encoder_loop, decode
 
-    variants = {"before": "float32", "after": "int8"}
-    with bench_line(default_pack_dir(), "cpu", 30, 60) as line:
-        daemons = {}
-        for variant, search in variants.items():
-            cfg = line.cfg.model_copy(update={
-                "transport": line.cfg.transport.model_copy(update={"outbox_dir": line.cfg.transport.outbox_dir
-                                                                   / variant}),
-                "model": line.cfg.model.model_copy(update={"search": search})})
-            daemons[variant] = Daemon(cfg, load_inspector(cfg))
-        encoder = daemons["before"].inspector.image_encoder
-        frames = [decode(data) for data in line.frames]
-        outputs = encoder.run(encoder.preprocess(frames[0])[None])
-        for daemon in daemons.values():
-            for frame in frames[:3]:
-                daemon.inspector.inspect(frame)
-        totals = {name: [0, 0.0] for name in ("encoder", *(f"{k}_{v}" for k in ("pipeline", "graph")
-                                                          for v in variants))}
-        per = seconds / (1 + 2 * len(variants)) / rounds
-        for _ in range(rounds):
-            n, s = bare_encoder_loop(encoder, np.asarray(encoder.preprocess(frames[0])[None]), per)
-            totals["encoder"][0] += n
-            totals["encoder"][1] += s
-            for variant, daemon in daemons.items():
-                n, s = _pipeline_loop(daemon, line.frames, per)
-                totals[f"pipeline_{variant}"][0] += n
-                totals[f"pipeline_{variant}"][1] += s
-                graph, started, n = daemon.inspector.graph, time.perf_counter(), 0
-                while time.perf_counter() - started < per:
-                    graph.run(outputs)
-                    n += 1
-                totals[f"graph_{variant}"][0] += n
-                totals[f"graph_{variant}"][1] += time.perf_counter() - started
-        for daemon in daemons.values():
-            _close(daemon)
-    fps = {name: n / s for name, (n, s) in totals.items()}
-    return {"change": "the frame graph's few-shot products in int8 (model.search: int8) vs float32",
-            "encoder_fps": round(fps["encoder"], 2),
+    encoder = next(iter(daemons.values())).inspector.image_encoder
+    decoded = [decode(data) for data in frames]
+    batch = np.asarray(encoder.preprocess(decoded[0])[None])
+    outputs = encoder.run(batch)
+    for daemon in daemons.values():
+        for frame in decoded[:3]:
+            daemon.inspector.inspect(frame)
+    totals = {name: [0, 0.0] for name in ("encoder", *(f"{k}_{v}" for k in ("pipeline", "graph") for v in daemons))}
+    per = seconds / (1 + 2 * len(daemons)) / rounds
+    for _ in range(rounds):
+        n, s = bare_encoder_loop(encoder, batch, per)
+        totals["encoder"][0] += n
+        totals["encoder"][1] += s
+        for variant, daemon in daemons.items():
+            n, s = _pipeline_loop(daemon, frames, per)
+            totals[f"pipeline_{variant}"][0] += n
+            totals[f"pipeline_{variant}"][1] += s
+            graph, started, n = daemon.inspector.graph, time.perf_counter(), 0
+            while time.perf_counter() - started < per:
+                graph.run(outputs)
+                n += 1
+            totals[f"graph_{variant}"][0] += n
+            totals[f"graph_{variant}"][1] += time.perf_counter() - started
+    return {name: n / s for name, (n, s) in totals.items()}
+
+
+def _ratios(change: str, fps: dict[str, float], variants: tuple[str, ...] = ("before", "after")) -> dict[str, Any]:
+    return {"change": change, "encoder_fps": round(fps["encoder"], 2),
             **{f"pipeline_fps_{v}": round(fps[f"pipeline_{v}"], 2) for v in variants},
             **{f"graph_ms_{v}": round(1000 / fps[f"graph_{v}"], 2) for v in variants},
             **{f"pipeline_over_encoder_{v}": round(fps[f"pipeline_{v}"] / fps["encoder"], 3) for v in variants},
             "pipeline_after_over_before": round(fps["pipeline_after"] / fps["pipeline_before"], 2),
             "graph_before_over_after": round(fps["graph_after"] / fps["graph_before"], 2)}
+
+
+def _daemon(cfg: Any, variant: str, **model: Any) -> Any:
+    """A daemon of the bench line's config, with an outbox of its own and `model` settings changed."""
+    from edge.daemon import Daemon
+    from edge.inspect.inspector import load_inspector
+
+    cfg = cfg.model_copy(update={
+        "transport": cfg.transport.model_copy(update={"outbox_dir": cfg.transport.outbox_dir / variant}),
+        "model": cfg.model.model_copy(update=model)})
+    return Daemon(cfg, load_inspector(cfg))
+
+
+def compare_search(seconds: float, rounds: int = 3) -> dict[str, Any]:
+    """Pipeline frames/s (`Daemon.handle`) and the frame graph's own time with the profile's float32 graph (before)
+    and its int8 few-shot search (after), and the bare encoder, alternating in rounds in one process."""
+    from edge.bench.inference import _close, bench_line
+    from edge.demo import default_pack_dir
+
+    with bench_line(default_pack_dir(), "cpu", 30, 60) as line:
+        daemons = {"before": _daemon(line.cfg, "before", search="float32"),
+                   "after": _daemon(line.cfg, "after", search="int8")}
+        fps = _alternate(daemons, line.frames, seconds, rounds)
+        for daemon in daemons.values():
+            _close(daemon)
+    return _ratios("the frame graph's few-shot products in int8 (model.search: int8) vs float32", fps)
+
+
+def compare_subspace(seconds: float, rounds: int = 3) -> dict[str, Any]:
+    """Pipeline frames/s and the frame graph's own time with two profiles calibrated from the same images: the
+    few-shot search in all dimensions (before, calibrate's default) and in the subspace calibrate measured to
+    reproduce it (after, `calibrate --search-subspace`); both on the float32 graph, and the bare encoder,
+    alternating in rounds."""
+    from edge.bench.inference import _close, bench_line
+    from edge.demo import default_pack_dir
+
+    with bench_line(default_pack_dir(), "cpu", 30, 60) as full, \
+            bench_line(default_pack_dir(), "cpu", 30, 60, search_subspace=True) as subspace:
+        daemons = {"before": _daemon(full.cfg, "before", search="float32"),
+                   "after": _daemon(subspace.cfg, "after", search="float32")}
+        dims = daemons["after"].inspector.profile.metrics.get("search_dims")
+        fps = _alternate(daemons, subspace.frames, seconds, rounds)
+        for daemon in daemons.values():
+            _close(daemon)
+    return {**_ratios("the few-shot search in the subspace calibrate chose vs in all dimensions (float32 graph)",
+                      fps), "search_dims": dims}
 
 
 def compare_paced(seconds: float, rounds: int = 2, fps: float = 15.0) -> dict[str, Any]:
@@ -311,13 +347,14 @@ def compare_paced(seconds: float, rounds: int = 2, fps: float = 15.0) -> dict[st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("change", choices=("blas", "ingest", "grids", "preprocess", "regions", "spin", "search",
-                                           "paced"))
+                                           "subspace", "paced"))
     ap.add_argument("--seconds", type=float, default=24.0)
     args = ap.parse_args()
     runs = {"blas": lambda: compare_blas(args.seconds), "ingest": lambda: compare_ingest(args.seconds),
             "grids": compare_grids, "preprocess": compare_preprocess, "regions": compare_regions,
             "spin": lambda: compare_spin(args.seconds),
-            "search": lambda: compare_search(args.seconds), "paced": lambda: compare_paced(args.seconds)}
+            "search": lambda: compare_search(args.seconds), "subspace": lambda: compare_subspace(args.seconds),
+            "paced": lambda: compare_paced(args.seconds)}
     result = runs[args.change]()
     result["command"] = " ".join(["python -m edge.bench.compare", *sys.argv[1:]])
     from edge.bench.machine import machine

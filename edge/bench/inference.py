@@ -56,15 +56,18 @@ def test_frames(n: int) -> list[bytes]:
 
 @contextmanager
 def bench_line(pack_dir: Path, provider: str, good_images: int, frames: int, say: Say = _quiet,
-               review_threshold: float | None = None, station: str = "tcp://127.0.0.1:9") -> Iterator[BenchLine]:
-    """A temp directory with a profile calibrated from `good_images` textile train good images."""
+               review_threshold: float | None = None, station: str = "tcp://127.0.0.1:9",
+               search_subspace: bool = False) -> Iterator[BenchLine]:
+    """A temp directory with a profile calibrated from `good_images` textile train good images (`search_subspace`:
+    calibrate's, the few-shot search in fewer dimensions)."""
     with tempfile.TemporaryDirectory(prefix="lineside-bench-") as tmp:
         root = Path(tmp)
         good = [p for p, label in textile_split("train") if label == "nominal"][:good_images]
         say(f"calibrating a bench profile from {len(good)} textile train good images …")
         # in a process of its own: fitting imports torch, and the bench's peak RSS is the daemon's share alone
         fit = multiprocessing.get_context("spawn").Process(target=_calibrate, name="bench-calibrate",
-                                                           args=(pack_dir, good, root / "profile", provider))
+                                                           args=(pack_dir, good, root / "profile", provider,
+                                                                 search_subspace))
         fit.start()
         fit.join()
         if fit.exitcode != 0:
@@ -78,10 +81,12 @@ def bench_line(pack_dir: Path, provider: str, good_images: int, frames: int, say
         yield BenchLine(cfg, test_frames(frames))
 
 
-def _calibrate(pack_dir: Path, good: list[Path], profile_dir: Path, provider: str) -> None:
+def _calibrate(pack_dir: Path, good: list[Path], profile_dir: Path, provider: str,
+               search_subspace: bool = False) -> None:
     from edge.fit.calibrate import calibrate
 
-    calibrate(load_pack(pack_dir), load_vocabulary(), good, "bench", profile_dir, provider=provider)
+    calibrate(load_pack(pack_dir), load_vocabulary(), good, "bench", profile_dir, provider=provider,
+              search_subspace=search_subspace)
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -38,6 +38,8 @@ def eval_(
     loop_every: Annotated[int, typer.Option(help="--loop: retrain after this many reviews")] = 200,
     bank_size: Annotated[int | None, typer.Option(help="memory-bank coreset size at stride 8 (stride 16 gets half; "
                                                        "default 2048) — the coreset ablation")] = None,
+    search_subspace: Annotated[bool, typer.Option(help="profiles calibrated with --search-subspace (the few-shot "
+                                                       "search in fewer dimensions) — its ablation")] = False,
     verbose: bool = False,
 ) -> None:
     """Evaluate the models on fixed seeded splits of the textile, ELPV and synthetic-localisation sets."""
@@ -56,10 +58,12 @@ def eval_(
         if seeds:
             report = run_seeds(load_pack(pack or default_pack_dir()), datasets, out,
                                [int(s) for s in seeds.split(",") if s.strip()], quick=quick,
-                               progress=progress.lines, loop=loop, loop_every=loop_every, bank_size=banks)
+                               progress=progress.lines, loop=loop, loop_every=loop_every, bank_size=banks,
+                               search_subspace=search_subspace)
         else:
             report = run_eval(load_pack(pack or default_pack_dir()), datasets, out, quick=quick, seed=seed,
-                              progress=progress.lines, loop=loop, loop_every=loop_every, bank_size=banks)
+                              progress=progress.lines, loop=loop, loop_every=loop_every, bank_size=banks,
+                              search_subspace=search_subspace)
     except (*USER_ERRORS, ValueError) as exc:
         fail(exc)
     typer.echo((out / "report.md").read_text())

@@ -37,7 +37,7 @@ LOOP_EVERY = 200  # reviews between retrainings in the review-loop simulation
 
 
 def eval_command(datasets: Sequence[str], seed: int, quick: bool, loop: bool, loop_every: int,
-                 bank_size: dict[int, int] | None) -> str:
+                 bank_size: dict[int, int] | None, search_subspace: bool = False) -> str:
     """The `lineside eval` command line that makes this report again."""
     words = ["lineside eval", "--dataset", "all" if set(datasets) == set(DATASETS) else ",".join(datasets)]
     words += ["--seed", str(seed)] if seed else []
@@ -45,15 +45,18 @@ def eval_command(datasets: Sequence[str], seed: int, quick: bool, loop: bool, lo
     if loop:
         words += ["--loop"] + (["--loop-every", str(loop_every)] if loop_every != LOOP_EVERY else [])
     words += ["--bank-size", str(bank_size[8])] if bank_size else []
+    words += ["--search-subspace"] if search_subspace else []
     return " ".join(words + ["--out", "DIR"])
 
 
 def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = False, seed: int = 0,
              provider: str = "cpu", progress: Progress = silent, loop: bool = False,
-             loop_every: int = LOOP_EVERY, bank_size: dict[int, int] | None = None) -> dict[str, Any]:
+             loop_every: int = LOOP_EVERY, bank_size: dict[int, int] | None = None,
+             search_subspace: bool = False) -> dict[str, Any]:
     started, started_at = time.monotonic(), time.time()
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(pack, out, seed, quick, provider, progress, bank_size=bank_size)
+    ctx = Context(pack, out, seed, quick, provider, progress, bank_size=bank_size,
+                  search_subspace=search_subspace)
     report: dict[str, Any] = {}
     if "textile" in datasets:
         report["textile"] = eval_textile(ctx)
@@ -66,11 +69,12 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
     if "synthetic-loc" in datasets:
         report.update(eval_synthetic(ctx))
     report["config"] = {
-        "command": eval_command(datasets, seed, quick, loop, loop_every, bank_size),
+        "command": eval_command(datasets, seed, quick, loop, loop_every, bank_size, search_subspace),
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started_at)), "machine": {
             "cpu": cpu_model(), "cpu_target": cpu_target(), "cores": usable_cores()},
         "seed": seed, "quick": quick, "datasets": list(datasets), "pack_version": pack.version, "loop": loop,
         "bank_size": {str(k): v for k, v in (bank_size or DEFAULT_BANK_SIZE).items()},
+        "search_subspace": search_subspace,
         "profile_versions": ctx.profiles, "provider": provider,
         "defect_rates": {"values": ctx.defect_rates,
                          "note": "the line's defect rate each profile was calibrated with (`lineside calibrate "
@@ -94,14 +98,14 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
 
 def run_seeds(pack: ModelPack, datasets: Sequence[str], out: Path, seeds: Sequence[int], quick: bool = False,
               provider: str = "cpu", progress: Progress = silent, loop: bool = False, loop_every: int = LOOP_EVERY,
-              bank_size: dict[int, int] | None = None) -> dict[str, Any]:
+              bank_size: dict[int, int] | None = None, search_subspace: bool = False) -> dict[str, Any]:
     """`run_eval` once per seed into out/seed-N (the review loop for the first seed only: it is the slow part), then
     out/report.json (every seed) and out/report.md (the first seed's report after the headline figures' mean ±
     sd over the seeds)."""
     reports = {}
     for i, seed in enumerate(seeds):
         reports[seed] = run_eval(pack, datasets, out / f"seed-{seed}", quick, seed, provider, progress,
-                                 loop and i == 0, loop_every, bank_size)
+                                 loop and i == 0, loop_every, bank_size, search_subspace)
     summary = seeds_markdown(reports)
     (out / "report.json").write_text(json.dumps({f"seed-{s}": r for s, r in reports.items()}, indent=2,
                                                 default=float))

@@ -51,6 +51,7 @@ class Context:
     profiles: dict[str, str] = field(default_factory=dict)
     defect_rates: dict[str, float | None] = field(default_factory=dict)  # what each profile was told of its line
     bank_size: dict[int, int] | None = None  # memory-bank coreset size per stride (None: calibrate's default)
+    search_subspace: bool = False  # calibrate's `search_subspace`: the few-shot search in fewer dimensions
 
     def fit(self, name: str, good: list[Path], defects: list[Path] | None = None,
             defect_rate: float | None = None) -> Inspector:
@@ -58,6 +59,7 @@ class Context:
         shutil.rmtree(profile_dir, ignore_errors=True)
         profile = calibrate(self.pack, load_vocabulary(), good, f"eval-{name}", profile_dir, defects=defects,
                             provider=self.provider, seed=self.seed, bank_size=self.bank_size,
+                            search_subspace=self.search_subspace,
                             progress=lambda items, label: self.progress(list(items), label),
                             defect_rate=defect_rate)
         self.profiles[name] = f"{profile.describe()} ({profile.metrics['seconds']} s)"
@@ -74,7 +76,8 @@ class Context:
 def ablation_scores(inspector: Inspector, emb: ImageEmbedding, inspection: Inspection) -> dict[str, float]:
     profile: LineProfile = inspector.profile
     text, scale = inspector.text_bank, inspector.pack.logit_scale
-    raw = inspection.raw_scores or raw_scores(emb, profile.bank, text.class_embeddings, scale)
+    raw = inspection.raw_scores or raw_scores(emb, profile.bank, text.class_embeddings, scale,
+                                                     profile.search_basis)
     out = {
         "zero-shot map": float(smooth(combine(raw, profile.patch_stats, {"zero": 1.0})).max()),
         "few-shot map": float(smooth(combine(raw, profile.patch_stats, {"few": 1.0})).max()),

@@ -1,16 +1,17 @@
 """`lineside calibrate`: fit a line profile from good images (and, optionally, labelled defect images).
 
 Every image is encoded once. The good images (the first MAX_BANK_IMAGES, shuffled with the seed) feed the memory
-bank (greedy k-centre coreset per stride, as in PatchCore). What "good" looks like in numbers — the mean and spread
-of every patch score (to put zero- and few-shot scores on one scale), of the map's maximum and of the global
-zero-shot score (to fuse them into the frame score), and of the frame score, whose upper tail gives the threshold —
-is learnt from *cross-fitted* scores: the bank images fall into CROSS_FIT_FOLDS folds and each is scored against a
-bank built without its fold, as is every other image (good beyond the bank's share, labelled defects), round-robin.
-So every good image is both in the bank and a held-out row, and good and defect rows see banks of the same size.
-With defect images the thresholds are instead the ones that best separate the good rows from the defects, and a
-classifier head (edge.grounding.classifier) is fit on them; it decides the verdict where its out-of-fold accuracy is at
-least the fused score's. The rows are kept as labelled rows, from which edge.fit.refit also fits the failure
-predictor, the routing threshold and the OoD detector (and `lineside train` adds to them).
+bank (greedy k-centre coreset per stride, as in PatchCore); with `search_subspace`, searched in the fewest
+dimensions that reproduce the full search on the line's own images (edge.fit.search). What "good" looks like in
+numbers — the mean and spread of every patch score (to put zero- and few-shot scores on one scale), of the map's
+maximum and of the global zero-shot score (to fuse them into the frame score), and of the frame score, whose upper
+tail gives the threshold — is learnt from *cross-fitted* scores: the bank images fall into CROSS_FIT_FOLDS folds and
+each is scored against a bank built without its fold, as is every other image (good beyond the bank's share,
+labelled defects), round-robin. So every good image is both in the bank and a held-out row, and good and defect rows
+see banks of the same size. With defect images the thresholds are instead the ones that best separate the good rows
+from the defects, and a classifier head (edge.grounding.classifier) is fit on them; it decides the verdict where its
+out-of-fold accuracy is at least the fused score's. The rows are kept as labelled rows, from which edge.fit.refit
+also fits the failure predictor, the routing threshold and the OoD detector (and `lineside train` adds to them).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from edge.fit.line_model import LineSample, tower_grids
 from edge.fit.localiser import fit_localiser
 from edge.fit.refit import RoutingSpec, refit
 from edge.fit.regions import PastedDefect
+from edge.fit.search import choose_search_dims, search_basis
 from edge.fit.synthetic import FIT_KINDS, fit_defect
-from edge.grounding.anomaly import RawScores, combine, global_zero_shot_score, raw_scores, smooth
+from edge.grounding.anomaly import RawScores, SearchBasis, combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.classifier import frame_features
 from edge.images import ImageError, read_image
 from edge.profile.line_profile import LineProfile, ProfileError
@@ -49,6 +51,7 @@ CROSS_FIT_FOLDS = 3
 DEFAULT_BANK_SIZE = {8: 2048, 16: 1024}
 REGION_DEFECTS = 40  # bank images that get synthetic defects pasted in (PASTED_PER_IMAGE each)
 PASTED_PER_IMAGE = 2
+SEARCH_PROBES_PER_FOLD = 3  # bank images per fold whose patches measure the projected search against the full one
 
 
 def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
@@ -91,12 +94,14 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
               max_bank_images: int = MAX_BANK_IMAGES, global_weight: float = 1.0,
               fit_classifier: bool = True, weights: dict[str, float] | None = None,
               routing: RoutingSpec | None = None, defect_rate: float | None = None,
-              limits: ImageLimits | None = None, region_defects: int = REGION_DEFECTS) -> LineProfile:
+              limits: ImageLimits | None = None, region_defects: int = REGION_DEFECTS,
+              search_subspace: bool = False) -> LineProfile:
     """Fit and save a new profile version; returns it. `defect_rate`: the share of defective parts the line
     makes, if known — the good/defect thresholds then maximise accuracy at that rate (else balanced accuracy).
     `limits`: the line's image bounds (line.images); a file beyond them is skipped with one line.
     `region_defects`: how many bank images get a synthetic defect pasted in to fit how regions are cut (0: none,
-    the calibrated threshold cuts them)."""
+    the calibrated threshold cuts them). `search_subspace`: the few-shot search in the smallest subspace measured to
+    reproduce the full search on these images, where one does (edge.fit.search); else in all dimensions."""
     if len(good) < 3:
         raise ProfileError(f"calibration needs at least 3 good images, got {len(good)}")
     if defect_rate is not None and not 0.0 < defect_rate < 1.0:
@@ -140,15 +145,19 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
     # one fold alone (fewer than 2 bank images) has no bank without it: it is scored against the whole bank
     fold_banks = [bank_of([e for e, f in zip(bank_embs, folds, strict=True) if f != k]) if n_folds > 1 else bank
                   for k in range(n_folds)]
+    search_dims, search_measured = _search_dims(bank_embs, folds, fold_banks, pack.embedding_dim) \
+        if search_subspace else ({}, {})
+    basis = {s: search_basis(bank[s], k) for s, k in search_dims.items()}
+    fold_bases = [{s: search_basis(b[s], k) for s, k in search_dims.items()} for b in fold_banks]
 
-    def score(e: ImageEmbedding, against: dict[int, np.ndarray]) -> _Scored:
-        return _Scored(raw_scores(e, against, text.class_embeddings, scale), _compact(e),
+    def score(e: ImageEmbedding, fold: int) -> _Scored:
+        return _Scored(raw_scores(e, fold_banks[fold], text.class_embeddings, scale, fold_bases[fold]), _compact(e),
                        global_zero_shot_score(e.global_, text.class_embeddings, scale))
 
     def scored(files: list[Path], label: str) -> list[_Scored]:
-        return [score(e, fold_banks[i % n_folds]) for i, e in enumerate(embed(files, label))]
+        return [score(e, i % n_folds) for i, e in enumerate(embed(files, label))]
 
-    holdout = [score(e, fold_banks[f]) for e, f in zip(bank_embs, folds, strict=True)]
+    holdout = [score(e, int(f)) for e, f in zip(bank_embs, folds, strict=True)]
     n_bank_images = len(bank_embs)
     bank_read = [p for p in bank_files if str(p) not in unreadable]  # the files of bank_embs, in their order
     examples = bank_embs[:REFERENCE_IMAGES]  # the frame graph's reference inputs
@@ -172,7 +181,7 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
     threshold = float(good_scores.mean() + sigmas * spread)
     profile = LineProfile(line_id=line_id, version="", pack_version=pack.version, vocabulary=vocabulary,
                           bank=bank, patch_stats=patch_stats, anomaly_threshold=threshold, anomaly_scale=spread,
-                          weights=weights,
+                          weights=weights, search_basis=basis,
                           frame_stats={"map": (float(good_scores.mean()), float(max(good_scores.std(), 1e-3))),
                                        "global": (float(good_global.mean()), float(max(good_global.std(), 1e-3)))},
                           frame_weights={"map": 1.0, "global": global_weight}, defect_rate=defect_rate)
@@ -184,6 +193,9 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
                                   "holdout_good_score_mean": float(good_scores.mean()),
                                   "holdout_good_score_max": float(good_scores.max()),
                                   "unreadable_images": unreadable}
+    if search_subspace:
+        metrics.update(search_dims={str(s): int(b.shape[0]) for s, b in basis.items()},
+                       search_agreement=search_measured)
     holdout_rows = [frame_features(h.compact, m, h.global_score) for h, m in zip(holdout, good_maps, strict=True)]
     rows = LabelledRows(np.stack(holdout_rows), np.zeros(len(holdout), np.int64))
     if defects:
@@ -198,8 +210,8 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
     # where regions come from and how they are cut: synthetic defects pasted on the bank images, each scored
     # without its own fold, teach the line model and choose between its map and the anomaly map
     if region_defects:
-        pasted = _pasted_defects(bank_read[:region_defects], folds, fold_banks, encoder, text, scale, profile,
-                                 progress, limits, seed)
+        pasted = _pasted_defects(bank_read[:region_defects], folds, fold_banks, fold_bases, encoder, text, scale,
+                                 profile, progress, limits, seed)
         clean = [LineSample(s8, s16, good_maps[i], np.zeros_like(good_maps[i]), np.ones_like(good_maps[i]))
                  for i, (s8, s16) in enumerate(clean_towers)]
         line, profile.region_cut, measured = fit_localiser(pasted, clean, profile.anomaly_threshold, seed)
@@ -221,8 +233,9 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
 
 
 def _pasted_defects(files: list[Path], folds: np.ndarray, fold_banks: list[dict[int, np.ndarray]],
-                    encoder: ImageEncoder, text: TextBank, scale: float, profile: LineProfile, progress: Progress,
-                    limits: ImageLimits | None, seed: int) -> list[PastedDefect]:
+                    fold_bases: list[SearchBasis], encoder: ImageEncoder, text: TextBank, scale: float,
+                    profile: LineProfile, progress: Progress, limits: ImageLimits | None, seed: int
+                    ) -> list[PastedDefect]:
     """PASTED_PER_IMAGE synthetic defects (edge.fit.synthetic) on each of `files` — the first bank images, fold k
     at index k — and the anomaly map of each result, scored against the bank built without the image's fold."""
     rng = np.random.default_rng(seed)
@@ -238,10 +251,27 @@ def _pasted_defects(files: list[Path], folds: np.ndarray, fold_banks: list[dict[
             kind = FIT_KINDS[(i + k) % len(FIT_KINDS)]
             defect = fit_defect(image, images[(i + 1 + k) % len(images)], kind, rng)
             emb = encoder.encode(defect.image)
-            raw = raw_scores(emb, fold_banks[int(folds[i]) % len(fold_banks)], text.class_embeddings, scale)
+            fold = int(folds[i]) % len(fold_banks)
+            raw = raw_scores(emb, fold_banks[fold], text.class_embeddings, scale, fold_bases[fold])
             out.append(PastedDefect(smooth(combine(raw, profile.patch_stats, profile.weights)), defect.mask,
                                     image.shape[1], image.shape[0], _tower(emb), source=i))
     return out
+
+
+def _search_dims(bank_embs: list[ImageEmbedding], folds: np.ndarray, fold_banks: list[dict[int, np.ndarray]],
+                 dim: int) -> tuple[dict[int, int], dict[str, dict[str, float]]]:
+    """Per stride, the subspace the few-shot search runs in (edge.fit.search), measured on up to
+    SEARCH_PROBES_PER_FOLD bank images of each fold against the bank built without them; and what was measured."""
+    dims: dict[int, int] = {}
+    measured: dict[str, dict[str, float]] = {}
+    for stride in fold_banks[0]:
+        probes = [(fold_bank[stride], [e.patches[stride] for e, f in zip(bank_embs, folds, strict=True)
+                                       if f == k][:SEARCH_PROBES_PER_FOLD])
+                  for k, fold_bank in enumerate(fold_banks)]
+        k, measured[str(stride)] = choose_search_dims([p for p in probes if p[1]], dim)
+        if k is not None:
+            dims[stride] = k
+    return dims, measured
 
 
 def _tower(emb: ImageEmbedding) -> tuple[np.ndarray, np.ndarray] | None:

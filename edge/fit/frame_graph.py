@@ -5,7 +5,8 @@ Inputs are the pack's image-tower outputs as they come out of it (`embedding` [N
 Outputs:
 
 - `zero_s{stride}`, `few_s{stride}` [N, h, w]: the raw zero-shot (1 − p(good) against the prompt ensembles) and
-  few-shot (1 − cosine to the nearest memory-bank patch; 0 where the bank has no patches of that stride) scores;
+  few-shot (1 − cosine to the nearest memory-bank patch, in the profile's search subspace where it has one for the
+  stride — the bank stored already projected; 0 where the bank has no patches of that stride) scores;
 - `anomaly_map` [N, H, W]: both put on one scale with the good-image statistics, weighted, brought to the finest
   grid, averaged over strides and smoothed (edge.grounding.anomaly: combine, smooth);
 - `global_score` [N]: the whole frame's zero-shot score;
@@ -54,15 +55,22 @@ def gaussian_3x3() -> np.ndarray:
 class FrameGraph(nn.Module):
     def __init__(self, strides: Sequence[int], class_embeddings: np.ndarray, logit_scale: float,
                  banks: dict[int, np.ndarray], patch_stats: dict[int, dict[str, tuple[float, float]]],
-                 weights: dict[str, float], line: LineModel | None = None) -> None:
+                 weights: dict[str, float], line: LineModel | None = None,
+                 search_basis: dict[int, np.ndarray] | None = None) -> None:
         super().__init__()
         self.line = line
         self.strides = sorted(strides)
         self.logit_scale = float(logit_scale)
         self.text = nn.Parameter(torch.from_numpy(np.asarray(class_embeddings, np.float32)), requires_grad=False)
+        basis = {s: np.asarray(b, np.float32) for s, b in (search_basis or {}).items()
+                 if s in banks and banks[s].size}
+        # [D, k]: a frame's patches onto the search subspace; the bank below is stored there already
+        self.bases = nn.ParameterDict({str(s): nn.Parameter(torch.from_numpy(np.ascontiguousarray(b.T)),
+                                                            requires_grad=False) for s, b in basis.items()})
         self.banks = nn.ParameterDict({
-            str(s): nn.Parameter(torch.from_numpy(np.ascontiguousarray(np.asarray(banks[s], np.float32).T)),
-                                 requires_grad=False)
+            str(s): nn.Parameter(torch.from_numpy(np.ascontiguousarray(
+                (np.asarray(banks[s], np.float32) @ basis[s].T if s in basis else np.asarray(banks[s], np.float32)).T)),
+                requires_grad=False)
             for s in self.strides if s in banks and banks[s].size})
         # per stride: (mode, weight, good mean, good std) of the modes that enter the map
         self.modes: dict[int, list[tuple[str, float, float, float]]] = {
@@ -80,7 +88,8 @@ class FrameGraph(nn.Module):
             flat = grid.flatten(2).transpose(1, 2)  # [N, hw, D]
             scores = {"zero": 1.0 - torch.softmax(self.logit_scale * (flat @ self.text.T), dim=-1)[..., 0]}
             if str(stride) in self.banks:
-                scores["few"] = 1.0 - (flat @ self.banks[str(stride)]).amax(dim=-1)
+                searched = flat @ self.bases[str(stride)] if str(stride) in self.bases else flat
+                scores["few"] = 1.0 - (searched @ self.banks[str(stride)]).amax(dim=-1)
             raw += [scores["zero"].reshape(n, h, w), scores.get("few", 0.0 * scores["zero"]).reshape(n, h, w)]
             if not self.modes[stride]:
                 continue
@@ -131,7 +140,7 @@ def reference_outputs(profile: LineProfile, text: TextBank, logit_scale: float,
     """What the frame graph must return for these frames, by the numpy reference (edge.grounding)."""
     out: dict[str, list[np.ndarray]] = {}
     for emb in embeddings:
-        raw = raw_scores(emb, profile.bank, text.class_embeddings, logit_scale)
+        raw = raw_scores(emb, profile.bank, text.class_embeddings, logit_scale, profile.search_basis)
         anomaly_map = smooth(combine(raw, profile.patch_stats, profile.weights))
         global_score = global_zero_shot_score(emb.global_, text.class_embeddings, logit_scale)
         values = {"anomaly_map": anomaly_map, "global_score": np.float32(global_score),
@@ -156,7 +165,7 @@ def frame_graph_files(profile: LineProfile, pack: ModelPack, text: TextBank,
     if line is not None:
         line.eval()
     graph = FrameGraph(strides, text.class_embeddings, pack.logit_scale, profile.bank, profile.patch_stats,
-                       profile.weights, line)
+                       profile.weights, line, profile.search_basis)
     onnx = export_onnx(graph, names, pack.embedding_dim, [(h // s, w // s) for s in strides])
     inputs = [o.astype(np.float16) for o in tower_outputs(examples[:REFERENCE_IMAGES])]
     rounded = [ImageEmbedding(inputs[0][i].astype(np.float32),

@@ -3,6 +3,10 @@
 Both scores are computed per patch at every stride of the pack, put on one scale with the good-image statistics the
 profile holds (z-scores), weighted, brought to the finest grid and averaged over strides. The frame's anomaly score
 is the map's maximum.
+
+The few-shot search may run in a subspace (`basis`, per stride: the few directions that carry nearly all of the
+bank's energy, chosen at calibrate, edge.fit.search): patches and bank are projected on it and compared there, which
+costs a fraction of the full product and reproduces its scores closely on the line's own images.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ except ImportError:  # pragma: no cover - depends on the install
     ThreadpoolController = None
 
 RawScores = dict[int, dict[str, np.ndarray]]  # stride -> {"few": [h, w], "zero": [h, w]}
+SearchBasis = dict[int, np.ndarray]  # stride -> [k, D] orthonormal rows: the subspace its few-shot search runs in
 
 
 def zero_shot_scores(patches: np.ndarray, class_embeddings: np.ndarray, logit_scale: float) -> np.ndarray:
@@ -40,7 +45,8 @@ def zero_shot_scores(patches: np.ndarray, class_embeddings: np.ndarray, logit_sc
 
 
 def few_shot_scores(patches: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """1 − cosine similarity to the nearest good-reference patch; bank [M, D] unit-norm."""
+    """1 − cosine similarity to the nearest good-reference patch; bank [M, D] unit-norm (or both projected on a
+    search basis: 1 − the projections' largest dot product)."""
     h, w, d = patches.shape
     # The product in halves on two Python threads, each on one BLAS thread: both cores work (ONNX Runtime's pool
     # no longer spins between runs, edge.vlm.runtime) and no BLAS worker pool is left spinning against the next
@@ -73,12 +79,17 @@ def _one_blas_thread() -> AbstractContextManager[Any]:
 
 
 def raw_scores(emb: ImageEmbedding, bank: dict[int, np.ndarray], class_embeddings: np.ndarray,
-               logit_scale: float) -> RawScores:
+               logit_scale: float, basis: SearchBasis | None = None) -> RawScores:
+    """Zero- and few-shot scores per stride; the few-shot search in `basis`'s subspace where it has one for the
+    stride."""
     out: RawScores = {}
     for stride, patches in emb.patches.items():
         scores = {"zero": zero_shot_scores(patches, class_embeddings, logit_scale)}
         if stride in bank and bank[stride].size:
-            scores["few"] = few_shot_scores(patches, bank[stride])
+            if basis and stride in basis:
+                scores["few"] = few_shot_scores(patches @ basis[stride].T, bank[stride] @ basis[stride].T)
+            else:
+                scores["few"] = few_shot_scores(patches, bank[stride])
         out[stride] = scores
     return out
 

@@ -22,6 +22,8 @@ from edge.profile.rows import LabelledRows
 from edge.uncertainty.failure import FailurePredictor, NeighbourIndex, OodDetector
 from edge.vlm.vocabulary import Vocabulary
 
+SEARCH_BASIS_FILE = "search_basis.npz"
+
 
 class ProfileError(RuntimeError):
     """A line profile that cannot be used; one line naming the profile and the problem."""
@@ -90,6 +92,9 @@ class LineProfile:
     line_model: dict[str, np.ndarray] | None = None
     # what the profile computes per frame as an ONNX graph (edge.profile.graph); None only for profiles from before
     graph: FrameGraphFiles | None = None
+    # per stride, the subspace the few-shot search runs in (edge.fit.search; [k, D]); a stride without one, and
+    # every stride of a profile from before, searches all dimensions
+    search_basis: dict[int, np.ndarray] = field(default_factory=dict)
 
     def fused_score(self, map_max: float, global_score: float) -> float:
         """The map maximum and the global zero-shot score fused: each in good-frame standard deviations
@@ -121,6 +126,9 @@ class LineProfile:
             "anomaly_threshold": self.anomaly_threshold, "anomaly_scale": self.anomaly_scale,
             "weights": self.weights, "metrics": self.metrics,
             "bank_sizes": {str(s): int(b.shape[0]) for s, b in self.bank.items()},
+            "search_basis": {"file": SEARCH_BASIS_FILE,
+                             "dims": {str(s): int(b.shape[0]) for s, b in self.search_basis.items()}}
+            if self.search_basis else None,
             "frame_stats": {k: list(v) for k, v in self.frame_stats.items()}, "frame_weights": self.frame_weights,
             "frame_threshold": self.frame_threshold, "frame_scale": self.frame_scale,
             "head": None if self.head is None else {"file": "head.npz", "threshold": self.head.threshold,

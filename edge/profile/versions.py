@@ -30,7 +30,7 @@ import numpy as np
 from edge.durable import npz_bytes
 from edge.grounding.classifier import LinearHead
 from edge.profile.graph import GRAPH_FILE, INT8_FILE, FrameGraphFiles, GraphError
-from edge.profile.line_profile import LineProfile, ProfileError, RegionCut
+from edge.profile.line_profile import SEARCH_BASIS_FILE, LineProfile, ProfileError, RegionCut
 from edge.profile.rows import LabelledRows
 from edge.uncertainty.failure import FailurePredictor, NeighbourIndex, OodDetector
 from edge.vlm.vocabulary import parse_vocabulary
@@ -53,6 +53,9 @@ def save_profile(profile: LineProfile, directory: Path) -> str:
     (staging / "profile.json").write_text(json.dumps(data, indent=2))
     arrays: dict[str, Any] = {f"s{s}": b.astype(np.float16) for s, b in profile.bank.items()}
     np.savez(staging / "bank.npz", **arrays)
+    if profile.search_basis:
+        basis: dict[str, Any] = {f"s{s}": b for s, b in profile.search_basis.items()}
+        np.savez(staging / SEARCH_BASIS_FILE, **basis)
     if profile.head is not None:
         profile.head.save(staging / "head.npz")
     if profile.failure is not None:
@@ -105,6 +108,10 @@ def load_profile(directory: Path, pack_version: str | None = None, with_rows: bo
         vocabulary = parse_vocabulary(data["vocabulary"], str(vdir / "profile.json"))
         graph = FrameGraphFiles.read(vdir, data["graph"]) if data.get("graph") else None
         region_cut = RegionCut.from_dict(data["region_cut"]) if data.get("region_cut") else None
+        search_basis: dict[int, np.ndarray] = {}
+        if data.get("search_basis"):
+            with np.load(vdir / SEARCH_BASIS_FILE) as npz:
+                search_basis = {int(k[1:]): npz[k].astype(np.float32) for k in npz.files}
         line_model = None
         if data.get("line_model"):
             with np.load(vdir / "line_model.npz") as npz:
@@ -134,5 +141,5 @@ def load_profile(directory: Path, pack_version: str | None = None, with_rows: bo
         head=head, use_head=bool((data.get("head") or {}).get("in_use", True)),
         failure=failure, neighbours=neighbours, ood=ood, routing=data.get("routing"), rows=rows,
         defect_rate=None if data.get("defect_rate") is None else float(data["defect_rate"]), graph=graph,
-        region_cut=region_cut, line_model=line_model,
+        region_cut=region_cut, line_model=line_model, search_basis=search_basis,
     )

@@ -8,10 +8,12 @@ import pytest
 from edge.datasets import textile_split
 from edge.demo import default_pack_dir
 from edge.fit.calibrate import calibrate, coreset
+from edge.fit.search import MIN_AGREEMENT
 from edge.grounding.anomaly import few_shot_scores
 from edge.images import read_image
 from edge.inspect.assess import split_rows
 from edge.profile.line_profile import LineProfile
+from edge.profile.versions import load_profile
 from edge.vlm.pack import load_pack
 from edge.vlm.runtime import ImageEncoder
 from edge.vlm.vocabulary import load_vocabulary
@@ -56,6 +58,38 @@ def test_a_good_only_threshold_is_three_good_frame_deviations_above_the_fused_sc
     assert profile.frame_scale == pytest.approx(max(float(fused.std()), 0.25), abs=0.01)
     assert profile.frame_threshold == pytest.approx(fused.mean() + 3 * profile.frame_scale, abs=0.03)
     assert (fused < profile.frame_threshold).all()
+
+
+def test_with_search_subspace_the_bank_is_searched_where_it_was_measured_to_reproduce_it(
+        nine_good: tuple[LineProfile, list[Path]], tmp_path: Path) -> None:
+    """Asked for, each stride's search runs in the smallest subspace whose scores of bank images, against a bank
+    without their fold, agree with the full search; on frames the profile never saw, defective or not, it finds
+    nearly the same scores, and the version's frame graph reproduces the numpy search (checked at load). Not asked
+    for, the search is the full one."""
+    full_search, good = nine_good
+    assert full_search.search_basis == {} and "search_dims" not in full_search.metrics
+    pack = load_pack(default_pack_dir())
+    profile = calibrate(pack, load_vocabulary(), good, "line-1", tmp_path, provider="cpu", region_defects=0,
+                        bank_size={8: GOOD * 32 * 32, 16: GOOD * 16 * 16}, search_subspace=True)
+    load_profile(tmp_path, pack_version=pack.version)  # the graph's outputs are its numpy references, or refused
+    chosen = profile.metrics["search_dims"]
+    assert chosen and {int(s) for s in chosen} == set(profile.search_basis)
+    for stride, basis in profile.search_basis.items():
+        k = basis.shape[0]
+        assert chosen[str(stride)] == k < basis.shape[1]
+        assert profile.metrics["search_agreement"][str(stride)][str(k)] >= MIN_AGREEMENT
+        np.testing.assert_allclose(basis @ basis.T, np.eye(k), atol=1e-4)
+    encoder = ImageEncoder(pack, "cpu")
+    defects = [p for p, label in textile_split("test") if label == "local"][:2]
+    for path in defects + [p for p, label in textile_split("test") if label == "nominal"][:2]:
+        emb = encoder.encode(read_image(path))
+        for stride, basis in profile.search_basis.items():
+            full = few_shot_scores(emb.patches[stride], profile.bank[stride])
+            searched = few_shot_scores(emb.patches[stride] @ basis.T, profile.bank[stride] @ basis.T)
+            assert np.corrcoef(full.ravel(), searched.ravel())[0, 1] > 0.97
+            if path in defects:  # the defect's peak stays where it was, to a patch
+                peak = np.array(np.unravel_index(full.argmax(), full.shape))
+                assert np.abs(peak - np.unravel_index(searched.argmax(), full.shape)).max() <= 1
 
 
 def test_coreset_keeps_outliers_and_has_the_asked_size() -> None:

@@ -68,3 +68,17 @@ def test_frame_score_fuses_map_and_global_in_good_standard_deviations(tmp_path: 
     assert loaded.frame_stats == profile.frame_stats and loaded.frame_threshold == 3.0
     assert loaded.head is not None
     np.testing.assert_allclose(loaded.head.predict(x), profile.head.predict(x), rtol=1e-6)
+
+
+def test_the_search_subspace_is_kept_and_a_profile_from_before_searches_in_full(tmp_path: Path) -> None:
+    profile = _profile()
+    profile.search_basis = {8: np.linalg.qr(np.random.default_rng(1).standard_normal((4, 4)))[0][:2].astype(
+        np.float32)}
+    save_profile(profile, tmp_path)
+    loaded = load_profile(tmp_path)
+    assert set(loaded.search_basis) == {8}
+    np.testing.assert_array_equal(loaded.search_basis[8], profile.search_basis[8])  # float32, as fitted
+    assert loaded.to_json()["search_basis"]["dims"] == {"8": 2}
+    save_profile(_profile(), tmp_path)  # no subspace: nothing written, nothing read
+    assert not (tmp_path / "v0002" / "search_basis.npz").exists()
+    assert load_profile(tmp_path).search_basis == {}
