@@ -62,16 +62,16 @@ class FrameGraph(nn.Module):
         self.strides = sorted(strides)
         self.logit_scale = float(logit_scale)
         self.text = nn.Parameter(torch.from_numpy(np.asarray(class_embeddings, np.float32)), requires_grad=False)
-        basis = {s: np.asarray(b, np.float32) for s, b in (search_basis or {}).items()
-                 if s in banks and banks[s].size}
-        # [D, k]: a frame's patches onto the search subspace; the bank below is stored there already
-        self.bases = nn.ParameterDict({str(s): nn.Parameter(torch.from_numpy(np.ascontiguousarray(b.T)),
-                                                            requires_grad=False) for s, b in basis.items()})
-        self.banks = nn.ParameterDict({
-            str(s): nn.Parameter(torch.from_numpy(np.ascontiguousarray(
-                (np.asarray(banks[s], np.float32) @ basis[s].T if s in basis else np.asarray(banks[s], np.float32)).T)),
-                requires_grad=False)
-            for s in self.strides if s in banks and banks[s].size})
+        searched = {s: np.asarray(banks[s], np.float32) for s in self.strides if s in banks and banks[s].size}
+        basis = {s: np.asarray(b, np.float32) for s, b in (search_basis or {}).items() if s in searched}
+        searched.update({s: searched[s] @ b.T for s, b in basis.items()})  # the bank stored in its search subspace
+
+        def fixed(value: np.ndarray) -> nn.Parameter:
+            return nn.Parameter(torch.from_numpy(np.ascontiguousarray(value)), requires_grad=False)
+
+        # [D, k]: a frame's patches onto the search subspace; [D or k, M]: the bank, transposed for the product
+        self.bases = nn.ParameterDict({str(s): fixed(b.T) for s, b in basis.items()})
+        self.banks = nn.ParameterDict({str(s): fixed(b.T) for s, b in searched.items()})
         # per stride: (mode, weight, good mean, good std) of the modes that enter the map
         self.modes: dict[int, list[tuple[str, float, float, float]]] = {
             s: [(m, float(weights.get(m, 0.0)), *patch_stats[s][m]) for m in ("zero", "few")

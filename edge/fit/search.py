@@ -36,8 +36,7 @@ def agreement(probes: Sequence[np.ndarray], bank: np.ndarray, basis: np.ndarray)
     """Correlation over all probe patches ([h, w, D] grids) of the projected search's few-shot scores with the full
     search's."""
     full = np.concatenate([few_shot_scores(p, bank).ravel() for p in probes])
-    projected_bank = bank @ basis.T
-    approx = np.concatenate([few_shot_scores(p @ basis.T, projected_bank).ravel() for p in probes])
+    approx = np.concatenate([few_shot_scores(p, bank, basis).ravel() for p in probes])
     if float(full.std()) == 0.0 or float(approx.std()) == 0.0:
         return float(np.allclose(full, approx, atol=1e-4))
     return float(np.corrcoef(full, approx)[0, 1])

@@ -44,9 +44,11 @@ def zero_shot_scores(patches: np.ndarray, class_embeddings: np.ndarray, logit_sc
     return (1.0 - p_good).reshape(h, w).astype(np.float32, copy=False)
 
 
-def few_shot_scores(patches: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """1 − cosine similarity to the nearest good-reference patch; bank [M, D] unit-norm (or both projected on a
-    search basis: 1 − the projections' largest dot product)."""
+def few_shot_scores(patches: np.ndarray, bank: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
+    """1 − cosine similarity to the nearest good-reference patch; bank [M, D] unit-norm. With a search `basis`
+    [k, D], patches and bank are projected on it first: 1 − the projections' largest dot product."""
+    if basis is not None:
+        patches, bank = patches @ basis.T, bank @ basis.T
     h, w, d = patches.shape
     # The product in halves on two Python threads, each on one BLAS thread: both cores work (ONNX Runtime's pool
     # no longer spins between runs, edge.vlm.runtime) and no BLAS worker pool is left spinning against the next
@@ -86,10 +88,7 @@ def raw_scores(emb: ImageEmbedding, bank: dict[int, np.ndarray], class_embedding
     for stride, patches in emb.patches.items():
         scores = {"zero": zero_shot_scores(patches, class_embeddings, logit_scale)}
         if stride in bank and bank[stride].size:
-            if basis and stride in basis:
-                scores["few"] = few_shot_scores(patches @ basis[stride].T, bank[stride] @ basis[stride].T)
-            else:
-                scores["few"] = few_shot_scores(patches, bank[stride])
+            scores["few"] = few_shot_scores(patches, bank[stride], (basis or {}).get(stride))
         out[stride] = scores
     return out
 
