@@ -47,7 +47,7 @@ def main() -> None:
     timed("encode", lambda i: inspector.image_encoder.encode(frames[i]))
     timed("raw_scores", lambda i: raw_scores(embs[i], profile.bank, text.class_embeddings, scale))
     timed("combine + smooth", lambda i: smooth(combine(raws[i], profile.patch_stats, profile.weights)))
-    timed("inspect_embedding", lambda i: inspector.inspect_embedding(embs[i], 256, 256))
+    timed("inspect_embedding", lambda i: inspector.inspect_embedding(embs[i], frames[i]))
     timed("inspect (all)", lambda i: inspector.inspect(frames[i]))
 
 

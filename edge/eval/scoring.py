@@ -96,7 +96,7 @@ def score_files(ctx: Context, inspector: Inspector, items: list[tuple[Path, int,
     for path, truth, group in ctx.progress(items, label):
         bgr = read_image(path)
         emb = inspector.image_encoder.encode(bgr)
-        inspection = inspector.inspect_embedding(emb, bgr.shape[1], bgr.shape[0])
+        inspection = inspector.inspect_embedding(emb, bgr)
         out.append(Scored(truth, group, inspection, ablation_scores(inspector, emb, inspection)))
     return out
 

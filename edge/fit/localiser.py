@@ -35,7 +35,8 @@ def line_samples(pasted: list[PastedDefect]) -> list[LineSample]:
 
 
 def _as_line(pasted: list[PastedDefect], probabilities: np.ndarray) -> list[PastedDefect]:
-    return [PastedDefect(p, d.mask, d.width, d.height) for d, p in zip(pasted, probabilities, strict=True)]
+    return [PastedDefect(p, d.mask, d.width, d.height, image=d.image) for d, p in zip(pasted, probabilities,
+                                                                                       strict=True)]
 
 
 def fit_localiser(pasted: list[PastedDefect], clean: list[LineSample], map_threshold: float, seed: int = 0,

@@ -93,7 +93,7 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
             for x, y, w, h in rects:
                 mask[max(0, y):y + h, max(0, x):x + w] = True
             boxed.append((LineSample(s8, s16, anomaly_map, target, weight),
-                          PastedDefect(anomaly_map, mask, bgr.shape[1], bgr.shape[0], (s8, s16))))
+                          PastedDefect(anomaly_map, mask, bgr.shape[1], bgr.shape[0], (s8, s16), image=bgr)))
         elif not is_defect and len(good) < MAX_GOOD_FOR_LINE:
             good.append((bgr, LineSample(s8, s16, anomaly_map, np.zeros_like(anomaly_map),
                                          np.ones_like(anomaly_map))))
@@ -118,7 +118,8 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
         defect = fit_defect(bgr, images[(i + 1) % len(images)], FIT_KINDS[i % len(FIT_KINDS)], rng)
         outputs = inspector.image_encoder.run(inspector.image_encoder.preprocess(defect.image)[None])
         anomaly_map = inspector.graph.run(outputs)["anomaly_map"][0]
-        pasted.append(PastedDefect(anomaly_map, defect.mask, bgr.shape[1], bgr.shape[0], tower_grids(outputs)))
+        pasted.append(PastedDefect(anomaly_map, defect.mask, bgr.shape[1], bgr.shape[0], tower_grids(outputs),
+                                   image=defect.image))
     good = [sample for _, sample in reviewed.good]
     if profile.line_model is not None:
         boxed = [sample for sample, _ in reviewed.boxed]
@@ -132,7 +133,8 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
             truth = [d for _, d in reviewed.boxed] + pasted
             logits = patch_logits(model, line_samples(truth))
             fitted = fit_region_cut(
-                [PastedDefect(p, d.mask, d.width, d.height) for d, p in zip(truth, logits, strict=True)],
+                [PastedDefect(p, d.mask, d.width, d.height, image=d.image) for d, p in zip(truth, logits,
+                                                                                           strict=True)],
                 LINE_LEVELS)
             profile.region_cut = fitted.cut("line")
             measured.update(fitted.measured)

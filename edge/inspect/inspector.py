@@ -125,11 +125,11 @@ class Inspector:
     def inspect_batch(self, images: list[np.ndarray]) -> list[Inspection]:
         """Frames through one tower run and one graph run (same results as one by one, faster per frame)."""
         batch = np.stack([self.image_encoder.preprocess(bgr) for bgr in images])
-        return self.inspect_outputs(self.image_encoder.run(batch), [(bgr.shape[1], bgr.shape[0]) for bgr in images])
+        return self.inspect_outputs(self.image_encoder.run(batch), images)
 
-    def inspect_embedding(self, emb: ImageEmbedding, width: int, height: int) -> Inspection:
+    def inspect_embedding(self, emb: ImageEmbedding, bgr: np.ndarray) -> Inspection:
         """One frame already encoded (the evaluation encodes a frame once and reuses it)."""
-        return self.inspect_outputs(tower_outputs([emb]), [(width, height)])[0]
+        return self.inspect_outputs(tower_outputs([emb]), [bgr])[0]
 
     def frame_rows(self, outputs: list[np.ndarray]) -> np.ndarray:
         """[N, F] labelled-row features of encoded frames under this profile (as `lineside calibrate` makes them)."""
@@ -138,14 +138,15 @@ class Inspector:
     def frame_row(self, emb: ImageEmbedding) -> np.ndarray:
         return self.frame_rows(tower_outputs([emb]))[0]
 
-    def inspect_outputs(self, outputs: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[Inspection]:
+    def inspect_outputs(self, outputs: list[np.ndarray], frames: list[np.ndarray]) -> list[Inspection]:
         """The rest of the frames' way once the tower has run: the frame graph, then each frame decided."""
         grounded = self.graph.run(outputs)
-        return [self._decide(outputs, grounded, i, width, height) for i, (width, height) in enumerate(sizes)]
+        return [self._decide(outputs, grounded, i, bgr) for i, bgr in enumerate(frames)]
 
-    def _decide(self, outputs: list[np.ndarray], grounded: dict[str, np.ndarray], i: int, width: int,
-                height: int) -> Inspection:
+    def _decide(self, outputs: list[np.ndarray], grounded: dict[str, np.ndarray], i: int, bgr: np.ndarray
+                ) -> Inspection:
         profile, text, scale = self.profile, self.text_bank, self.pack.logit_scale
+        height, width = bgr.shape[:2]
         anomaly_map = grounded["anomaly_map"][i]
         global_score = float(grounded["global_score"][i])
         row = grounded["features"][i:i + 1]
@@ -168,7 +169,8 @@ class Inspector:
         regions: list[Region] = []
         if is_defect:
             regions = find_regions(region_map, cut.threshold, channels_last(outputs[1][i]), width, height, text,
-                                   scale, peak_fraction=cut.peak_fraction, relative=cut.relative)
+                                   scale, peak_fraction=cut.peak_fraction, relative=cut.relative, frame=bgr,
+                                   contrast=cut.contrast)
         # verdict: good or the defect class (from the strongest region, else from the whole frame)
         defect_probs = regions[0].class_probs if regions else classify_embedding(outputs[0][i], text, scale)
         class_scores = frame_class_scores(score, threshold, spread, defect_probs)

@@ -34,16 +34,19 @@ class RegionCut:
     """How the line's regions are cut: from which map (`map`: the anomaly map, in good-image standard deviations;
     `line`: the line model's defect logit), above which level, and whether each is narrowed to the part around its
     peak above that share of the peak — or, with `relative`, at each frame's own level that share of the way down
-    from its map's peak to its mean (edge.grounding.regions.defect_regions)."""
+    from its map's peak to its mean (edge.grounding.regions.defect_regions); with `contrast`, each box is drawn
+    around the frame's pixels that stand out from its surroundings by that many robust standard deviations
+    (edge.grounding.regions.contrast_box)."""
 
     source: str
     threshold: float
     peak_fraction: float | None
     relative: float | None = None
+    contrast: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "threshold": self.threshold, "peak_fraction": self.peak_fraction,
-                "relative": self.relative}
+                "relative": self.relative, "contrast": self.contrast}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegionCut:
@@ -52,8 +55,11 @@ class RegionCut:
         fraction, relative = data.get("peak_fraction"), data.get("relative")
         if relative is not None and not 0 < float(relative) <= 1:
             raise ValueError(f"region_cut relative {relative!r} is not in (0, 1]")
+        contrast = data.get("contrast")  # profiles made before the contrast cut have none
+        if contrast is not None and not float(contrast) > 0:
+            raise ValueError(f"region_cut contrast {contrast!r} is not positive")
         return cls(str(data["source"]), float(data["threshold"]), None if fraction is None else float(fraction),
-                   None if relative is None else float(relative))
+                   None if relative is None else float(relative), None if contrast is None else float(contrast))
 
 
 @dataclass

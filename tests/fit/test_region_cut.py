@@ -67,3 +67,36 @@ def test_a_line_whose_map_drifts_from_frame_to_frame_gets_a_cut_relative_to_each
     recall, precision, overlap = region_scores(defects, fitted.threshold, None, fitted.relative)
     assert recall > 0.9 and precision > 0.9 and overlap > 0.9
     assert max(region_scores(defects, t, f)[2] for t in levels for f in PEAK_FRACTIONS) < 0.7
+
+
+def _spread_spot(rng: np.random.Generator, dark: bool) -> PastedDefect:
+    """A 10 px spot on a grainy frame that the map spreads over 5 × 5 patches (40 px): `dark`, it stands out in the
+    frame's grey levels; otherwise it is a defect of texture the frame's brightness does not show."""
+    frame = np.clip(128 + rng.normal(0, 6, (256, 256)), 0, 255).astype(np.uint8)
+    y, x = (int(v) for v in rng.integers(4, 24, 2))
+    grid = rng.normal(0, 0.2, (32, 32)).astype(np.float32)
+    grid[y - 2:y + 3, x - 2:x + 3] += 6.0
+    mask = np.zeros((256, 256), bool)
+    mask[8 * y - 1:8 * y + 9, 8 * x - 1:8 * x + 9] = True
+    if dark:
+        frame[mask] = 30
+    return PastedDefect(grid, mask, 256, 256, image=np.repeat(frame[..., None], 3, axis=2))
+
+
+def test_a_line_whose_map_spreads_small_defects_gets_boxes_drawn_around_their_pixels() -> None:
+    rng = np.random.default_rng(3)
+    defects = [_spread_spot(rng, dark=True) for _ in range(20)]
+    fitted = fit_region_cut(defects, [2.0, 3.0])
+    assert fitted.contrast is not None and fitted.cut("map").contrast == fitted.contrast
+    assert region_scores(defects, fitted.threshold, fitted.peak_fraction, fitted.relative)[0] < 0.2
+    recall, precision, _ = region_scores(defects, fitted.threshold, fitted.peak_fraction, fitted.relative,
+                                         fitted.contrast)
+    assert recall > 0.9 and precision > 0.9 and float(fitted.measured["region_cut_f1"]) > 0.9  # type: ignore[arg-type]
+
+
+def test_a_line_whose_defects_do_not_stand_out_in_brightness_keeps_the_map_s_boxes() -> None:
+    rng = np.random.default_rng(4)
+    assert fit_region_cut([_spread_spot(rng, dark=False) for _ in range(20)], [2.0, 3.0]).contrast is None
+    without_images = [PastedDefect(d.anomaly_map, d.mask, 256, 256) for d in
+                      (_spread_spot(rng, dark=True) for _ in range(20))]
+    assert fit_region_cut(without_images, [2.0, 3.0]).contrast is None

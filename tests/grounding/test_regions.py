@@ -1,7 +1,7 @@
 import numpy as np
 
 from edge.grounding.anomaly import combine, few_shot_scores, smooth, zero_shot_scores
-from edge.grounding.regions import defect_regions, find_regions, location_word, region_mask
+from edge.grounding.regions import Blob, contrast_box, defect_regions, find_regions, location_word, region_mask
 from edge.vlm.prompts import TextBank
 
 
@@ -134,3 +134,72 @@ def test_a_defect_frame_with_no_region_above_the_cut_shows_its_hottest_area() ->
     assert len(cut.blobs) == 1 and level < 1.0
     assert 150 <= cut.blobs[0].x <= 165 and cut.blobs[0].w <= 24
     assert defect_regions(np.zeros((8, 8), np.float32), 1.0, 64, 64)[0].blobs == []
+
+
+def _woven(rng: np.random.Generator, size: int = 256) -> np.ndarray:
+    """A grey BGR frame with a fine weave and grain, as a textile line's frames look."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    grey = 128 + 6 * np.sin(xx * 1.3) + 6 * np.sin(yy * 1.3) + rng.normal(0, 6, (size, size))
+    return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
+
+
+def test_a_contrast_cut_draws_the_box_around_the_defect_s_own_pixels() -> None:
+    """The map spreads a 10 px spot over a box three times its size, or cuts a 40 px patch short; the pixels that
+    stand out from the window's surroundings give the defect's own box, area and centre."""
+    rng = np.random.default_rng(0)
+    frame = _woven(rng)
+    frame[100:110, 60:70] = 40  # a dark spot
+    spread = Blob(x=50, y=90, w=30, h=30, area=900, peak=5.0, label=1, cx=65.0, cy=105.0)
+    tight = contrast_box(frame, spread, 3.0)
+    assert _iou((tight.x, tight.y, tight.w, tight.h), (60, 100, 10, 10)) > 0.8
+    assert 80 <= tight.area <= 120 and abs(tight.cx - 64.5) < 1 and abs(tight.cy - 104.5) < 1
+    assert (tight.peak, tight.label) == (spread.peak, spread.label)
+    frame[150:190, 150:190] = 220  # a bright patch the map boxed short
+    short = Blob(x=154, y=154, w=32, h=32, area=1024, peak=4.0, label=2, cx=170.0, cy=170.0)
+    grown = contrast_box(frame, short, 3.0)
+    assert _iou((grown.x, grown.y, grown.w, grown.h), (150, 150, 40, 40)) > 0.9
+
+
+def test_on_a_large_frame_a_large_box_is_read_coarser_and_the_grain_in_it_does_not_stretch_it() -> None:
+    """A 5 MP frame whose map drew a 1,200 px box around a 40 px spot: the window is read every few pixels, and
+    the grain's scattered specks inside the box are not taken for the defect."""
+    rng = np.random.default_rng(3)
+    frame = rng.integers(100, 150, (2048, 2448, 3), dtype=np.uint8)
+    frame[1000:1040, 1000:1040] = 20
+    box = Blob(x=420, y=420, w=1200, h=1200, area=1_440_000, peak=5.0, label=1, cx=1020.0, cy=1020.0)
+    tight = contrast_box(frame, box, 3.0)
+    step = 5  # the 2,400 px window read every 5th pixel: each edge within a step
+    assert all(abs(a - b) <= step for a, b in zip((tight.x, tight.y, tight.x + tight.w, tight.y + tight.h),
+                                                   (1000, 1000, 1040, 1040), strict=True))
+    assert abs(tight.area - 1600) < 400 and abs(tight.cx - 1019.5) < 3 and abs(tight.cy - 1019.5) < 3
+
+
+def test_a_defect_of_texture_not_brightness_keeps_the_map_s_box() -> None:
+    rng = np.random.default_rng(1)
+    frame = _woven(rng)
+    blob = Blob(x=100, y=100, w=24, h=24, area=576, peak=5.0, label=1, cx=112.0, cy=112.0)
+    assert contrast_box(frame, blob, 5.0) == blob
+    whole = Blob(x=0, y=0, w=256, h=256, area=65536, peak=5.0, label=1, cx=128.0, cy=128.0)
+    assert contrast_box(frame, whole, 3.0) == whole  # no surroundings to read
+
+
+def test_find_regions_with_a_contrast_cut_captions_the_defect_s_size_and_classes_from_the_map() -> None:
+    text = _bank()
+    grid = np.zeros((32, 32), np.float32)
+    grid[11:16, 6:11] = 5.0  # the map's box around the spot: 40 × 40 px
+    patches = np.tile(text.class_embeddings[0], (32, 32, 1))
+    patches[11:16, 6:11] = text.state_embeddings["spot"][0]
+    frame = _woven(np.random.default_rng(2))
+    frame[100:110, 60:70] = 40
+    (mapped,) = find_regions(grid, 2.5, patches, 256, 256, text, 50.0)
+    (drawn,) = find_regions(grid, 2.5, patches, 256, 256, text, 50.0, frame=frame, contrast=3.0)
+    assert _iou((mapped.x, mapped.y, mapped.w, mapped.h), (60, 100, 10, 10)) < 0.1
+    assert _iou((drawn.x, drawn.y, drawn.w, drawn.h), (60, 100, 10, 10)) > 0.8
+    assert f"{drawn.w}×{drawn.h} px" in drawn.caption and 90 <= drawn.area_px <= 120
+    assert drawn.class_probs == mapped.class_probs and drawn.defect_class == mapped.defect_class

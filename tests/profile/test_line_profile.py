@@ -1,0 +1,12 @@
+import pytest
+
+from edge.profile.line_profile import RegionCut
+
+
+def test_a_region_cut_keeps_its_contrast_and_one_from_before_draws_the_map_s_boxes() -> None:
+    cut = RegionCut("line", 2.0, None, 0.3, 3.0)
+    assert RegionCut.from_dict(cut.as_dict()) == cut
+    before = {"source": "map", "threshold": 7.5, "peak_fraction": 0.7, "relative": None}  # saved before it existed
+    assert RegionCut.from_dict(before).contrast is None
+    with pytest.raises(ValueError, match="contrast"):
+        RegionCut.from_dict({**cut.as_dict(), "contrast": 0})
