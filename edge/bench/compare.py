@@ -6,6 +6,8 @@
     .venv/bin/python -m edge.bench.compare preprocess              # a frame to the tower's input: NumPy vs OpenCV
     .venv/bin/python -m edge.bench.compare regions                 # regions of a large frame's map: cut at full
                                                                      # size vs at 15 pixels a map cell
+    .venv/bin/python -m edge.bench.compare contrast                # a region's box: the map's vs drawn around
+                                                                     # the frame's pixels (contrast cut), per size
     .venv/bin/python -m edge.bench.compare spin   [--seconds 96]   # ONNX Runtime pool: no spinning vs spinning
                                                                      # within a run only; encoders and pipeline
     .venv/bin/python -m edge.bench.compare search [--seconds 60]   # the frame graph's few-shot products: float32
@@ -157,6 +159,37 @@ def compare_regions(repeat: int = 10, rounds: int = 3) -> dict[str, Any]:
                 ms[name].append(1000 * (time.perf_counter() - started) / repeat)
         b, a = sum(ms["before"]) / rounds, sum(ms["after"]) / rounds
         out[f"{w}x{h}"] = {"ms_before": round(b, 2), "ms_after": round(a, 2), "before_over_after": round(b / a, 1)}
+    return out
+
+
+def compare_contrast(repeat: int = 20, rounds: int = 3) -> dict[str, Any]:
+    """ms to draw one region's box around a 40 px spot's own pixels (edge.grounding.regions.contrast_box, k = 3)
+    for map boxes of 40–2,000 px on 0.25, 5 and 20 MP grainy frames (the map's box itself costs nothing more), and
+    how far the drawn box is from the spot's (largest edge error, px)."""
+    import time
+
+    import numpy as np
+
+    from edge.grounding.regions import Blob, contrast_box
+
+    out: dict[str, Any] = {"change": "boxes drawn around the frame's pixels that stand out (contrast cut)"}
+    for w, h in ((500, 500), (2448, 2048), (5472, 3648)):
+        frame = np.random.default_rng(0).integers(100, 150, (h, w, 3), dtype=np.uint8)
+        cx, cy = w // 2, h // 2
+        frame[cy - 20:cy + 20, cx - 20:cx + 20] = 20
+        for side in (40, 200, 1200, 2000):
+            if side > min(w, h) - 40:
+                continue
+            box = Blob(cx - side // 2, cy - side // 2, side, side, side * side, 5.0, 1, float(cx), float(cy))
+            ms = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                for _ in range(repeat):
+                    drawn = contrast_box(frame, box, 3.0)
+                ms.append(1000 * (time.perf_counter() - started) / repeat)
+            error = max(abs(a - b) for a, b in zip((drawn.x, drawn.y, drawn.x + drawn.w, drawn.y + drawn.h),
+                                                   (cx - 20, cy - 20, cx + 20, cy + 20), strict=True))
+            out[f"{w}x{h} box {side}"] = {"ms": round(min(ms), 2), "edge_error_px": error}
     return out
 
 
@@ -346,12 +379,13 @@ def compare_paced(seconds: float, rounds: int = 2, fps: float = 15.0) -> dict[st
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("change", choices=("blas", "ingest", "grids", "preprocess", "regions", "spin", "search",
-                                           "subspace", "paced"))
+    ap.add_argument("change", choices=("blas", "ingest", "grids", "preprocess", "regions", "contrast", "spin",
+                                           "search", "subspace", "paced"))
     ap.add_argument("--seconds", type=float, default=24.0)
     args = ap.parse_args()
     runs = {"blas": lambda: compare_blas(args.seconds), "ingest": lambda: compare_ingest(args.seconds),
             "grids": compare_grids, "preprocess": compare_preprocess, "regions": compare_regions,
+            "contrast": compare_contrast,
             "spin": lambda: compare_spin(args.seconds),
             "search": lambda: compare_search(args.seconds), "subspace": lambda: compare_subspace(args.seconds),
             "paced": lambda: compare_paced(args.seconds)}
