@@ -35,6 +35,7 @@ from edge.fit.search import choose_search_dims, search_basis
 from edge.fit.synthetic import FIT_KINDS, fit_defect
 from edge.grounding.anomaly import RawScores, SearchBasis, combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.classifier import frame_features
+from edge.grounding.regions import grey
 from edge.images import ImageError, read_image
 from edge.profile.line_profile import LineProfile, ProfileError
 from edge.profile.rows import LabelledRows
@@ -254,7 +255,8 @@ def _pasted_defects(files: list[Path], folds: np.ndarray, fold_banks: list[dict[
             fold = int(folds[i]) % len(fold_banks)
             raw = raw_scores(emb, fold_banks[fold], text.class_embeddings, scale, fold_bases[fold])
             out.append(PastedDefect(smooth(combine(raw, profile.patch_stats, profile.weights)), defect.mask,
-                                    image.shape[1], image.shape[0], _tower(emb), source=i, image=defect.image))
+                                    image.shape[1], image.shape[0], _tower(emb), source=i,
+                                    image=grey(defect.image)))
     return out
 
 

@@ -33,6 +33,7 @@ from edge.fit.localiser import LINE_LEVELS, fit_localiser, line_samples
 from edge.fit.refit import RoutingSpec, refit
 from edge.fit.regions import PastedDefect, fit_region_cut
 from edge.fit.synthetic import FIT_KINDS, fit_defect
+from edge.grounding.regions import grey
 from edge.images import ImageError, read_image
 from edge.inspect.inspector import Inspector
 from edge.profile.line_profile import LineProfile, ProfileError
@@ -93,7 +94,8 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
             for x, y, w, h in rects:
                 mask[max(0, y):y + h, max(0, x):x + w] = True
             boxed.append((LineSample(s8, s16, anomaly_map, target, weight),
-                          PastedDefect(anomaly_map, mask, bgr.shape[1], bgr.shape[0], (s8, s16), image=bgr)))
+                          PastedDefect(anomaly_map, mask, bgr.shape[1], bgr.shape[0], (s8, s16),
+                                       image=grey(bgr))))
         elif not is_defect and len(good) < MAX_GOOD_FOR_LINE:
             good.append((bgr, LineSample(s8, s16, anomaly_map, np.zeros_like(anomaly_map),
                                          np.ones_like(anomaly_map))))
@@ -119,7 +121,7 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
         outputs = inspector.image_encoder.run(inspector.image_encoder.preprocess(defect.image)[None])
         anomaly_map = inspector.graph.run(outputs)["anomaly_map"][0]
         pasted.append(PastedDefect(anomaly_map, defect.mask, bgr.shape[1], bgr.shape[0], tower_grids(outputs),
-                                   image=defect.image))
+                                   image=grey(defect.image)))
     good = [sample for _, sample in reviewed.good]
     if profile.line_model is not None:
         boxed = [sample for sample, _ in reviewed.boxed]

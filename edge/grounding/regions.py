@@ -159,6 +159,12 @@ MIN_CONTRAST_PIXELS = 4  # a part smaller than this is grain, not a defect
 CONTRAST_PART_SHARE = 0.2  # parts under this share of the largest are the surroundings' own spread
 
 
+def grey(frame: np.ndarray) -> np.ndarray:
+    """A frame's 8-bit grey levels, as a contrast cut reads them (a grey frame as it is): a third of a BGR frame's
+    memory, for the frames calibrate keeps to fit the cut on."""
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+
+
 def _median(histogram: np.ndarray) -> int:
     """The median of the values a 256-bin histogram counts."""
     return int(np.searchsorted(np.cumsum(histogram), (int(histogram.sum()) + 1) // 2))
@@ -181,18 +187,18 @@ def contrast_box(frame: np.ndarray, blob: Blob, contrast: float) -> Blob:
         return blob
     step = -(-max(x1 - x0, y1 - y0) // CONTRAST_MAX_SIDE)  # window pixels per working pixel, along each axis
     window = np.ascontiguousarray(frame[y0:y1:step, x0:x1:step])
-    grey = cv2.medianBlur(cv2.cvtColor(window, cv2.COLOR_BGR2GRAY) if window.ndim == 3 else window, 3)
+    levels8 = cv2.medianBlur(grey(window), 3)
     bx0, by0 = (blob.x - x0) // step, (blob.y - y0) // step
     bx1, by1 = -(-(blob.x + blob.w - x0) // step), -(-(blob.y + blob.h - y0) // step)
-    histogram = np.bincount(grey.ravel(), minlength=256)
-    histogram -= np.bincount(grey[by0:by1, bx0:bx1].ravel(), minlength=256)  # the ring: the window less the box
+    histogram = np.bincount(levels8.ravel(), minlength=256)
+    histogram -= np.bincount(levels8[by0:by1, bx0:bx1].ravel(), minlength=256)  # the ring: the window less the box
     if histogram.sum() < 16:
         return blob
     background = _median(histogram)
     levels = np.arange(256)
     spread = 1.4826 * _median(np.bincount(np.abs(levels - background), weights=histogram, minlength=256)
                               .astype(np.int64)) + 0.5
-    standing = cv2.LUT(grey, (np.abs(levels - background) > contrast * spread).astype(np.uint8))
+    standing = cv2.LUT(levels8, (np.abs(levels - background) > contrast * spread).astype(np.uint8))
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(standing, connectivity=8)
     reaching = np.flatnonzero(np.bincount(labels[by0:by1, bx0:bx1].ravel(), minlength=n)[1:]) + 1
     areas = stats[reaching, cv2.CC_STAT_AREA]
