@@ -118,14 +118,20 @@ class FreshParts(threading.Thread):
         self._rounds_file.write_text(f"{used}\n")
 
     def run(self) -> None:
-        n = len(self.sources)
         while not self.stop.wait(0.5):
-            upto = self.frames_done()
-            while self.renewed < upto and not self.stop.is_set():
-                i, next_round = self.renewed % n, self.first_round + self.renewed // n
-                self._renew(i, next_round)
-                # counted once the file is in place, so a reader who waits on ``renewed`` sees the new part
-                self.renewed += 1
+            self._renew_inspected()
+        # and the frames inspected since the last look: a restarted demo reads the folder from its first file
+        # again and would send a part it has already inspected (and routed) once more
+        self._renew_inspected()
+
+    def _renew_inspected(self) -> None:
+        n = len(self.sources)
+        upto = self.frames_done()
+        while self.renewed < upto:
+            i, next_round = self.renewed % n, self.first_round + self.renewed // n
+            self._renew(i, next_round)
+            # counted once the file is in place, so a reader who waits on ``renewed`` sees the new part
+            self.renewed += 1
 
     def _renew(self, i: int, next_round: int) -> None:
         target = self.directory / f"{i:05d}.jpg"

@@ -111,3 +111,27 @@ def test_every_round_of_the_looping_demo_folder_is_new_parts(tmp_path: Path) -> 
     image = cv2.imread(str(sources[0]))
     looks = {turned(image, k).tobytes() for k in range(12)}
     assert len(looks) == 12
+
+
+def test_the_parts_inspected_just_before_the_demo_stops_are_renewed_for_its_next_run(tmp_path: Path) -> None:
+    """A restarted demo reads its folder from the first file again: a part inspected after the renewer's last
+    look must not be read, and routed, a second time."""
+    sources = []
+    for i in range(3):
+        path = tmp_path / f"source{i}.png"
+        cv2.imwrite(str(path), np.random.default_rng(i).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+        sources.append(path)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, path in enumerate(sources):
+        (folder / f"{i:05d}.jpg").write_bytes(path.read_bytes())
+    before = [(folder / f"{i:05d}.jpg").read_bytes() for i in range(3)]
+    done = [0]
+    stop = threading.Event()
+    parts = FreshParts(folder, sources, lambda: done[0], stop)
+    parts.start()
+    done[0] = 2  # two parts inspected, and the demo stops before the renewer looks again
+    stop.set()
+    parts.join(5)
+    after = [(folder / f"{i:05d}.jpg").read_bytes() for i in range(3)]
+    assert parts.renewed == 2 and after[0] != before[0] and after[1] != before[1] and after[2] == before[2]

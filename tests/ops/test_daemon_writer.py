@@ -1,7 +1,7 @@
 """The daemon with its outbox writer on a slow disk (real models, a real folder source, a real outbox; only the
-disk's slowness is faked: every directory fsync takes 0.2 s): deciding goes on while the writer lags, a full
-writer queue holds the loop back rather than dropping a frame, and the shutdown writes everything the writer holds
-before the outbox drain."""
+disk's slowness is faked: every directory fsync takes 0.5 s, longer than the models take to fill the writer's queue
+even on a loaded machine): deciding goes on while the writer lags, a full writer queue holds the loop back rather
+than dropping a frame, and the shutdown writes everything the writer holds before the outbox drain."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_shutdown_writes_every_routed_frame_the_writer_holds(
     def slow_fsync(fd: int) -> None:
         real_fsync(fd)
         if stat.S_ISDIR(os.fstat(fd).st_mode):
-            time.sleep(0.2)
+            time.sleep(0.5)
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
     daemon = Daemon(cfg, inspector=real_inspector)
