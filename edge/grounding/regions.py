@@ -178,7 +178,9 @@ def contrast_box(frame: np.ndarray, blob: Blob, contrast: float) -> Blob:
     the connected parts that reach into the box (at least MIN_CONTRAST_PIXELS and CONTRAST_PART_SHARE of the
     largest), give the new box, area and centre. The blob as it was where none stands out (a defect of texture,
     not of brightness). Grey levels stay 8-bit, and a window larger than CONTRAST_MAX_SIDE is read every n-th
-    pixel: a few milliseconds a box on any frame."""
+    pixel: a few milliseconds a box on any frame. A frame other than 8-bit grey or BGR keeps the map's box."""
+    if frame.dtype != np.uint8 or not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3)):
+        return blob
     height, width = frame.shape[:2]
     mx, my = int(np.ceil(blob.w * CONTRAST_MARGIN)), int(np.ceil(blob.h * CONTRAST_MARGIN))
     x0, y0 = max(0, blob.x - mx), max(0, blob.y - my)

@@ -187,6 +187,10 @@ def test_a_defect_of_texture_not_brightness_keeps_the_map_s_box() -> None:
     assert contrast_box(frame, blob, 5.0) == blob
     whole = Blob(x=0, y=0, w=256, h=256, area=65536, peak=5.0, label=1, cx=128.0, cy=128.0)
     assert contrast_box(frame, whole, 3.0) == whole  # no surroundings to read
+    frame[110:118, 110:118] = 0  # a dark spot, but on frames the cut does not read: 16-bit, or with an alpha plane
+    assert contrast_box(frame.astype(np.uint16) * 256, blob, 3.0) == blob
+    assert contrast_box(np.dstack([frame, frame[..., :1]]), blob, 3.0) == blob
+    assert contrast_box(frame, blob, 3.0) != blob
 
 
 def test_find_regions_with_a_contrast_cut_captions_the_defect_s_size_and_classes_from_the_map() -> None:
