@@ -34,9 +34,10 @@ def line_samples(pasted: list[PastedDefect]) -> list[LineSample]:
     return out
 
 
-def _as_line(pasted: list[PastedDefect], probabilities: np.ndarray) -> list[PastedDefect]:
-    return [PastedDefect(p, d.mask, d.width, d.height, image=d.image) for d, p in zip(pasted, probabilities,
-                                                                                       strict=True)]
+def as_line(pasted: list[PastedDefect], logits: np.ndarray) -> list[PastedDefect]:
+    """The defects with the line model's map (`logits`, one per defect) in place of the anomaly map, to fit the
+    line model's cut on."""
+    return [PastedDefect(p, d.mask, d.width, d.height, image=d.image) for d, p in zip(pasted, logits, strict=True)]
 
 
 def fit_localiser(pasted: list[PastedDefect], clean: list[LineSample], map_threshold: float, seed: int = 0,
@@ -66,7 +67,7 @@ def fit_localiser(pasted: list[PastedDefect], clean: list[LineSample], map_thres
 
     half = train_line_model(learnt(first), seed=seed)
     held_truth = [truth[i] for i in second]
-    line_cut = fit_region_cut(_as_line(held_truth, patch_logits(half, [samples[i] for i in second])), LINE_LEVELS)
+    line_cut = fit_region_cut(as_line(held_truth, patch_logits(half, [samples[i] for i in second])), LINE_LEVELS)
     map_cut = fit_region_cut(held_truth, map_thresholds(map_threshold))
     line_f1, map_f1 = float(line_cut.measured["region_cut_f1"]), float(map_cut.measured["region_cut_f1"])  # type: ignore
     line_overlap = float(line_cut.measured["region_cut_overlap"])  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from edge.config import ImageLimits
 from edge.findings import GOOD
 from edge.fit.frame_graph import frame_graph_files
 from edge.fit.line_model import LineModel, LineSample, box_targets, patch_logits, tower_grids, train_line_model
-from edge.fit.localiser import LINE_LEVELS, fit_localiser, line_samples
+from edge.fit.localiser import LINE_LEVELS, as_line, fit_localiser, line_samples
 from edge.fit.refit import RoutingSpec, refit
 from edge.fit.regions import PastedDefect, fit_region_cut
 from edge.fit.synthetic import FIT_KINDS, fit_defect
@@ -134,10 +134,7 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
             # the operator's boxes are where the line's defects are: the cut is fitted to them (and the pasted)
             truth = [d for _, d in reviewed.boxed] + pasted
             logits = patch_logits(model, line_samples(truth))
-            fitted = fit_region_cut(
-                [PastedDefect(p, d.mask, d.width, d.height, image=d.image) for d, p in zip(truth, logits,
-                                                                                           strict=True)],
-                LINE_LEVELS)
+            fitted = fit_region_cut(as_line(truth, logits), LINE_LEVELS)
             profile.region_cut = fitted.cut("line")
             measured.update(fitted.measured)
         return measured
