@@ -112,6 +112,10 @@ def test_the_choices_summary_names_the_loser_and_its_figure() -> None:
                                 "region_cut": "0.3 of the way down from each frame's peak (others above 2)"})
     assert relative[1].endswith("on held-out pasted defects); cut 0.3 of the way down from each frame's peak "
                                 "(others above 2)")
+    boxed = choices_summary({"region_source": "map", "region_f1_line_model": 0.75, "region_f1_anomaly_map": 1.0,
+                             "region_cut": "above 7.82", "boxed_frames": 4, "pasted_defects": 8})
+    assert boxed[1].endswith("; cut above 7.82, fitted to the operator's boxes on 4 frame(s) and 8 pasted "
+                             "defect(s)")
     search = choices_summary({"search_dims": {"8": 128}, "search_agreement": {
         "16": {"64": 0.96, "96": 0.98, "128": 0.985}, "8": {"64": 0.82, "96": 0.977, "128": 0.992}}})
     assert search[-1] == ("search: the memory bank at stride 8 in 128 dimensions (scores correlate 0.992 with the "

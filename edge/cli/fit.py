@@ -110,6 +110,9 @@ def choices_summary(metrics: dict[str, Any]) -> list[str]:
                      if source.startswith("map (") else f"regions: from the {source}")
     if source and metrics.get("region_cut"):
         lines[-1] += f"; cut {metrics['region_cut']}"
+        if metrics.get("boxed_frames"):
+            lines[-1] += (f", fitted to the operator's boxes on {metrics['boxed_frames']} frame(s) and "
+                          f"{metrics.get('pasted_defects', 0)} pasted defect(s)")
     if metrics.get("line_model"):
         lines.append(f"line model: {metrics['line_model']}")
     if "search_dims" in metrics:

@@ -109,8 +109,9 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
                     ) -> dict[str, Any]:
     """The line model goes on from the current version's with the operator's boxes (each seen `BOX_REPEAT` times),
     the reviewed good frames and synthetic defects pasted on them; a line without one gets one where its boxes and
-    pasted defects say it cuts better than the anomaly map (edge.fit.localiser). Unchanged without boxes or good
-    frames to learn from."""
+    pasted defects say it cuts better than the anomaly map (edge.fit.localiser), and a line that stays with the
+    map gets its cut refitted to the boxes and the pasted defects. Unchanged without boxes or good frames to learn
+    from."""
     if not reviewed.boxed and (profile.line_model is None or not reviewed.good):
         return {}
     rng = np.random.default_rng(seed)
@@ -141,7 +142,8 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
     model_or_none, region_cut, found = fit_localiser(pasted, good, profile.anomaly_threshold, seed, reviewed.boxed,
                                                       BOX_REPEAT)
     if model_or_none is not None:
-        profile.line_model, profile.region_cut = model_or_none.state_arrays(), region_cut
+        profile.line_model = model_or_none.state_arrays()
+    profile.region_cut = region_cut
     return found
 
 
