@@ -25,6 +25,7 @@ SEED_FACTORS = (1.0, 1.25, 1.5, 2.0)  # × the calibrated map threshold
 PEAK_FRACTIONS: tuple[float | None, ...] = (None, 0.6, 0.7, 0.8, 0.9)
 RELATIVE_SHARES = (0.2, 0.3, 0.4, 0.5)  # of the way down from a frame's map peak to its mean
 CONTRASTS = (2.5, 3.0, 4.0, 5.0)  # robust standard deviations a defect's pixels stand out by (a contrast cut)
+CONTRAST_GROWS = (2.0,)  # … and the level the parts that stand out grow to (a faint defect's whole extent)
 IOU_MATCH = 0.3
 MIN_GAIN = 0.02
 MAX_CONTRAST_F1_LOSS = 0.05  # two of 40 held-out defects
@@ -42,7 +43,8 @@ class PastedDefect:
 
 
 def region_scores(defects: list[PastedDefect], threshold: float, peak_fraction: float | None,
-                  relative: float | None = None, contrast: float | None = None) -> tuple[float, float, float]:
+                  relative: float | None = None, contrast: float | None = None, grow: float | None = None
+                  ) -> tuple[float, float, float]:
     """(recall, precision, mean overlap) of the cut's boxes against the pasted defects' boxes: found at IoU ≥ 0.3,
     and each defect's best IoU averaged (0 where no box)."""
     found = boxes = matched = 0
@@ -50,7 +52,7 @@ def region_scores(defects: list[PastedDefect], threshold: float, peak_fraction: 
     for d in defects:
         truth = mask_box(d.mask)
         cut, _ = defect_regions(d.anomaly_map, threshold, d.width, d.height, peak_fraction, relative)
-        overlaps = [iou((b.x, b.y, b.w, b.h), truth) for b in drawn_boxes(cut.blobs, d.image, contrast)]
+        overlaps = [iou((b.x, b.y, b.w, b.h), truth) for b in drawn_boxes(cut.blobs, d.image, contrast, grow)]
         found += bool(overlaps) and max(overlaps) >= IOU_MATCH
         boxes += len(overlaps)
         matched += sum(o >= IOU_MATCH for o in overlaps)
@@ -65,9 +67,10 @@ class FittedCut:
     relative: float | None
     measured: dict[str, object]
     contrast: float | None = None
+    grow: float | None = None
 
     def cut(self, source: str) -> RegionCut:
-        return RegionCut(source, self.threshold, self.peak_fraction, self.relative, self.contrast)
+        return RegionCut(source, self.threshold, self.peak_fraction, self.relative, self.contrast, self.grow)
 
 
 def fit_region_cut(defects: list[PastedDefect], thresholds: Sequence[float]) -> FittedCut:
@@ -97,35 +100,42 @@ def fit_region_cut(defects: list[PastedDefect], thresholds: Sequence[float]) -> 
             + (f", narrowed to {fraction:g} of each peak" if fraction is not None else ""))
     measured: dict[str, object] = {"region_cut_default_f1": default_f1, "region_cut_defects": len(defects),
                                    "region_cut_table": table}
-    contrast = None
+    contrast = grow = None
     if defects and all(d.image is not None for d in defects):
-        contrast, f1, overlap, measured["region_contrast_table"] = _fit_contrast(
+        contrast, grow, f1, overlap, measured["region_contrast_table"] = _fit_contrast(
             defects, threshold, fraction, relative, f1, overlap)
         if contrast is not None:
             said += f"; boxes drawn around the pixels {contrast:g} σ from their surroundings"
+            if grow is not None:
+                said += f" and those joined to them beyond {grow:g} σ"
     return FittedCut(threshold, fraction, relative, {
         "region_cut": said, "region_cut_f1": round(f1, 3), "region_cut_overlap": round(overlap, 3), **measured},
-        contrast)
+        contrast, grow)
 
 
 def _fit_contrast(defects: list[PastedDefect], threshold: float, fraction: float | None, relative: float | None,
-                  f1: float, overlap: float) -> tuple[float | None, float, float, dict[str, tuple[float, ...]]]:
+                  f1: float, overlap: float
+                  ) -> tuple[float | None, float | None, float, float, dict[str, tuple[float, ...]]]:
     """Whether the cut's boxes are drawn around the frame's own pixels (edge.grounding.regions.contrast_box), and
-    at which of CONTRASTS: the closest boxes (mean overlap), kept where closer than the map's by MIN_GAIN and
-    their F1 at most MAX_CONTRAST_F1_LOSS lower. Judged by closeness, not F1 first: the map's cut is already
-    chosen for its F1, a contrast cut only redraws its boxes, and on the few dozen held-out defects a line has, F1
-    at IoU ≥ 0.3 moves by a defect's share (0.025 at 40) where a box crosses 0.3 either way. (contrast or None,
-    its F1, its overlap, the table: recall, precision, F1 and overlap per k; F1 and overlap of the map's boxes)."""
+    at which of CONTRASTS, the parts grown or not to one of CONTRAST_GROWS: the closest boxes (mean overlap), kept
+    where closer than the map's by MIN_GAIN and their F1 at most MAX_CONTRAST_F1_LOSS lower; between as close, the
+    parts as they stand. Judged by closeness, not F1 first: the map's cut is already chosen for its F1, a contrast
+    cut only redraws its boxes, and on the few dozen held-out defects a line has, F1 at IoU ≥ 0.3 moves by a
+    defect's share (0.025 at 40) where a box crosses 0.3 either way. (contrast or None, grow or None, their F1,
+    their overlap, the table: recall, precision, F1 and overlap per choice; F1 and overlap of the map's boxes)."""
     table: dict[str, tuple[float, ...]] = {"map's boxes": (round(f1, 3), round(overlap, 3))}
-    best: tuple[float, float, float | None] = (f1, overlap, None)
-    for contrast in CONTRASTS:
-        recall, precision, mean_overlap = region_scores(defects, threshold, fraction, relative, contrast)
+    best: tuple[float, float, float | None, float | None] = (f1, overlap, None, None)
+    choices = [(k, None) for k in CONTRASTS] + [(k, g) for g in CONTRAST_GROWS for k in CONTRASTS if g < k]
+    for contrast, grow in choices:
+        recall, precision, mean_overlap = region_scores(defects, threshold, fraction, relative, contrast, grow)
         f1_k = 2 * recall * precision / max(recall + precision, 1e-9)
-        table[f"{contrast:g}"] = (round(recall, 3), round(precision, 3), round(f1_k, 3), round(mean_overlap, 3))
+        key = f"{contrast:g}" if grow is None else f"{contrast:g} grown to {grow:g}"
+        table[key] = (round(recall, 3), round(precision, 3), round(f1_k, 3), round(mean_overlap, 3))
         if f1_k >= f1 - MAX_CONTRAST_F1_LOSS - 1e-9 and mean_overlap > best[1]:
-            best = (f1_k, mean_overlap, contrast)
-    gain = best[1] >= overlap + MIN_GAIN
-    return (best[2], best[0], best[1], table) if gain and best[2] is not None else (None, f1, overlap, table)
+            best = (f1_k, mean_overlap, contrast, grow)
+    if best[2] is None or best[1] < overlap + MIN_GAIN:
+        return None, None, f1, overlap, table
+    return best[2], best[3], best[0], best[1], table
 
 
 def map_thresholds(threshold: float) -> list[float]:

@@ -170,13 +170,14 @@ def _median(histogram: np.ndarray) -> int:
     return int(np.searchsorted(np.cumsum(histogram), (int(histogram.sum()) + 1) // 2))
 
 
-def contrast_box(frame: np.ndarray, blob: Blob, contrast: float) -> Blob:
+def contrast_box(frame: np.ndarray, blob: Blob, contrast: float, grow: float | None = None) -> Blob:
     """The blob with its box drawn around the frame's own pixels: the map is one value a patch (8 px or more) and
     spreads a small defect over its neighbours, while the defect's pixels stand out from their surroundings. In the
     window of the box grown by CONTRAST_MARGIN, the pixels whose grey level (after a 3×3 median) is more than
     `contrast` robust standard deviations (1.4826 × MAD) from the median of the window's ring outside the box, in
     the connected parts that reach into the box (at least MIN_CONTRAST_PIXELS and CONTRAST_PART_SHARE of the
-    largest), give the new box, area and centre. The blob as it was where none stands out (a defect of texture,
+    largest) — with `grow`, each part grown through the pixels beyond `grow` on its side of that median
+    (`_grown`) — give the new box, area and centre. The blob as it was where none stands out (a defect of texture,
     not of brightness). Grey levels stay 8-bit, and a window larger than CONTRAST_MAX_SIDE is read every n-th
     pixel: a few milliseconds a box on any frame. A frame other than 8-bit grey or BGR keeps the map's box."""
     if frame.dtype != np.uint8 or not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3)):
@@ -207,6 +208,13 @@ def contrast_box(frame: np.ndarray, blob: Blob, contrast: float) -> Blob:
     reaching = reaching[(areas >= MIN_CONTRAST_PIXELS) & (areas >= CONTRAST_PART_SHARE * areas.max(initial=0))]
     if not len(reaching):
         return blob
+    if grow is not None:  # the defect's parts, each grown to the level: the grain left out above stays out
+        kept = np.zeros(n, np.uint8)
+        kept[reaching] = 1
+        seeds = kept[labels]
+        n, labels, stats, centroids = cv2.connectedComponentsWithStats(
+            _grown(levels8, seeds, levels - background, grow * spread), connectivity=8)
+        reaching = np.flatnonzero(np.bincount(labels[seeds > 0], minlength=n)[1:]) + 1
     part = stats[reaching]
     left, top = int(part[:, cv2.CC_STAT_LEFT].min() * step), int(part[:, cv2.CC_STAT_TOP].min() * step)
     right = min(x1 - x0, int(np.ceil((part[:, cv2.CC_STAT_LEFT] + part[:, cv2.CC_STAT_WIDTH]).max() * step)))
@@ -217,21 +225,41 @@ def contrast_box(frame: np.ndarray, blob: Blob, contrast: float) -> Blob:
                    area=int(round(area.sum() * step * step)), cx=x0 + float(cx), cy=y0 + float(cy))
 
 
-def drawn_boxes(blobs: list[Blob], frame: np.ndarray | None, contrast: float | None) -> list[Blob]:
+def _grown(levels8: np.ndarray, standing: np.ndarray, deviation: np.ndarray, level: float) -> np.ndarray:
+    """The `standing` pixels and every pixel joined to one of them through pixels more than `level` from the
+    surroundings' median on its side (`deviation`: each grey level's, signed) — hysteresis, as Canny's edges grow.
+    A defect fainter than its surroundings' spread stands out only by its darkest (or brightest) grains; the rest
+    of it is a run of pixels beyond the spread's lower reach, where the surroundings' own grains stay apart. A run
+    that reaches the window's edge is the surroundings' (a grain that percolates), not the defect's: not taken."""
+    grown = standing.copy()
+    for side in (deviation < -level, deviation > level):
+        joined = cv2.LUT(levels8, side.astype(np.uint8))
+        n, labels = cv2.connectedComponents(joined, connectivity=8)
+        seeded = np.zeros(n, np.uint8)
+        seeded[labels[(standing > 0) & (joined > 0)]] = 1
+        seeded[0] = 0
+        seeded[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = 0
+        grown |= seeded[labels]
+    return grown
+
+
+def drawn_boxes(blobs: list[Blob], frame: np.ndarray | None, contrast: float | None,
+                grow: float | None = None) -> list[Blob]:
     """The boxes a frame's regions are drawn with: the map's, or each drawn around the frame's own pixels that
-    stand out by `contrast` (`contrast_box`) where the line's profile cuts so."""
+    stand out by `contrast` (grown to `grow`: `contrast_box`) where the line's profile cuts so."""
     if frame is None or contrast is None:
         return blobs
-    return [contrast_box(frame, b, contrast) for b in blobs]
+    return [contrast_box(frame, b, contrast, grow) for b in blobs]
 
 
 def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray, frame_w: int, frame_h: int,
                  text: TextBank, logit_scale: float, min_area_pct: float = 0.02,
                  peak_fraction: float | None = None, relative: float | None = None,
-                 frame: np.ndarray | None = None, contrast: float | None = None) -> list[Region]:
+                 frame: np.ndarray | None = None, contrast: float | None = None,
+                 grow: float | None = None) -> list[Region]:
     """The regions of a frame decided defective (`defect_regions`) in frame pixels, each captioned, largest peak
-    first; with the `frame` and a `contrast`, each box drawn around the frame's pixels that stand out
-    (`contrast_box`). A region's class and description read the map's cells either way."""
+    first; with the `frame` and a `contrast`, each box drawn around the frame's pixels that stand out (grown to
+    `grow`: `contrast_box`). A region's class and description read the map's cells either way."""
     grid_h, grid_w = smoothed_map.shape
     regions, level = defect_regions(smoothed_map, threshold, frame_w, frame_h, peak_fraction, relative, min_area_pct)
     if not regions.blobs:
@@ -239,7 +267,7 @@ def find_regions(smoothed_map: np.ndarray, threshold: float, patches: np.ndarray
     frame_area = frame_w * frame_h
     grid_labels = cv2.resize(regions.labels.astype(np.float32), (grid_w, grid_h), interpolation=cv2.INTER_NEAREST)
     found = []
-    for mapped, blob in zip(regions.blobs, drawn_boxes(regions.blobs, frame, contrast), strict=True):
+    for mapped, blob in zip(regions.blobs, drawn_boxes(regions.blobs, frame, contrast, grow), strict=True):
         # the region's embedding: the map's patches in it, weighted by how anomalous they are
         cells = grid_labels == mapped.label
         if not cells.any():

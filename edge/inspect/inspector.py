@@ -170,7 +170,7 @@ class Inspector:
         if is_defect:
             regions = find_regions(region_map, cut.threshold, channels_last(outputs[1][i]), width, height, text,
                                    scale, peak_fraction=cut.peak_fraction, relative=cut.relative, frame=bgr,
-                                   contrast=cut.contrast)
+                                   contrast=cut.contrast, grow=cut.grow)
         # verdict: good or the defect class (from the strongest region, else from the whole frame)
         defect_probs = regions[0].class_probs if regions else classify_embedding(outputs[0][i], text, scale)
         class_scores = frame_class_scores(score, threshold, spread, defect_probs)

@@ -35,7 +35,8 @@ class RegionCut:
     `line`: the line model's defect logit), above which level, and whether each is narrowed to the part around its
     peak above that share of the peak — or, with `relative`, at each frame's own level that share of the way down
     from its map's peak to its mean (edge.grounding.regions.defect_regions); with `contrast`, each box is drawn
-    around the frame's pixels that stand out from its surroundings by that many robust standard deviations
+    around the frame's pixels that stand out from its surroundings by that many robust standard deviations, and
+    with `grow` as well the pixels joined to them on their side of the surroundings by more than `grow`
     (edge.grounding.regions.contrast_box)."""
 
     source: str
@@ -43,10 +44,11 @@ class RegionCut:
     peak_fraction: float | None
     relative: float | None = None
     contrast: float | None = None
+    grow: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "threshold": self.threshold, "peak_fraction": self.peak_fraction,
-                "relative": self.relative, "contrast": self.contrast}
+                "relative": self.relative, "contrast": self.contrast, "grow": self.grow}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegionCut:
@@ -58,8 +60,12 @@ class RegionCut:
         contrast = data.get("contrast")  # profiles made before the contrast cut have none
         if contrast is not None and not float(contrast) > 0:
             raise ValueError(f"region_cut contrast {contrast!r} is not positive")
+        grow = data.get("grow")  # nor do those made before the parts grew
+        if grow is not None and (contrast is None or not 0 < float(grow) < float(contrast)):
+            raise ValueError(f"region_cut grow {grow!r} is not between 0 and the contrast {contrast!r}")
         return cls(str(data["source"]), float(data["threshold"]), None if fraction is None else float(fraction),
-                   None if relative is None else float(relative), None if contrast is None else float(contrast))
+                   None if relative is None else float(relative), None if contrast is None else float(contrast),
+                   None if grow is None else float(grow))
 
 
 @dataclass

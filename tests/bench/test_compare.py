@@ -22,3 +22,5 @@ def test_contrast_times_every_box_that_fits_its_frame_and_draws_each_on_the_spot
     assert sizes == ["500x500 box 40", "500x500 box 200"] + [f"{f} box {s}" for f in ("2448x2048", "5472x3648")
                                                              for s in (40, 200, 1200, 2000)]
     assert all(result[k]["ms"] > 0 and result[k]["edge_error_px"] <= 5 for k in sizes)
+    # grown, the spot takes in the grain beside it below 2 σ: within two read steps (every 8th pixel at most)
+    assert all(result[k]["ms_grown"] > 0 and result[k]["edge_error_px_grown"] <= 16 for k in sizes)

@@ -94,6 +94,8 @@ def test_a_line_whose_map_spreads_small_defects_gets_boxes_drawn_around_their_pi
     assert recall > 0.9 and precision > 0.9 and float(fitted.measured["region_cut_f1"]) > 0.9  # type: ignore[arg-type]
     table = fitted.measured["region_contrast_table"]
     assert isinstance(table, dict) and table["map's boxes"][0] < 0.2 and table[f"{fitted.contrast:g}"][2] > 0.9
+    assert fitted.grow is None  # the spots' pixels stand out whole: as close without growing them
+
 
 
 def test_a_line_whose_defects_do_not_stand_out_in_brightness_keeps_the_map_s_boxes() -> None:

@@ -166,6 +166,25 @@ def test_a_contrast_cut_draws_the_box_around_the_defect_s_own_pixels() -> None:
     assert _iou((grown.x, grown.y, grown.w, grown.h), (150, 150, 40, 40)) > 0.9
 
 
+def test_a_faint_stain_is_boxed_whole_where_its_standing_grains_grow_into_it() -> None:
+    """A 24 px stain 1.5 image standard deviations dark on a grainy weave: only its darkest grains stand out 4 σ
+    from the surroundings, and their box is a fraction of it; grown through the pixels beyond 2 σ on the dark side,
+    the parts fill the stain and stop at its edge (the surroundings' own grains beyond 2 σ stay apart). A sharp
+    spot's box does not grow with it."""
+    frame = _woven(np.random.default_rng(2))
+    stain = frame.astype(np.float32)
+    stain[100:124, 60:84] -= 1.5 * float(frame.std())
+    stained = np.clip(stain, 0, 255).astype(np.uint8)
+    mapped = Blob(x=52, y=92, w=40, h=40, area=1600, peak=5.0, label=1, cx=72.0, cy=112.0)
+    standing = contrast_box(stained, mapped, 4.0)
+    grown = contrast_box(stained, mapped, 4.0, grow=2.0)
+    assert _iou((standing.x, standing.y, standing.w, standing.h), (60, 100, 24, 24)) < 0.5
+    assert _iou((grown.x, grown.y, grown.w, grown.h), (60, 100, 24, 24)) > 0.85
+    frame[100:110, 60:70] = 40  # a dark spot, as in the test above
+    spot = contrast_box(frame, Blob(x=50, y=90, w=30, h=30, area=900, peak=5.0, label=1), 3.0, grow=2.0)
+    assert _iou((spot.x, spot.y, spot.w, spot.h), (60, 100, 10, 10)) > 0.8
+
+
 def test_on_a_large_frame_a_large_box_is_read_coarser_and_the_grain_in_it_does_not_stretch_it() -> None:
     """A 5 MP frame whose map drew a 1,200 px box around a 40 px spot: the window is read every few pixels, and
     the grain's scattered specks inside the box are not taken for the defect."""

@@ -10,3 +10,8 @@ def test_a_region_cut_keeps_its_contrast_and_one_from_before_draws_the_map_s_box
     assert RegionCut.from_dict(before).contrast is None
     with pytest.raises(ValueError, match="contrast"):
         RegionCut.from_dict({**cut.as_dict(), "contrast": 0})
+    grown = RegionCut("map", 7.5, None, 0.2, 4.0, 2.0)
+    assert RegionCut.from_dict(grown.as_dict()) == grown and RegionCut.from_dict(before).grow is None
+    for contrast, grow in ((4.0, 4.0), (4.0, 0.0), (None, 2.0)):
+        with pytest.raises(ValueError, match="grow"):
+            RegionCut.from_dict({**grown.as_dict(), "contrast": contrast, "grow": grow})
