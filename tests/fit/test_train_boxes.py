@@ -126,7 +126,7 @@ def test_on_a_line_whose_regions_come_from_the_map_the_next_version_cuts_as_the_
 
 @pytest.mark.xfail(strict=True, reason="a known gap (README, the line model): the calibrated profile boxes these "
                    "faint stains at mean IoU 0.50 (its contrast cut's standing grains grown to 2 σ), the cut "
-                   "refitted on the boxes at 0.50 (one stain closer, one further), and a line model learnt from "
+                   "refitted on the boxes at 0.50 (two stains closer, one further), and a line model learnt from "
                    "four of them boxes them no closer (0.43 on the very frames it learnt)")
 def test_an_operator_box_moves_the_next_version_s_region_onto_it(trained_on_boxes: Trained) -> None:
     assert np.mean(trained_on_boxes.after) > np.mean(trained_on_boxes.before) + 0.1, trained_on_boxes
