@@ -29,7 +29,7 @@ from edge.config import ImageLimits
 from edge.findings import GOOD
 from edge.fit.frame_graph import frame_graph_files
 from edge.fit.line_model import LineModel, LineSample, box_targets, patch_logits, tower_grids, train_line_model
-from edge.fit.localiser import LINE_LEVELS, as_line, fit_localiser, line_samples
+from edge.fit.localiser import LINE_LEVELS, MIN_PASTED, as_line, fit_localiser, line_samples
 from edge.fit.refit import RoutingSpec, refit
 from edge.fit.regions import PastedDefect, fit_region_cut
 from edge.fit.synthetic import FIT_KINDS, fit_defect
@@ -111,7 +111,7 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
     the reviewed good frames and synthetic defects pasted on them; a line without one gets one where its boxes and
     pasted defects say it cuts better than the anomaly map (edge.fit.localiser), and a line that stays with the
     map gets its cut refitted to the boxes and the pasted defects. Unchanged without boxes or good frames to learn
-    from."""
+    from, and a line without a line model keeps its cut with fewer than MIN_PASTED defects to refit it on."""
     if not reviewed.boxed and (profile.line_model is None or not reviewed.good):
         return {}
     rng = np.random.default_rng(seed)
@@ -139,6 +139,9 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
             profile.region_cut = fitted.cut("line")
             measured.update(fitted.measured)
         return measured
+    if len(pasted) + len(reviewed.boxed) < MIN_PASTED:  # too few to compare on: calibrate's cut stays
+        return {"region_source": f"map (its cut kept: {len(reviewed.boxed)} boxed and {len(pasted)} pasted "
+                                 f"defect(s) are fewer than the {MIN_PASTED} a cut is refitted on)"}
     model_or_none, region_cut, found = fit_localiser(pasted, good, profile.anomaly_threshold, seed, reviewed.boxed,
                                                       BOX_REPEAT)
     if model_or_none is not None:
