@@ -111,7 +111,7 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
     the reviewed good frames and synthetic defects pasted on them; a line without one gets one where its boxes and
     pasted defects say it cuts better than the anomaly map (edge.fit.localiser), and a line that stays with the
     map gets its cut refitted to the boxes and the pasted defects. Unchanged without boxes or good frames to learn
-    from, and a line without a line model keeps its cut with fewer than MIN_PASTED defects to refit it on."""
+    from; with fewer than MIN_PASTED boxed and pasted defects together, the cut stays as it was fitted on more."""
     if not reviewed.boxed and (profile.line_model is None or not reviewed.good):
         return {}
     rng = np.random.default_rng(seed)
@@ -131,23 +131,31 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
         profile.line_model = model.state_arrays()
         measured: dict[str, Any] = {"line_model": f"retrained from the last version on {len(boxed)} boxed, "
                                                   f"{len(reviewed.good)} good and {len(pasted)} pasted frames"}
-        if profile.region_cut is not None and profile.region_cut.source == "line" and reviewed.boxed:
-            # the operator's boxes are where the line's defects are: the cut is fitted to them (and the pasted)
-            truth = [d for _, d in reviewed.boxed] + pasted
-            logits = patch_logits(model, line_samples(truth))
-            fitted = fit_region_cut(as_line(truth, logits), LINE_LEVELS)
-            profile.region_cut = fitted.cut("line")
-            measured.update(fitted.measured)
+        truth = [d for _, d in reviewed.boxed] + pasted
+        if profile.region_cut is None or profile.region_cut.source != "line" or not reviewed.boxed:
+            return measured
+        if len(truth) < MIN_PASTED:  # too few to fit on: the cut fitted on more stays
+            return {**measured, "region_source": f"line model ({_cut_kept(len(reviewed.boxed), len(pasted))})"}
+        # the operator's boxes are where the line's defects are: the cut is fitted to them (and the pasted)
+        logits = patch_logits(model, line_samples(truth))
+        fitted = fit_region_cut(as_line(truth, logits), LINE_LEVELS)
+        profile.region_cut = fitted.cut("line")
+        measured.update(fitted.measured)
         return measured
     if len(pasted) + len(reviewed.boxed) < MIN_PASTED:  # too few to compare on: calibrate's cut stays
-        return {"region_source": f"map (its cut kept: {len(reviewed.boxed)} boxed and {len(pasted)} pasted "
-                                 f"defect(s) are fewer than the {MIN_PASTED} a cut is refitted on)"}
+        return {"region_source": f"map ({_cut_kept(len(reviewed.boxed), len(pasted))})"}
     model_or_none, region_cut, found = fit_localiser(pasted, good, profile.anomaly_threshold, seed, reviewed.boxed,
                                                       BOX_REPEAT)
     if model_or_none is not None:
         profile.line_model = model_or_none.state_arrays()
     profile.region_cut = region_cut
     return found
+
+
+def _cut_kept(boxed: int, pasted: int) -> str:
+    """Why a version keeps its region cut: too few defects to refit it on."""
+    return (f"its cut kept: {boxed} boxed and {pasted} pasted defect(s) are fewer than the {MIN_PASTED} a cut is "
+            "refitted on")
 
 
 def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[ReviewedFrame],

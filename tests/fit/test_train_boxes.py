@@ -132,26 +132,30 @@ def test_an_operator_box_moves_the_next_version_s_region_onto_it(trained_on_boxe
     assert np.mean(trained_on_boxes.after) > np.mean(trained_on_boxes.before) + 0.1, trained_on_boxes
 
 
-def test_a_map_line_keeps_its_cut_when_too_few_defects_were_boxed_to_refit_it_on() -> None:
-    """One boxed frame and no good frames to paste defects on: no held-out comparison can rest on one defect, so
-    the cut calibrate fitted on dozens stays, and train says why."""
-    from edge.fit.line_model import LineSample
+@pytest.mark.parametrize("source", ["map", "line"])
+def test_a_line_keeps_its_cut_when_too_few_defects_were_boxed_to_refit_it_on(source: str) -> None:
+    """One boxed frame and no good frames to paste defects on: no cut can be fitted on one defect, so the cut
+    calibrate fitted on dozens stays (the line model still learns the box), and train says why."""
+    from edge.fit.line_model import LineSample, train_line_model
     from edge.fit.localiser import MIN_PASTED
     from edge.fit.regions import PastedDefect
     from edge.fit.train import ReviewedRows, refit_localiser
     from edge.profile.rows import LabelledRows
     from tests.fit.test_refit import _profile
 
-    profile = _profile()
-    cut = RegionCut("map", 7.5, None, 0.2, 4.0, 2.0)
-    profile.region_cut = cut
     grid = np.zeros((32, 32), np.float32)
     mask = np.zeros((256, 256), bool)
     mask[100:124, 60:84] = True
-    boxed = [(LineSample(np.zeros((4, 32, 32), np.float16), np.zeros((4, 16, 16), np.float16), grid, grid, grid),
-              PastedDefect(grid, mask, 256, 256, image=np.zeros((256, 256), np.uint8)))]
+    sample = LineSample(np.zeros((4, 32, 32), np.float16), np.zeros((4, 16, 16), np.float16), grid, grid,
+                        np.ones_like(grid))
+    boxed = [(sample, PastedDefect(grid, mask, 256, 256, image=np.zeros((256, 256), np.uint8)))]
+    profile = _profile()
+    cut = RegionCut(source, 7.5, None, 0.2, 4.0, 2.0)
+    profile.region_cut = cut
+    if source == "line":
+        profile.line_model = train_line_model([sample, sample], epochs=1).state_arrays()
     rows = LabelledRows(np.zeros((1, 4), np.float32), np.ones(1, np.int64))
     measured = refit_localiser(profile, cast(Inspector, None), ReviewedRows(rows, [], boxed, []), seed=0)
     assert profile.region_cut == cut
-    assert measured["region_source"] == (f"map (its cut kept: 1 boxed and 0 pasted defect(s) are fewer than the "
-                                         f"{MIN_PASTED} a cut is refitted on)")
+    why = f"its cut kept: 1 boxed and 0 pasted defect(s) are fewer than the {MIN_PASTED} a cut is refitted on"
+    assert measured["region_source"] == ("map" if source == "map" else "line model") + f" ({why})"
