@@ -97,7 +97,6 @@ def test_a_line_whose_map_spreads_small_defects_gets_boxes_drawn_around_their_pi
     assert fitted.grow is None  # the spots' pixels stand out whole: as close without growing them
 
 
-
 def test_a_line_whose_defects_do_not_stand_out_in_brightness_keeps_the_map_s_boxes() -> None:
     rng = np.random.default_rng(4)
     assert fit_region_cut([_spread_spot(rng, dark=False) for _ in range(20)], [2.0, 3.0]).contrast is None
