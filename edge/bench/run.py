@@ -10,8 +10,9 @@ from typing import Any
 
 from edge.bench.machine import machine, rss_mb
 
-PARTS = ("encoder", "pipeline", "latency", "ingest", "console", "int8", "batch", "review")
-ALL = PARTS[:-1]  # `all`: every part but the browser review bench (it needs Chromium; run it by name)
+PARTS = ("encoder", "pipeline", "latency", "ingest", "console", "int8", "batch", "review", "fit")
+# `all`: every part but the browser review bench (it needs Chromium) and the fitting times (minutes): run them by name
+ALL = PARTS[:-2]
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class BenchOptions:
     frames: int = 60  # distinct test frames cycled through
     senders: int = 4  # ingest DEALER sockets
     console_items: int = 100_000
+    reviewed: int = 2000  # fit: reviewed frames `lineside train` learns from
 
 
 def run_parts(parts: list[str], opts: BenchOptions, say: Callable[[str], None]) -> dict[str, Any]:
@@ -57,6 +59,10 @@ def run_parts(parts: list[str], opts: BenchOptions, say: Callable[[str], None]) 
             from edge.bench.review import bench_review
 
             result.update(bench_review(opts.pack, opts.frames, opts.console_items, say))
+        elif part == "fit":  # edge/bench/fit.py: calibrate and train, each in a process of its own
+            from edge.bench.fit import bench_fit
+
+            result.update(bench_fit(opts.pack, opts.provider, reviewed=opts.reviewed, say=say))
         elif part in ("int8", "batch"):  # edge/bench/bench_quantized.py; imports onnx, so only when asked
             from edge.bench import bench_quantized as bq
 

@@ -73,8 +73,8 @@ def eval_(
 @app.command()
 def bench(
     part: Annotated[str, typer.Argument(
-        help="encoder, pipeline, latency, ingest, console, int8, batch, all (these), or review (the browser "
-        "bench: one by one vs look-alike groups)")] = "all",
+        help="encoder, pipeline, latency, ingest, console, int8, batch, all (these), review (the browser "
+        "bench: one by one vs look-alike groups) or fit (calibrate and train times)")] = "all",
     json_out: Annotated[bool, typer.Option("--json", help="print one JSON object (progress stays on stderr)")] = False,
     seconds: Annotated[float, typer.Option(help="time per part")] = 10.0,
     fps: Annotated[float, typer.Option(help="latency: input frame rate")] = 15.0,
@@ -83,6 +83,7 @@ def bench(
                                              "frames to answer)")] = 60,
     senders: Annotated[int, typer.Option(help="ingest: DEALER senders")] = 4,
     console_items: Annotated[int, typer.Option(help="console and review: items in the queue")] = 100_000,
+    reviewed: Annotated[int, typer.Option(help="fit: reviewed frames train learns from")] = 2000,
     pack: Annotated[Path | None, typer.Option(help="model pack directory (default: the starter pack)")] = None,
     provider: Annotated[str, typer.Option(help="ONNX Runtime provider: cpu, cuda, tensorrt, auto")] = "cpu",
     verbose: bool = False,
@@ -93,7 +94,8 @@ def bench(
     from edge.demo import default_pack_dir
 
     opts = BenchOptions(pack=pack or default_pack_dir(), provider=provider, seconds=seconds, fps=fps,
-                        good_images=good_images, frames=frames, senders=senders, console_items=console_items)
+                        good_images=good_images, frames=frames, senders=senders, console_items=console_items,
+                        reviewed=reviewed)
 
     def say(message: str) -> None:
         typer.echo(f"  {message}", err=True)
