@@ -19,6 +19,7 @@ from typing import Any
 
 from edge.bench.inference import Say, _quiet
 from edge.datasets import textile_split
+from edge.images import read_image
 from edge.transport.reviewed import ReviewedFrame
 
 OPERATOR_SAYS = {"nominal": "good", "local": "spot", "global": "texture"}
@@ -27,12 +28,16 @@ OPERATOR_SAYS = {"nominal": "good", "local": "spot", "global": "texture"}
 def reviewed_textile(count: int) -> list[ReviewedFrame]:
     """`count` reviewed frames over the textile calib and test images, each answered as its label says."""
     labelled = textile_split("calib") + textile_split("test")
+    sizes: dict[Path, tuple[int, ...]] = {}
     frames = []
     for i, (path, label) in enumerate(islice(cycle(labelled), count)):
         answer = OPERATOR_SAYS[label]
+        if path not in sizes:
+            sizes[path] = read_image(path).shape[:2]
+        height, width = sizes[path]
         frames.append(ReviewedFrame(
             item_id=i + 1, frame_id=f"bench:cam0:{i}", line_id="bench", source_id="cam0",
-            image_path=path.resolve(), width=0, height=0, captured_wall=1000.0 + i, verdict="good",
+            image_path=path.resolve(), width=width, height=height, captured_wall=1000.0 + i, verdict="good",
             class_scores={"good": 0.6, "spot": 0.2, "texture": 0.2}, uncertainty=0.5, anomaly_score=0.0,
             reason="uncertain", pack_version="bench", profile_version="bench@v0001", final_verdict=answer,
             defect_class=None if answer == "good" else answer, decision="accept" if answer == "good" else "relabel",

@@ -10,6 +10,7 @@ def test_reviewed_frames_come_round_again_when_more_are_asked_for_than_the_split
     assert len(frames) == 850 and frames[800].image_path == frames[0].image_path
     assert {f.final_verdict for f in frames} == {"good", "spot", "texture"}
     assert all((f.defect_class is None) == f.is_good and f.image_path.is_file() for f in frames)
+    assert {(f.width, f.height) for f in frames} == {(250, 250)}  # the textile frames' size
 
 
 def test_fit_bench_times_calibrate_and_a_train_on_its_version() -> None:
