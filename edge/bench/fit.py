@@ -19,7 +19,7 @@ from typing import Any
 
 from edge.bench.inference import Say, _quiet
 from edge.datasets import textile_split
-from edge.images import read_image
+from edge.images import ImageHeader, read_file, read_header
 from edge.transport.reviewed import ReviewedFrame
 
 OPERATOR_SAYS = {"nominal": "good", "local": "spot", "global": "texture"}
@@ -28,13 +28,13 @@ OPERATOR_SAYS = {"nominal": "good", "local": "spot", "global": "texture"}
 def reviewed_textile(count: int) -> list[ReviewedFrame]:
     """`count` reviewed frames over the textile calib and test images, each answered as its label says."""
     labelled = textile_split("calib") + textile_split("test")
-    sizes: dict[Path, tuple[int, ...]] = {}
+    headers: dict[Path, ImageHeader] = {}
     frames = []
     for i, (path, label) in enumerate(islice(cycle(labelled), count)):
         answer = OPERATOR_SAYS[label]
-        if path not in sizes:
-            sizes[path] = read_image(path).shape[:2]
-        height, width = sizes[path]
+        if path not in headers:
+            headers[path] = read_header(read_file(path), str(path))
+        width, height = headers[path].width, headers[path].height
         frames.append(ReviewedFrame(
             item_id=i + 1, frame_id=f"bench:cam0:{i}", line_id="bench", source_id="cam0",
             image_path=path.resolve(), width=width, height=height, captured_wall=1000.0 + i, verdict="good",
