@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.findings import iou, mask_box
-from edge.grounding.regions import defect_regions, drawn_boxes
+from edge.grounding.regions import Blob, defect_regions, drawn_boxes
 from edge.profile.line_profile import RegionCut
 
 SEED_FACTORS = (1.0, 1.25, 1.5, 2.0)  # × the calibrated map threshold
@@ -47,12 +47,25 @@ def region_scores(defects: list[PastedDefect], threshold: float, peak_fraction: 
                   ) -> tuple[float, float, float]:
     """(recall, precision, mean overlap) of the cut's boxes against the pasted defects' boxes: found at IoU ≥ 0.3,
     and each defect's best IoU averaged (0 where no box)."""
+    return _box_scores(defects, _cut_blobs(defects, threshold, peak_fraction, relative), contrast, grow)
+
+
+def _cut_blobs(defects: list[PastedDefect], threshold: float, peak_fraction: float | None,
+               relative: float | None) -> list[list[Blob]]:
+    """Each defect frame's regions as the cut draws them from its map."""
+    return [defect_regions(d.anomaly_map, threshold, d.width, d.height, peak_fraction, relative)[0].blobs
+            for d in defects]
+
+
+def _box_scores(defects: list[PastedDefect], blobs: list[list[Blob]], contrast: float | None,
+                grow: float | None) -> tuple[float, float, float]:
+    """region_scores of regions already cut (`blobs`, one list per defect), their boxes drawn as `contrast` and
+    `grow` say."""
     found = boxes = matched = 0
     best: list[float] = []
-    for d in defects:
+    for d, cut in zip(defects, blobs, strict=True):
         truth = mask_box(d.mask)
-        cut, _ = defect_regions(d.anomaly_map, threshold, d.width, d.height, peak_fraction, relative)
-        overlaps = [iou((b.x, b.y, b.w, b.h), truth) for b in drawn_boxes(cut.blobs, d.image, contrast, grow)]
+        overlaps = [iou((b.x, b.y, b.w, b.h), truth) for b in drawn_boxes(cut, d.image, contrast, grow)]
         found += bool(overlaps) and max(overlaps) >= IOU_MATCH
         boxes += len(overlaps)
         matched += sum(o >= IOU_MATCH for o in overlaps)
@@ -126,8 +139,9 @@ def _fit_contrast(defects: list[PastedDefect], threshold: float, fraction: float
     table: dict[str, tuple[float, ...]] = {"map's boxes": (round(f1, 3), round(overlap, 3))}
     best: tuple[float, float, float | None, float | None] = (f1, overlap, None, None)
     choices = [(k, None) for k in CONTRASTS] + [(k, g) for g in CONTRAST_GROWS for k in CONTRASTS if g < k]
+    blobs = _cut_blobs(defects, threshold, fraction, relative)  # the cut is chosen: only its boxes are redrawn
     for contrast, grow in choices:
-        recall, precision, mean_overlap = region_scores(defects, threshold, fraction, relative, contrast, grow)
+        recall, precision, mean_overlap = _box_scores(defects, blobs, contrast, grow)
         f1_k = 2 * recall * precision / max(recall + precision, 1e-9)
         key = f"{contrast:g}" if grow is None else f"{contrast:g} grown to {grow:g}"
         table[key] = (round(recall, 3), round(precision, 3), round(f1_k, 3), round(mean_overlap, 3))
