@@ -124,6 +124,7 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
         pasted.append(PastedDefect(anomaly_map, defect.mask, bgr.shape[1], bgr.shape[0], tower_grids(outputs),
                                    image=grey(defect.image)))
     good = [sample for _, sample in reviewed.good]
+    truth = [d for _, d in reviewed.boxed] + pasted  # the defects a cut is refitted on
     if profile.line_model is not None:
         boxed = [sample for sample, _ in reviewed.boxed]
         model = train_line_model(good + boxed * BOX_REPEAT + line_samples(pasted), seed=seed, epochs=RETRAIN_EPOCHS,
@@ -131,7 +132,6 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
         profile.line_model = model.state_arrays()
         measured: dict[str, Any] = {"line_model": f"retrained from the last version on {len(boxed)} boxed, "
                                                   f"{len(reviewed.good)} good and {len(pasted)} pasted frames"}
-        truth = [d for _, d in reviewed.boxed] + pasted
         if profile.region_cut is None or profile.region_cut.source != "line" or not reviewed.boxed:
             return measured
         if len(truth) < MIN_PASTED:  # too few to fit on: the cut fitted on more stays
@@ -142,7 +142,7 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
         profile.region_cut = fitted.cut("line")
         measured.update(fitted.measured)
         return measured
-    if len(pasted) + len(reviewed.boxed) < MIN_PASTED:  # too few to compare on: calibrate's cut stays
+    if len(truth) < MIN_PASTED:  # too few to compare on: calibrate's cut stays
         return {"region_source": f"map ({_cut_kept(len(reviewed.boxed), len(pasted))})"}
     model_or_none, region_cut, found = fit_localiser(pasted, good, profile.anomaly_threshold, seed, reviewed.boxed,
                                                       BOX_REPEAT)
