@@ -174,12 +174,14 @@ def contrast_box(frame: np.ndarray, blob: Blob, contrast: float, grow: float | N
     """The blob with its box drawn around the frame's own pixels: the map is one value a patch (8 px or more) and
     spreads a small defect over its neighbours, while the defect's pixels stand out from their surroundings. In the
     window of the box grown by CONTRAST_MARGIN, the pixels whose grey level (after a 3×3 median) is more than
-    `contrast` robust standard deviations (1.4826 × MAD) from the median of the window's ring outside the box, in
-    the connected parts that reach into the box (at least MIN_CONTRAST_PIXELS and CONTRAST_PART_SHARE of the
-    largest) — with `grow`, each part grown through the pixels beyond `grow` on its side of that median
-    (`_grown`) — give the new box, area and centre. The blob as it was where none stands out (a defect of texture,
-    not of brightness). Grey levels stay 8-bit, and a window larger than CONTRAST_MAX_SIDE is read every n-th
-    pixel: a few milliseconds a box on any frame. A frame other than 8-bit grey or BGR keeps the map's box."""
+    `contrast` robust standard deviations (1.4826 × MAD) from the median of the window's ring outside the box — on
+    one side of it, the darker or the brighter, whichever the box holds more of beyond the ring's rate of them —
+    in the connected parts that reach into the box and do not cross the window from edge to edge (at least
+    MIN_CONTRAST_PIXELS and CONTRAST_PART_SHARE of the largest) — with `grow`, each part grown through the pixels
+    beyond `grow` on its side of that median (`_grown`) — give the new box, area and centre. The blob as it was
+    where none stands out (a defect of texture, not of brightness). Grey levels stay 8-bit, and a window larger
+    than CONTRAST_MAX_SIDE is read every n-th pixel: a few milliseconds a box on any frame. A frame other than 8-bit
+    grey or BGR keeps the map's box."""
     if frame.dtype != np.uint8 or not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3)):
         return blob
     height, width = frame.shape[:2]
@@ -193,17 +195,22 @@ def contrast_box(frame: np.ndarray, blob: Blob, contrast: float, grow: float | N
     levels8 = cv2.medianBlur(grey(window), 3)
     bx0, by0 = (blob.x - x0) // step, (blob.y - y0) // step
     bx1, by1 = -(-(blob.x + blob.w - x0) // step), -(-(blob.y + blob.h - y0) // step)
-    histogram = np.bincount(levels8.ravel(), minlength=256)
-    histogram -= np.bincount(levels8[by0:by1, bx0:bx1].ravel(), minlength=256)  # the ring: the window less the box
+    inside = np.bincount(levels8[by0:by1, bx0:bx1].ravel(), minlength=256)
+    histogram = np.bincount(levels8.ravel(), minlength=256) - inside  # the ring: the window less the box
     if histogram.sum() < 16:
         return blob
     background = _median(histogram)
     levels = np.arange(256)
     spread = 1.4826 * _median(np.bincount(np.abs(levels - background), weights=histogram, minlength=256)
                               .astype(np.int64)) + 0.5
-    standing = cv2.LUT(levels8, (np.abs(levels - background) > contrast * spread).astype(np.uint8))
+    # a defect is darker or brighter than its surroundings: the side whose standing pixels the box holds most of
+    # beyond the ring's own rate of them (a busbar or a thread that stands out as much in the ring is the product's)
+    sides = (levels - background < -contrast * spread, levels - background > contrast * spread)
+    excess = [inside[side].sum() - histogram[side].sum() * inside.sum() / histogram.sum() for side in sides]
+    standing = cv2.LUT(levels8, sides[int(excess[1] > excess[0])].astype(np.uint8))
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(standing, connectivity=8)
     reaching = np.flatnonzero(np.bincount(labels[by0:by1, bx0:bx1].ravel(), minlength=n)[1:]) + 1
+    reaching = reaching[~_crossing(stats[reaching], standing.shape)]
     areas = stats[reaching, cv2.CC_STAT_AREA]
     reaching = reaching[(areas >= MIN_CONTRAST_PIXELS) & (areas >= CONTRAST_PART_SHARE * areas.max(initial=0))]
     if not len(reaching):
@@ -223,6 +230,14 @@ def contrast_box(frame: np.ndarray, blob: Blob, contrast: float, grow: float | N
     cx, cy = ((centroids[reaching] + 0.5) * area[:, None]).sum(axis=0) / area.sum() * step - 0.5
     return replace(blob, x=x0 + left, y=y0 + top, w=right - left, h=bottom - top,
                    area=int(round(area.sum() * step * step)), cx=x0 + float(cx), cy=y0 + float(cy))
+
+
+def _crossing(parts: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Which of the parts (rows of connected-component stats) run from one edge of the window to the opposite one:
+    a line of the product (a busbar, a thread, an edge) that crosses the window, not a defect the map boxed."""
+    left, top = parts[:, cv2.CC_STAT_LEFT], parts[:, cv2.CC_STAT_TOP]
+    right, bottom = left + parts[:, cv2.CC_STAT_WIDTH], top + parts[:, cv2.CC_STAT_HEIGHT]
+    return np.asarray(((left == 0) & (right == shape[1])) | ((top == 0) & (bottom == shape[0])))
 
 
 def _grown(levels8: np.ndarray, standing: np.ndarray, deviation: np.ndarray, level: float) -> np.ndarray:

@@ -185,6 +185,24 @@ def test_a_faint_stain_is_boxed_whole_where_its_standing_grains_grow_into_it() -
     assert _iou((spot.x, spot.y, spot.w, spot.h), (60, 100, 10, 10)) > 0.8
 
 
+def test_the_product_s_own_lines_in_the_window_do_not_stretch_the_defect_s_box() -> None:
+    """A solar cell's busbars stand out from the cell as much as a defect does: dashes of one, crossing the box the
+    map drew around a bright spot, are as frequent in the window's ring as in the box and on the other side (dark),
+    and a continuous one crosses the window from edge to edge. Neither is the defect; its box is the spot's."""
+    frame = _woven(np.random.default_rng(4))
+    for x in range(0, 256, 23):  # a dashed busbar: 15 px dashes, 8 px gaps
+        frame[100:104, x:x + 15] = 30
+    frame[110:120, 60:70] = 230  # a bright spot just below it
+    mapped = Blob(x=45, y=92, w=40, h=36, area=1440, peak=5.0, label=1, cx=65.0, cy=110.0)
+    for grow in (None, 2.0):  # grown, it takes in a grain of the weave at its rim, not the busbar 6 px above
+        spot = contrast_box(frame, mapped, 3.0, grow)
+        assert _iou((spot.x, spot.y, spot.w, spot.h), (60, 110, 10, 10)) > 0.75 and spot.y > 104
+    frame[100:104, :] = 30  # the busbar continuous, and the spot as dark as it
+    frame[110:120, 60:70] = 30
+    spot = contrast_box(frame, mapped, 3.0)
+    assert _iou((spot.x, spot.y, spot.w, spot.h), (60, 110, 10, 10)) > 0.8
+
+
 def test_on_a_large_frame_a_large_box_is_read_coarser_and_the_grain_in_it_does_not_stretch_it() -> None:
     """A 5 MP frame whose map drew a 1,200 px box around a 40 px spot: the window is read every few pixels, and
     the grain's scattered specks inside the box are not taken for the defect."""
