@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+BELOW_EPHEMERAL = 12000  # how far below the kernel's range for outgoing connections the ports are drawn
+_given: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default range starts here
+
 
 def free_port() -> int:
-    """A loopback TCP port nothing listens on now (bound, read, released: another process may take it meanwhile)."""
-    with socket.socket() as sock:
+    """A loopback TCP port nothing listens on now, never the same one twice in this process (bind(0), released at
+    once, can give the same port to two servers of one harness: a soak's station ingest and its daemon's decisions
+    PUB once got one port). Bound, read, released: another process may still take it. Drawn below the kernel's
+    range for outgoing connections, so that a connection opened before the server binds — a readiness probe, a
+    ZeroMQ peer — cannot take it as its own end."""
+    low = _ephemeral_low()
+    candidates = range(max(1024, low - BELOW_EPHEMERAL), low)
+    rng = random.Random()
+    for _ in range(100 if len(candidates) > 1000 else 0):
+        port = rng.choice(candidates)
+        if port in _given:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    with socket.socket() as sock:  # a range that leaves no room below it: the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
