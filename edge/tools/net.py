@@ -41,9 +41,14 @@ def free_port() -> int:
                 continue
         _given.add(port)
         return port
-    with socket.socket() as sock:  # a range that leaves no room below it: the kernel's choice
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(100):  # no room below the range, or none found free there: the kernel's choice
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _given:
+            _given.add(port)
+            return port
+    raise OSError("no loopback port found free that this process has not given out already")
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None,

@@ -20,6 +20,7 @@ def test_free_ports_are_distinct_bindable_and_below_the_range_outgoing_connectio
 def test_without_room_below_the_range_the_kernel_chooses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "range").write_text("1024\t65535\n")
     monkeypatch.setattr(net, "EPHEMERAL_RANGE", tmp_path / "range")
-    assert 1024 <= net.free_port() <= 65535
+    ports = [net.free_port() for _ in range(20)]
+    assert len(set(ports)) == 20 and all(1024 <= p <= 65535 for p in ports)
     monkeypatch.setattr(net, "EPHEMERAL_RANGE", tmp_path / "missing")
     assert net._ephemeral_low() == 32768
