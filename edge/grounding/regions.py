@@ -200,12 +200,12 @@ def contrast_box(frame: np.ndarray, blob: Blob, contrast: float, grow: float | N
     if histogram.sum() < 16:
         return blob
     background = _median(histogram)
-    levels = np.arange(256)
-    spread = 1.4826 * _median(np.bincount(np.abs(levels - background), weights=histogram, minlength=256)
+    deviation = np.arange(256) - background  # each grey level's, signed
+    spread = 1.4826 * _median(np.bincount(np.abs(deviation), weights=histogram, minlength=256)
                               .astype(np.int64)) + 0.5
     # a defect is darker or brighter than its surroundings: the side whose standing pixels the box holds most of
     # beyond the ring's own rate of them (a busbar or a thread that stands out as much in the ring is the product's)
-    sides = (levels - background < -contrast * spread, levels - background > contrast * spread)
+    sides = (deviation < -contrast * spread, deviation > contrast * spread)
     excess = [inside[side].sum() - histogram[side].sum() * inside.sum() / histogram.sum() for side in sides]
     standing = cv2.LUT(levels8, sides[int(excess[1] > excess[0])].astype(np.uint8))
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(standing, connectivity=8)
@@ -220,7 +220,7 @@ def contrast_box(frame: np.ndarray, blob: Blob, contrast: float, grow: float | N
         kept[reaching] = 1
         seeds = kept[labels]
         n, labels, stats, centroids = cv2.connectedComponentsWithStats(
-            _grown(levels8, seeds, levels - background, grow * spread), connectivity=8)
+            _grown(levels8, seeds, deviation, grow * spread), connectivity=8)
         reaching = np.flatnonzero(np.bincount(labels[seeds > 0], minlength=n)[1:]) + 1
     part = stats[reaching]
     left, top = int(part[:, cv2.CC_STAT_LEFT].min() * step), int(part[:, cv2.CC_STAT_TOP].min() * step)
