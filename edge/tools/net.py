@@ -12,6 +12,7 @@ from pathlib import Path
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 BELOW_EPHEMERAL = 12000  # how far below the kernel's range for outgoing connections the ports are drawn
 _given: set[int] = set()
+_draw = random.Random()  # its own: a test that seeds `random` must not make two processes draw alike
 
 
 def _ephemeral_low() -> int:
@@ -29,9 +30,8 @@ def free_port() -> int:
     ZeroMQ peer — cannot take it as its own end."""
     low = _ephemeral_low()
     candidates = range(max(1024, low - BELOW_EPHEMERAL), low)
-    rng = random.Random()
     for _ in range(100 if len(candidates) > 1000 else 0):
-        port = rng.choice(candidates)
+        port = _draw.choice(candidates)
         if port in _given:
             continue
         with socket.socket() as sock:
