@@ -82,6 +82,17 @@ def _routing_spec(policy: str, alpha: float, delta: float, budget: float) -> Rou
         raise
 
 
+def _routing_changes(policy: str | None, alpha: float | None, delta: float | None, budget: float | None
+                     ) -> dict[str, Any]:
+    """The routing options given on the command line, each checked as calibrate checks it."""
+    given = {k: v for k, v in (("policy", policy), ("alpha", alpha), ("delta", delta), ("budget", budget))
+             if v is not None}
+    defaults = _routing_spec("risk", 0.01, 0.1, 0.2)
+    _routing_spec(policy or defaults.policy, defaults.alpha if alpha is None else alpha,
+                  defaults.delta if delta is None else delta, defaults.budget if budget is None else budget)
+    return given
+
+
 def choices_summary(metrics: dict[str, Any]) -> list[str]:
     """What the fit chose, and on what evidence: who decides the frame's verdict, where its regions come from, and
     the images it could not read — one line each, for the line engineer who runs calibrate or train."""
@@ -137,11 +148,19 @@ def _search_summary(dims: dict[str, int], agreement: dict[str, dict[str, float]]
     return "search: the memory bank at " + "; ".join(parts)
 
 
+def _policy_words(spec: dict[str, Any]) -> str:
+    if spec["policy"] == "budget":
+        return f"budget {spec['budget']:.0%} (at most that share of frames to review)"
+    return f"risk ≤ {spec['alpha']:.1%} with confidence {1 - spec['delta']:.0%}"
+
+
 def _routing_summary(metrics: dict[str, Any]) -> str:
     routing = metrics.get("routing")
     if not routing:
+        asked = metrics.get("routing_policy")
+        kept = f"; once a predictor is fit, it routes by {_policy_words(asked)}" if asked else ""
         return f"failure predictor: {metrics.get('failure_predictor', 'none')} — routing uses the baseline " \
-               "uncertainty and routing.review_threshold"
+               f"uncertainty and routing.review_threshold{kept}"
     cal = routing["calibration"]
     others = {float(a): c for a, c in (metrics.get("coverage_by_alpha") or {}).items()
               if float(a) != routing["alpha"]}
@@ -166,13 +185,19 @@ def _routing_summary(metrics: dict[str, Any]) -> str:
 def train(
     config: ConfigOption = Path("config.yaml"),
     line: Annotated[str | None, typer.Option(help="line id (default: the config's line)")] = None,
-    policy: PolicyOption = "risk",
-    alpha: AlphaOption = 0.01,
-    delta: DeltaOption = 0.1,
-    budget: BudgetOption = 0.2,
+    policy: Annotated[str | None, typer.Option(
+        help="routing policy, risk or budget (default: the current version's, as calibrate or the last train "
+             "set it)")] = None,
+    alpha: Annotated[float | None, typer.Option(
+        help="risk policy: tolerated error rate among auto-decided frames (default: the current version's)")] = None,
+    delta: Annotated[float | None, typer.Option(
+        help="risk policy: the bound holds with probability 1 − delta (default: the current version's)")] = None,
+    budget: Annotated[float | None, typer.Option(
+        help="budget policy: largest share of frames sent to review (default: the current version's)")] = None,
     verbose: bool = False,
 ) -> None:
-    """Retrain the line profile from the station's reviewed frames: a new version the daemon picks up by itself."""
+    """Retrain the line profile from the station's reviewed frames: a new version the daemon picks up by itself.
+    It routes as the current version does unless --policy, --alpha, --delta or --budget say otherwise."""
     setup_cli_logging(verbose)
     from edge.fit.train import train_profile
     from edge.station.training_export import reviewed_frames
@@ -184,8 +209,8 @@ def train(
         reviewed = reviewed_frames(cfg.station, line_id)
         typer.echo(f"line {line_id}: {len(reviewed)} reviewed frames in the station")
         profile = train_profile(load_pack(cfg.line.model.pack), cfg.line.profile, reviewed,
-                                _routing_spec(policy, alpha, delta, budget), cfg.line.model.provider,
-                                progress=progress.lines, limits=cfg.line.images)
+                                provider=cfg.line.model.provider, progress=progress.lines, limits=cfg.line.images,
+                                routing_changes=_routing_changes(policy, alpha, delta, budget))
     except USER_ERRORS as exc:
         fail(exc)
     typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} from {profile.metrics['trained_from']} "

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -66,7 +66,9 @@ def refit(profile: LineProfile, rows: LabelledRows, text: TextBank, logit_scale:
     parts = split_rows(rows.features, dim)
     y = rows.labels.astype(int)
     n_bad, n_good = int(y.sum()), int((1 - y).sum())
-    metrics: dict[str, Any] = {"rows": len(rows), "rows_defect": n_bad, "rows_good": n_good}
+    # the policy asked for, kept even where no threshold can be fit yet: `lineside train` goes on with it
+    metrics: dict[str, Any] = {"rows": len(rows), "rows_defect": n_bad, "rows_good": n_good,
+                               "routing_policy": asdict(routing)}
     profile.head, profile.failure, profile.routing, profile.neighbours, profile.ood = None, None, None, None, None
     if n_bad and n_good and profile.frame_stats and profile.frame_threshold is not None:
         good_frame = np.array([profile.frame_score(float(m), float(g))[0] for m, g in

@@ -18,8 +18,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,9 +160,11 @@ def _cut_kept(boxed: int, pasted: int) -> str:
 
 def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[ReviewedFrame],
                   routing: RoutingSpec | None = None, provider: str = "auto", seed: int = 0,
-                  progress: Progress = silent, limits: ImageLimits | None = None) -> LineProfile:
+                  progress: Progress = silent, limits: ImageLimits | None = None,
+                  routing_changes: Mapping[str, Any] | None = None) -> LineProfile:
     """Fit and save the next profile version from the current one's rows plus `reviewed` (their images read
-    within `limits`); returns it."""
+    within `limits`); returns it. Routed by `routing`, else by the policy the current version was fit for
+    (`routing_of`) with `routing_changes` (policy, alpha, delta, budget) over it."""
     started = time.monotonic()
     current = load_profile(profile_dir, pack_version=pack.version, with_rows=True)
     if current.rows is None:
@@ -178,9 +180,8 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     profile = copy.copy(current)
     profile.metrics = {}
     rows = current.rows.extend(new_rows)
-    previous = current.routing
-    fitted = refit(profile, rows, inspector.text_bank, pack.logit_scale, pack.embedding_dim,
-                   routing or _routing_of(previous), seed=seed)
+    spec = routing or replace(routing_of(current), **dict(routing_changes or {}))
+    fitted = refit(profile, rows, inspector.text_bank, pack.logit_scale, pack.embedding_dim, spec, seed=seed)
     profile.rows = rows
     fitted.update(refit_localiser(profile, inspector, from_reviews, seed))
     assert current.graph is not None  # the Inspector above refuses a version without one
@@ -195,8 +196,10 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     return profile
 
 
-def _routing_of(previous: dict[str, Any] | None) -> RoutingSpec:
-    if not previous:
+def routing_of(profile: LineProfile) -> RoutingSpec:
+    """The routing policy a version was fit for: its threshold's, else the one asked for where no threshold could
+    be fit yet (too few labelled frames), else the default — so that retraining keeps the line engineer's choice."""
+    asked = profile.routing or profile.metrics.get("routing_policy")
+    if not asked:
         return RoutingSpec()
-    return RoutingSpec(previous["policy"], float(previous["alpha"]), float(previous["delta"]),
-                       float(previous["budget"]))
+    return RoutingSpec(asked["policy"], float(asked["alpha"]), float(asked["delta"]), float(asked["budget"]))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from edge.fit.refit import RoutingSpec, refit
+from edge.fit.train import routing_of
 from edge.inspect.assess import assess_rows, decision_margins, split_rows
 from edge.profile.line_profile import LineProfile
 from edge.profile.rows import LabelledRows
@@ -123,6 +124,22 @@ def test_good_frames_only_give_no_predictor_and_keep_the_fused_threshold() -> No
     assert profile.head is None and profile.failure is None and profile.routing is None
     assert profile.frame_threshold == 3.0 and "not fit" in metrics["failure_predictor"]
     assert profile.ood is not None, "what the line looks like is known from good frames alone"
+
+
+def test_the_policy_asked_for_is_kept_for_the_next_training_even_before_a_threshold_can_be_fit(
+        tmp_path: Path) -> None:
+    """A line calibrated from good frames alone has no threshold yet; the engineer's budget policy must still be
+    what `lineside train` routes the next version by, not the default risk policy."""
+    rows = _rows(200, 3)
+    good = LabelledRows(rows.features[rows.labels == 0], rows.labels[rows.labels == 0])
+    profile = _profile()
+    profile.metrics = refit(profile, good, _text(), 10.0, DIM, RoutingSpec("budget", budget=0.3))
+    assert profile.routing is None
+    save_profile(profile, tmp_path)
+    assert routing_of(load_profile(tmp_path)) == RoutingSpec("budget", budget=0.3)
+    refit(profile, _rows(800, 0), _text(), 10.0, DIM, RoutingSpec("risk", alpha=0.05))
+    assert routing_of(profile) == RoutingSpec("risk", alpha=0.05)
+    assert routing_of(_profile()) == RoutingSpec(), "a version from before the policy was kept: the default"
 
 
 def test_a_frame_reviewed_again_keeps_only_its_latest_label() -> None:

@@ -90,6 +90,15 @@ def test_reviews_retrain_the_profile_and_the_running_daemon_swaps_it_in(
     finally:
         status = running.stop()
 
+    # the next training, told nothing about routing, routes as the line engineer chose the last time
+    write_atomic(tmp_path / "profile" / "CURRENT", f"{second}\n".encode())
+    result = run_lineside("train", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "once a predictor is fit, it routes by budget 30%" in result.stdout, result.stdout
+    third = load_profile(tmp_path / "profile")
+    assert third.version not in (first, second)
+    assert third.metrics["routing_policy"] == {"policy": "budget", "alpha": 0.01, "delta": 0.1, "budget": 0.3}
+
     trained = json.loads((tmp_path / "profile" / str(second) / "profile.json").read_text())
     assert trained["metrics"]["trained_from"] == first
     assert trained["metrics"]["reviewed_frames"] == n_reviewed
