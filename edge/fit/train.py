@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,10 @@ from edge.vlm.pack import ModelPack
 
 log = logging.getLogger(__name__)
 MAX_GOOD_FOR_LINE = 60  # reviewed good frames the line model learns from (and gets defects pasted on)
+# boxed frames the line model learns from: each is worth BOX_REPEAT pasted defects, so this many already outweigh
+# the rest of its examples; and each holds its tower grids, mask and grey image while train runs (~1 MB at 250 px,
+# ~11 MB at 5 MP), which months of boxes must not multiply
+MAX_BOXED_FOR_LINE = 100
 BOX_REPEAT = 4  # an operator's box is worth several synthetic defects
 RETRAIN_EPOCHS = 15
 
@@ -62,13 +66,24 @@ class ReviewedRows:
     good: list[tuple[np.ndarray, LineSample]] = field(default_factory=list)
 
 
+def _latest(reviewed: Sequence[ReviewedFrame], wanted: Callable[[ReviewedFrame], bool], most: int) -> set[int]:
+    """The positions of the last `most` reviewed frames (the station gives them oldest review first) that are
+    `wanted`: what the line looks like now."""
+    return set([i for i, item in enumerate(reviewed) if wanted(item)][-most:]) if most > 0 else set()
+
+
 def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], progress: Progress = silent,
                       limits: ImageLimits | None = None) -> ReviewedRows:
-    """Rows (and line-model examples) for the reviewed frames; unreadable images are skipped and named."""
+    """Rows for every reviewed frame, and line-model examples from the latest of them (at most MAX_BOXED_FOR_LINE
+    frames with the operator's boxes and MAX_GOOD_FOR_LINE answered good); unreadable images are skipped and
+    named."""
     features, labels, classes, sources, skipped = [], [], [], [], []
     boxed: list[tuple[LineSample, PastedDefect]] = []
     good: list[tuple[np.ndarray, LineSample]] = []
-    for item in progress(list(reviewed), "reviewed frames"):
+    reviewed = list(reviewed)
+    for_boxes = _latest(reviewed, lambda r: r.final_verdict != GOOD and bool(r.operator_boxes), MAX_BOXED_FOR_LINE)
+    for_good = _latest(reviewed, lambda r: r.final_verdict == GOOD, MAX_GOOD_FOR_LINE)
+    for i, item in enumerate(progress(reviewed, "reviewed frames")):
         try:
             bgr = read_image(item.image_path, limits)
         except ImageError as exc:
@@ -87,8 +102,8 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
             continue
         anomaly_map = grounded["anomaly_map"][0]
         s8, s16 = grids
-        if is_defect and item.operator_boxes:
-            rects = [(int(b["x"]), int(b["y"]), int(b["w"]), int(b["h"])) for b in item.operator_boxes]
+        if i in for_boxes:
+            rects = [(int(b["x"]), int(b["y"]), int(b["w"]), int(b["h"])) for b in item.operator_boxes or []]
             target, weight = box_targets(rects, bgr.shape[1], bgr.shape[0], anomaly_map.shape)
             mask = np.zeros(bgr.shape[:2], bool)
             for x, y, w, h in rects:
@@ -96,7 +111,7 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
             boxed.append((LineSample(s8, s16, anomaly_map, target, weight),
                           PastedDefect(anomaly_map, mask, bgr.shape[1], bgr.shape[0], (s8, s16),
                                        image=grey(bgr))))
-        elif not is_defect and len(good) < MAX_GOOD_FOR_LINE:
+        elif i in for_good:
             good.append((bgr, LineSample(s8, s16, anomaly_map, np.zeros_like(anomaly_map),
                                          np.ones_like(anomaly_map))))
     if not features:

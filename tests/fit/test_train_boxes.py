@@ -159,3 +159,36 @@ def test_a_line_keeps_its_cut_when_too_few_defects_were_boxed_to_refit_it_on(sou
     assert profile.region_cut == cut
     why = f"its cut kept: 1 boxed and 0 pasted defect(s) are fewer than the {MIN_PASTED} a cut is refitted on"
     assert measured["region_source"] == ("map" if source == "map" else "line model") + f" ({why})"
+
+
+def test_the_line_model_learns_from_the_latest_boxed_and_good_frames_only(
+        calibrated_profile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reviewed frame becomes a row, but months of boxes must not all be held in memory at once: the line model
+    gets the latest boxed frames and the latest frames answered good (the station lists reviews oldest first)."""
+    from dataclasses import replace
+
+    from edge.bench.fit import reviewed_textile
+    from edge.fit import train
+    from edge.transport.reviewed import ReviewedFrame
+
+    monkeypatch.setattr(train, "MAX_BOXED_FOR_LINE", 2)
+    monkeypatch.setattr(train, "MAX_GOOD_FOR_LINE", 3)
+    reviewed: list[ReviewedFrame] = []
+    for frame in reviewed_textile(2000):
+        boxed = sum(not r.is_good for r in reviewed)
+        if frame.is_good and len(reviewed) - boxed < 5:
+            reviewed.append(frame)
+        elif not frame.is_good and boxed < 5:
+            # each boxed frame's box somewhere else, to tell them apart
+            reviewed.append(replace(frame, operator_boxes=[{"x": 10 + 30 * boxed, "y": 20, "w": 30, "h": 30}]))
+    assert len(reviewed) == 10
+    pack = load_pack(PACK)
+    inspector = Inspector(pack, load_profile(calibrated_profile, pack_version=pack.version), "cpu")
+    got = train.rows_from_reviews(inspector, reviewed)
+
+    assert len(got.rows) == 10, "every reviewed frame is a labelled row"
+    latest_boxes = [b["x"] for r in reviewed if r.operator_boxes for b in r.operator_boxes][-2:]
+    assert [mask_box(d.mask)[0] for _, d in got.boxed] == latest_boxes
+    latest_good = [read_image(r.image_path) for r in reviewed if r.is_good][-3:]
+    assert len(got.good) == 3
+    assert all(np.array_equal(bgr, want) for (bgr, _), want in zip(got.good, latest_good, strict=True))
