@@ -143,6 +143,16 @@ def test_a_routing_that_vouches_for_nothing_says_how_far_the_labelled_frames_got
     assert "; other risks (--alpha) would auto-decide: ≤ 5% → 60%, ≤ 10% → 90%; failure AUROC 0.8" in summary
 
 
+def test_train_checks_the_routing_options_it_is_given_before_anything_else(tmp_path: Path) -> None:
+    """Told nothing, train routes as the current version does; told something impossible, it says so first."""
+    config = str(tmp_path / "config.yaml")
+    _assert_one_line_error(run_lineside("train", "--config", config, "--policy", "bogus"),
+                           "--policy must be risk or budget, not 'bogus'")
+    _assert_one_line_error(run_lineside("train", "--config", config, "--alpha", "2"),
+                           "alpha and delta must be in (0, 1)")
+    _assert_one_line_error(run_lineside("train", "--config", config, "--budget", "0.3"), "cannot read config")
+
+
 def test_calibration_with_only_unreadable_images_fails_clearly(tmp_path: Path) -> None:
     good = tmp_path / "good"
     good.mkdir()

@@ -85,11 +85,13 @@ def _routing_spec(policy: str, alpha: float, delta: float, budget: float) -> Rou
 def _routing_changes(policy: str | None, alpha: float | None, delta: float | None, budget: float | None
                      ) -> dict[str, Any]:
     """The routing options given on the command line, each checked as calibrate checks it."""
+    from edge.fit.refit import RoutingSpec
+
     given = {k: v for k, v in (("policy", policy), ("alpha", alpha), ("delta", delta), ("budget", budget))
              if v is not None}
-    defaults = _routing_spec("risk", 0.01, 0.1, 0.2)
-    _routing_spec(policy or defaults.policy, defaults.alpha if alpha is None else alpha,
-                  defaults.delta if delta is None else delta, defaults.budget if budget is None else budget)
+    default = RoutingSpec()
+    _routing_spec(policy or default.policy, default.alpha if alpha is None else alpha,
+                  default.delta if delta is None else delta, default.budget if budget is None else budget)
     return given
 
 
@@ -203,6 +205,7 @@ def train(
     from edge.station.training_export import reviewed_frames
     from edge.vlm.pack import load_pack
 
+    changes = _routing_changes(policy, alpha, delta, budget)
     try:
         cfg = load_config(config)
         line_id = line or cfg.line.id
@@ -210,7 +213,7 @@ def train(
         typer.echo(f"line {line_id}: {len(reviewed)} reviewed frames in the station")
         profile = train_profile(load_pack(cfg.line.model.pack), cfg.line.profile, reviewed,
                                 provider=cfg.line.model.provider, progress=progress.lines, limits=cfg.line.images,
-                                routing_changes=_routing_changes(policy, alpha, delta, budget))
+                                routing_changes=changes)
     except USER_ERRORS as exc:
         fail(exc)
     typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} from {profile.metrics['trained_from']} "
