@@ -163,6 +163,33 @@ def test_calibration_with_only_unreadable_images_fails_clearly(tmp_path: Path) -
                            "could be read")
 
 
+def test_calibrating_a_line_again_keeps_its_routing_and_defect_rate_unless_told(
+        tmp_path: Path, textile_images: dict[str, Path]) -> None:
+    """A new pack or new good images mean a new calibration; how the line routes and how often it makes defects
+    are the line's, not the images': they stay, each option replaces only itself, and --defect-rate 0 forgets it."""
+    import json
+
+    config = line_config(tmp_path, tmp_path, free_port(), free_port())
+    good = ["--config", str(config), "--good", str(textile_images["good"]), "--limit", "6"]
+
+    def settings() -> tuple[dict[str, object], object]:
+        version = (tmp_path / "profile" / "CURRENT").read_text().strip()
+        data = json.loads((tmp_path / "profile" / version / "profile.json").read_text())
+        return data["metrics"]["routing_policy"], data["defect_rate"]
+
+    first = run_lineside("calibrate", *good, "--policy", "budget", "--budget", "0.3", "--defect-rate", "0.05")
+    assert first.returncode == 0, first.stderr
+    assert "from v0001" not in first.stdout  # a new line: nothing to keep
+    again = run_lineside("calibrate", *good)
+    assert again.returncode == 0, again.stderr
+    assert ("routing by budget 30% (at most that share of frames to review), the line's defect rate 0.05: from "
+            "v0001") in again.stdout
+    assert settings() == ({"policy": "budget", "alpha": 0.01, "delta": 0.1, "budget": 0.3}, 0.05)
+    told = run_lineside("calibrate", *good, "--budget", "0.1", "--defect-rate", "0")
+    assert told.returncode == 0, told.stderr
+    assert settings() == ({"policy": "budget", "alpha": 0.01, "delta": 0.1, "budget": 0.1}, None)
+
+
 def test_defect_rate_out_of_range_is_refused(tmp_path: Path, textile_images: dict[str, Path]) -> None:
     config = line_config(tmp_path, tmp_path, free_port(), free_port())
     _assert_one_line_error(run_lineside("calibrate", "--config", str(config), "--good", str(textile_images["good"]),

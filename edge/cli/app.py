@@ -28,11 +28,16 @@ log = logging.getLogger("lineside")
 T = TypeVar("T")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="config.yaml describing the line and station")]
-PolicyOption = Annotated[str, typer.Option(help="routing policy: risk (error rate ≤ alpha among auto-decided "
-                                           "frames) or budget (at most --budget of frames to review)")]
-AlphaOption = Annotated[float, typer.Option(help="risk policy: tolerated error rate among auto-decided frames")]
-DeltaOption = Annotated[float, typer.Option(help="risk policy: the bound holds with probability 1 − delta")]
-BudgetOption = Annotated[float, typer.Option(help="budget policy: largest share of frames sent to review")]
+# the routing options of calibrate and train: each left out stays what the line's current version has
+PolicyOption = Annotated[str | None, typer.Option(
+    help="routing policy: risk (error rate ≤ alpha among auto-decided frames) or budget (at most --budget of frames "
+         "to review); default: the current version's, else risk")]
+AlphaOption = Annotated[float | None, typer.Option(
+    help="risk policy: tolerated error rate among auto-decided frames (default: the current version's, else 0.01)")]
+DeltaOption = Annotated[float | None, typer.Option(
+    help="risk policy: the bound holds with probability 1 − delta (default: the current version's, else 0.1)")]
+BudgetOption = Annotated[float | None, typer.Option(
+    help="budget policy: largest share of frames sent to review (default: the current version's, else 0.2)")]
 USER_ERRORS = (ConfigError, PackError, ProfileError, VocabularyError, ImageError, DatasetMissing, OutboxError,
                 KeyFileError)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,33 +34,44 @@ def calibrate(
     defects: Annotated[Path | None, typer.Option(help="optional folder of defect images")] = None,
     vocab: Annotated[Path | None, typer.Option(help="defect vocabulary YAML (default: built in)")] = None,
     limit: Annotated[int | None, typer.Option(help="use at most this many good images")] = None,
-    policy: PolicyOption = "risk",
-    alpha: AlphaOption = 0.01,
-    delta: DeltaOption = 0.1,
-    budget: BudgetOption = 0.2,
+    policy: PolicyOption = None,
+    alpha: AlphaOption = None,
+    delta: DeltaOption = None,
+    budget: BudgetOption = None,
     defect_rate: Annotated[float | None, typer.Option(
         help="share of defective parts this line makes (e.g. 0.03), if known: good/defect thresholds then give "
-             "the fewest wrong decisions at that rate; without it they balance the two error rates")] = None,
+             "the fewest wrong decisions at that rate; without it they balance the two error rates (default: "
+             "the current version's; 0: not known)")] = None,
     search_subspace: Annotated[bool, typer.Option(
         help="search the memory bank in the fewest dimensions that reproduce the full search on these images, "
              "measured here (a faster frame graph; README, 'Search subspace')")] = False,
     verbose: bool = False,
 ) -> None:
-    """Fit a new line-profile version from good (and labelled defect) images; a running daemon picks it up."""
+    """Fit a new line-profile version from good (and labelled defect) images; a running daemon picks it up.
+    The routing policy and the line's defect rate stay the current version's unless given."""
     setup_cli_logging(verbose)
+    from dataclasses import replace
+
     from edge.fit.calibrate import calibrate as fit
+    from edge.fit.calibrate import current_settings
+    from edge.fit.refit import RoutingSpec
     from edge.images import list_images
     from edge.vlm.pack import load_pack
     from edge.vlm.vocabulary import load_vocabulary
 
+    changes = _routing_changes(policy, alpha, delta, budget)
     try:
         cfg = load_config(config)
+        settings = current_settings(cfg.line.profile)
+        routing = replace(settings.routing if settings else RoutingSpec(), **changes)
+        rate = (settings.defect_rate if settings else None) if defect_rate is None else (defect_rate or None)
+        if settings is not None:
+            typer.echo(_kept_summary(settings.version, routing, rate))
         pack = load_pack(cfg.line.model.pack)
         good_files = list_images(good)[:limit]
         profile = fit(pack, load_vocabulary(vocab), good_files, cfg.line.id, cfg.line.profile,
                       defects=list_images(defects) if defects else None, provider=cfg.line.model.provider,
-                      progress=progress.lines, routing=_routing_spec(policy, alpha, delta, budget),
-                      defect_rate=defect_rate, limits=cfg.line.images,
+                      progress=progress.lines, routing=routing, defect_rate=rate, limits=cfg.line.images,
                       search_subspace=search_subspace)
     except USER_ERRORS as exc:
         fail(exc)
@@ -68,6 +80,13 @@ def calibrate(
     for line in choices_summary(profile.metrics):
         typer.echo(line)
     typer.echo(_routing_summary(profile.metrics))
+
+
+def _kept_summary(version: str, routing: RoutingSpec, defect_rate: float | None) -> str:
+    """The line's settings a new calibration goes on with: the current version's where no option replaced them."""
+    rate = f"{defect_rate:g}" if defect_rate is not None else "not known"
+    return (f"routing by {_policy_words(asdict(routing))}, the line's defect rate {rate}: from {version} where "
+            "--policy, --alpha, --delta, --budget or --defect-rate do not say otherwise")
 
 
 def _routing_spec(policy: str, alpha: float, delta: float, budget: float) -> RoutingSpec:
@@ -187,15 +206,10 @@ def _routing_summary(metrics: dict[str, Any]) -> str:
 def train(
     config: ConfigOption = Path("config.yaml"),
     line: Annotated[str | None, typer.Option(help="line id (default: the config's line)")] = None,
-    policy: Annotated[str | None, typer.Option(
-        help="routing policy, risk or budget (default: the current version's, as calibrate or the last train "
-             "set it)")] = None,
-    alpha: Annotated[float | None, typer.Option(
-        help="risk policy: tolerated error rate among auto-decided frames (default: the current version's)")] = None,
-    delta: Annotated[float | None, typer.Option(
-        help="risk policy: the bound holds with probability 1 − delta (default: the current version's)")] = None,
-    budget: Annotated[float | None, typer.Option(
-        help="budget policy: largest share of frames sent to review (default: the current version's)")] = None,
+    policy: PolicyOption = None,
+    alpha: AlphaOption = None,
+    delta: DeltaOption = None,
+    budget: BudgetOption = None,
     verbose: bool = False,
 ) -> None:
     """Retrain the line profile from the station's reviewed frames: a new version the daemon picks up by itself.

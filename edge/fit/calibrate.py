@@ -29,7 +29,7 @@ from edge.fit.classifier import best_threshold
 from edge.fit.frame_graph import REFERENCE_IMAGES, frame_graph_files
 from edge.fit.line_model import LineSample, tower_grids
 from edge.fit.localiser import fit_localiser
-from edge.fit.refit import RoutingSpec, refit
+from edge.fit.refit import RoutingSpec, refit, routing_of
 from edge.fit.regions import PastedDefect
 from edge.fit.search import choose_search_dims, search_basis
 from edge.fit.synthetic import FIT_KINDS, fit_defect
@@ -39,7 +39,7 @@ from edge.grounding.regions import grey
 from edge.images import ImageError, read_image
 from edge.profile.line_profile import LineProfile, ProfileError
 from edge.profile.rows import LabelledRows
-from edge.profile.versions import save_profile
+from edge.profile.versions import current_version, load_profile, save_profile
 from edge.progress import Progress, silent
 from edge.vlm.pack import ModelPack
 from edge.vlm.prompts import TextBank, build_text_bank
@@ -53,6 +53,29 @@ DEFAULT_BANK_SIZE = {8: 2048, 16: 1024}
 REGION_DEFECTS = 40  # bank images that get synthetic defects pasted in (PASTED_PER_IMAGE each)
 PASTED_PER_IMAGE = 2
 SEARCH_PROBES_PER_FOLD = 3  # bank images per fold whose patches measure the projected search against the full one
+
+
+@dataclass(frozen=True)
+class LineSettings:
+    """What a line engineer told the current version about the line rather than about its images: how to route,
+    and the share of defective parts the line makes. A new calibration keeps them unless told otherwise."""
+
+    version: str
+    routing: RoutingSpec
+    defect_rate: float | None
+
+
+def current_settings(profile_dir: Path) -> LineSettings | None:
+    """The current version's LineSettings; None for a new line, or one whose current version cannot be read (a
+    calibration is how such a line recovers, from the defaults)."""
+    if current_version(profile_dir) is None:
+        return None
+    try:
+        current = load_profile(profile_dir, verify=False)
+    except ProfileError as exc:
+        log.warning("%s: calibrating from the default routing and no defect rate", exc)
+        return None
+    return LineSettings(current.version, routing_of(current), current.defect_rate)
 
 
 def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:

@@ -59,6 +59,15 @@ class RoutingSpec:
             raise ValueError(f"routing: alpha and delta must be in (0, 1) and budget in [0, 1], got {self}")
 
 
+def routing_of(profile: LineProfile) -> RoutingSpec:
+    """The routing policy a version was fit for: its threshold's, else the one asked for where no threshold could
+    be fit yet (too few labelled frames), else the default — so that retraining keeps the line engineer's choice."""
+    asked = profile.routing or profile.metrics.get("routing_policy")
+    if not asked:
+        return RoutingSpec()
+    return RoutingSpec(asked["policy"], float(asked["alpha"]), float(asked["delta"]), float(asked["budget"]))
+
+
 def refit(profile: LineProfile, rows: LabelledRows, text: TextBank, logit_scale: float, dim: int,
           routing: RoutingSpec | None = None, seed: int = 0, fit_classifier: bool = True) -> dict[str, Any]:
     """Refit `profile` in place from `rows` (steps 1–5 of the module docstring); returns metrics for the record."""

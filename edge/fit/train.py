@@ -30,7 +30,7 @@ from edge.findings import GOOD
 from edge.fit.frame_graph import frame_graph_files
 from edge.fit.line_model import LineModel, LineSample, box_targets, patch_logits, tower_grids, train_line_model
 from edge.fit.localiser import LINE_LEVELS, MIN_PASTED, as_line, fit_localiser, line_samples
-from edge.fit.refit import RoutingSpec, refit
+from edge.fit.refit import RoutingSpec, refit, routing_of
 from edge.fit.regions import PastedDefect, fit_region_cut
 from edge.fit.synthetic import FIT_KINDS, fit_defect
 from edge.grounding.regions import grey
@@ -209,12 +209,3 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     log.info("line %s: profile %s trained from %s + %d reviewed frames (%d rows)", profile.line_id,
              profile.version, current.version, len(new_rows), len(rows))
     return profile
-
-
-def routing_of(profile: LineProfile) -> RoutingSpec:
-    """The routing policy a version was fit for: its threshold's, else the one asked for where no threshold could
-    be fit yet (too few labelled frames), else the default — so that retraining keeps the line engineer's choice."""
-    asked = profile.routing or profile.metrics.get("routing_policy")
-    if not asked:
-        return RoutingSpec()
-    return RoutingSpec(asked["policy"], float(asked["alpha"]), float(asked["delta"]), float(asked["budget"]))

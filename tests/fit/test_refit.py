@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.fit.refit import RoutingSpec, refit
-from edge.fit.train import routing_of
+from edge.fit.refit import RoutingSpec, refit, routing_of
 from edge.inspect.assess import assess_rows, decision_margins, split_rows
 from edge.profile.line_profile import LineProfile
 from edge.profile.rows import LabelledRows
