@@ -230,8 +230,10 @@ def train(
                                 routing_changes=changes)
     except USER_ERRORS as exc:
         fail(exc)
+    unchanged = profile.metrics.get("reviews_already_in_rows", 0)
+    kept = f"; {unchanged} already in its rows with the same answer, not read again" if unchanged else ""
     typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} from {profile.metrics['trained_from']} "
-               f"+ {profile.metrics['reviewed_frames']} reviewed frames ({profile.metrics['rows']} rows, "
+               f"+ {profile.metrics['reviewed_frames']} reviewed frames read{kept} ({profile.metrics['rows']} rows, "
                f"{profile.metrics['seconds']} s)")
     for line in choices_summary(profile.metrics):
         typer.echo(line)

@@ -64,6 +64,7 @@ class ReviewedRows:
     skipped: list[str]
     boxed: list[tuple[LineSample, PastedDefect]] = field(default_factory=list)  # the box as mask, for the cut
     good: list[tuple[np.ndarray, LineSample]] = field(default_factory=list)
+    unchanged: int = 0  # reviewed frames already in the current version's rows with the same answer: not read again
 
 
 def _latest(reviewed: Sequence[ReviewedFrame], wanted: Callable[[ReviewedFrame], bool], most: int) -> set[int]:
@@ -72,18 +73,30 @@ def _latest(reviewed: Sequence[ReviewedFrame], wanted: Callable[[ReviewedFrame],
     return set([i for i, item in enumerate(reviewed) if wanted(item)][-most:]) if most > 0 else set()
 
 
+def _answer(item: ReviewedFrame) -> tuple[int, str]:
+    """A reviewed frame's label and class as a labelled row keeps them."""
+    return (0, "") if item.final_verdict == GOOD else (1, item.final_verdict)
+
+
 def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], progress: Progress = silent,
-                      limits: ImageLimits | None = None) -> ReviewedRows:
-    """Rows for every reviewed frame, and line-model examples from the latest of them (at most MAX_BOXED_FOR_LINE
+                      limits: ImageLimits | None = None, known: Mapping[str, tuple[int, str]] | None = None
+                      ) -> ReviewedRows:
+    """Rows for the reviewed frames, and line-model examples from the latest of them (at most MAX_BOXED_FOR_LINE
     frames with the operator's boxes and MAX_GOOD_FOR_LINE answered good); unreadable images are skipped and
-    named."""
+    named. A frame whose row is `known` (source → label and class, the current version's rows) with the same
+    answer is not read again unless the line model learns from it: its row would come out the same, as the bank
+    and the patch statistics stay as calibrated — so a training reads what is new, not the station's history."""
     features, labels, classes, sources, skipped = [], [], [], [], []
     boxed: list[tuple[LineSample, PastedDefect]] = []
     good: list[tuple[np.ndarray, LineSample]] = []
     reviewed = list(reviewed)
     for_boxes = _latest(reviewed, lambda r: r.final_verdict != GOOD and bool(r.operator_boxes), MAX_BOXED_FOR_LINE)
     for_good = _latest(reviewed, lambda r: r.final_verdict == GOOD, MAX_GOOD_FOR_LINE)
-    for i, item in enumerate(progress(reviewed, "reviewed frames")):
+    known = known or {}
+    wanted = [i for i, item in enumerate(reviewed) if i in for_boxes or i in for_good
+              or known.get(f"review:{item.frame_id}") != _answer(item)]
+    for i in progress(wanted, "reviewed frames"):
+        item = reviewed[i]
         try:
             bgr = read_image(item.image_path, limits)
         except ImageError as exc:
@@ -114,10 +127,12 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
         elif i in for_good:
             good.append((bgr, LineSample(s8, s16, anomaly_map, np.zeros_like(anomaly_map),
                                          np.ones_like(anomaly_map))))
+    unchanged = len(reviewed) - len(wanted)
     if not features:
-        return ReviewedRows(LabelledRows(np.zeros((0, 0), np.float32), np.zeros(0, np.int64)), skipped)
+        return ReviewedRows(LabelledRows(np.zeros((0, 0), np.float32), np.zeros(0, np.int64)), skipped,
+                            unchanged=unchanged)
     return ReviewedRows(LabelledRows(np.stack(features), np.array(labels, np.int64), classes, sources), skipped,
-                        boxed, good)
+                        boxed, good, unchanged)
 
 
 def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: ReviewedRows, seed: int
@@ -188,13 +203,15 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     if not reviewed:
         raise ProfileError(f"line {current.line_id}: the station has no reviewed frames for this line yet")
     inspector = Inspector(pack, current, provider, search="float32")  # rows as calibrate makes them: float
-    from_reviews = rows_from_reviews(inspector, reviewed, progress, limits)
+    known = {s: (int(label), c) for s, label, c in zip(current.rows.sources, current.rows.labels,
+                                                        current.rows.classes, strict=True) if s}
+    from_reviews = rows_from_reviews(inspector, reviewed, progress, limits, known)
     new_rows, skipped = from_reviews.rows, from_reviews.skipped
-    if not len(new_rows):
+    if not len(new_rows) and not from_reviews.unchanged:
         raise ProfileError(f"line {current.line_id}: none of the {len(reviewed)} reviewed images could be read")
     profile = copy.copy(current)
     profile.metrics = {}
-    rows = current.rows.extend(new_rows)
+    rows = current.rows.extend(new_rows) if len(new_rows) else current.rows
     spec = routing or replace(routing_of(current), **dict(routing_changes or {}))
     fitted = refit(profile, rows, inspector.text_bank, pack.logit_scale, pack.embedding_dim, spec, seed=seed)
     profile.rows = rows
@@ -204,8 +221,9 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     profile.graph = frame_graph_files(profile, pack, inspector.text_bank, examples)
     profile.created_wall = time.time()
     profile.metrics = {**fitted, "trained_from": current.version, "reviewed_frames": len(new_rows),
-                       "unreadable_images": skipped, "seconds": round(time.monotonic() - started, 1)}
+                       "reviews_already_in_rows": from_reviews.unchanged, "unreadable_images": skipped,
+                       "seconds": round(time.monotonic() - started, 1)}
     save_profile(profile, profile_dir)
-    log.info("line %s: profile %s trained from %s + %d reviewed frames (%d rows)", profile.line_id,
-             profile.version, current.version, len(new_rows), len(rows))
+    log.info("line %s: profile %s trained from %s + %d reviewed frames read (%d already in its rows; %d rows)",
+             profile.line_id, profile.version, current.version, len(new_rows), from_reviews.unchanged, len(rows))
     return profile

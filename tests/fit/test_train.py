@@ -98,6 +98,12 @@ def test_reviews_retrain_the_profile_and_the_running_daemon_swaps_it_in(
     third = load_profile(tmp_path / "profile")
     assert third.version not in (first, second)
     assert third.metrics["routing_policy"] == {"policy": "budget", "alpha": 0.01, "delta": 0.1, "budget": 0.3}
+    # and it reads what is new, not the station's history: the relabelled defects are in the last version's rows
+    # with the same answers; the good frames are read again only because the line model learns from them
+    n_good = sum("_nominal" in p.name for p in textile_images["frames"].iterdir())
+    assert third.metrics["reviews_already_in_rows"] == n_reviewed - n_good
+    assert third.metrics["reviewed_frames"] == n_good
+    assert third.metrics["rows"] == load_profile_rows(tmp_path / "profile", str(second))
 
     trained = json.loads((tmp_path / "profile" / str(second) / "profile.json").read_text())
     assert trained["metrics"]["trained_from"] == first
