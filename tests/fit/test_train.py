@@ -138,3 +138,23 @@ def test_train_says_what_is_missing_in_one_line(tmp_path: Path, textile_images: 
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 120
     assert load_profile(tmp_path / "profile").version == current_version(tmp_path / "profile")
+
+
+def test_a_training_with_nothing_new_refits_on_the_rows_it_has(tmp_path: Path, calibrated_profile: Path) -> None:
+    """The same reviews again (say, to route at another risk): nothing is read, the rows stay, a version is made."""
+    from edge.bench.fit import reviewed_textile
+    from edge.fit.refit import RoutingSpec
+    from edge.fit.train import train_profile
+    from edge.vlm.pack import load_pack
+    from tests.conftest import PACK
+
+    shutil.copytree(calibrated_profile, tmp_path / "profile")
+    pack = load_pack(PACK)
+    defects = [r for r in reviewed_textile(2000) if not r.is_good][:6]  # no good frames, no boxes: no line examples
+    first = train_profile(pack, tmp_path / "profile", defects, provider="cpu")
+    assert first.metrics["reviewed_frames"] == 6 and first.metrics["reviews_already_in_rows"] == 0
+    again = train_profile(pack, tmp_path / "profile", defects, RoutingSpec("budget", budget=0.25), provider="cpu")
+    assert again.metrics["reviewed_frames"] == 0 and again.metrics["reviews_already_in_rows"] == 6
+    assert again.rows is not None and first.rows is not None and len(again.rows) == len(first.rows)
+    assert again.metrics["routing_policy"]["budget"] == 0.25
+    assert current_version(tmp_path / "profile") == again.version != first.version
