@@ -232,6 +232,8 @@ def train(
         fail(exc)
     unchanged = profile.metrics.get("reviews_already_in_rows", 0)
     kept = f"; {unchanged} already in its rows with the same answer, not read again" if unchanged else ""
+    if profile.metrics.get("reviews_left_out"):
+        kept += f"; the {profile.metrics['reviews_left_out']} oldest reviews left out of its rows (it keeps the latest)"
     typer.echo(f"profile {profile.describe()} written to {cfg.line.profile} from {profile.metrics['trained_from']} "
                f"+ {profile.metrics['reviewed_frames']} reviewed frames read{kept} ({profile.metrics['rows']} rows, "
                f"{profile.metrics['seconds']} s)")

@@ -49,6 +49,9 @@ MAX_GOOD_FOR_LINE = 60  # reviewed good frames the line model learns from (and g
 # the rest of its examples; and each holds its tower grids, mask and grey image while train runs (~1 MB at 250 px,
 # ~11 MB at 5 MP), which months of boxes must not multiply
 MAX_BOXED_FOR_LINE = 100
+# reviewed frames a version's rows keep, the latest: refitting the head and the failure predictor takes ~17 ms a row
+# on 2 cores (3 min at 10,000), and a line's reviews grow every day; calibrate's own rows always stay
+MAX_REVIEWS_IN_ROWS = 10_000
 BOX_REPEAT = 4  # an operator's box is worth several synthetic defects
 RETRAIN_EPOCHS = 15
 
@@ -182,6 +185,20 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
     return found
 
 
+def _latest_rows(rows: LabelledRows, latest: set[str], in_station: set[str]) -> LabelledRows:
+    """Calibrate's rows, the rows of the `latest` reviews, and in what room is left of MAX_REVIEWS_IN_ROWS the
+    latest rows of reviews the station no longer holds (deleted by its retention: what they taught stays while
+    there is room; they cannot be read again). Rows of older reviews still in the station go — and, not being
+    among the latest, are not read back in."""
+    sources = rows.sources
+    keep = np.array([not s or s in latest for s in sources], bool)
+    gone = np.flatnonzero([bool(s) and s not in in_station for s in sources])
+    room = MAX_REVIEWS_IN_ROWS - sum(1 for s, k in zip(sources, keep, strict=True) if s and k)
+    if room > 0:
+        keep[gone[-room:]] = True
+    return rows.only(keep)
+
+
 def _cut_kept(boxed: int, pasted: int) -> str:
     """Why a version keeps its region cut: too few defects to refit it on."""
     return (f"its cut kept: {boxed} boxed and {pasted} pasted defect(s) are fewer than the {MIN_PASTED} a cut is "
@@ -203,6 +220,8 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     if not reviewed:
         raise ProfileError(f"line {current.line_id}: the station has no reviewed frames for this line yet")
     inspector = Inspector(pack, current, provider, search="float32")  # rows as calibrate makes them: float
+    in_station = {f"review:{item.frame_id}" for item in reviewed}
+    reviewed = list(reviewed)[-MAX_REVIEWS_IN_ROWS:]  # the station lists them oldest review first
     known = {s: (int(label), c) for s, label, c in zip(current.rows.sources, current.rows.labels,
                                                         current.rows.classes, strict=True) if s}
     from_reviews = rows_from_reviews(inspector, reviewed, progress, limits, known)
@@ -212,6 +231,8 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     profile = copy.copy(current)
     profile.metrics = {}
     rows = current.rows.extend(new_rows) if len(new_rows) else current.rows
+    rows = _latest_rows(rows, {f"review:{item.frame_id}" for item in reviewed}, in_station)
+    left_out = len(in_station - set(rows.sources))  # reviews in the station this version does not learn from
     spec = routing or replace(routing_of(current), **dict(routing_changes or {}))
     fitted = refit(profile, rows, inspector.text_bank, pack.logit_scale, pack.embedding_dim, spec, seed=seed)
     profile.rows = rows
@@ -221,7 +242,8 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     profile.graph = frame_graph_files(profile, pack, inspector.text_bank, examples)
     profile.created_wall = time.time()
     profile.metrics = {**fitted, "trained_from": current.version, "reviewed_frames": len(new_rows),
-                       "reviews_already_in_rows": from_reviews.unchanged, "unreadable_images": skipped,
+                       "reviews_already_in_rows": from_reviews.unchanged,
+                       "reviews_left_out": left_out, "unreadable_images": skipped,
                        "seconds": round(time.monotonic() - started, 1)}
     save_profile(profile, profile_dir)
     log.info("line %s: profile %s trained from %s + %d reviewed frames read (%d already in its rows; %d rows)",

@@ -41,6 +41,12 @@ class LabelledRows:
                             [self.classes[i] for i in keep] + other.classes,
                             [self.sources[i] for i in keep] + other.sources)
 
+    def only(self, keep: np.ndarray) -> LabelledRows:
+        """The rows where `keep` (a boolean mask) holds, in their order."""
+        index = np.flatnonzero(keep)
+        return LabelledRows(self.features[index], self.labels[index], [self.classes[i] for i in index],
+                            [self.sources[i] for i in index])
+
     def save(self, path: Path) -> None:
         np.savez_compressed(path, features=self.features.astype(np.float16), labels=self.labels.astype(np.int8),
                             classes=np.array(self.classes, dtype=str), sources=np.array(self.sources, dtype=str))

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import cv2
+import pytest
 import yaml
 
 from edge.config import parse_config
@@ -158,3 +159,30 @@ def test_a_training_with_nothing_new_refits_on_the_rows_it_has(tmp_path: Path, c
     assert again.rows is not None and first.rows is not None and len(again.rows) == len(first.rows)
     assert again.metrics["routing_policy"]["budget"] == 0.25
     assert current_version(tmp_path / "profile") == again.version != first.version
+
+
+def test_a_version_s_rows_keep_calibrate_s_and_the_latest_reviews(tmp_path: Path, calibrated_profile: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line's reviews grow every day and the refit's time with its rows: a version keeps the latest reviews'
+    rows (and all of calibrate's); older ones are neither kept nor read again at the next training."""
+    from edge.bench.fit import reviewed_textile
+    from edge.fit import train
+    from edge.vlm.pack import load_pack
+    from tests.conftest import PACK
+
+    monkeypatch.setattr(train, "MAX_REVIEWS_IN_ROWS", 4)
+    shutil.copytree(calibrated_profile, tmp_path / "profile")
+    pack = load_pack(PACK)
+    calibrated = load_profile(tmp_path / "profile", with_rows=True)
+    assert calibrated.rows is not None
+    defects = [r for r in reviewed_textile(2000) if not r.is_good][:6]  # oldest review first
+    first = train.train_profile(pack, tmp_path / "profile", defects, provider="cpu")
+    assert first.rows is not None and first.metrics["reviews_left_out"] == 2
+    assert first.rows.sources == [""] * len(calibrated.rows) + [f"review:{r.frame_id}" for r in defects[2:]]
+    again = train.train_profile(pack, tmp_path / "profile", defects, provider="cpu")
+    assert again.metrics["reviewed_frames"] == 0, "the left-out reviews are not read back in"
+    assert again.rows is not None and again.rows.sources == first.rows.sources
+    # the station's retention deletes the four oldest: the rows of the two kept ones stay, there being room
+    after_retention = train.train_profile(pack, tmp_path / "profile", defects[4:], provider="cpu")
+    assert after_retention.rows is not None and after_retention.rows.sources == first.rows.sources
+    assert after_retention.metrics["reviews_left_out"] == 0
