@@ -231,8 +231,9 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     profile = copy.copy(current)
     profile.metrics = {}
     rows = current.rows.extend(new_rows) if len(new_rows) else current.rows
-    rows = _latest_rows(rows, {f"review:{item.frame_id}" for item in reviewed}, in_station)
-    left_out = len(in_station - set(rows.sources))  # reviews in the station this version does not learn from
+    latest = {f"review:{item.frame_id}" for item in reviewed}
+    rows = _latest_rows(rows, latest, in_station)
+    left_out = len(in_station - latest)  # reviews in the station too old for this version's rows
     spec = routing or replace(routing_of(current), **dict(routing_changes or {}))
     fitted = refit(profile, rows, inspector.text_bank, pack.logit_scale, pack.embedding_dim, spec, seed=seed)
     profile.rows = rows
