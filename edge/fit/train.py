@@ -76,6 +76,11 @@ def _latest(reviewed: Sequence[ReviewedFrame], wanted: Callable[[ReviewedFrame],
     return set([i for i, item in enumerate(reviewed) if wanted(item)][-most:]) if most > 0 else set()
 
 
+def _source(item: ReviewedFrame) -> str:
+    """The labelled row's source of a reviewed frame (edge.profile.rows)."""
+    return f"review:{item.frame_id}"
+
+
 def _answer(item: ReviewedFrame) -> tuple[int, str]:
     """A reviewed frame's label and class as a labelled row keeps them."""
     return (0, "") if item.final_verdict == GOOD else (1, item.final_verdict)
@@ -97,7 +102,7 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
     for_good = _latest(reviewed, lambda r: r.final_verdict == GOOD, MAX_GOOD_FOR_LINE)
     known = known or {}
     wanted = [i for i, item in enumerate(reviewed) if i in for_boxes or i in for_good
-              or known.get(f"review:{item.frame_id}") != _answer(item)]
+              or known.get(_source(item)) != _answer(item)]
     for i in progress(wanted, "reviewed frames"):
         item = reviewed[i]
         try:
@@ -112,7 +117,7 @@ def rows_from_reviews(inspector: Inspector, reviewed: Sequence[ReviewedFrame], p
         is_defect = item.final_verdict != GOOD
         labels.append(int(is_defect))
         classes.append(item.final_verdict if is_defect else "")
-        sources.append(f"review:{item.frame_id}")
+        sources.append(_source(item))
         grids = tower_grids(outputs)
         if grids is None:  # a one-stride pack: no line model
             continue
@@ -220,7 +225,7 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     if not reviewed:
         raise ProfileError(f"line {current.line_id}: the station has no reviewed frames for this line yet")
     inspector = Inspector(pack, current, provider, search="float32")  # rows as calibrate makes them: float
-    in_station = {f"review:{item.frame_id}" for item in reviewed}
+    in_station = {_source(item) for item in reviewed}
     reviewed = list(reviewed)[-MAX_REVIEWS_IN_ROWS:]  # the station lists them oldest review first
     known = {s: (int(label), c) for s, label, c in zip(current.rows.sources, current.rows.labels,
                                                         current.rows.classes, strict=True) if s}
@@ -230,8 +235,8 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
         raise ProfileError(f"line {current.line_id}: none of the {len(reviewed)} reviewed images could be read")
     profile = copy.copy(current)
     profile.metrics = {}
-    rows = current.rows.extend(new_rows) if len(new_rows) else current.rows
-    latest = {f"review:{item.frame_id}" for item in reviewed}
+    rows = current.rows.extend(new_rows)
+    latest = {_source(item) for item in reviewed}
     rows = _latest_rows(rows, latest, in_station)
     left_out = len(in_station - latest)  # reviews in the station too old for this version's rows
     spec = routing or replace(routing_of(current), **dict(routing_changes or {}))

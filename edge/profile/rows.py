@@ -33,7 +33,9 @@ class LabelledRows:
 
     def extend(self, other: LabelledRows) -> LabelledRows:
         """These rows plus `other`'s, skipping sources already present (a frame reviewed twice counts once, with
-        its latest label)."""
+        its latest label); none of `other` (a training with nothing new to read): these rows."""
+        if not len(other):
+            return self
         latest = {s: i for i, s in enumerate(other.sources) if s}
         keep = [i for i, s in enumerate(self.sources) if not s or s not in latest]
         return LabelledRows(np.concatenate([self.features[keep], other.features]),
