@@ -26,7 +26,7 @@ import numpy as np
 
 from edge.config import ImageLimits
 from edge.fit.classifier import best_threshold
-from edge.fit.frame_graph import REFERENCE_IMAGES, frame_graph_files
+from edge.fit.frame_graph import REFERENCE_CANDIDATES, frame_graph_files
 from edge.fit.line_model import LineSample, tower_grids
 from edge.fit.localiser import fit_localiser
 from edge.fit.refit import RoutingSpec, refit, routing_of
@@ -184,7 +184,7 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
     holdout = [score(e, int(f)) for e, f in zip(bank_embs, folds, strict=True)]
     n_bank_images = len(bank_embs)
     bank_read = [p for p in bank_files if str(p) not in unreadable]  # the files of bank_embs, in their order
-    examples = bank_embs[:REFERENCE_IMAGES]  # the frame graph's reference inputs
+    examples = bank_embs[:REFERENCE_CANDIDATES]  # the frame graph's reference inputs are chosen from these
     # the bank images' patch grids as the tower gave them (float16): the line model's good examples
     clean_towers = [t for e in bank_embs[:region_defects] if (t := _tower(e)) is not None]
     del bank_embs

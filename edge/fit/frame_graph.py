@@ -5,8 +5,9 @@ Inputs are the pack's image-tower outputs as they come out of it (`embedding` [N
 Outputs:
 
 - `zero_s{stride}`, `few_s{stride}` [N, h, w]: the raw zero-shot (1 − p(good) against the prompt ensembles) and
-  few-shot (1 − cosine to the nearest memory-bank patch, in the profile's search subspace where it has one for the
-  stride — the bank stored already projected; 0 where the bank has no patches of that stride) scores;
+  few-shot (1 − cosine to the nearest memory-bank patch; where the profile has a search subspace for the stride,
+  among the bank patches nearest in it, the bank stored projected beside the full one; 0 where the bank has no
+  patches of that stride) scores;
 - `anomaly_map` [N, H, W]: both put on one scale with the good-image statistics, weighted, brought to the finest
   grid, averaged over strides and smoothed (edge.grounding.anomaly: combine, smooth);
 - `global_score` [N]: the whole frame's zero-shot score;
@@ -34,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge.fit.line_model import LineModel
-from edge.grounding.anomaly import combine, global_zero_shot_score, raw_scores, smooth
+from edge.fit.search import fragile_patches
+from edge.grounding.anomaly import SEARCH_CANDIDATES, combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.classifier import frame_features
 from edge.profile.graph import FrameGraphFiles
 from edge.profile.line_profile import LineProfile
@@ -44,6 +46,7 @@ from edge.vlm.runtime import ImageEmbedding, tower_outputs
 
 OPSET = 17
 REFERENCE_IMAGES = 2
+REFERENCE_CANDIDATES = 8  # frames offered for the references: the first REFERENCE_IMAGES without a near tie are kept
 
 
 def gaussian_3x3() -> np.ndarray:
@@ -64,6 +67,7 @@ class FrameGraph(nn.Module):
         self.text = nn.Parameter(torch.from_numpy(np.asarray(class_embeddings, np.float32)), requires_grad=False)
         searched = {s: np.asarray(banks[s], np.float32) for s in self.strides if s in banks and banks[s].size}
         basis = {s: np.asarray(b, np.float32) for s, b in (search_basis or {}).items() if s in searched}
+        full = {s: searched[s] for s in basis}  # [M, D]: the candidates found in the subspace, compared again
         searched.update({s: searched[s] @ b.T for s, b in basis.items()})  # the bank stored in its search subspace
 
         def fixed(value: np.ndarray) -> nn.Parameter:
@@ -72,6 +76,7 @@ class FrameGraph(nn.Module):
         # [D, k]: a frame's patches onto the search subspace; [D or k, M]: the bank, transposed for the product
         self.bases = nn.ParameterDict({str(s): fixed(b.T) for s, b in basis.items()})
         self.banks = nn.ParameterDict({str(s): fixed(b.T) for s, b in searched.items()})
+        self.full_banks = nn.ParameterDict({str(s): fixed(b) for s, b in full.items()})
         # per stride: (mode, weight, good mean, good std) of the modes that enter the map
         self.modes: dict[int, list[tuple[str, float, float, float]]] = {
             s: [(m, float(weights.get(m, 0.0)), *patch_stats[s][m]) for m in ("zero", "few")
@@ -87,9 +92,13 @@ class FrameGraph(nn.Module):
             n, _, h, w = grid.shape
             flat = grid.flatten(2).transpose(1, 2)  # [N, hw, D]
             scores = {"zero": 1.0 - torch.softmax(self.logit_scale * (flat @ self.text.T), dim=-1)[..., 0]}
-            if str(stride) in self.banks:
-                searched = flat @ self.bases[str(stride)] if str(stride) in self.bases else flat
-                scores["few"] = 1.0 - (searched @ self.banks[str(stride)]).amax(dim=-1)
+            if str(stride) in self.bases:
+                similar = (flat @ self.bases[str(stride)]) @ self.banks[str(stride)]  # [N, hw, M]
+                top = torch.topk(similar, min(SEARCH_CANDIDATES, similar.shape[-1]), dim=-1).indices
+                candidates = self.full_banks[str(stride)][top]  # [N, hw, c, D]
+                scores["few"] = 1.0 - (candidates @ flat.unsqueeze(-1)).squeeze(-1).amax(dim=-1)
+            elif str(stride) in self.banks:
+                scores["few"] = 1.0 - (flat @ self.banks[str(stride)]).amax(dim=-1)
             raw += [scores["zero"].reshape(n, h, w), scores.get("few", 0.0 * scores["zero"]).reshape(n, h, w)]
             if not self.modes[stride]:
                 continue
@@ -155,9 +164,9 @@ def reference_outputs(profile: LineProfile, text: TextBank, logit_scale: float,
 
 def frame_graph_files(profile: LineProfile, pack: ModelPack, text: TextBank,
                       examples: list[ImageEmbedding]) -> FrameGraphFiles:
-    """The profile's frame graph and its references, from a few encoded frames of the line (the first
-    REFERENCE_IMAGES are kept; their tower outputs are stored as float16, and the references computed from
-    exactly those values)."""
+    """The profile's frame graph and its references, from a few encoded frames of the line (REFERENCE_IMAGES of
+    them are kept; their tower outputs are stored as float16, and the references computed from exactly those
+    values)."""
     strides = sorted(int(s) for s in pack.image["patch_strides"])
     names = [pack.image["outputs"]["embedding"]] + [pack.image["outputs"]["patches"][str(s)] for s in strides]
     h, w = (int(v) for v in pack.image["size"])
@@ -167,10 +176,13 @@ def frame_graph_files(profile: LineProfile, pack: ModelPack, text: TextBank,
     graph = FrameGraph(strides, text.class_embeddings, pack.logit_scale, profile.bank, profile.patch_stats,
                        profile.weights, line, profile.search_basis)
     onnx = export_onnx(graph, names, pack.embedding_dim, [(h // s, w // s) for s in strides])
-    inputs = [o.astype(np.float16) for o in tower_outputs(examples[:REFERENCE_IMAGES])]
-    rounded = [ImageEmbedding(inputs[0][i].astype(np.float32),
-                              {s: inputs[1 + j][i].astype(np.float32).transpose(1, 2, 0) for j, s in
-                               enumerate(strides)}) for i in range(inputs[0].shape[0])]
+    offered = [o.astype(np.float16) for o in tower_outputs(examples[:REFERENCE_CANDIDATES])]
+    rounded = [ImageEmbedding(offered[0][i].astype(np.float32),
+                              {s: offered[1 + j][i].astype(np.float32).transpose(1, 2, 0) for j, s in
+                               enumerate(strides)}) for i in range(offered[0].shape[0])]
+    kept = reference_frames(profile, rounded)
+    inputs = [o[kept] for o in offered]
+    rounded = [rounded[i] for i in kept]
     reference = {f"in_{n}": a for n, a in zip(names, inputs, strict=True)}
     expected = reference_outputs(profile, text, pack.logit_scale, rounded)
     reference.update({f"out_{k}": v for k, v in expected.items()})
@@ -180,6 +192,18 @@ def frame_graph_files(profile: LineProfile, pack: ModelPack, text: TextBank,
                 torch.from_numpy(inputs[1].astype(np.float32)), torch.from_numpy(inputs[2].astype(np.float32)),
                 torch.from_numpy(expected["anomaly_map"]))).numpy()
     return FrameGraphFiles(onnx, reference, names, int8=int8_search(onnx))
+
+
+def reference_frames(profile: LineProfile, frames: list[ImageEmbedding]) -> list[int]:
+    """Which of the offered frames hold the graph's references: the first REFERENCE_IMAGES on which the subspace
+    search has no near tie at its candidate cut (edge.fit.search.fragile_patches) — there ONNX Runtime's rounding
+    could pick another last candidate than numpy and the version be refused at load for nothing; filled up with
+    the first others where too few are free of one."""
+    basis = {s: b for s, b in profile.search_basis.items() if s in profile.bank and profile.bank[s].size}
+    steady = [i for i, frame in enumerate(frames)
+              if not any(fragile_patches(frame.patches[s], profile.bank[s], b) for s, b in basis.items())]
+    others = [i for i in range(len(frames)) if i not in steady]
+    return (steady + others)[:REFERENCE_IMAGES]
 
 
 def int8_search(onnx_bytes: bytes) -> bytes | None:

@@ -20,10 +20,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.grounding.anomaly import few_shot_scores
+from edge.grounding.anomaly import SEARCH_CANDIDATES, few_shot_scores, search_candidates
 
 SEARCH_DIMS = (64, 96, 128)  # candidate subspace sizes, smallest first; beyond half of D little is saved
 MIN_AGREEMENT = 0.99  # correlation of the projected search's patch scores with the full search's, good images
+# similarities in the subspace closer than this may swap places between numpy and another runtime's float kernels
+TIE_MARGIN = 1e-4
 
 
 def search_basis(bank: np.ndarray, dims: int) -> np.ndarray:
@@ -57,3 +59,18 @@ def choose_search_dims(probes: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]]
         if worst >= min_agreement:
             return k, measured
     return None, measured
+
+
+def fragile_patches(grid: np.ndarray, bank: np.ndarray, basis: np.ndarray) -> int:
+    """How many patches of a grid [h, w, D] would score otherwise if the last bank patch the subspace search keeps
+    as a candidate and the first it leaves out swapped places — their similarities in the subspace within
+    TIE_MARGIN of each other, and the full cosines telling them apart."""
+    flat = grid.reshape(-1, grid.shape[-1])
+    full, similar = search_candidates(flat, bank, basis, bank @ basis.T, SEARCH_CANDIDATES + 1)
+    if full.shape[1] <= SEARCH_CANDIDATES:  # every bank patch is a candidate: nothing is left out
+        return 0
+    last = SEARCH_CANDIDATES - 1
+    kept = full[:, :SEARCH_CANDIDATES].max(axis=1)
+    swapped = np.maximum(full[:, :last].max(axis=1, initial=-np.inf), full[:, SEARCH_CANDIDATES])
+    near = similar[:, last] - similar[:, SEARCH_CANDIDATES] < TIE_MARGIN
+    return int(np.count_nonzero(near & (kept != swapped)))

@@ -12,16 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.fit.frame_graph import reference_outputs
+from edge.fit.frame_graph import REFERENCE_IMAGES, reference_frames, reference_outputs
 from edge.images import read_image
 from edge.inspect import inspector as inspector_module
 from edge.inspect.inspector import Inspector
 from edge.profile.graph import INT8_ATOL, FrameGraphFiles, GraphError
-from edge.profile.line_profile import ProfileError
+from edge.profile.line_profile import LineProfile, ProfileError
 from edge.profile.versions import current_version, load_profile
 from edge.vlm.cpu import cpu_target
 from edge.vlm.pack import load_pack
+from edge.vlm.runtime import ImageEmbedding
+from edge.vlm.vocabulary import load_vocabulary
 from tests.conftest import PACK
+from tests.fit.test_search import tie_in_the_subspace
 
 
 def _frames(textile_images: dict[str, Path], n: int) -> list[np.ndarray]:
@@ -138,3 +141,19 @@ def test_a_changed_int8_graph_is_refused_with_one_line(calibrated_profile: Path,
     (vdir / "frame_int8.onnx").write_bytes(bytes(data))
     with pytest.raises(ProfileError, match=r"refused: frame_int8.onnx: sha256 differs"):
         load_profile(copy)
+
+
+def test_references_are_frames_without_a_near_tie_in_the_subspace_search() -> None:
+    """A frame on which numpy and ONNX Runtime could keep different last candidates of the subspace search would
+    make its version's check fail at load for nothing: such frames are passed over for the references, and used
+    only where too few others are offered."""
+    patch, bank, basis = tie_in_the_subspace(0.0)
+    profile = LineProfile(line_id="l", version="", pack_version="p", vocabulary=load_vocabulary(), bank={8: bank},
+                          patch_stats={}, anomaly_threshold=0.0, anomaly_scale=1.0, search_basis={8: basis})
+    fragile = ImageEmbedding(np.zeros(4, np.float32), {8: patch})
+    steady = ImageEmbedding(np.zeros(4, np.float32), {8: np.eye(4, dtype=np.float32)[1][None, None]})
+    assert REFERENCE_IMAGES == 2
+    assert reference_frames(profile, [fragile, steady, fragile, steady]) == [1, 3]
+    assert reference_frames(profile, [fragile, fragile, steady]) == [2, 0]
+    profile.search_basis = {}  # the full search has no candidates' cut
+    assert reference_frames(profile, [fragile, steady, fragile]) == [0, 1]

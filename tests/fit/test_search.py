@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.fit.search import agreement, choose_search_dims, search_basis
-from edge.grounding.anomaly import few_shot_scores
+from edge.fit.search import agreement, choose_search_dims, fragile_patches, search_basis
+from edge.grounding.anomaly import SEARCH_CANDIDATES, few_shot_scores
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -58,3 +58,42 @@ def test_the_worst_bank_decides() -> None:
               (spread, [_unit(rng.standard_normal((8, 8, 64)))])]
     assert choose_search_dims(probes[:1], 64, candidates=(16,))[0] == 16
     assert choose_search_dims(probes, 64, candidates=(16,))[0] is None
+
+
+def test_candidates_found_in_the_subspace_are_scored_in_all_dimensions() -> None:
+    """Bank patches with a little outside the bank's main axes, and frame patches close to them: compared on
+    those axes alone each patch's similarity to its nearest is off by that little, which the map would read;
+    compared again in all dimensions, each patch scores as the full search scores it."""
+    rng = np.random.default_rng(4)
+    bank = _patches(rng, 400, 16, 64, 0.05)
+    grid = _unit(bank[rng.choice(400, 64, replace=False)] + 0.01 * rng.standard_normal((64, 64))).reshape(8, 8, 64)
+    basis = search_basis(bank, 16)
+    full = few_shot_scores(grid, bank)
+    searched = few_shot_scores(grid, bank, basis)
+    projected_only = 1.0 - ((grid.reshape(-1, 64) @ basis.T) @ (bank @ basis.T).T).max(axis=1).reshape(8, 8)
+    assert np.abs(projected_only - full).min() > 1e-3  # the subspace alone misses every patch's own residual
+    np.testing.assert_allclose(searched, full, atol=1e-5)
+
+
+def tie_in_the_subspace(gap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One patch, a bank and a basis (the first two axes) where SEARCH_CANDIDATES − 1 bank patches are the most
+    similar on the basis but far in all dimensions, and two more follow, `gap` apart on the basis: the one the
+    patch is close to in all dimensions, then one it is not."""
+    e = np.eye(4, dtype=np.float32)
+    patch = _unit(e[0] + e[2])[None, None]
+    decoys = np.repeat(_unit(0.9 * e[0] - 0.44 * e[2])[None], SEARCH_CANDIDATES - 1, axis=0)
+    close = _unit(0.5 * e[0] + 0.866 * e[2])
+    far = 0.5 - gap  # on the basis, `far` trails `close` by about `gap`
+    other = np.array([far, 0.0, 0.0, np.sqrt(1 - far ** 2)], np.float32)
+    return patch, np.vstack([decoys, close, other]).astype(np.float32), e[:2]
+
+
+def test_a_near_tie_at_the_candidates_cut_is_found() -> None:
+    """Rounding in another runtime could swap two bank patches whose similarities on the basis differ by less
+    than float error; where the full cosines then give another score, the patch is fragile (the frame graph keeps
+    no such frame among its references); where they stand well apart, it is not."""
+    assert fragile_patches(*tie_in_the_subspace(0.0)) == 1
+    assert fragile_patches(*tie_in_the_subspace(1e-6)) == 1
+    assert fragile_patches(*tie_in_the_subspace(0.05)) == 0
+    patch, bank, basis = tie_in_the_subspace(0.0)
+    assert fragile_patches(patch, bank[:SEARCH_CANDIDATES], basis) == 0  # every bank patch is a candidate
