@@ -118,7 +118,8 @@ def test_the_choices_summary_names_the_loser_and_its_figure() -> None:
                              "defect(s)")
     search = choices_summary({"search_dims": {"8": 128}, "search_agreement": {
         "16": {"64": 0.96, "96": 0.98, "128": 0.985}, "8": {"64": 0.82, "96": 0.977, "128": 0.992}}})
-    assert search[-1] == ("search: the memory bank at stride 8 in 128 dimensions (scores correlate 0.992 with the "
+    assert search[-1] == ("search: the memory bank at stride 8 in 128 dimensions, its 8 nearest there compared again "
+                          "in all (scores correlate 0.992 with the "
                           "full search on bank images it was built without); stride 16 in all (no subspace tried "
                           "reproduced it: best 0.985)")
     assert not any(x.startswith("search:") for x in choices_summary({"region_source": "map"}))
