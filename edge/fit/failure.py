@@ -20,6 +20,8 @@ from edge.stats import auroc, sigmoid
 from edge.uncertainty.failure import MSP_COLUMN, SQRT_2_PI, TAIL, FailurePredictor, OodDetector, gelu
 
 MIN_MSP_SLOPE = 1e-3  # the least slope of p(wrong) on max-softmax a calibration may keep (fit_msp_predictor)
+BAG_MEMBERS = 5  # MLPs whose logits the failure predictor averages (README, "Uncertainty …": why)
+BAG_SEED_STRIDE = 1000  # member m of a predictor fit with seed s draws from seed s + 1000 m (member 0: s)
 
 
 def vilu_weight(accuracy: float) -> float:
@@ -50,6 +52,7 @@ def forward_backward(params: dict[str, np.ndarray], x: np.ndarray, wrong: np.nda
     h = gelu(pre)
     logit = h @ params["w2"] + params["b2"][0]
     loss, d_logit = weighted_bce(logit, wrong)
+    d_logit = d_logit.astype(pre.dtype, copy=False)  # float32 weights stay float32 (the BCE works in float64)
     grads = {"w2": h.T @ d_logit, "b2": np.array([d_logit.sum()])}
     d_pre = np.outer(d_logit, params["w2"]) * _gelu_grad(pre)
     grads["w1"] = x.T @ d_pre
@@ -59,10 +62,41 @@ def forward_backward(params: dict[str, np.ndarray], x: np.ndarray, wrong: np.nda
 
 def fit_failure_predictor(features: np.ndarray, wrong: np.ndarray, seed: int = 0, hidden: int = 64,
                           epochs: int = 150, batch: int = 128, lr: float = 1e-3, weight_decay: float = 1e-2,
-                          validation: float = 0.2, inputs: str = "full") -> FailurePredictor:
-    """Fit on [N, F] features with wrong [N] (1 = the decision was wrong). Adam with decoupled weight decay; the
-    epoch kept is the one with the best AUROC on a stratified `validation` share (early stopping). `inputs`:
-    "full" (embeddings + scalars + neighbours) or "compact" (the scalars and neighbour features only)."""
+                          validation: float = 0.2, inputs: str = "full", members: int = BAG_MEMBERS
+                          ) -> FailurePredictor:
+    """Fit on [N, F] features with wrong [N] (1 = the decision was wrong): `members` MLPs, each with its own
+    validation share, initial weights and batch order, their logits averaged — kept as one MLP `members` × `hidden`
+    wide. Each: Adam with decoupled weight decay; the epoch kept is the one with the best AUROC on a stratified
+    `validation` share (early stopping). `inputs`: "full" (embeddings + scalars + neighbours) or "compact" (the
+    scalars and neighbour features only)."""
+    bag = [_fit_mlp(features, wrong, seed + BAG_SEED_STRIDE * m, hidden, epochs, batch, lr, weight_decay,
+                    validation, inputs) for m in range(max(1, members))]
+    if len(bag) == 1:
+        return bag[0]
+    return merged(bag, {**bag[0].info, "hidden": hidden * len(bag), "members": len(bag), "seed": seed,
+                        "epochs": [m.info["epochs"] for m in bag],
+                        "validation_auroc": round(float(np.mean([m.info["validation_auroc"] for m in bag])), 4)})
+
+
+def merged(bag: list[FailurePredictor], info: dict[str, Any]) -> FailurePredictor:
+    """MLPs of the same inputs as one: their hidden units side by side, each member's standardisation folded into
+    its first layer, the output weights divided by their number — its logit is the members' mean logit."""
+    mean = np.mean([m.mean.astype(np.float64) for m in bag], axis=0)
+    std = np.mean([m.std.astype(np.float64) for m in bag], axis=0)
+    w1, b1 = [], []
+    for m in bag:  # (x − mean_m) / std_m = (x_common · std + mean − mean_m) / std_m, x_common = (x − mean) / std
+        scale = std / m.std.astype(np.float64)
+        w1.append(scale[:, None] * m.w1.astype(np.float64))
+        b1.append(m.b1.astype(np.float64) + ((mean - m.mean) / m.std) @ m.w1.astype(np.float64))
+    w2 = np.concatenate([m.w2.astype(np.float64) for m in bag]) / len(bag)
+    return FailurePredictor(mean.astype(np.float32), std.astype(np.float32),
+                            np.concatenate(w1, axis=1).astype(np.float32), np.concatenate(b1).astype(np.float32),
+                            w2.astype(np.float32), float(np.mean([m.b2 for m in bag])), info)
+
+
+def _fit_mlp(features: np.ndarray, wrong: np.ndarray, seed: int, hidden: int, epochs: int, batch: int, lr: float,
+             weight_decay: float, validation: float, inputs: str) -> FailurePredictor:
+    """One MLP of fit_failure_predictor's bag."""
     if inputs not in ("full", "compact"):
         raise ValueError(f"inputs must be full or compact, not {inputs!r}")
     features = np.atleast_2d(features)[:, -len(TAIL):] if inputs == "compact" else features
@@ -82,10 +116,13 @@ def fit_failure_predictor(features: np.ndarray, wrong: np.ndarray, seed: int = 0
     train = ~val
     mean = x_all[train].mean(axis=0)
     std = np.maximum(x_all[train].std(axis=0), 1e-6)
-    x = (x_all - mean) / std
+    # float32 from here: the products are most of a fit's time, and float32 halves them (a bag fits several)
+    x = ((x_all - mean) / std).astype(np.float32)
     f = x.shape[1]
-    params = {"w1": rng.standard_normal((f, hidden)) * math.sqrt(1.0 / f), "b1": np.zeros(hidden),
-              "w2": rng.standard_normal(hidden) * math.sqrt(1.0 / hidden), "b2": np.zeros(1)}
+    params = {"w1": (rng.standard_normal((f, hidden)) * math.sqrt(1.0 / f)).astype(np.float32),
+              "b1": np.zeros(hidden, np.float32),
+              "w2": (rng.standard_normal(hidden) * math.sqrt(1.0 / hidden)).astype(np.float32),
+              "b2": np.zeros(1, np.float32)}
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v = {k: np.zeros_like(val_) for k, val_ in params.items()}
     beta1, beta2, step = 0.9, 0.999, 0

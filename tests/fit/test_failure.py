@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from edge.fit.failure import (
+    BAG_MEMBERS,
     cross_fit_failure,
     fit_failure_predictor,
     fit_msp_predictor,
     fit_ood,
     forward_backward,
+    merged,
     vilu_weight,
     weighted_bce,
 )
@@ -96,12 +98,29 @@ def test_it_learns_which_decisions_fail_and_survives_a_round_trip(tmp_path) -> N
     train, test = slice(0, 900), slice(900, None)
     model = fit_failure_predictor(x[train], wrong[train], seed=0)
     assert auroc(wrong[test], model.predict(x[test])) > 0.8
-    assert model.info["rows"] == 900 and 1 <= model.info["epochs"] <= 150
+    assert model.info["rows"] == 900 and model.info["members"] == BAG_MEMBERS > 1
+    assert len(model.info["epochs"]) == BAG_MEMBERS and all(1 <= e <= 150 for e in model.info["epochs"])
     model.save(tmp_path / "f.npz")
     again = FailurePredictor.load(tmp_path / "f.npz")
     np.testing.assert_allclose(again.predict(x[test]), model.predict(x[test]), rtol=1e-6)
     oof = cross_fit_failure(x[train], wrong[train], folds=3, epochs=30)
     assert oof.shape == (900,) and auroc(wrong[train], oof) > 0.7
+
+
+def test_a_bag_of_mlps_is_one_mlp_whose_logit_is_the_members_mean() -> None:
+    """Each member standardises with its own training share's statistics; the bag, kept as one wider MLP, gives
+    exactly the members' mean logit. Members differ (their own validation share, weights and batch order), and
+    the first is the single MLP the same seed fits."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((400, 6)) * [1.0, 3.0, 0.2, 1.0, 5.0, 1.0] + [0.0, 2.0, -1.0, 0.0, 10.0, 0.0]
+    wrong = (rng.random(400) < 1 / (1 + np.exp(-(x[:, 1] - 2.0)))).astype(int)
+    members = [fit_failure_predictor(x, wrong, seed=7 + 1000 * m, epochs=20, members=1) for m in range(3)]
+    bag = fit_failure_predictor(x, wrong, seed=7, epochs=20, members=3)
+    logits = np.array([m.logit(x) for m in members])
+    assert np.ptp(logits, axis=0).max() > 0.05  # the members are not copies of one another
+    np.testing.assert_allclose(bag.logit(x), logits.mean(axis=0), atol=1e-4)
+    assert bag.w1.shape == (6, 3 * 64) and bag.info["members"] == 3
+    np.testing.assert_allclose(merged(members[:1], {}).logit(x), logits[0], atol=1e-4)
 
 
 def test_baselines_rank_by_closeness_to_the_decision_boundary() -> None:
