@@ -119,10 +119,11 @@ def _fit_mlp(features: np.ndarray, wrong: np.ndarray, seed: int, hidden: int, ep
     # float32 from here: the products are most of a fit's time, and float32 halves them (a bag fits several)
     x = ((x_all - mean) / std).astype(np.float32)
     f = x.shape[1]
-    params = {"w1": (rng.standard_normal((f, hidden)) * math.sqrt(1.0 / f)).astype(np.float32),
-              "b1": np.zeros(hidden, np.float32),
-              "w2": (rng.standard_normal(hidden) * math.sqrt(1.0 / hidden)).astype(np.float32),
-              "b2": np.zeros(1, np.float32)}
+    params: dict[str, np.ndarray] = {
+        "w1": (rng.standard_normal((f, hidden)) * math.sqrt(1.0 / f)).astype(np.float32),
+        "b1": np.zeros(hidden, np.float32),
+        "w2": (rng.standard_normal(hidden) * math.sqrt(1.0 / hidden)).astype(np.float32),
+        "b2": np.zeros(1, np.float32)}
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v = {k: np.zeros_like(val_) for k, val_ in params.items()}
     beta1, beta2, step = 0.9, 0.999, 0
