@@ -49,8 +49,8 @@ MAX_GOOD_FOR_LINE = 60  # reviewed good frames the line model learns from (and g
 # the rest of its examples; and each holds its tower grids, mask and grey image while train runs (~1 MB at 250 px,
 # ~11 MB at 5 MP), which months of boxes must not multiply
 MAX_BOXED_FOR_LINE = 100
-# reviewed frames a version's rows keep, the latest: refitting the head and the failure predictor takes ~17 ms a row
-# on 2 cores (3 min at 10,000), and a line's reviews grow every day; calibrate's own rows always stay
+# reviewed frames a version's rows keep, the latest: refitting the head and the failure predictor takes ~40 ms a row
+# on 2 cores (6.5 min at 10,000), and a line's reviews grow every day; calibrate's own rows always stay
 MAX_REVIEWS_IN_ROWS = 10_000
 BOX_REPEAT = 4  # an operator's box is worth several synthetic defects
 RETRAIN_EPOCHS = 15
