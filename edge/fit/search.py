@@ -69,6 +69,8 @@ def fragile_patches(grid: np.ndarray, bank: np.ndarray, basis: np.ndarray) -> in
     full, similar = search_candidates(flat, bank, basis, bank @ basis.T, SEARCH_CANDIDATES + 1)
     if full.shape[1] <= SEARCH_CANDIDATES:  # every bank patch is a candidate: nothing is left out
         return 0
+    order = np.argsort(-similar, axis=1, kind="stable")  # most similar on the axes first
+    full, similar = np.take_along_axis(full, order, axis=1), np.take_along_axis(similar, order, axis=1)
     last = SEARCH_CANDIDATES - 1
     kept = full[:, :SEARCH_CANDIDATES].max(axis=1)
     swapped = np.maximum(full[:, :last].max(axis=1, initial=-np.inf), full[:, SEARCH_CANDIDATES])

@@ -74,12 +74,10 @@ def few_shot_scores(patches: np.ndarray, bank: np.ndarray, basis: np.ndarray | N
 def search_candidates(patches: np.ndarray, bank: np.ndarray, basis: np.ndarray, projected: np.ndarray,
                       count: int = SEARCH_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
     """For patches [n, D]: the full cosines [n, c] of the `count` bank patches most similar on `basis`'s axes
-    (`projected` = bank @ basis.T), in order of that similarity, and those similarities [n, c]; c = min(count, M)."""
+    (`projected` = bank @ basis.T), and those similarities [n, c] in the same (unsorted) order; c = min(count, M)."""
     approx = (patches @ basis.T) @ projected.T
     c = min(count, approx.shape[1])
     top = np.argpartition(approx, approx.shape[1] - c, axis=1)[:, -c:]
-    order = np.argsort(-np.take_along_axis(approx, top, axis=1), axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)
     return np.einsum("nd,ncd->nc", patches, bank[top]), np.take_along_axis(approx, top, axis=1)
 
 
