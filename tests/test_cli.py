@@ -105,6 +105,12 @@ def test_the_choices_summary_names_the_loser_and_its_figure() -> None:
                                   "region_f1_anomaly_map": 0.82})
     assert "the classifier head's out-of-fold 0.800 is not better" in fused_wins[0]
     assert fused_wins[1].startswith("regions: from the anomaly map (region F1 0.820; the line model's 0.810")
+    added = choices_summary({"region_source": "line model", "region_f1_line_model": 0.85, "region_f1_anomaly_map": 0.5,
+                             "region_map_weight": 4.0,
+                             "region_pixel_auroc_by_map_weight": {"0": 0.931, "2": 0.95, "4": 0.962}})
+    assert added[1] == ("regions: from the line model plus 4 × the anomaly map (pixel AUROC 0.962 against the line "
+                        "model's alone 0.931) (region F1 0.850 against the anomaly map's 0.500 on held-out pasted "
+                        "defects)")
     one_grid = choices_summary({"region_source": "map (the pack gives one patch grid)"})
     assert one_grid[1] == "regions: from the anomaly map: the pack gives one patch grid"
     relative = choices_summary({"region_source": "line model", "region_f1_line_model": 0.875,

@@ -132,8 +132,11 @@ def choices_summary(metrics: dict[str, Any]) -> list[str]:
                      f"frames (its threshold fit on them); the classifier head's out-of-fold {head:.3f} is not better")
     source = metrics.get("region_source")
     if source == "line model":
-        lines.append(f"regions: from the line model (region F1 {metrics['region_f1_line_model']:.3f} against the "
-                     f"anomaly map's {metrics['region_f1_anomaly_map']:.3f} on held-out pasted defects)")
+        weight, by_weight = metrics.get("region_map_weight"), metrics.get("region_pixel_auroc_by_map_weight") or {}
+        added = (f" plus {weight:g} × the anomaly map (pixel AUROC {by_weight[f'{weight:g}']:.3f} against the line "
+                 f"model's alone {by_weight['0']:.3f})" if weight and f"{weight:g}" in by_weight else "")
+        lines.append(f"regions: from the line model{added} (region F1 {metrics['region_f1_line_model']:.3f} against "
+                     f"the anomaly map's {metrics['region_f1_anomaly_map']:.3f} on held-out pasted defects)")
     elif source == "map" and "region_f1_line_model" in metrics:
         lines.append(f"regions: from the anomaly map (region F1 {metrics['region_f1_anomaly_map']:.3f}; the line "
                      f"model's {metrics['region_f1_line_model']:.3f} is not 0.02 better)")

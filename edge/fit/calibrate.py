@@ -279,7 +279,7 @@ def _pasted_defects(files: list[Path], folds: np.ndarray, fold_banks: list[dict[
             raw = raw_scores(emb, fold_banks[fold], text.class_embeddings, scale, fold_bases[fold])
             out.append(PastedDefect(smooth(combine(raw, profile.patch_stats, profile.weights)), defect.mask,
                                     image.shape[1], image.shape[0], _tower(emb), source=i,
-                                    image=grey(defect.image)))
+                                    image=grey(defect.image), kind=kind))
     return out
 
 

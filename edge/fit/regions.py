@@ -40,6 +40,7 @@ class PastedDefect:
     tower: tuple[np.ndarray, np.ndarray] | None = None  # float16 patch grids (s8, s16), for the line model
     source: int = -1  # which good image it was pasted on (defects of one image stay on one side of a split)
     image: np.ndarray | None = None  # the frame with the defect in it (grey levels), for a contrast cut's boxes
+    kind: str = ""  # the synthetic recipe (edge.fit.synthetic.FIT_KINDS); "" for an operator's box
 
 
 def region_scores(defects: list[PastedDefect], threshold: float, peak_fraction: float | None,

@@ -156,11 +156,12 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
     images = [bgr for bgr, _ in reviewed.good]
     pasted = []
     for i, bgr in enumerate(images):
-        defect = fit_defect(bgr, images[(i + 1) % len(images)], FIT_KINDS[i % len(FIT_KINDS)], rng)
+        kind = FIT_KINDS[i % len(FIT_KINDS)]
+        defect = fit_defect(bgr, images[(i + 1) % len(images)], kind, rng)
         outputs = inspector.image_encoder.run(inspector.image_encoder.preprocess(defect.image)[None])
         anomaly_map = inspector.graph.run(outputs)["anomaly_map"][0]
         pasted.append(PastedDefect(anomaly_map, defect.mask, bgr.shape[1], bgr.shape[0], tower_grids(outputs),
-                                   image=grey(defect.image)))
+                                   image=grey(defect.image), kind=kind))
     good = [sample for _, sample in reviewed.good]
     truth = [d for _, d in reviewed.boxed] + pasted  # the defects a cut is refitted on
     if profile.line_model is not None:
@@ -175,9 +176,11 @@ def refit_localiser(profile: LineProfile, inspector: Inspector, reviewed: Review
         if len(truth) < MIN_PASTED:  # too few to fit on: the cut fitted on more stays
             return {**measured, "region_source": f"line model ({_cut_kept(len(reviewed.boxed), len(pasted))})"}
         # the operator's boxes are where the line's defects are: the cut is fitted to them (and the pasted)
-        logits = patch_logits(model, line_samples(truth))
-        fitted = fit_region_cut(as_line(truth, logits), LINE_LEVELS)
-        profile.region_cut = fitted.cut("line")
+        # on the map the cut reads: the logits plus the anomaly map as calibrate weighed it
+        cut = profile.region_cut
+        maps = cut.line_region_map(patch_logits(model, line_samples(truth)), np.stack([d.anomaly_map for d in truth]))
+        fitted = fit_region_cut(as_line(truth, maps), LINE_LEVELS)
+        profile.region_cut = replace(fitted.cut("line"), map_weight=cut.map_weight, map_level=cut.map_level)
         measured.update(fitted.measured)
         return measured
     if len(truth) < MIN_PASTED:  # too few to compare on: calibrate's cut stays

@@ -165,7 +165,7 @@ class Inspector:
         # the frame's own map), each with class, place, size and best description. The patch grid is laid out
         # channels last only here.
         cut = profile.region_cut or RegionCut("map", profile.anomaly_threshold, None)
-        region_map = grounded["line_map"][i] if cut.source == "line" else anomaly_map
+        region_map = cut.line_region_map(grounded["line_map"][i], anomaly_map) if cut.source == "line" else anomaly_map
         regions: list[Region] = []
         if is_defect:
             regions = find_regions(region_map, cut.threshold, channels_last(outputs[1][i]), width, height, text,

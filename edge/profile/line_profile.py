@@ -37,7 +37,8 @@ class RegionCut:
     from its map's peak to its mean (edge.grounding.regions.defect_regions); with `contrast`, each box is drawn
     around the frame's pixels that stand out from its surroundings by that many robust standard deviations, and
     with `grow` as well the pixels joined to them on their side of the surroundings by more than `grow`
-    (edge.grounding.regions.contrast_box)."""
+    (edge.grounding.regions.contrast_box). With `map_weight`, the `line` source is the line model's logit plus that
+    many times the anomaly map's excess over `map_level` (its calibrated threshold), as `line_region_map` adds them."""
 
     source: str
     threshold: float
@@ -45,10 +46,19 @@ class RegionCut:
     relative: float | None = None
     contrast: float | None = None
     grow: float | None = None
+    map_weight: float = 0.0
+    map_level: float = 0.0
+
+    def line_region_map(self, line_map: np.ndarray, anomaly_map: np.ndarray) -> np.ndarray:
+        """The map a `line` cut's regions come from, given a frame's line-model logits and anomaly map."""
+        if not self.map_weight:
+            return line_map
+        return line_map + self.map_weight * (anomaly_map - self.map_level)
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "threshold": self.threshold, "peak_fraction": self.peak_fraction,
-                "relative": self.relative, "contrast": self.contrast, "grow": self.grow}
+                "relative": self.relative, "contrast": self.contrast, "grow": self.grow,
+                "map_weight": self.map_weight, "map_level": self.map_level}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegionCut:
@@ -63,9 +73,12 @@ class RegionCut:
         grow = data.get("grow")  # nor do those made before the parts grew
         if grow is not None and (contrast is None or not 0 < float(grow) < float(contrast)):
             raise ValueError(f"region_cut grow {grow!r} is not between 0 and the contrast {contrast!r}")
+        weight = float(data.get("map_weight") or 0.0)  # nor do those made before the map was added to the logit
+        if not (np.isfinite(weight) and weight >= 0):
+            raise ValueError(f"region_cut map_weight {weight!r} is not a finite non-negative number")
         return cls(str(data["source"]), float(data["threshold"]), None if fraction is None else float(fraction),
                    None if relative is None else float(relative), None if contrast is None else float(contrast),
-                   None if grow is None else float(grow))
+                   None if grow is None else float(grow), weight, float(data.get("map_level") or 0.0))
 
 
 @dataclass
