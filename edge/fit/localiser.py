@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.fit.line_model import LineModel, LineSample, patch_logits, patch_targets, train_line_model
+from edge.fit.line_model import EPOCHS, LineModel, LineSample, patch_logits, patch_targets, train_line_model
 from edge.fit.regions import PastedDefect, fit_region_cut, map_thresholds
 from edge.profile.line_profile import RegionCut
 from edge.stats import auroc
@@ -37,6 +37,7 @@ MIN_GAIN = 0.02
 MIN_PASTED = 8
 MAP_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)  # the anomaly map's multiple added to the line model's logit
 MAP_WEIGHT_TIE = 0.001  # pixel AUROC within this of the best: the smaller multiple
+KIND_EPOCHS = EPOCHS // 2  # the models that score each kind they did not learn only choose the multiple
 PIXEL_STEP = 2  # every n-th frame pixel along each axis scores a map (as the evaluation's pixel AUROC does)
 
 
@@ -88,7 +89,7 @@ def _map_weight(truth: list[PastedDefect], samples: list[LineSample], first: lis
         return choose_map_weight(held_logits, [truth[i] for i in second], level)
     logits, defects = [], []
     for kind in kinds:
-        model = train_line_model(learnt([i for i in first if truth[i].kind != kind]), seed=seed)
+        model = train_line_model(learnt([i for i in first if truth[i].kind != kind]), seed=seed, epochs=KIND_EPOCHS)
         unlike = [i for i in second if truth[i].kind == kind]
         logits.append(patch_logits(model, [samples[i] for i in unlike]))
         defects += [truth[i] for i in unlike]

@@ -62,7 +62,7 @@ def test_the_multiple_is_chosen_on_defects_of_kinds_the_scoring_model_did_not_le
     learnt: dict[int, set[str]] = {}
     scored: list[tuple[set[str], list[str]]] = []
 
-    def train(samples: list[LineSample], seed: int = 0) -> object:
+    def train(samples: list[LineSample], seed: int = 0, epochs: int = 30) -> object:
         model = object()
         learnt[id(model)] = {kind_of[id(s.anomaly_map)] for s in samples if id(s.anomaly_map) in kind_of}
         return model
