@@ -58,8 +58,10 @@ def choose_map_weight(logits: np.ndarray, defects: Sequence[PastedDefect], level
     and the pixel AUROC of each multiple of MAP_WEIGHTS."""
     maps = np.stack([d.anomaly_map for d in defects])
     table = {f"{w:g}": round(pixel_auroc(logits + w * (maps - level), defects), 4) for w in MAP_WEIGHTS}
-    best = max(table.values())
-    return next(w for w in MAP_WEIGHTS if table[f"{w:g}"] >= best - MAP_WEIGHT_TIE), table
+    measured = [v for v in table.values() if np.isfinite(v)]
+    if not measured:  # no defect pixel left on the sampled grid (defects smaller than PIXEL_STEP): the logit alone
+        return 0.0, table
+    return next(w for w in MAP_WEIGHTS if table[f"{w:g}"] >= max(measured) - MAP_WEIGHT_TIE), table
 
 
 def line_samples(pasted: list[PastedDefect]) -> list[LineSample]:

@@ -76,6 +76,8 @@ class RegionCut:
         weight = float(data.get("map_weight") or 0.0)  # nor do those made before the map was added to the logit
         if not (np.isfinite(weight) and weight >= 0):
             raise ValueError(f"region_cut map_weight {weight!r} is not a finite non-negative number")
+        if not np.isfinite(float(data.get("map_level") or 0.0)):
+            raise ValueError(f"region_cut map_level {data.get('map_level')!r} is not a finite number")
         return cls(str(data["source"]), float(data["threshold"]), None if fraction is None else float(fraction),
                    None if relative is None else float(relative), None if contrast is None else float(contrast),
                    None if grow is None else float(grow), weight, float(data.get("map_level") or 0.0))

@@ -38,6 +38,15 @@ def test_a_line_model_that_misses_half_the_defects_gets_the_anomaly_map_added() 
     assert round(pixel_auroc(logits + weight * (maps - 2.0), defects), 4) == table[f"{weight:g}"]
 
 
+def test_defects_too_small_for_the_sampled_pixels_leave_the_logit_alone() -> None:
+    defects, logits, _ = _defects(np.random.default_rng(4), 3)
+    dots = [replace(d, mask=np.zeros_like(d.mask)) for d in defects]
+    for d in dots:
+        d.mask[1, 1] = True  # off the every-other-pixel grid the pixel AUROC reads
+    weight, table = choose_map_weight(logits, dots, level=2.0)
+    assert weight == 0.0 and all(np.isnan(v) for v in table.values())
+
+
 def test_a_line_model_that_finds_every_defect_keeps_its_logit_alone() -> None:
     defects, logits, _ = _defects(np.random.default_rng(2), 20)
     weight, table = choose_map_weight(logits, defects, level=2.0)

@@ -31,3 +31,5 @@ def test_a_line_cut_adds_the_anomaly_map_it_was_fit_with_and_one_from_before_rea
     assert (RegionCut.from_dict(before).line_region_map(logit, anomaly) == logit).all()
     with pytest.raises(ValueError, match="map_weight"):
         RegionCut.from_dict({**cut.as_dict(), "map_weight": -1.0})
+    with pytest.raises(ValueError, match="map_level"):
+        RegionCut.from_dict({**cut.as_dict(), "map_level": float("nan")})
