@@ -29,7 +29,7 @@ import numpy as np
 
 from edge.fit.line_model import EPOCHS, LineModel, LineSample, patch_logits, patch_targets, train_line_model
 from edge.fit.regions import PastedDefect, fit_region_cut, map_thresholds
-from edge.profile.line_profile import RegionCut
+from edge.profile.line_profile import RegionCut, line_map_with_anomaly
 from edge.stats import auroc
 
 LINE_LEVELS = (0.0, -1.0, 1.0, 2.0, 3.0)  # the line model's logit (0: even odds), the first the default
@@ -57,7 +57,8 @@ def choose_map_weight(logits: np.ndarray, defects: Sequence[PastedDefect], level
     sum ranks the defects' pixels best (`pixel_auroc`; within MAP_WEIGHT_TIE of the best, the smaller multiple),
     and the pixel AUROC of each multiple of MAP_WEIGHTS."""
     maps = np.stack([d.anomaly_map for d in defects])
-    table = {f"{w:g}": round(pixel_auroc(logits + w * (maps - level), defects), 4) for w in MAP_WEIGHTS}
+    table = {f"{w:g}": round(pixel_auroc(line_map_with_anomaly(logits, maps, w, level), defects), 4)
+             for w in MAP_WEIGHTS}
     measured = [v for v in table.values() if np.isfinite(v)]
     if not measured:  # no defect pixel left on the sampled grid (defects smaller than PIXEL_STEP): the logit alone
         return 0.0, table
@@ -127,8 +128,8 @@ def fit_localiser(pasted: list[PastedDefect], clean: list[LineSample], map_thres
     held_truth = [truth[i] for i in second]
     held_logits = patch_logits(half, [samples[i] for i in second])
     weight, by_weight = _map_weight(truth, samples, first, second, learnt, held_logits, map_threshold, seed)
-    combined = RegionCut("line", 0.0, None, map_weight=weight, map_level=map_threshold)
-    line_maps = combined.line_region_map(held_logits, np.stack([d.anomaly_map for d in held_truth]))
+    line_maps = line_map_with_anomaly(held_logits, np.stack([d.anomaly_map for d in held_truth]), weight,
+                                      map_threshold)
     line_cut = fit_region_cut(as_line(held_truth, line_maps), LINE_LEVELS)
     map_cut = fit_region_cut(held_truth, map_thresholds(map_threshold))
     line_f1, map_f1 = float(line_cut.measured["region_cut_f1"]), float(map_cut.measured["region_cut_f1"])  # type: ignore

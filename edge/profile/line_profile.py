@@ -29,6 +29,15 @@ class ProfileError(RuntimeError):
     """A line profile that cannot be used; one line naming the profile and the problem."""
 
 
+def line_map_with_anomaly(line_map: np.ndarray, anomaly_map: np.ndarray, weight: float, level: float
+                          ) -> np.ndarray:
+    """A line model's logits plus `weight` times the anomaly map's excess over `level` (RegionCut.map_weight,
+    .map_level); the logits themselves at weight 0."""
+    if not weight:
+        return line_map
+    return line_map + weight * (anomaly_map - level)
+
+
 @dataclass(frozen=True)
 class RegionCut:
     """How the line's regions are cut: from which map (`map`: the anomaly map, in good-image standard deviations;
@@ -51,9 +60,7 @@ class RegionCut:
 
     def line_region_map(self, line_map: np.ndarray, anomaly_map: np.ndarray) -> np.ndarray:
         """The map a `line` cut's regions come from, given a frame's line-model logits and anomaly map."""
-        if not self.map_weight:
-            return line_map
-        return line_map + self.map_weight * (anomaly_map - self.map_level)
+        return line_map_with_anomaly(line_map, anomaly_map, self.map_weight, self.map_level)
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "threshold": self.threshold, "peak_fraction": self.peak_fraction,
@@ -74,13 +81,14 @@ class RegionCut:
         if grow is not None and (contrast is None or not 0 < float(grow) < float(contrast)):
             raise ValueError(f"region_cut grow {grow!r} is not between 0 and the contrast {contrast!r}")
         weight = float(data.get("map_weight") or 0.0)  # nor do those made before the map was added to the logit
+        level = float(data.get("map_level") or 0.0)
         if not (np.isfinite(weight) and weight >= 0):
             raise ValueError(f"region_cut map_weight {weight!r} is not a finite non-negative number")
-        if not np.isfinite(float(data.get("map_level") or 0.0)):
-            raise ValueError(f"region_cut map_level {data.get('map_level')!r} is not a finite number")
+        if not np.isfinite(level):
+            raise ValueError(f"region_cut map_level {level!r} is not a finite number")
         return cls(str(data["source"]), float(data["threshold"]), None if fraction is None else float(fraction),
                    None if relative is None else float(relative), None if contrast is None else float(contrast),
-                   None if grow is None else float(grow), weight, float(data.get("map_level") or 0.0))
+                   None if grow is None else float(grow), weight, level)
 
 
 @dataclass
