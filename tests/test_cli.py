@@ -129,6 +129,12 @@ def test_the_choices_summary_names_the_loser_and_its_figure() -> None:
                           "full search on bank images it was built without); stride 16 in all (no subspace tried "
                           "reproduced it: best 0.985)")
     assert not any(x.startswith("search:") for x in choices_summary({"region_source": "map"}))
+    suspects = [{"frame": "review:41", "label": "good", "margin": 6.25},
+                {"frame": "line/defects/b.png", "label": "defect", "margin": 3.0}]
+    (check,) = [x for x in choices_summary({"label_suspects": suspects}) if x.startswith("labels to check")]
+    assert "review:41 (labelled good, decided defect by 6.2)" in check
+    assert "line/defects/b.png (labelled defect, decided good by 3.0)" in check and "2 in the version's" in check
+    assert not any(x.startswith("labels to check") for x in choices_summary({"label_suspects": []}))
 
 
 def test_a_routing_that_vouches_for_nothing_says_how_far_the_labelled_frames_got() -> None:

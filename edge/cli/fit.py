@@ -152,6 +152,14 @@ def choices_summary(metrics: dict[str, Any]) -> list[str]:
         lines.append(f"line model: {metrics['line_model']}")
     if "search_dims" in metrics:
         lines.append(_search_summary(metrics["search_dims"], metrics.get("search_agreement") or {}))
+    suspects = metrics.get("label_suspects") or []
+    if suspects:
+        other = {"defect": "good", "good": "defect"}
+        named = "; ".join(f"{s['frame']} (labelled {s['label']}, decided {other[s['label']]} by {s['margin']:.1f})"
+                          for s in suspects[:3])
+        lines.append(f"labels to check: the labelled frames decided against their labels most surely out of fold, "
+                     f"where a wrong label is likeliest — {named}; {len(suspects)} in the version's metrics "
+                     f"(label_suspects)")
     unreadable = metrics.get("unreadable_images") or []
     if unreadable:
         lines.append(f"skipped {len(unreadable)} unreadable image(s), first {unreadable[0]} (the log names each)")

@@ -242,7 +242,9 @@ def calibrate(pack: ModelPack, vocabulary: Vocabulary, good: list[Path], line_id
         profile.line_model = line.state_arrays() if line is not None else None
         metrics.update(measured)
     # thresholds, classifier head, failure predictor, routing threshold and OoD detector from the labelled rows
-    fitted = refit(profile, rows, text, scale, pack.embedding_dim, routing, seed=seed, fit_classifier=fit_classifier)
+    read = [str(p) for p in other_good + (defects or []) if str(p) not in unreadable]  # the rows' files, in order
+    fitted = refit(profile, rows, text, scale, pack.embedding_dim, routing, seed=seed, fit_classifier=fit_classifier,
+                   row_names=[str(p) for p in bank_read] + read)
     if "fused_balanced_accuracy" in fitted:
         fitted["holdout_balanced_accuracy"] = fitted["fused_balanced_accuracy"]
     metrics.update(fitted)

@@ -243,7 +243,11 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     rows = _latest_rows(rows, latest, in_station)
     left_out = len(in_station - latest)  # reviews in the station too old for this version's rows
     spec = routing or replace(routing_of(current), **dict(routing_changes or {}))
-    fitted = refit(profile, rows, inspector.text_bank, pack.logit_scale, pack.embedding_dim, spec, seed=seed)
+    # a reviewed row is named by its console item, where its answer can be looked at and given again
+    items = {_source(item): item.item_id for item in reviewed}
+    names = [f"console item {items[s]} ({s})" if s in items else s for s in rows.sources]
+    fitted = refit(profile, rows, inspector.text_bank, pack.logit_scale, pack.embedding_dim, spec, seed=seed,
+                   row_names=names)
     profile.rows = rows
     fitted.update(refit_localiser(profile, inspector, from_reviews, seed))
     assert current.graph is not None  # the Inspector above refuses a version without one

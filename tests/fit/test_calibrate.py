@@ -98,3 +98,16 @@ def test_coreset_keeps_outliers_and_has_the_asked_size() -> None:
     picked = coreset(feats, 20)
     assert picked.shape == (20, 8)
     assert any(np.allclose(row, 10.0) for row in picked)
+
+
+def test_defects_slipped_into_the_good_folder_are_the_first_labels_to_check(tmp_path: Path) -> None:
+    """Two defect images among 50 good ones, 50 defects labelled as such: calibrate's list of labels to check names
+    the two files first — the line engineer's way to a wrong label before it teaches the head."""
+    calib = textile_split("calib")
+    good = [p for p, label in calib if label == "nominal"][:50]
+    bad = [p for p, label in calib if label != "nominal"][:52]
+    profile = calibrate(load_pack(default_pack_dir()), load_vocabulary(), good + bad[50:], "line-1", tmp_path,
+                        defects=bad[:50], provider="cpu", region_defects=0)
+    suspects = profile.metrics["label_suspects"]
+    assert {s["frame"] for s in suspects[:2]} == {str(p) for p in bad[50:]}
+    assert all(s["label"] == "good" for s in suspects[:2])

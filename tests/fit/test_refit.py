@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.fit.refit import RoutingSpec, refit, routing_of
+from edge.fit.refit import LABEL_SUSPECTS, RoutingSpec, label_suspects, refit, routing_of
 from edge.inspect.assess import assess_rows, decision_margins, split_rows
 from edge.profile.line_profile import LineProfile
 from edge.profile.rows import LabelledRows
@@ -155,3 +155,29 @@ def test_rows_split_into_their_parts() -> None:
     assert parts.g.shape == (5, DIM) and len(parts.pooled) == 2 and parts.map_stats.shape == (5, 3)
     with pytest.raises(ValueError, match="do not fit"):
         split_rows(rows[:, :-1], DIM)
+
+
+def test_the_labels_to_check_are_the_flipped_ones() -> None:
+    """Five clear frames labelled the other way: out of fold the line decides them against their labels, surer
+    than any frame of the noisy band, and lists them first by the names it was given."""
+    rows = _rows(600, 3)
+    y = rows.labels
+    clear = np.flatnonzero(np.abs(rows.features[:, :DIM // 2].sum(axis=1)) > 1.4)[:5]
+    y[clear] = 1 - y[clear]
+    names = [f"review:{i}" for i in range(len(rows))]
+    metrics = refit(_profile(), rows, _text(), 10.0, DIM, row_names=names)
+    listed = [s["frame"] for s in metrics["label_suspects"]]
+    assert len(listed) == LABEL_SUSPECTS and set(listed[:5]) == {f"review:{i}" for i in clear}
+    first = metrics["label_suspects"][0]
+    assert first["label"] == ("defect" if y[int(first["frame"].split(":")[1])] else "good") and first["margin"] > 0
+    with pytest.raises(ValueError, match="row names"):
+        refit(_profile(), rows, _text(), 10.0, DIM, row_names=names[:-1])
+
+
+def test_label_suspects_lists_only_contradicted_labels_surest_first() -> None:
+    z = np.array([3.0, -2.0, 0.5, -4.0, 1.0])
+    labels = np.array([0, 1, 1, 0, 0])
+    got = label_suspects(z, labels, ["a", "", "c", "d", "e"])
+    assert [s["frame"] for s in got] == ["a", "calibration row 1", "e"]
+    assert [s["margin"] for s in got] == [3.0, 2.0, 1.0] and [s["label"] for s in got] == ["good", "defect", "good"]
+    assert label_suspects(z, labels, ["a", "b", "c", "d", "e"], limit=1)[0]["frame"] == "a"

@@ -186,3 +186,26 @@ def test_a_version_s_rows_keep_calibrate_s_and_the_latest_reviews(tmp_path: Path
     after_retention = train.train_profile(pack, tmp_path / "profile", defects[4:], provider="cpu")
     assert after_retention.rows is not None and after_retention.rows.sources == first.rows.sources
     assert after_retention.metrics["reviews_left_out"] == 0
+
+
+def test_a_review_the_line_contradicts_is_named_by_its_console_item(tmp_path: Path, calibrated_profile: Path) -> None:
+    """An operator answers a clear texture defect "good": the training lists that review first among the labels to
+    check, by the console item where its answer can be given again."""
+    import dataclasses
+
+    from edge.bench.fit import reviewed_textile
+    from edge.fit.train import train_profile
+    from edge.vlm.pack import load_pack
+    from tests.conftest import PACK
+
+    shutil.copytree(calibrated_profile, tmp_path / "profile")
+    every = reviewed_textile(400)
+    reviews = [r for r in every if r.is_good][:30] + [r for r in every if r.final_verdict == "spot"][:10] + [
+        r for r in every if r.final_verdict == "texture"][:10]
+    slip = len(reviews) - 10
+    reviews[slip] = dataclasses.replace(reviews[slip], final_verdict="good", defect_class=None, decision="accept")
+    trained = train_profile(load_pack(PACK), tmp_path / "profile", reviews, provider="cpu")
+    first = trained.metrics["label_suspects"][0]
+    assert first == {"frame": f"console item {reviews[slip].item_id} (review:{reviews[slip].frame_id})",
+                     "label": "good", "margin": first["margin"]} and first["margin"] > 0
+    assert not any(s["frame"].startswith("review:") for s in trained.metrics["label_suspects"])
