@@ -224,13 +224,15 @@ def train(
     alpha: AlphaOption = None,
     delta: DeltaOption = None,
     budget: BudgetOption = None,
+    recheck: Annotated[bool, typer.Option(
+        help="send the reviews among the labels to check back to the station's queue for another answer")] = False,
     verbose: bool = False,
 ) -> None:
     """Retrain the line profile from the station's reviewed frames: a new version the daemon picks up by itself.
     It routes as the current version does unless --policy, --alpha, --delta or --budget say otherwise."""
     setup_cli_logging(verbose)
     from edge.fit.train import train_profile
-    from edge.station.training_export import reviewed_frames
+    from edge.station.training_export import ask_again, reviewed_frames
     from edge.vlm.pack import load_pack
 
     changes = _routing_changes(policy, alpha, delta, budget)
@@ -254,3 +256,10 @@ def train(
     for line in choices_summary(profile.metrics):
         typer.echo(line)
     typer.echo(_routing_summary(profile.metrics))
+    if recheck:
+        try:
+            sent = ask_again(cfg.station, list(profile.metrics.get("label_suspect_items", [])), "lineside train")
+        except USER_ERRORS as exc:
+            fail(exc)
+        typer.echo(f"recheck: {len(sent)} review(s) among the labels to check sent back to the station's queue for "
+                   f"another answer{': console items ' + ', '.join(map(str, sent)) if sent else ''}")

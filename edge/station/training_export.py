@@ -40,7 +40,7 @@ from edge.station.store.records import region_of
 from edge.station.tables import STATUS_REVIEWED, ReviewItemRow, ReviewRow
 from edge.transport.reviewed import ReviewedFrame
 
-__all__ = ["ReviewedFrame", "reviewed_frames", "station_url"]
+__all__ = ["ReviewedFrame", "ask_again", "reviewed_frames", "station_url"]
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +121,13 @@ def reviewed_frames(store_or_url: Store | StationConfig | str | Path, line_id: s
         log.warning("reviewed_frames: line %s: skipped %d of %d reviewed items whose image file is missing "
                     "(first: %s)", line_id, len(missing), len(missing) + len(frames), missing[0])
     return frames
+
+
+def ask_again(store_or_url: Store | StationConfig | str | Path, item_ids: list[int], requested_by: str,
+              storage_dir: Path | str | None = None) -> list[int]:
+    """Put these reviewed items back in the station's queue for another answer (``Reviews.ask_again``); the ids
+    sent back (an item waiting already, or gone, is not)."""
+    if not item_ids:
+        return []
+    with _opened(store_or_url, storage_dir) as store:
+        return store.reviews.ask_again(item_ids, requested_by)

@@ -27,9 +27,9 @@ CLASS_SCORES = {"good": 0.6, "spot": 0.2, "texture": 0.1, "scratch": 0.05, "patc
 OPERATOR_SAYS = {"nominal": "good", "local": "spot", "global": "texture"}
 
 
-def _reviewed_station(workdir: Path, frames: Path) -> int:
+def _reviewed_station(workdir: Path, frames: Path, answered_good: frozenset[int] = frozenset()) -> int:
     """The station's SQLite file with every test frame reviewed: the daemon called them all good; the operator
-    accepted the nominal ones and relabelled the defects."""
+    accepted the nominal ones and relabelled the defects (but accepted the items `answered_good` as well)."""
     store = Store(f"sqlite:///{workdir / 'station.db'}", workdir / "images")
     try:
         batch = []
@@ -47,7 +47,7 @@ def _reviewed_station(workdir: Path, frames: Path) -> int:
         for item_id, (item, _) in enumerate(batch, 1):
             label = sorted(frames.iterdir())[item.seq].stem.split("_")[1]
             answer = OPERATOR_SAYS[label]
-            if answer == "good":
+            if answer == "good" or item_id in answered_good:
                 store.reviews.add(item_id, "accept", "ana", now=2000.0 + item_id)
             else:
                 store.reviews.add(item_id, "relabel", "ana", defect_class=answer, now=2000.0 + item_id)
@@ -209,3 +209,25 @@ def test_a_review_the_line_contradicts_is_named_by_its_console_item(tmp_path: Pa
     assert first == {"frame": f"console item {reviews[slip].item_id} (review:{reviews[slip].frame_id})",
                      "label": "good", "margin": first["margin"]} and first["margin"] > 0
     assert not any(s["frame"].startswith("review:") for s in trained.metrics["label_suspects"])
+
+
+def test_train_recheck_sends_a_contradicted_review_back_to_the_queue(tmp_path: Path, textile_images: dict[str, Path],
+                                                                     calibrated_profile: Path) -> None:
+    """A texture defect accepted as good: `lineside train --recheck` trains, names it among the labels to check and
+    puts it back in the station's queue, where the next answer replaces the wrong one."""
+    shutil.copytree(calibrated_profile, tmp_path / "profile")
+    config = line_config(tmp_path, textile_images["frames"], free_port(), free_port())
+    frames = sorted(textile_images["frames"].iterdir())
+    slip = next(i for i, p in enumerate(frames, 1) if "_global" in p.name)
+    _reviewed_station(tmp_path, textile_images["frames"], frozenset({slip}))
+    result = run_lineside("train", "--config", str(config), "--recheck")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"console item {slip} (review:" in result.stdout
+    sent = next(line for line in result.stdout.splitlines() if line.startswith("recheck:"))
+    assert str(slip) in sent.split("console items ")[1].split(", ")
+    store = Store(f"sqlite:///{tmp_path / 'station.db'}", tmp_path / "images")
+    try:
+        assert store.queue.get_item(slip).status == "pending"
+        assert [e.username for e in store.audit.recent(item_id=slip, action="recheck")] == ["lineside train"]
+    finally:
+        store.close()

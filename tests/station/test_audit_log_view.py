@@ -55,3 +55,6 @@ def test_the_admin_page_filters_by_user_and_action(store, storage_dir, make_item
         assert "accept → crack" in only_ben and "lease ×3" not in only_ben and "login" not in only_ben.split(
             'id="audit"')[1]
         assert admin.get("/api/audit", params={"action": "lease"}).json()[0]["action"] == "lease"
+        store.reviews.ask_again([1], "lineside train")
+        asked = admin.get("/admin", params={"action": "recheck"}).text.split('id="audit"')[1]
+        assert "lineside train" in asked and "accept → crack" in asked and "pending" in asked

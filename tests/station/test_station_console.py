@@ -168,3 +168,16 @@ def test_api_stats_and_health(client, three):
 def test_static_files_are_served(client):
     assert "keydown" in client.get("/static/console.js").text
     assert client.get("/static/console.css").status_code == 200
+
+
+def test_an_item_asked_again_says_what_was_answered_and_takes_a_new_answer(client, store, three):
+    client.post("/items/2/review", data={"decision": "reject"}, follow_redirects=False)
+    assert "Asked again" not in client.get("/items/2").text
+    assert store.reviews.ask_again([2], "lineside train") == [2]
+    html = client.get("/items/2").text
+    assert 'id="asked-again"' in html and "<b>reject</b> →\n      good by ana" in html
+    assert 'data-item-id="2"' in client.get("/").text, "back in the queue"
+    r = client.post("/items/2/review", data={"decision": "accept"}, follow_redirects=False)
+    assert r.status_code == 303
+    item = store.queue.get_item(2)
+    assert item.status == "reviewed" and item.latest_review.final_verdict == "crack" and len(item.reviews) == 2

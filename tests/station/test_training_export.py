@@ -10,7 +10,7 @@ import pytest
 
 from edge.config import StationConfig
 from edge.station.store import Store
-from edge.station.training_export import ReviewedFrame, reviewed_frames, station_url
+from edge.station.training_export import ReviewedFrame, ask_again, reviewed_frames, station_url
 
 
 @pytest.fixture
@@ -135,3 +135,27 @@ def test_opens_the_database_from_a_path_a_url_or_the_station_config(store: Store
     with pytest.raises(FileNotFoundError, match="does not exist"):
         reviewed_frames(missing, "line-1", storage_dir=storage_dir)
     assert not missing.exists()  # not created as an empty database
+
+
+def test_a_review_asked_again_leaves_the_export_until_it_is_answered_again(store: Store, line, tmp_path: Path):
+    """`lineside train --recheck`: a reviewed item goes back to the queue as a single item, with an audit row; the
+    export leaves it out until someone answers it again, and then carries the new answer."""
+    store.reviews.add(1, "accept", "ana", now=1000.0)
+    store.reviews.add(2, "relabel", "ana", defect_class="spot", now=1001.0)
+    sent = ask_again(store, [2, 2, 5, 99, 6], "lineside train")
+    assert sent == [2], "5 is pending, 6 never reviewed, 99 is not there: only the reviewed one goes back"
+    item = store.queue.get_item(2)
+    assert item.status == "pending" and not item.awaits_second_review and item.group_id is None
+    assert item.latest_review is not None and item.latest_review.final_verdict == "spot"
+    (audit,) = store.audit.recent(item_id=2, action="recheck")
+    assert audit.username == "lineside train" and audit.before["review"]["final_verdict"] == "spot"
+    assert audit.before["status"] == "reviewed" and audit.after == {"status": "pending"}
+    assert [f.item_id for f in reviewed_frames(store, "line-1")] == [1]
+    assert ask_again(store, [2], "lineside train") == [], "waiting already: not sent twice"
+
+    store.reviews.add(2, "accept", "ana", now=1010.0)  # the same operator may answer it: an ordinary review
+    assert store.queue.get_item(2).status == "reviewed"
+    again = {f.item_id: f for f in reviewed_frames(store, "line-1")}
+    assert again[2].final_verdict == "good" and again[2].reviewed_wall == 1010.0
+    with pytest.raises(FileNotFoundError, match="missing.db"):  # a mistyped station is an error, not a new one
+        ask_again(str(tmp_path / "missing.db"), [1], "lineside train", storage_dir=tmp_path)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from edge.station.store.db import Database
 from edge.station.tables import AuditRow
 
-ACTIONS = ("login", "login_failed", "logout", "lease", "review", "undo", "user_add", "user_disable")
+ACTIONS = ("login", "login_failed", "logout", "lease", "review", "undo", "recheck", "user_add", "user_disable")
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,26 @@ class Reviews:
             answer = _Answer(decision, reviewer, defect_class, share, comment, second_review_fraction, group_id)
             return [_record(s, row, lease, answer, now, None) for row, lease in held]
 
+    def ask_again(self, item_ids: Iterable[int], requested_by: str, now: float | None = None) -> list[int]:
+        """Put reviewed items back in the queue for another answer (pending, as single items, their reviews kept):
+        the frames whose answers the line's model contradicts most surely (`lineside train --recheck`). The next
+        answer is an ordinary review and the latest wins; until it is given the item is not in the training
+        export. Items that are not reviewed now (waiting, or gone) are left as they are. Each one sent back gets an
+        audit row (``recheck``, by ``requested_by``), in one transaction; returns their ids."""
+        now = time.time() if now is None else now
+        sent: list[int] = []
+        with self._db.session(write=True) as s:
+            for item_id in dict.fromkeys(item_ids):
+                row = s.get(ReviewItemRow, item_id)
+                if row is None or row.status != STATUS_REVIEWED or not row.reviews:
+                    continue
+                before = {"status": row.status, "review": review_json(row.reviews[-1]), "group_id": row.group_id}
+                row.status, row.group_id = STATUS_PENDING, None
+                s.flush()
+                audit_record(s, requested_by, "recheck", row.id, before, {"status": row.status}, now=now)
+                sent.append(row.id)
+        return sent
+
     def undo_last(self, username: str, minutes: float, now: float | None = None) -> int | None:
         """Take back ``username``'s most recent answer (``undo_last_answer``); the id of the (first) item it
         reopened, None when there is nothing of theirs to undo."""
