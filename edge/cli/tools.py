@@ -36,6 +36,9 @@ def eval_(
     loop: Annotated[bool, typer.Option(help="also the active-learning simulation on ELPV (reviews retrain the "
                                             "profile; coverage and workload per round)")] = False,
     loop_every: Annotated[int, typer.Option(help="--loop: retrain after this many reviews")] = 200,
+    operator_error: Annotated[float, typer.Option(
+        help="--loop: also the loop with an operator who answers this share of frames wrong, as answered and with "
+             "the labels to check answered again (train --recheck)")] = 0.0,
     bank_size: Annotated[int | None, typer.Option(help="memory-bank coreset size at stride 8 (stride 16 gets half; "
                                                        "default 2048) — the coreset ablation")] = None,
     search_subspace: Annotated[bool, typer.Option(help="profiles calibrated with --search-subspace (the few-shot "
@@ -54,16 +57,19 @@ def eval_(
     try:
         if loop and "elpv" not in datasets:
             raise ValueError("--loop replays ELPV: use --dataset elpv or all")
+        if not 0.0 <= operator_error < 0.5 or (operator_error and not loop):
+            raise ValueError(f"--operator-error is a share of wrong answers in [0, 0.5) and needs --loop, got "
+                             f"{operator_error}")
         banks = None if bank_size is None else {8: bank_size, 16: max(1, bank_size // 2)}
         if seeds:
             report = run_seeds(load_pack(pack or default_pack_dir()), datasets, out,
                                [int(s) for s in seeds.split(",") if s.strip()], quick=quick,
                                progress=progress.lines, loop=loop, loop_every=loop_every, bank_size=banks,
-                               search_subspace=search_subspace)
+                               search_subspace=search_subspace, operator_error=operator_error)
         else:
             report = run_eval(load_pack(pack or default_pack_dir()), datasets, out, quick=quick, seed=seed,
                               progress=progress.lines, loop=loop, loop_every=loop_every, bank_size=banks,
-                              search_subspace=search_subspace)
+                              search_subspace=search_subspace, operator_error=operator_error)
     except (*USER_ERRORS, ValueError) as exc:
         fail(exc)
     typer.echo((out / "report.md").read_text())

@@ -125,6 +125,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += [f"| {name} | " + " | ".join(f"{r[k]:.4f}" if k in r else "—" for k in names) + " |"
                   for name, r in rows]
     lines += _failure_markdown(report)
+    lines += _loop_markdown(report)
     lines += ["", "## Configuration", "", "```json", json.dumps(cfg, indent=2), "```", ""]
     return "\n".join(lines)
 
@@ -163,8 +164,13 @@ def _failure_markdown(report: dict[str, Any]) -> list[str]:
         o = report["elpv"]["ood"]
         lines += ["", f"OoD on the ELPV line: {o['false_alarm_rate']:.3f} of its test cells flagged, "
                   f"{o['detection_rate']:.3f} of foreign frames ({o['foreign']}), AUROC {o['auroc']:.3f}."]
+    return lines
+
+
+def _loop_markdown(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     loop = report.get("elpv", {}).get("loop")
-    if loop:
+    if loop and "rounds" in loop:
         lines += ["", f"## Review loop (ELPV stream of {loop['stream']} cells, retrain every {loop['every']} "
                   f"reviews, routing risk α = {loop['alpha_routing']})", "",
                   "| round | reviews | rows | workload | escaped / 1,000 | accuracy | failure AUROC | coverage @1 % "
@@ -173,4 +179,15 @@ def _failure_markdown(report: dict[str, Any]) -> list[str]:
             lines.append(f"| {r['round']} | {r['reviews']} | {r['rows']} | {r['workload']:.2f} "
                          f"| {r.get('escaped_per_1000', float('nan')):.1f} | {r['accuracy']:.3f} "
                          f"| {r['failure_auroc']:.3f} | {r['coverage_at_1pct']:.3f} | {r['coverage_at_5pct']:.3f} |")
+        noisy = loop.get("noisy")
+        if noisy:
+            arms = (noisy["answers"], noisy["recheck"])
+            lines += ["", f"The same loop with an operator who answers {noisy['operator_error']:.0%} of frames wrong: "
+                      "as answered, and with the labels to check answered again after each retraining "
+                      "(`lineside train --recheck`).", "",
+                      "| round | reviews | wrong answers in the rows | accuracy | with recheck: asked again | wrong "
+                      "answers | accuracy |", "|---|---|---|---|---|---|---|"]
+            for a, b in zip(*(arm["rounds"] for arm in arms), strict=False):
+                lines.append(f"| {a['round']} | {a['reviews']} | {a.get('wrong_answers', 0)} | {a['accuracy']:.3f} "
+                             f"| {b.get('asked_again', 0)} | {b.get('wrong_answers', 0)} | {b['accuracy']:.3f} |")
     return lines

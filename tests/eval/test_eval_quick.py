@@ -64,6 +64,8 @@ def test_quick_eval_writes_every_figure(tmp_path: Path) -> None:
 def test_unknown_dataset_is_refused(tmp_path: Path) -> None:
     result = run_lineside("eval", "--dataset", "mvtec", "--out", str(tmp_path))
     assert result.returncode == 2 and "unknown dataset" in result.stderr
+    result = run_lineside("eval", "--dataset", "elpv", "--operator-error", "0.05", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--operator-error" in result.stderr and "needs --loop" in result.stderr
 
 
 @pytest.mark.slow

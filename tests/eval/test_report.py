@@ -41,3 +41,21 @@ def test_the_report_says_how_to_make_it_again_and_where_it_ran():
     md = report_markdown({**REPORT, "config": config})
     assert ("1.0 s from 2026-12-03 22:53 UTC on 2 cores of Intel(R) Xeon(R) Processor (x86-vnni). "
             "Reproduce: `lineside eval --dataset elpv --loop --out DIR`.") in md
+
+
+def test_the_loop_with_a_fallible_operator_reads_round_by_round_with_and_without_recheck():
+    assert eval_command(["elpv"], 0, False, True, 200, None, operator_error=0.05) == \
+        "lineside eval --dataset elpv --loop --operator-error 0.05 --out DIR"
+
+    def arm(wrong: list[int], asked: list[int], accuracy: list[float]) -> dict:
+        return {"rounds": [{"round": i, "reviews": 200 * i, "wrong_answers": w, "asked_again": a, "accuracy": acc}
+                           for i, (w, a, acc) in enumerate(zip(wrong, asked, accuracy, strict=True))]}
+
+    rounds = [{"round": 0, "reviews": 0, "rows": 100, "workload": float("nan"), "escaped_per_1000": float("nan"),
+               "accuracy": 0.83, "failure_auroc": 0.7, "coverage_at_1pct": 0.1, "coverage_at_5pct": 0.4}]
+    loop = {"stream": 1870, "every": 200, "alpha_routing": 0.05, "rounds": rounds, "escaped_per_1000": 0.5,
+            "noisy": {"operator_error": 0.05, "answers": arm([0, 11], [0, 0], [0.83, 0.84]),
+                      "recheck": arm([0, 11], [0, 10], [0.83, 0.85])}}
+    md = report_markdown({**REPORT, "elpv": {**REPORT["elpv"], "loop": loop}})
+    assert "an operator who answers 5% of frames wrong" in md
+    assert "| 1 | 200 | 11 | 0.840 | 10 | 11 | 0.850 |" in md
