@@ -4,6 +4,7 @@ tables."""
 from __future__ import annotations
 
 import json
+from itertools import zip_longest
 from typing import Any
 
 import numpy as np
@@ -187,7 +188,11 @@ def _loop_markdown(report: dict[str, Any]) -> list[str]:
                       "(`lineside train --recheck`).", "",
                       "| round | reviews | wrong answers in the rows | accuracy | with recheck: asked again | wrong "
                       "answers | accuracy |", "|---|---|---|---|---|---|---|"]
-            for a, b in zip(*(arm["rounds"] for arm in arms), strict=False):
-                lines.append(f"| {a['round']} | {a['reviews']} | {a.get('wrong_answers', 0)} | {a['accuracy']:.3f} "
-                             f"| {b.get('asked_again', 0)} | {b.get('wrong_answers', 0)} | {b['accuracy']:.3f} |")
+            # the arms route differently and may retrain a different number of times: every round of each is shown
+            for a, b in zip_longest(*(arm["rounds"] for arm in arms)):
+                left = (f"{a['round']} | {a['reviews']} | {a.get('wrong_answers', 0)} | {a['accuracy']:.3f}" if a
+                        else f"{b['round']} | — | — | —")
+                right = f"{b.get('asked_again', 0)} | {b.get('wrong_answers', 0)} | {b['accuracy']:.3f}" if b \
+                    else "— | — | —"
+                lines.append(f"| {left} | {right} |")
     return lines

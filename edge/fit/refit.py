@@ -78,10 +78,11 @@ def routing_of(profile: LineProfile) -> RoutingSpec:
 def label_suspects(z: np.ndarray, labels: np.ndarray, names: Sequence[str], limit: int = LABEL_SUSPECTS
                    ) -> list[dict[str, Any]]:
     """The labelled frames whose decisions (margins z, > 0 = defect) contradict their labels, the surest first, at
-    most `limit`: each frame's name (a row without one: `calibration row <i>`), its label and the decision's margin."""
+    most `limit`: each frame's row, its name (a row without one: `calibration row <i>`), its label and the decision's
+    margin."""
     against = np.where(np.asarray(labels) > 0, -np.asarray(z), np.asarray(z))
     order = [int(i) for i in np.argsort(-against, kind="mergesort") if against[i] > 0][:limit]
-    return [{"frame": names[i] or f"calibration row {i}", "label": "defect" if labels[i] else "good",
+    return [{"row": i, "frame": names[i] or f"calibration row {i}", "label": "defect" if labels[i] else "good",
              "margin": round(float(against[i]), 3)} for i in order]
 
 

@@ -248,8 +248,8 @@ def train_profile(pack: ModelPack, profile_dir: Path, reviewed: Sequence[Reviewe
     names = [f"console item {items[s]} ({s})" if s in items else s for s in rows.sources]
     fitted = refit(profile, rows, inspector.text_bank, pack.logit_scale, pack.embedding_dim, spec, seed=seed,
                    row_names=names)
-    item_of = {name: items[s] for name, s in zip(names, rows.sources, strict=True) if s in items}
-    fitted["label_suspect_items"] = [item_of[s["frame"]] for s in fitted["label_suspects"] if s["frame"] in item_of]
+    suspects = [rows.sources[s["row"]] for s in fitted["label_suspects"]]
+    fitted["label_suspect_items"] = [items[s] for s in suspects if s in items]
     profile.rows = rows
     fitted.update(refit_localiser(profile, inspector, from_reviews, seed))
     assert current.graph is not None  # the Inspector above refuses a version without one

@@ -59,3 +59,6 @@ def test_the_loop_with_a_fallible_operator_reads_round_by_round_with_and_without
     md = report_markdown({**REPORT, "elpv": {**REPORT["elpv"], "loop": loop}})
     assert "an operator who answers 5% of frames wrong" in md
     assert "| 1 | 200 | 11 | 0.840 | 10 | 11 | 0.850 |" in md
+    loop["noisy"]["recheck"] = arm([0, 11, 12], [0, 10, 10], [0.83, 0.85, 0.86])  # one retraining more
+    md = report_markdown({**REPORT, "elpv": {**REPORT["elpv"], "loop": loop}})
+    assert "| 1 | 200 | 11 | 0.840 | 10 | 11 | 0.850 |" in md and "| 2 | — | — | — | 10 | 12 | 0.860 |" in md

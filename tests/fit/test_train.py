@@ -206,8 +206,10 @@ def test_a_review_the_line_contradicts_is_named_by_its_console_item(tmp_path: Pa
     reviews[slip] = dataclasses.replace(reviews[slip], final_verdict="good", defect_class=None, decision="accept")
     trained = train_profile(load_pack(PACK), tmp_path / "profile", reviews, provider="cpu")
     first = trained.metrics["label_suspects"][0]
-    assert first == {"frame": f"console item {reviews[slip].item_id} (review:{reviews[slip].frame_id})",
-                     "label": "good", "margin": first["margin"]} and first["margin"] > 0
+    assert first == {"row": first["row"], "label": "good", "margin": first["margin"],
+                     "frame": f"console item {reviews[slip].item_id} (review:{reviews[slip].frame_id})"}
+    assert first["margin"] > 0
+    assert trained.metrics["label_suspect_items"][0] == reviews[slip].item_id
     assert not any(s["frame"].startswith("review:") for s in trained.metrics["label_suspects"])
 
 
