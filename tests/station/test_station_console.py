@@ -176,7 +176,11 @@ def test_an_item_asked_again_says_what_was_answered_and_takes_a_new_answer(clien
     assert store.reviews.ask_again([2], "lineside train") == [2]
     html = client.get("/items/2").text
     assert 'id="asked-again"' in html and "<b>reject</b> →\n      good by ana" in html
-    assert 'data-item-id="2"' in client.get("/").text, "back in the queue"
+    queue = client.get("/").text
+    assert 'data-item-id="2"' in queue, "back in the queue"
+    row = queue[queue.index('data-item-id="2"'):].split("</tr>")[0]
+    assert "asked again</span>" in row and "was good by ana" in row, "the queue marks it and names the last answer"
+    assert "asked again</span>" not in queue[queue.index('data-item-id="1"'):].split("</tr>")[0]
     r = client.post("/items/2/review", data={"decision": "accept"}, follow_redirects=False)
     assert r.status_code == 303
     item = store.queue.get_item(2)
