@@ -152,10 +152,10 @@ def _simulate(ctx: Any, s: _Stream, operator_error: float = 0.0, recheck: bool =
         answers = np.where(wrong_now, 1 - s.stream_truth[idx], s.stream_truth[idx])
         reviewed = LabelledRows(s.stream_rows[idx], answers, sources=[f"review:{i}" for i in answered])
         profile = copy.copy(profile)
-        fitted = refit(profile, s.first_rows.extend(reviewed), inspector.text_bank, inspector.pack.logit_scale,
-                       dim, spec, seed=ctx.seed)
-        again = [int(x["frame"].removeprefix("review:")) for x in fitted["label_suspects"]
-                 if x["frame"].startswith("review:")] if recheck else []
+        rows = s.first_rows.extend(reviewed)
+        fitted = refit(profile, rows, inspector.text_bank, inspector.pack.logit_scale, dim, spec, seed=ctx.seed)
+        first = len(rows) - len(reviewed)  # the answers are the last rows, in `answered` order
+        again = [answered[x["row"] - first] for x in fitted["label_suspects"] if x["row"] >= first] if recheck else []
         looks[again] += 1
         rounds.append({"round": len(rounds), "reviews": len(answered), "rows": len(s.first_rows) + len(answered),
                        "streamed": position, "workload": round(workload, 4), "escaped": escaped,
