@@ -43,6 +43,9 @@ def eval_(
                                                        "default 2048) — the coreset ablation")] = None,
     search_subspace: Annotated[bool, typer.Option(help="profiles calibrated with --search-subspace (the few-shot "
                                                        "search in fewer dimensions) — its ablation")] = False,
+    coarse_to_fine: Annotated[bool, typer.Option(help="profiles calibrated with --coarse-to-fine (the finest "
+                                                      "stride searched where the next is high) — its ablation")
+                              ] = False,
     verbose: bool = False,
 ) -> None:
     """Evaluate the models on fixed seeded splits of the textile, ELPV and synthetic-localisation sets."""
@@ -65,11 +68,13 @@ def eval_(
             report = run_seeds(load_pack(pack or default_pack_dir()), datasets, out,
                                [int(s) for s in seeds.split(",") if s.strip()], quick=quick,
                                progress=progress.lines, loop=loop, loop_every=loop_every, bank_size=banks,
-                               search_subspace=search_subspace, operator_error=operator_error)
+                               search_subspace=search_subspace, operator_error=operator_error,
+                               coarse_to_fine=coarse_to_fine)
         else:
             report = run_eval(load_pack(pack or default_pack_dir()), datasets, out, quick=quick, seed=seed,
                               progress=progress.lines, loop=loop, loop_every=loop_every, bank_size=banks,
-                              search_subspace=search_subspace, operator_error=operator_error)
+                              search_subspace=search_subspace, operator_error=operator_error,
+                              coarse_to_fine=coarse_to_fine)
     except (*USER_ERRORS, ValueError) as exc:
         fail(exc)
     typer.echo((out / "report.md").read_text())

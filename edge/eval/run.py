@@ -37,7 +37,8 @@ LOOP_EVERY = 200  # reviews between retrainings in the review-loop simulation
 
 
 def eval_command(datasets: Sequence[str], seed: int, quick: bool, loop: bool, loop_every: int,
-                 bank_size: dict[int, int] | None, search_subspace: bool = False, operator_error: float = 0.0) -> str:
+                 bank_size: dict[int, int] | None, search_subspace: bool = False, operator_error: float = 0.0,
+                 coarse_to_fine: bool = False) -> str:
     """The `lineside eval` command line that makes this report again."""
     words = ["lineside eval", "--dataset", "all" if set(datasets) == set(DATASETS) else ",".join(datasets)]
     words += ["--seed", str(seed)] if seed else []
@@ -47,17 +48,19 @@ def eval_command(datasets: Sequence[str], seed: int, quick: bool, loop: bool, lo
         words += ["--operator-error", f"{operator_error:g}"] if operator_error else []
     words += ["--bank-size", str(bank_size[8])] if bank_size else []
     words += ["--search-subspace"] if search_subspace else []
+    words += ["--coarse-to-fine"] if coarse_to_fine else []
     return " ".join(words + ["--out", "DIR"])
 
 
 def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = False, seed: int = 0,
              provider: str = "cpu", progress: Progress = silent, loop: bool = False,
              loop_every: int = LOOP_EVERY, bank_size: dict[int, int] | None = None,
-             search_subspace: bool = False, operator_error: float = 0.0) -> dict[str, Any]:
+             search_subspace: bool = False, operator_error: float = 0.0,
+             coarse_to_fine: bool = False) -> dict[str, Any]:
     started, started_at = time.monotonic(), time.time()
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(pack, out, seed, quick, provider, progress, bank_size=bank_size,
-                  search_subspace=search_subspace)
+                  search_subspace=search_subspace, coarse_to_fine=coarse_to_fine)
     report: dict[str, Any] = {}
     if "textile" in datasets:
         report["textile"] = eval_textile(ctx)
@@ -70,13 +73,14 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
     if "synthetic-loc" in datasets:
         report.update(eval_synthetic(ctx))
     report["config"] = {
-        "command": eval_command(datasets, seed, quick, loop, loop_every, bank_size, search_subspace, operator_error),
+        "command": eval_command(datasets, seed, quick, loop, loop_every, bank_size, search_subspace, operator_error,
+                                coarse_to_fine),
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started_at)), "machine": {
             "cpu": cpu_model(), "cpu_target": cpu_target(), "cores": usable_cores()},
         "seed": seed, "quick": quick, "datasets": list(datasets), "pack_version": pack.version, "loop": loop,
         "operator_error": operator_error,
         "bank_size": {str(k): v for k, v in (bank_size or DEFAULT_BANK_SIZE).items()},
-        "search_subspace": search_subspace,
+        "search_subspace": search_subspace, "coarse_to_fine": coarse_to_fine,
         "profile_versions": ctx.profiles, "provider": provider,
         "defect_rates": {"values": ctx.defect_rates,
                          "note": "the line's defect rate each profile was calibrated with (`lineside calibrate "
@@ -101,14 +105,15 @@ def run_eval(pack: ModelPack, datasets: Sequence[str], out: Path, quick: bool = 
 def run_seeds(pack: ModelPack, datasets: Sequence[str], out: Path, seeds: Sequence[int], quick: bool = False,
               provider: str = "cpu", progress: Progress = silent, loop: bool = False, loop_every: int = LOOP_EVERY,
               bank_size: dict[int, int] | None = None, search_subspace: bool = False,
-              operator_error: float = 0.0) -> dict[str, Any]:
+              operator_error: float = 0.0, coarse_to_fine: bool = False) -> dict[str, Any]:
     """`run_eval` once per seed into out/seed-N (the review loop for the first seed only: it is the slow part), then
     out/report.json (every seed) and out/report.md (the first seed's report after the headline figures' mean ±
     sd over the seeds)."""
     reports = {}
     for i, seed in enumerate(seeds):
         reports[seed] = run_eval(pack, datasets, out / f"seed-{seed}", quick, seed, provider, progress,
-                                 loop and i == 0, loop_every, bank_size, search_subspace, operator_error)
+                                 loop and i == 0, loop_every, bank_size, search_subspace, operator_error,
+                                 coarse_to_fine)
     summary = seeds_markdown(reports)
     (out / "report.json").write_text(json.dumps({f"seed-{s}": r for s, r in reports.items()}, indent=2,
                                                 default=float))

@@ -13,7 +13,7 @@ import numpy as np
 from edge.eval import plots
 from edge.eval.failure import failure_figures
 from edge.fit.calibrate import calibrate
-from edge.grounding.anomaly import combine, global_zero_shot_score, raw_scores, smooth
+from edge.grounding.anomaly import coarse_to_fine, combine, global_zero_shot_score, raw_scores, smooth
 from edge.grounding.classifier import frame_features
 from edge.images import read_image
 from edge.inspect.inspector import Inspection, Inspector
@@ -52,6 +52,7 @@ class Context:
     defect_rates: dict[str, float | None] = field(default_factory=dict)  # what each profile was told of its line
     bank_size: dict[int, int] | None = None  # memory-bank coreset size per stride (None: calibrate's default)
     search_subspace: bool = False  # calibrate's `search_subspace`: the few-shot search in fewer dimensions
+    coarse_to_fine: bool = False  # calibrate's `coarse_to_fine_search`: the finest stride searched where coarse is high
 
     def fit(self, name: str, good: list[Path], defects: list[Path] | None = None,
             defect_rate: float | None = None) -> Inspector:
@@ -59,7 +60,7 @@ class Context:
         shutil.rmtree(profile_dir, ignore_errors=True)
         profile = calibrate(self.pack, load_vocabulary(), good, f"eval-{name}", profile_dir, defects=defects,
                             provider=self.provider, seed=self.seed, bank_size=self.bank_size,
-                            search_subspace=self.search_subspace,
+                            search_subspace=self.search_subspace, coarse_to_fine_search=self.coarse_to_fine,
                             progress=lambda items, label: self.progress(list(items), label),
                             defect_rate=defect_rate)
         self.profiles[name] = f"{profile.describe()} ({profile.metrics['seconds']} s)"
@@ -76,8 +77,9 @@ class Context:
 def ablation_scores(inspector: Inspector, emb: ImageEmbedding, inspection: Inspection) -> dict[str, float]:
     profile: LineProfile = inspector.profile
     text, scale = inspector.text_bank, inspector.pack.logit_scale
-    raw = inspection.raw_scores or raw_scores(emb, profile.bank, text.class_embeddings, scale,
-                                                     profile.search_basis)
+    raw = inspection.raw_scores or coarse_to_fine(
+        raw_scores(emb, profile.bank, text.class_embeddings, scale, profile.search_basis), profile.patch_stats,
+        profile.coarse_share)
     out = {
         "zero-shot map": float(smooth(combine(raw, profile.patch_stats, {"zero": 1.0})).max()),
         "few-shot map": float(smooth(combine(raw, profile.patch_stats, {"few": 1.0})).max()),

@@ -6,8 +6,9 @@ Outputs:
 
 - `zero_s{stride}`, `few_s{stride}` [N, h, w]: the raw zero-shot (1 − p(good) against the prompt ensembles) and
   few-shot (1 − cosine to the nearest memory-bank patch; where the profile has a search subspace for the stride,
-  among the bank patches nearest in it, the bank stored projected beside the full one; 0 where the bank has no
-  patches of that stride) scores;
+  among the bank patches nearest in it, the bank stored projected beside the full one; where the profile searches
+  coarse to fine, the finest stride only at its patches where the next stride's score is highest, the others that
+  score on its scale, edge.grounding.anomaly.coarse_to_fine; 0 where the bank has no patches of that stride) scores;
 - `anomaly_map` [N, H, W]: both put on one scale with the good-image statistics, weighted, brought to the finest
   grid, averaged over strides and smoothed (edge.grounding.anomaly: combine, smooth);
 - `global_score` [N]: the whole frame's zero-shot score;
@@ -35,8 +36,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge.fit.line_model import LineModel
-from edge.fit.search import fragile_patches
-from edge.grounding.anomaly import SEARCH_CANDIDATES, combine, global_zero_shot_score, raw_scores, smooth
+from edge.fit.search import TIE_MARGIN, fragile_patches
+from edge.grounding.anomaly import (
+    SEARCH_CANDIDATES,
+    coarse_candidates,
+    coarse_to_fine,
+    combine,
+    few_shot_scores,
+    global_zero_shot_score,
+    raw_scores,
+    searched_patches,
+    smooth,
+)
 from edge.grounding.classifier import frame_features
 from edge.profile.graph import FrameGraphFiles
 from edge.profile.line_profile import LineProfile
@@ -59,7 +70,7 @@ class FrameGraph(nn.Module):
     def __init__(self, strides: Sequence[int], class_embeddings: np.ndarray, logit_scale: float,
                  banks: dict[int, np.ndarray], patch_stats: dict[int, dict[str, tuple[float, float]]],
                  weights: dict[str, float], line: LineModel | None = None,
-                 search_basis: dict[int, np.ndarray] | None = None) -> None:
+                 search_basis: dict[int, np.ndarray] | None = None, coarse_share: float | None = None) -> None:
         super().__init__()
         self.line = line
         self.strides = sorted(strides)
@@ -83,22 +94,54 @@ class FrameGraph(nn.Module):
                 if weights.get(m, 0.0) > 0 and (m == "zero" or str(s) in self.banks)]
             for s in self.strides}
         self.smoothing = nn.Parameter(torch.from_numpy(gaussian_3x3())[None, None], requires_grad=False)
+        # coarse-to-fine (edge.grounding.anomaly.coarse_to_fine): the finest stride searched where the next is high
+        searched_strides = [s for s in self.strides if str(s) in self.banks]
+        self.coarse: tuple[int, int, float, tuple[float, float], tuple[float, float]] | None = None
+        if coarse_share is not None and len(searched_strides) >= 2:
+            fine, coarse = searched_strides[:2]
+            self.coarse = (fine, coarse, float(coarse_share), patch_stats[fine]["few"], patch_stats[coarse]["few"])
+
+    def _few(self, flat: torch.Tensor, stride: int) -> torch.Tensor:
+        """1 − the cosine to the nearest bank patch of the stride, for patches [N, n, D]: [N, n]."""
+        if str(stride) in self.bases:
+            similar = (flat @ self.bases[str(stride)]) @ self.banks[str(stride)]  # [N, n, M]
+            top = torch.topk(similar, min(SEARCH_CANDIDATES, similar.shape[-1]), dim=-1).indices
+            candidates = self.full_banks[str(stride)][top]  # [N, n, c, D]
+            return 1.0 - (candidates @ flat.unsqueeze(-1)).squeeze(-1).amax(dim=-1)
+        return 1.0 - (flat @ self.banks[str(stride)]).amax(dim=-1)
+
+    def _coarse_to_fine(self, flat: torch.Tensor, size: tuple[int, int], coarse_few: torch.Tensor) -> torch.Tensor:
+        """The finest stride's few-shot scores [N, hw] from a search of only its patches where the next stride's
+        scores (`coarse_few` [N, h', w']) are highest; the others get those scores on its scale."""
+        assert self.coarse is not None
+        fine, _, share, (fine_mean, fine_std), (coarse_mean, coarse_std) = self.coarse
+        up = F.interpolate(coarse_few.unsqueeze(1), size=size, mode="bilinear", align_corners=False).flatten(1)
+        searched = torch.topk(up, searched_patches(size[0] * size[1], share), dim=1).indices  # [N, k]
+        picked = torch.gather(flat, 1, searched.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))  # [N, k, D]
+        fill = fine_mean + fine_std * (up - coarse_mean) / max(coarse_std, 1e-6)
+        return fill.scatter(1, searched, self._few(picked, fine))
 
     def forward(self, embedding: torch.Tensor, *patches: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raw: list[torch.Tensor] = []
         maps: list[torch.Tensor] = []
         finest = (int(patches[0].shape[-2]), int(patches[0].shape[-1]))
+        grids = dict(zip(self.strides, patches, strict=True))
+        flats = {s: grid.flatten(2).transpose(1, 2) for s, grid in grids.items()}  # [N, hw, D]
+        sizes = {s: (int(grid.shape[-2]), int(grid.shape[-1])) for s, grid in grids.items()}
+        few: dict[int, torch.Tensor] = {}
+        for stride in reversed(self.strides):  # the coarser strides first: the finest may search where they say
+            if self.coarse is not None and stride == self.coarse[0]:
+                coarse = self.coarse[1]
+                few[stride] = self._coarse_to_fine(flats[stride], sizes[stride],
+                                                   few[coarse].reshape(-1, *sizes[coarse]))
+            elif str(stride) in self.banks:
+                few[stride] = self._few(flats[stride], stride)
         for stride, grid in zip(self.strides, patches, strict=True):
             n, _, h, w = grid.shape
-            flat = grid.flatten(2).transpose(1, 2)  # [N, hw, D]
+            flat = flats[stride]
             scores = {"zero": 1.0 - torch.softmax(self.logit_scale * (flat @ self.text.T), dim=-1)[..., 0]}
-            if str(stride) in self.bases:
-                similar = (flat @ self.bases[str(stride)]) @ self.banks[str(stride)]  # [N, hw, M]
-                top = torch.topk(similar, min(SEARCH_CANDIDATES, similar.shape[-1]), dim=-1).indices
-                candidates = self.full_banks[str(stride)][top]  # [N, hw, c, D]
-                scores["few"] = 1.0 - (candidates @ flat.unsqueeze(-1)).squeeze(-1).amax(dim=-1)
-            elif str(stride) in self.banks:
-                scores["few"] = 1.0 - (flat @ self.banks[str(stride)]).amax(dim=-1)
+            if stride in few:
+                scores["few"] = few[stride]
             raw += [scores["zero"].reshape(n, h, w), scores.get("few", 0.0 * scores["zero"]).reshape(n, h, w)]
             if not self.modes[stride]:
                 continue
@@ -149,7 +192,8 @@ def reference_outputs(profile: LineProfile, text: TextBank, logit_scale: float,
     """What the frame graph must return for these frames, by the numpy reference (edge.grounding)."""
     out: dict[str, list[np.ndarray]] = {}
     for emb in embeddings:
-        raw = raw_scores(emb, profile.bank, text.class_embeddings, logit_scale, profile.search_basis)
+        raw = coarse_to_fine(raw_scores(emb, profile.bank, text.class_embeddings, logit_scale, profile.search_basis),
+                             profile.patch_stats, profile.coarse_share)
         anomaly_map = smooth(combine(raw, profile.patch_stats, profile.weights))
         global_score = global_zero_shot_score(emb.global_, text.class_embeddings, logit_scale)
         values = {"anomaly_map": anomaly_map, "global_score": np.float32(global_score),
@@ -174,7 +218,7 @@ def frame_graph_files(profile: LineProfile, pack: ModelPack, text: TextBank,
     if line is not None:
         line.eval()
     graph = FrameGraph(strides, text.class_embeddings, pack.logit_scale, profile.bank, profile.patch_stats,
-                       profile.weights, line, profile.search_basis)
+                       profile.weights, line, profile.search_basis, profile.coarse_share)
     onnx = export_onnx(graph, names, pack.embedding_dim, [(h // s, w // s) for s in strides])
     offered = [o.astype(np.float16) for o in tower_outputs(examples[:REFERENCE_CANDIDATES])]
     rounded = [ImageEmbedding(offered[0][i].astype(np.float32),
@@ -201,9 +245,33 @@ def reference_frames(profile: LineProfile, frames: list[ImageEmbedding]) -> list
     the first others where too few are free of one."""
     basis = {s: b for s, b in profile.search_basis.items() if s in profile.bank and profile.bank[s].size}
     steady = [i for i, frame in enumerate(frames)
-              if not any(fragile_patches(frame.patches[s], profile.bank[s], b) for s, b in basis.items())]
+              if not any(fragile_patches(frame.patches[s], profile.bank[s], b) for s, b in basis.items())
+              and not coarse_tie(profile.bank, profile.search_basis, profile.coarse_share, frame)]
     others = [i for i in range(len(frames)) if i not in steady]
     return (steady + others)[:REFERENCE_IMAGES]
+
+
+def coarse_tie(bank: dict[int, np.ndarray], basis: dict[int, np.ndarray], share: float | None,
+               frame: ImageEmbedding) -> bool:
+    """Whether a coarse-to-fine search's last patch searched and the first left out score within TIE_MARGIN of
+    each other at the next stride: there ONNX Runtime's rounding could search the other one."""
+    searched = sorted(s for s, b in bank.items() if b.size and s in frame.patches)
+    if share is None or len(searched) < 2:
+        return False
+    fine, coarse = searched[:2]
+    up, _ = coarse_candidates(few_shot_scores(frame.patches[coarse], bank[coarse], basis.get(coarse)),
+                              frame.patches[fine].shape[:2], share)
+    k = searched_patches(up.size, share)
+    if k >= up.size:
+        return False
+    ranked = np.sort(up)[::-1]
+    return bool(ranked[k - 1] - ranked[k] < TIE_MARGIN)
+
+
+def as_stored(frame: ImageEmbedding) -> ImageEmbedding:
+    """The frame's tower outputs as a version stores them for its graph's references (float16)."""
+    return ImageEmbedding(frame.global_.astype(np.float16).astype(np.float32),
+                          {s: p.astype(np.float16).astype(np.float32) for s, p in frame.patches.items()})
 
 
 def int8_search(onnx_bytes: bytes) -> bytes | None:

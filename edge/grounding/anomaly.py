@@ -114,6 +114,38 @@ def raw_scores(emb: ImageEmbedding, bank: dict[int, np.ndarray], class_embedding
     return out
 
 
+def searched_patches(patches: int, share: float) -> int:
+    """How many of a grid's `patches` a coarse-to-fine search compares with the memory bank: `share` of them, at
+    least one."""
+    return max(1, min(patches, int(np.ceil(patches * share))))
+
+
+def coarse_candidates(coarse_few: np.ndarray, shape: tuple[int, int], share: float) -> tuple[np.ndarray, np.ndarray]:
+    """The next stride's few-shot scores brought to the finest grid's `shape` ([h·w], as the map brings strides
+    together) and the finest patches searched: the `share` of them where those scores are highest, highest first."""
+    up = cv2.resize(coarse_few, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR).ravel()
+    return up, np.argsort(-up, kind="stable")[:searched_patches(up.size, share)]
+
+
+def coarse_to_fine(raw: RawScores, patch_stats: dict[int, dict[str, tuple[float, float]]],
+                   share: float | None) -> RawScores:
+    """The few-shot scores of a coarse-to-fine search: the finest stride searched only at the `share` of its
+    patches where the next stride's few-shot score is highest, every other patch given that coarser score on the
+    finest stride's scale (the same number of good-image standard deviations). The finest stride's search is most
+    of the frame's search (four times the patches of the next); a defect raises the coarser score around it.
+    `raw` as it is without a share, or with fewer than two searched strides."""
+    strides = sorted(s for s in raw if "few" in raw[s])
+    if share is None or len(strides) < 2:
+        return raw
+    fine, coarse = strides[0], strides[1]
+    few = raw[fine]["few"]
+    up, searched = coarse_candidates(raw[coarse]["few"], few.shape, share)
+    (fine_mean, fine_std), (coarse_mean, coarse_std) = patch_stats[fine]["few"], patch_stats[coarse]["few"]
+    out = (fine_mean + fine_std * (up - coarse_mean) / max(coarse_std, 1e-6)).astype(np.float32)
+    out[searched] = few.ravel()[searched]
+    return {**raw, fine: {**raw[fine], "few": out.reshape(few.shape)}}
+
+
 def combine(raw: RawScores, patch_stats: dict[int, dict[str, tuple[float, float]]],
             weights: dict[str, float]) -> np.ndarray:
     """One anomaly map on the finest stride's grid, in good-image standard deviations."""

@@ -130,6 +130,9 @@ class LineProfile:
     # per stride, the subspace the few-shot search runs in (edge.fit.search; [k, D]); a stride without one, and
     # every stride of a profile from before, searches all dimensions
     search_basis: dict[int, np.ndarray] = field(default_factory=dict)
+    # the share of the finest stride's patches its few-shot search compares with the bank, those where the next
+    # stride's few-shot score is highest (edge.grounding.anomaly.coarse_to_fine); None: every patch
+    coarse_share: float | None = None
 
     def fused_score(self, map_max: float, global_score: float) -> float:
         """The map maximum and the global zero-shot score fused: each in good-frame standard deviations
@@ -164,6 +167,7 @@ class LineProfile:
             "search_basis": {"file": SEARCH_BASIS_FILE,
                              "dims": {str(s): int(b.shape[0]) for s, b in self.search_basis.items()}}
             if self.search_basis else None,
+            "coarse_share": self.coarse_share,
             "frame_stats": {k: list(v) for k, v in self.frame_stats.items()}, "frame_weights": self.frame_weights,
             "frame_threshold": self.frame_threshold, "frame_scale": self.frame_scale,
             "head": None if self.head is None else {"file": "head.npz", "threshold": self.head.threshold,

@@ -112,6 +112,9 @@ def load_profile(directory: Path, pack_version: str | None = None, with_rows: bo
         if data.get("search_basis"):
             with np.load(vdir / SEARCH_BASIS_FILE) as npz:
                 search_basis = {int(k[1:]): npz[k].astype(np.float32) for k in npz.files}
+        coarse_share = data.get("coarse_share")  # profiles from before searched every patch
+        if coarse_share is not None and not 0 < float(coarse_share) <= 1:
+            raise ValueError(f"coarse_share {coarse_share!r} is not in (0, 1]")
         line_model = None
         if data.get("line_model"):
             with np.load(vdir / "line_model.npz") as npz:
@@ -142,4 +145,5 @@ def load_profile(directory: Path, pack_version: str | None = None, with_rows: bo
         failure=failure, neighbours=neighbours, ood=ood, routing=data.get("routing"), rows=rows,
         defect_rate=None if data.get("defect_rate") is None else float(data["defect_rate"]), graph=graph,
         region_cut=region_cut, line_model=line_model, search_basis=search_basis,
+        coarse_share=None if coarse_share is None else float(coarse_share),
     )

@@ -7,11 +7,12 @@ import pytest
 
 from edge.datasets import textile_split
 from edge.demo import default_pack_dir
-from edge.fit.calibrate import calibrate, coreset
+from edge.fit.calibrate import COARSE_TO_FINE_SHARE, calibrate, coreset
 from edge.fit.search import MIN_AGREEMENT
-from edge.grounding.anomaly import few_shot_scores
+from edge.grounding.anomaly import few_shot_scores, searched_patches
 from edge.images import read_image
 from edge.inspect.assess import split_rows
+from edge.inspect.inspector import Inspector
 from edge.profile.line_profile import LineProfile
 from edge.profile.versions import load_profile
 from edge.vlm.pack import load_pack
@@ -90,6 +91,39 @@ def test_with_search_subspace_the_bank_is_searched_where_it_was_measured_to_repr
             if path in defects:  # the defect's peak stays where it was, to a patch
                 peak = np.array(np.unravel_index(full.argmax(), full.shape))
                 assert np.abs(peak - np.unravel_index(searched.argmax(), full.shape)).max() <= 1
+
+
+def test_coarse_to_fine_searches_the_finest_stride_where_the_next_is_high_in_graph_and_reference_alike(
+        nine_good: tuple[LineProfile, list[Path]], tmp_path: Path) -> None:
+    """Asked for, the version's frame graph searches an eighth of the finest patches — where the next stride's
+    few-shot score is highest — and reproduces the numpy reference (checked at load); on frames it never saw, a
+    local defect's few-shot peak is where the full search puts it, and the searched patches score as in the full
+    search. Not asked for, every patch is searched; where the bank holds every patch of its images (which then
+    score 0 everywhere and tie at the search's cut), the full search, and calibrate says why."""
+    full_search, good = nine_good
+    assert full_search.coarse_share is None and "coarse_to_fine" not in full_search.metrics
+    pack = load_pack(default_pack_dir())
+    every_patch = calibrate(pack, load_vocabulary(), good, "line-1", tmp_path / "every", provider="cpu",
+                            region_defects=0, bank_size={8: GOOD * 32 * 32, 16: GOOD * 16 * 16},
+                            coarse_to_fine_search=True)
+    assert every_patch.coarse_share is None and "not used" in every_patch.metrics["coarse_to_fine"]
+    load_profile(tmp_path / "every", pack_version=pack.version)
+    calibrate(pack, load_vocabulary(), good, "line-1", tmp_path, provider="cpu", region_defects=0,
+              coarse_to_fine_search=True)
+    profile = load_profile(tmp_path, pack_version=pack.version)  # the graph's outputs are its references, or refused
+    assert profile.coarse_share == COARSE_TO_FINE_SHARE
+    assert profile.metrics["coarse_to_fine"] == f"the finest stride searched at {COARSE_TO_FINE_SHARE:g} of its patches"
+    inspector = Inspector(pack, profile, "cpu", search="float32")
+    defects = [p for p, label in textile_split("test") if label == "local"][:3]
+    for path in defects:
+        outputs = inspector.image_encoder.run(inspector.image_encoder.preprocess(read_image(path))[None])
+        few = inspector.graph.run(outputs)["few_s8"][0]
+        full = few_shot_scores(inspector.image_encoder.embeddings(outputs)[0].patches[8], profile.bank[8])
+        same = np.isclose(few, full, atol=1e-4)
+        assert searched_patches(few.size, COARSE_TO_FINE_SHARE) <= same.sum() < few.size
+        peak = np.array(np.unravel_index(full.argmax(), full.shape))
+        assert np.abs(peak - np.unravel_index(few.argmax(), few.shape)).max() <= 1
+        assert inspector.inspect(read_image(path)).verdict != "good"
 
 
 def test_coreset_keeps_outliers_and_has_the_asked_size() -> None:

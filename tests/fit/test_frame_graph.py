@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.fit.frame_graph import REFERENCE_IMAGES, reference_frames, reference_outputs
+from edge.fit.frame_graph import REFERENCE_IMAGES, coarse_tie, reference_frames, reference_outputs
 from edge.images import read_image
 from edge.inspect import inspector as inspector_module
 from edge.inspect.inspector import Inspector
@@ -157,3 +157,22 @@ def test_references_are_frames_without_a_near_tie_in_the_subspace_search() -> No
     assert reference_frames(profile, [fragile, fragile, steady]) == [2, 0]
     profile.search_basis = {}  # the full search has no candidates' cut
     assert reference_frames(profile, [fragile, steady, fragile]) == [0, 1]
+
+
+def test_references_are_frames_without_a_tie_at_the_coarse_to_fine_search_s_cut() -> None:
+    """The same for a coarse-to-fine search: a frame whose last patch searched and first left out score alike at the
+    next stride could be searched otherwise by ONNX Runtime, and is passed over for the references."""
+    eye = np.eye(4, dtype=np.float32)
+    bank = {8: eye[:1], 16: eye[:1]}
+    profile = LineProfile(line_id="l", version="", pack_version="p", vocabulary=load_vocabulary(), bank=bank,
+                          patch_stats={}, anomaly_threshold=0.0, anomaly_scale=1.0, coarse_share=0.25)
+    fine = np.tile(eye[2], (2, 4, 1))
+
+    def frame(right: np.ndarray) -> ImageEmbedding:  # a 1×2 coarse grid: its left patch the bank's, its right not
+        return ImageEmbedding(np.zeros(4, np.float32), {8: fine, 16: np.stack([eye[0], right])[None]})
+
+    tied, steady = frame(eye[0]), frame(eye[1])  # every coarse score alike / the right half searched (2 of 8)
+    assert coarse_tie(bank, {}, 0.25, tied) and not coarse_tie(bank, {}, 0.25, steady)
+    assert reference_frames(profile, [tied, steady, tied, steady]) == [1, 3]
+    profile.coarse_share = None
+    assert reference_frames(profile, [tied, steady]) == [0, 1]
