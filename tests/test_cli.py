@@ -78,7 +78,7 @@ def test_calibrate_says_what_decides_the_verdict_and_where_regions_come_from(tmp
             shutil.copy(path, defects / f"{label}_{path.name}")
     config = line_config(tmp_path, tmp_path, free_port(), free_port())
     result = run_lineside("calibrate", "--config", str(config), "--good", str(textile_images["good"]),
-                          "--defects", str(defects), "--search-subspace")
+                          "--defects", str(defects), "--search-subspace", "--coarse-to-fine")
     assert result.returncode == 0, result.stderr
     said = result.stdout.splitlines()
     [verdict] = [x for x in said if x.startswith("verdict: ")]
@@ -88,6 +88,12 @@ def test_calibrate_says_what_decides_the_verdict_and_where_regions_come_from(tmp
     assert "region F1" in regions or "few pasted defects" in regions
     [search] = [x for x in said if x.startswith("search: the memory bank at stride 8 ")]
     assert "dimensions" in search
+    [coarse] = [x for x in said if x.startswith("search: coarse to fine, ")]
+    assert coarse == ("search: coarse to fine, the finest stride searched at 0.125 of its patches (where the next "
+                      "stride's few-shot score is highest)")
+    from edge.profile.versions import load_profile
+
+    load_profile(tmp_path / "profile")  # both at once: the graph reproduces its references, or it is refused
 
 
 def test_the_choices_summary_names_the_loser_and_its_figure() -> None:

@@ -14,6 +14,8 @@
                                                                      # vs int8; pipeline and graph alone vs encoder
     .venv/bin/python -m edge.bench.compare subspace [--seconds 60] # the few-shot search in all dimensions vs in
                                                                      # the subspace calibrate chose (float32 graph)
+    .venv/bin/python -m edge.bench.compare coarse [--seconds 60]   # the few-shot search at every patch vs coarse
+                                                                     # to fine (float32 graph)
     .venv/bin/python -m edge.bench.compare paced  [--seconds 80]   # the bare encoder back to back vs paced at
                                                                      # 15 fps: its own p50 / p99 (latency's floor)
 
@@ -343,6 +345,25 @@ def compare_subspace(seconds: float, rounds: int = 3) -> dict[str, Any]:
                       fps), "search_dims": dims}
 
 
+def compare_coarse(seconds: float, rounds: int = 3) -> dict[str, Any]:
+    """Pipeline frames/s and the frame graph's own time with two profiles calibrated from the same images: the
+    few-shot search at every patch (before, calibrate's default) and coarse to fine (after, `calibrate
+    --coarse-to-fine`); both on the float32 graph, and the bare encoder, alternating in rounds."""
+    from edge.bench.inference import _close, bench_line
+    from edge.demo import default_pack_dir
+
+    with bench_line(default_pack_dir(), "cpu", 30, 60) as full, \
+            bench_line(default_pack_dir(), "cpu", 30, 60, coarse_to_fine=True) as coarse:
+        daemons = {"before": _daemon(full.cfg, "before", search="float32"),
+                   "after": _daemon(coarse.cfg, "after", search="float32")}
+        share = daemons["after"].inspector.profile.coarse_share
+        fps = _alternate(daemons, coarse.frames, seconds, rounds)
+        for daemon in daemons.values():
+            _close(daemon)
+    return {**_ratios("the few-shot search coarse to fine vs at every patch (float32 graph)", fps),
+            "coarse_share": share}
+
+
 def compare_paced(seconds: float, rounds: int = 2, fps: float = 15.0) -> dict[str, Any]:
     """The bare encoder's own run times (one textile test frame) back to back and paced at `fps` as a camera
     delivers frames, in alternating rounds: percentiles and p99/p50 of each. Nothing else runs in this process, so
@@ -384,7 +405,7 @@ def compare_paced(seconds: float, rounds: int = 2, fps: float = 15.0) -> dict[st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("change", choices=("blas", "ingest", "grids", "preprocess", "regions", "contrast", "spin",
-                                           "search", "subspace", "paced"))
+                                           "search", "subspace", "coarse", "paced"))
     ap.add_argument("--seconds", type=float, default=24.0)
     args = ap.parse_args()
     runs = {"blas": lambda: compare_blas(args.seconds), "ingest": lambda: compare_ingest(args.seconds),
@@ -392,6 +413,7 @@ def main() -> None:
             "contrast": compare_contrast,
             "spin": lambda: compare_spin(args.seconds),
             "search": lambda: compare_search(args.seconds), "subspace": lambda: compare_subspace(args.seconds),
+            "coarse": lambda: compare_coarse(args.seconds),
             "paced": lambda: compare_paced(args.seconds)}
     result = runs[args.change]()
     result["command"] = " ".join(["python -m edge.bench.compare", *sys.argv[1:]])

@@ -57,9 +57,9 @@ def test_frames(n: int) -> list[bytes]:
 @contextmanager
 def bench_line(pack_dir: Path, provider: str, good_images: int, frames: int, say: Say = _quiet,
                review_threshold: float | None = None, station: str = "tcp://127.0.0.1:9",
-               search_subspace: bool = False) -> Iterator[BenchLine]:
-    """A temp directory with a profile calibrated from `good_images` textile train good images (`search_subspace`:
-    calibrate's, the few-shot search in fewer dimensions)."""
+               search_subspace: bool = False, coarse_to_fine: bool = False) -> Iterator[BenchLine]:
+    """A temp directory with a profile calibrated from `good_images` textile train good images (`search_subspace`,
+    `coarse_to_fine`: calibrate's, the few-shot search in fewer dimensions / at fewer patches)."""
     with tempfile.TemporaryDirectory(prefix="lineside-bench-") as tmp:
         root = Path(tmp)
         good = [p for p, label in textile_split("train") if label == "nominal"][:good_images]
@@ -67,7 +67,7 @@ def bench_line(pack_dir: Path, provider: str, good_images: int, frames: int, say
         # in a process of its own: fitting imports torch, and the bench's peak RSS is the daemon's share alone
         fit = multiprocessing.get_context("spawn").Process(target=_calibrate, name="bench-calibrate",
                                                            args=(pack_dir, good, root / "profile", provider,
-                                                                 search_subspace))
+                                                                 search_subspace, coarse_to_fine))
         fit.start()
         fit.join()
         if fit.exitcode != 0:
@@ -82,11 +82,11 @@ def bench_line(pack_dir: Path, provider: str, good_images: int, frames: int, say
 
 
 def _calibrate(pack_dir: Path, good: list[Path], profile_dir: Path, provider: str,
-               search_subspace: bool = False) -> None:
+               search_subspace: bool = False, coarse_to_fine: bool = False) -> None:
     from edge.fit.calibrate import calibrate
 
     calibrate(load_pack(pack_dir), load_vocabulary(), good, "bench", profile_dir, provider=provider,
-              search_subspace=search_subspace)
+              search_subspace=search_subspace, coarse_to_fine_search=coarse_to_fine)
 
 
 def decode(data: bytes) -> np.ndarray:

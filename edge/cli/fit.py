@@ -155,6 +155,10 @@ def choices_summary(metrics: dict[str, Any]) -> list[str]:
         lines.append(f"line model: {metrics['line_model']}")
     if "search_dims" in metrics:
         lines.append(_search_summary(metrics["search_dims"], metrics.get("search_agreement") or {}))
+    if "coarse_to_fine" in metrics:
+        lines.append(f"search: coarse to fine, {metrics['coarse_to_fine']}"
+                     + (" (where the next stride's few-shot score is highest)" if "searched" in metrics[
+                         "coarse_to_fine"] else ""))
     suspects = metrics.get("label_suspects") or []
     if suspects:
         other = {"defect": "good", "good": "defect"}
