@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,16 @@ def test_the_search_subspace_is_kept_and_a_profile_from_before_searches_in_full(
     save_profile(_profile(), tmp_path)  # no subspace: nothing written, nothing read
     assert not (tmp_path / "v0002" / "search_basis.npz").exists()
     assert load_profile(tmp_path).search_basis == {}
+
+
+def test_the_coarse_to_fine_share_is_kept_and_one_out_of_range_is_refused(tmp_path: Path) -> None:
+    profile = _profile()
+    profile.coarse_share = 0.125
+    save_profile(profile, tmp_path)
+    assert load_profile(tmp_path).coarse_share == 0.125
+    save_profile(_profile(), tmp_path)
+    assert load_profile(tmp_path).coarse_share is None, "every patch searched, as before the option"
+    meta = tmp_path / "v0002" / "profile.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "coarse_share": 2}))
+    with pytest.raises(ProfileError, match="unreadable: coarse_share 2 is not in"):
+        load_profile(tmp_path)
