@@ -259,9 +259,9 @@ def coarse_tie(bank: dict[int, np.ndarray], basis: dict[int, np.ndarray], share:
     if share is None or len(searched) < 2:
         return False
     fine, coarse = searched[:2]
-    up, _ = coarse_candidates(few_shot_scores(frame.patches[coarse], bank[coarse], basis.get(coarse)),
-                              frame.patches[fine].shape[:2], share)
-    k = searched_patches(up.size, share)
+    up, chosen = coarse_candidates(few_shot_scores(frame.patches[coarse], bank[coarse], basis.get(coarse)),
+                                   frame.patches[fine].shape[:2], share)
+    k = chosen.size
     if k >= up.size:
         return False
     ranked = np.sort(up)[::-1]

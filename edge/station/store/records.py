@@ -95,6 +95,12 @@ class ItemView:
         return self.second_review_of is not None
 
     @property
+    def asked_again(self) -> bool:
+        """Reviewed, then sent back to the queue for another answer (`lineside train --recheck`), not a second
+        review."""
+        return self.status == "pending" and bool(self.reviews) and not self.awaits_second_review
+
+    @property
     def top_caption(self) -> str:
         """Caption of the strongest region ('' when the model found none)."""
         if not self.regions:
