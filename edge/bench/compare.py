@@ -13,9 +13,10 @@
     .venv/bin/python -m edge.bench.compare search [--seconds 60]   # the frame graph's few-shot products: float32
                                                                      # vs int8; pipeline and graph alone vs encoder
     .venv/bin/python -m edge.bench.compare subspace [--seconds 60] # the few-shot search in all dimensions vs in
-                                                                     # the subspace calibrate chose (float32 graph)
+                                                                     # the subspace calibrate chose
     .venv/bin/python -m edge.bench.compare coarse [--seconds 60]   # the few-shot search at every patch vs coarse
-                                                                     # to fine (float32 graph)
+                                                                     # to fine
+      (subspace, coarse: --search float32|int8|auto, the frame graph both run; float32 unless told)
     .venv/bin/python -m edge.bench.compare paced  [--seconds 80]   # the bare encoder back to back vs paced at
                                                                      # 15 fps: its own p50 / p99 (latency's floor)
 
@@ -299,6 +300,11 @@ def _ratios(change: str, fps: dict[str, float], variants: tuple[str, ...] = ("be
             "graph_before_over_after": round(fps["graph_after"] / fps["graph_before"], 2)}
 
 
+def _graphs_run(daemons: dict[str, Any]) -> dict[str, str]:
+    """Which frame graph each daemon runs ("int8" or "float32"): `search: auto` decides at load."""
+    return {f"graph_run_{variant}": daemon.inspector.search for variant, daemon in daemons.items()}
+
+
 def _daemon(cfg: Any, variant: str, **model: Any) -> Any:
     """A daemon of the bench line's config, with an outbox of its own and `model` settings changed."""
     from edge.daemon import Daemon
@@ -325,43 +331,46 @@ def compare_search(seconds: float, rounds: int = 3) -> dict[str, Any]:
     return _ratios("the frame graph's few-shot products in int8 (model.search: int8) vs float32", fps)
 
 
-def compare_subspace(seconds: float, rounds: int = 3) -> dict[str, Any]:
+def compare_subspace(seconds: float, rounds: int = 3, search: str = "float32") -> dict[str, Any]:
     """Pipeline frames/s and the frame graph's own time with two profiles calibrated from the same images: the
     few-shot search in all dimensions (before, calibrate's default) and in the subspace calibrate measured to
-    reproduce it (after, `calibrate --search-subspace`); both on the float32 graph, and the bare encoder,
-    alternating in rounds."""
+    reproduce it (after, `calibrate --search-subspace`); both on the `search` graph (`line.model.search`), and the
+    bare encoder, alternating in rounds."""
     from edge.bench.inference import _close, bench_line
     from edge.demo import default_pack_dir
 
     with bench_line(default_pack_dir(), "cpu", 30, 60) as full, \
             bench_line(default_pack_dir(), "cpu", 30, 60, search_subspace=True) as subspace:
-        daemons = {"before": _daemon(full.cfg, "before", search="float32"),
-                   "after": _daemon(subspace.cfg, "after", search="float32")}
+        daemons = {"before": _daemon(full.cfg, "before", search=search),
+                   "after": _daemon(subspace.cfg, "after", search=search)}
         dims = daemons["after"].inspector.profile.metrics.get("search_dims")
         fps = _alternate(daemons, subspace.frames, seconds, rounds)
+        graphs = _graphs_run(daemons)
         for daemon in daemons.values():
             _close(daemon)
-    return {**_ratios("the few-shot search in the subspace calibrate chose vs in all dimensions (float32 graph)",
-                      fps), "search_dims": dims}
+    return {**_ratios(f"the few-shot search in the subspace calibrate chose vs in all dimensions ({search} graph)",
+                      fps), "search_dims": dims, **graphs}
 
 
-def compare_coarse(seconds: float, rounds: int = 3) -> dict[str, Any]:
+def compare_coarse(seconds: float, rounds: int = 3, search: str = "float32") -> dict[str, Any]:
     """Pipeline frames/s and the frame graph's own time with two profiles calibrated from the same images: the
     few-shot search at every patch (before, calibrate's default) and coarse to fine (after, `calibrate
-    --coarse-to-fine`); both on the float32 graph, and the bare encoder, alternating in rounds."""
+    --coarse-to-fine`); both on the `search` graph (`line.model.search`), and the bare encoder, alternating in
+    rounds."""
     from edge.bench.inference import _close, bench_line
     from edge.demo import default_pack_dir
 
     with bench_line(default_pack_dir(), "cpu", 30, 60) as full, \
             bench_line(default_pack_dir(), "cpu", 30, 60, coarse_to_fine=True) as coarse:
-        daemons = {"before": _daemon(full.cfg, "before", search="float32"),
-                   "after": _daemon(coarse.cfg, "after", search="float32")}
+        daemons = {"before": _daemon(full.cfg, "before", search=search),
+                   "after": _daemon(coarse.cfg, "after", search=search)}
         share = daemons["after"].inspector.profile.coarse_share
         fps = _alternate(daemons, coarse.frames, seconds, rounds)
+        graphs = _graphs_run(daemons)
         for daemon in daemons.values():
             _close(daemon)
-    return {**_ratios("the few-shot search coarse to fine vs at every patch (float32 graph)", fps),
-            "coarse_share": share}
+    return {**_ratios(f"the few-shot search coarse to fine vs at every patch ({search} graph)", fps),
+            "coarse_share": share, **graphs}
 
 
 def compare_paced(seconds: float, rounds: int = 2, fps: float = 15.0) -> dict[str, Any]:
@@ -407,13 +416,16 @@ def main() -> None:
     ap.add_argument("change", choices=("blas", "ingest", "grids", "preprocess", "regions", "contrast", "spin",
                                            "search", "subspace", "coarse", "paced"))
     ap.add_argument("--seconds", type=float, default=24.0)
+    ap.add_argument("--search", choices=("float32", "int8", "auto"), default="float32",
+                    help="subspace, coarse: the frame graph both variants run (line.model.search)")
     args = ap.parse_args()
     runs = {"blas": lambda: compare_blas(args.seconds), "ingest": lambda: compare_ingest(args.seconds),
             "grids": compare_grids, "preprocess": compare_preprocess, "regions": compare_regions,
             "contrast": compare_contrast,
             "spin": lambda: compare_spin(args.seconds),
-            "search": lambda: compare_search(args.seconds), "subspace": lambda: compare_subspace(args.seconds),
-            "coarse": lambda: compare_coarse(args.seconds),
+            "search": lambda: compare_search(args.seconds),
+            "subspace": lambda: compare_subspace(args.seconds, search=args.search),
+            "coarse": lambda: compare_coarse(args.seconds, search=args.search),
             "paced": lambda: compare_paced(args.seconds)}
     result = runs[args.change]()
     result["command"] = " ".join(["python -m edge.bench.compare", *sys.argv[1:]])

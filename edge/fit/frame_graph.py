@@ -18,7 +18,8 @@ Outputs:
 
 The numpy functions in edge.grounding stay the reference: `frame_graph_files` computes the reference outputs with
 them, and a version whose graph ONNX Runtime does not reproduce within edge.profile.graph.ATOL is refused at load.
-`int8_search` makes the graph's int8 twin (the few-shot products over the memory bank in int8), kept beside it.
+`int8_search` makes the graph's int8 twin (the few-shot products over the memory bank in int8), kept beside it;
+in a coarse-to-fine graph the next stride's product, which chooses the patches searched, stays float.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import io
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import cv2
@@ -235,7 +236,10 @@ def frame_graph_files(profile: LineProfile, pack: ModelPack, text: TextBank,
             reference["out_line_map"] = (line(
                 torch.from_numpy(inputs[1].astype(np.float32)), torch.from_numpy(inputs[2].astype(np.float32)),
                 torch.from_numpy(expected["anomaly_map"]))).numpy()
-    return FrameGraphFiles(onnx, reference, names, int8=int8_search(onnx))
+    # the product that chooses the patches searched stays float: in int8 a patch at the cut can change sides, and
+    # its score jumps between the search's and the fill's
+    choosing = {f"banks.{graph.coarse[1]}"} if graph.coarse is not None else set()
+    return FrameGraphFiles(onnx, reference, names, int8=int8_search(onnx, keep_float=choosing))
 
 
 def reference_frames(profile: LineProfile, frames: list[ImageEmbedding]) -> list[int]:
@@ -274,15 +278,16 @@ def as_stored(frame: ImageEmbedding) -> ImageEmbedding:
                           {s: p.astype(np.float16).astype(np.float32) for s, p in frame.patches.items()})
 
 
-def int8_search(onnx_bytes: bytes) -> bytes | None:
+def int8_search(onnx_bytes: bytes, keep_float: Collection[str] = ()) -> bytes | None:
     """The graph with its few-shot products (patches × memory bank) in int8 by ONNX Runtime's dynamic
     quantisation — the bank's int8 weights fixed here, each frame's patches quantised as it runs; every other
-    operation stays float. None when the graph has no memory bank."""
+    operation, and the products with the banks named in `keep_float` (initializer names, `banks.<stride>`), stay
+    float. None when the graph has no memory bank to quantise."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load_from_string(onnx_bytes)
-    banks = {i.name for i in model.graph.initializer if i.name.startswith("banks.")}
+    banks = {i.name for i in model.graph.initializer if i.name.startswith("banks.")} - set(keep_float)
     products = [n.name for n in model.graph.node if n.op_type == "MatMul" and banks & set(n.input)]
     if not products:
         return None

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from edge.datasets import textile_split
@@ -15,6 +16,7 @@ from edge.inspect.assess import split_rows
 from edge.inspect.inspector import Inspector
 from edge.profile.line_profile import LineProfile
 from edge.profile.versions import load_profile
+from edge.vlm.cpu import cpu_target
 from edge.vlm.pack import load_pack
 from edge.vlm.runtime import ImageEncoder
 from edge.vlm.vocabulary import load_vocabulary
@@ -124,6 +126,15 @@ def test_coarse_to_fine_searches_the_finest_stride_where_the_next_is_high_in_gra
         peak = np.array(np.unravel_index(full.argmax(), full.shape))
         assert np.abs(peak - np.unravel_index(few.argmax(), few.shape)).max() <= 1
         assert inspector.inspect(read_image(path)).verdict != "good"
+    # the int8 twin quantises the searched product only: the one that chooses where to search stays float, so the
+    # twin searches the patches the float graph searches (a patch at the cut changing sides would move its score
+    # from the search's to the fill's, beyond what the twin may differ by)
+    assert profile.graph is not None and profile.graph.int8 is not None
+    twin = onnx.load_from_string(profile.graph.int8)
+    banks = {name for node in twin.graph.node for name in node.input if name.startswith("banks.")}
+    assert "banks.16" in banks and "banks.8" not in banks and "banks.8_quantized" in banks
+    if cpu_target() == "x86-vnni":  # where the int8 kernels run it, it reproduces the references (checked at load)
+        assert Inspector(pack, profile, "cpu", search="int8").search == "int8"
 
 
 def test_coreset_keeps_outliers_and_has_the_asked_size() -> None:
