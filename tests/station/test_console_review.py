@@ -250,7 +250,7 @@ def _events(text: str) -> list[dict[str, Any]]:
     for block in text.split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
         if fields.get("event") == "arrivals":
-            out.append({"id": int(fields["id"]), **json.loads(fields["data"])})
+            out.append({"id": fields["id"], **json.loads(fields["data"])})
     return out
 
 
@@ -261,7 +261,8 @@ def test_live_arrivals_stream_counts_new_items_under_the_filter(app_client, stor
     r = client.get("/api/events", params={"after_id": 0, "max_events": 1})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     assert r.text.startswith("retry: ")
-    assert _events(r.text) == [{"id": 2, "max_id": 2, "new": 2, "pending": 2}]
+    audit = store.queue.latest_audit_id()  # the login's row: the second watermark, here only carried along
+    assert _events(r.text) == [{"id": f"2/{audit}", "max_id": 2, "new": 2, "asked_again": 0, "pending": 2}]
     r = client.get("/api/events", params={"after_id": 0, "max_events": 1, "line": "line-2"})
     assert _events(r.text)[0]["new"] == 1
     r = client.get("/api/events", params={"after_id": 0, "max_events": 1, "status": "reviewed"})
@@ -275,9 +276,46 @@ def test_live_arrivals_stream_counts_new_items_under_the_filter(app_client, stor
 
     threading.Timer(0.3, lambda: store.ingest.add_item(make_item(), jpeg())).start()
     r = client.get("/api/events", params={"after_id": 2, "max_events": 1, "timeout_s": 10})
-    assert _events(r.text) == [{"id": 3, "max_id": 3, "new": 1, "pending": 3}]
+    assert _events(r.text) == [{"id": f"3/{audit}", "max_id": 3, "new": 1, "asked_again": 0, "pending": 3}]
     assert client.get("/api/events", params={"timeout_s": 0}).status_code == 422
     assert client.get("/api/events", params={"timeout_s": 10_000}).status_code == 422
+
+
+def test_live_stream_announces_items_asked_again_under_the_filter(app_client, store, make_item, jpeg):
+    """`lineside train --recheck` sends reviewed items back to the queue with their old ids: the open queue hears
+    of them as "asked again", not as arrivals, only under its filter, once, and not the ones asked before it
+    opened."""
+    client, _ = app_client
+    for n, line in enumerate(("line-1", "line-1", "line-2", "line-1")):
+        store.ingest.add_item(make_item(line_id=line, frame_id=f"{line}:cam0:b:{n}"), jpeg())
+    for item_id in (1, 2, 3, 4):
+        store.reviews.add(item_id, "accept", "ana", None, 3.0)
+    assert store.reviews.ask_again([4], "lineside train") == [4]  # before the page opened: not news
+    page = client.get("/").text
+    opened = store.queue.latest_audit_id()
+    assert f'data-after-audit-id="{opened}"' in page
+    import threading
+
+    threading.Timer(0.3, lambda: store.reviews.ask_again([1, 3], "lineside train")).start()
+    r = client.get("/api/events", params={"after_id": 4, "after_audit_id": opened, "max_events": 1,
+                                          "timeout_s": 10, "line": "line-1"})
+    [event] = _events(r.text)
+    assert event["asked_again"] == 1 and event["new"] == 0 and event["pending"] == 3, "item 3 is line-2's"
+    assert event["id"] == f"4/{store.queue.latest_audit_id()}"
+    # a reconnect from that event counts nothing twice; a stream with no starting point only what comes next
+    started = time.monotonic()
+    r = client.get("/api/events", params={"timeout_s": 1.2}, headers={"Last-Event-ID": event["id"]})
+    assert _events(r.text) == [] and 1.0 < time.monotonic() - started < 5
+    r = client.get("/api/events", params={"after_id": 4, "timeout_s": 1.2})
+    assert _events(r.text) == []
+    # answers write audit rows too, but ask nothing again: no event
+    threading.Timer(0.3, lambda: store.reviews.add(1, "reject", "ben", None, 2.0)).start()
+    r = client.get("/api/events", params={"after_id": 4, "after_audit_id": event["id"].split("/")[1],
+                                          "timeout_s": 1.5})
+    assert _events(r.text) == [] and store.queue.latest_audit_id() > int(event["id"].split("/")[1])
+    r = client.get("/api/events", params={"after_id": 4, "after_audit_id": opened, "max_events": 1,
+                                          "status": "reviewed"})
+    assert _events(r.text)[0]["asked_again"] == 1, "item 1, answered again since, under the reviewed filter"
 
 
 def test_the_queue_page_carries_the_stream_starting_point(app_client, store, make_item, jpeg):

@@ -22,6 +22,7 @@ import pytest
 
 from edge.config import StationConfig
 from edge.station.store import Store
+from edge.station.training_export import ask_again
 from edge.station.users import add_user
 from edge.transport.schema import HEATMAP_Z_MAX, Region, ReviewItem
 from tests.station.console_support import PASSWORD, TEST_OUTPUT, browser_login, running_station, send_items
@@ -301,6 +302,23 @@ def test_an_item_sent_over_zeromq_is_announced_on_the_open_queue(tmp_path, brows
         expect(rows.nth(0)).to_contain_text("0.95")
         expect(page.locator("#arrivals")).to_be_hidden()
         page.screenshot(path=str(OUT / "console-queue.png"))
+
+        # an answer sent back for another look (`lineside train --recheck`, from outside the station): an old id,
+        # announced as asked again, not as an arrival
+        store = Store(cfg.database_url, cfg.storage_dir)
+        try:
+            store.reviews.add(2, "accept", "ben", None, 3.0)
+        finally:
+            store.close()
+        page.keyboard.press("r")
+        expect(rows).to_have_count(2)
+        assert ask_again(cfg, [2], "lineside train") == [2]
+        expect(page.locator("#arrivals")).to_be_visible(timeout=10_000)
+        expect(page.locator("#arrivals")).to_contain_text("1 asked again — press r to show")
+        expect(page.locator("#pending-count")).to_have_text("3")
+        page.keyboard.press("r")
+        expect(rows).to_have_count(3)
+        expect(page.locator("#queue")).to_contain_text("asked again")
 
 
 def test_second_review_goes_to_another_reviewer_and_the_stats_page_shows_agreement(tmp_path, browser):

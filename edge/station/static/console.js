@@ -118,14 +118,17 @@
   rows.forEach((r, i) => r.addEventListener("click", () => { select(i); location.href = r.dataset.href; }));
   if (page === "queue") select(0);
 
-  // Live arrivals (Server-Sent Events, views/live.py): count new items under this page's filter and say so; the
-  // rows stay as they are (order and paging are the server's), r shows the first page with them.
+  // Live arrivals (Server-Sent Events, views/live.py): count new items, and items sent back for another answer,
+  // under this page's filter and say so; the rows stay as they are (order and paging are the server's), r shows
+  // the first page with them.
   const live = document.getElementById("live");
   const arrivals = document.getElementById("arrivals");
   let arrived = 0;
+  let askedAgain = 0;
   if (page === "queue" && live && window.EventSource) {
     const params = new URLSearchParams(live.dataset.query || "");
     params.set("after_id", live.dataset.afterId || "0");
+    if (live.dataset.afterAuditId) params.set("after_audit_id", live.dataset.afterAuditId);
     const stream = new EventSource("/api/events?" + params.toString());
     const baseTitle = document.title;
     stream.addEventListener("arrivals", (e) => {
@@ -133,11 +136,22 @@
       const pending = document.getElementById("pending-count");
       if (pending) pending.textContent = d.pending;
       arrived += d.new;
-      if (arrived > 0 && arrivals) {
-        document.getElementById("arrivals-count").textContent = arrived;
-        document.getElementById("arrivals-noun").textContent = arrived === 1 ? "new item" : "new items";
+      askedAgain += d.asked_again || 0;
+      if ((arrived > 0 || askedAgain > 0) && arrivals) {
+        // "2 new items · 1 asked again", each count in bold, the parts there are
+        const parts = [];
+        if (arrived > 0) parts.push([arrived, arrived === 1 ? " new item" : " new items"]);
+        if (askedAgain > 0) parts.push([askedAgain, " asked again"]);
+        const what = document.getElementById("arrivals-what");
+        what.replaceChildren();
+        parts.forEach(([count, words], i) => {
+          if (i > 0) what.append(" · ");
+          const b = document.createElement("b");
+          b.textContent = count;
+          what.append(b, words);
+        });
         arrivals.hidden = false;
-        document.title = `(${arrived} new) ${baseTitle}`;
+        document.title = `(${arrived + askedAgain} new) ${baseTitle}`;
       }
     });
     window.addEventListener("pagehide", () => stream.close());

@@ -28,7 +28,15 @@ from edge.station.store.filters import QueueFilter, Sort
 from edge.station.store.groups import group_head, group_sizes
 from edge.station.store.imagefiles import resolve, servable
 from edge.station.store.records import ItemView, LeaseView, QueuePage, ReferenceView, item_view, lease_view
-from edge.station.tables import STATUS_PENDING, STATUS_REVIEWED, HeatmapRow, LeaseRow, ReviewItemRow, ReviewRow
+from edge.station.tables import (
+    STATUS_PENDING,
+    STATUS_REVIEWED,
+    AuditRow,
+    HeatmapRow,
+    LeaseRow,
+    ReviewItemRow,
+    ReviewRow,
+)
 
 CLAIM_ATTEMPTS = 5
 
@@ -258,6 +266,21 @@ class ReviewQueue:
         with self._db.session() as s:
             return int(s.scalar(select(func.count()).select_from(ReviewItemRow).where(
                 ReviewItemRow.id > after_id, ReviewItemRow.id <= up_to_id, *flt.conditions())) or 0)
+
+    def latest_audit_id(self) -> int:
+        """The highest audit row id (0 for none): an item asked again (`lineside train --recheck`) has its audit row
+        above it."""
+        with self._db.session() as s:
+            return int(s.scalar(select(func.max(AuditRow.id))) or 0)
+
+    def count_asked_again(self, flt: QueueFilter, after_audit_id: int, up_to_audit_id: int) -> int:
+        """Items sent back for another answer by audit rows with ids in (after_audit_id, up_to_audit_id] that
+        ``flt`` shows: the live queue's "n asked again" (their ids are old, so they are not arrivals)."""
+        with self._db.session() as s:
+            asked = select(AuditRow.item_id).where(AuditRow.id > after_audit_id, AuditRow.id <= up_to_audit_id,
+                                                   AuditRow.action == "recheck")
+            return int(s.scalar(select(func.count()).select_from(ReviewItemRow).where(
+                ReviewItemRow.id.in_(asked), *flt.conditions())) or 0)
 
     def filter_choices(self) -> dict[str, list[str]]:
         """Values present in the data, for the queue's filter drop-downs."""

@@ -120,7 +120,8 @@ def router(console: Console) -> APIRouter:
                    sort: Sort = "uncertainty") -> Response:
         user = current_user(request)
         flt = queue_filter(status, line, verdict, reason, since, until, sort)
-        max_id = queue.latest_item_id()  # before the page: an item arriving in between is announced, not lost
+        # before the page: an item arriving (or asked again) in between is announced, not lost
+        max_id, max_audit_id = queue.latest_item_id(), queue.latest_audit_id()
         page = queue.page(flt, user.username, limit=limit, after=_cursor(after))
         query = {k: v for k, v in request.query_params.items() if k != "after" and v}
         # the chosen value stays in its drop-down even when the cached list does not know it yet
@@ -130,6 +131,7 @@ def router(console: Console) -> APIRouter:
         return console.render(request, "queue.html", {
             "page": page, "items": page.items, "flt": flt, "query": query, "choices": shown,
             "counts": console.status_counts(), "now": time.time(), "first_page": after is None, "max_id": max_id,
+            "max_audit_id": max_audit_id,
             "raw": {"since": since or "", "until": until or ""}})
 
     @api.post("/next")
