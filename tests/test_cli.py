@@ -182,31 +182,40 @@ def test_calibration_with_only_unreadable_images_fails_clearly(tmp_path: Path) -
                            "could be read")
 
 
-def test_calibrating_a_line_again_keeps_its_routing_and_defect_rate_unless_told(
+def test_calibrating_a_line_again_keeps_its_routing_defect_rate_and_search_unless_told(
         tmp_path: Path, textile_images: dict[str, Path]) -> None:
-    """A new pack or new good images mean a new calibration; how the line routes and how often it makes defects
-    are the line's, not the images': they stay, each option replaces only itself, and --defect-rate 0 forgets it."""
+    """A new pack or new good images mean a new calibration; how the line routes, how often it makes defects and
+    the cheaper search its CPU needed are the line's, not the images': they stay, each option replaces only
+    itself, --defect-rate 0 forgets the rate and --no-coarse-to-fine the search."""
     import json
 
     config = line_config(tmp_path, tmp_path, free_port(), free_port())
     good = ["--config", str(config), "--good", str(textile_images["good"]), "--limit", "6"]
 
-    def settings() -> tuple[dict[str, object], object]:
+    def settings() -> tuple[dict[str, object], object, object]:
         version = (tmp_path / "profile" / "CURRENT").read_text().strip()
         data = json.loads((tmp_path / "profile" / version / "profile.json").read_text())
-        return data["metrics"]["routing_policy"], data["defect_rate"]
+        return data["metrics"]["routing_policy"], data["defect_rate"], data["metrics"].get("coarse_to_fine")
 
-    first = run_lineside("calibrate", *good, "--policy", "budget", "--budget", "0.3", "--defect-rate", "0.05")
+    first = run_lineside("calibrate", *good, "--policy", "budget", "--budget", "0.3", "--defect-rate", "0.05",
+                         "--coarse-to-fine")
     assert first.returncode == 0, first.stderr
     assert "from v0001" not in first.stdout  # a new line: nothing to keep
+    searched = settings()[2]
+    assert searched is not None
     again = run_lineside("calibrate", *good)
     assert again.returncode == 0, again.stderr
-    assert ("routing by budget 30% (at most that share of frames to review), the line's defect rate 0.05: from "
-            "v0001") in again.stdout
-    assert settings() == ({"policy": "budget", "alpha": 0.01, "delta": 0.1, "budget": 0.3}, 0.05)
-    told = run_lineside("calibrate", *good, "--budget", "0.1", "--defect-rate", "0")
+    assert ("routing by budget 30% (at most that share of frames to review), the line's defect rate 0.05, the "
+            "few-shot search coarse to fine: from v0001") in again.stdout
+    assert settings() == ({"policy": "budget", "alpha": 0.01, "delta": 0.1, "budget": 0.3}, 0.05, searched)
+    told = run_lineside("calibrate", *good, "--budget", "0.1", "--defect-rate", "0", "--no-coarse-to-fine")
     assert told.returncode == 0, told.stderr
-    assert settings() == ({"policy": "budget", "alpha": 0.01, "delta": 0.1, "budget": 0.1}, None)
+    assert "budget 10%" in told.stdout
+    assert "the few-shot search at every patch in all dimensions: from v0002" in told.stdout
+    assert settings() == ({"policy": "budget", "alpha": 0.01, "delta": 0.1, "budget": 0.1}, None, None)
+    last = run_lineside("calibrate", *good)
+    assert last.returncode == 0, last.stderr
+    assert "the few-shot search at every patch in all dimensions: from v0003" in last.stdout
 
 
 def test_defect_rate_out_of_range_is_refused(tmp_path: Path, textile_images: dict[str, Path]) -> None:

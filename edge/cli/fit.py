@@ -42,16 +42,21 @@ def calibrate(
         help="share of defective parts this line makes (e.g. 0.03), if known: good/defect thresholds then give "
              "the fewest wrong decisions at that rate; without it they balance the two error rates (default: "
              "the current version's; 0: not known)")] = None,
-    search_subspace: Annotated[bool, typer.Option(
+    search_subspace: Annotated[bool | None, typer.Option(
+        "--search-subspace/--no-search-subspace",
         help="search the memory bank in the fewest dimensions that reproduce the full search on these images, "
-             "measured here (a faster frame graph; README, 'Search subspace')")] = False,
-    coarse_to_fine: Annotated[bool, typer.Option(
+             "measured here (a faster frame graph; README, 'Search subspace'; default: as the current version)",
+        show_default=False)] = None,
+    coarse_to_fine: Annotated[bool | None, typer.Option(
+        "--coarse-to-fine/--no-coarse-to-fine",
         help="search the memory bank at the finest stride only where the next stride's few-shot score is highest "
-             "(an eighth of its patches; a faster frame graph; README, 'Coarse-to-fine search')")] = False,
+             "(an eighth of its patches; a faster frame graph; README, 'Coarse-to-fine search'; default: as the "
+             "current version)", show_default=False)] = None,
     verbose: bool = False,
 ) -> None:
     """Fit a new line-profile version from good (and labelled defect) images; a running daemon picks it up.
-    The routing policy and the line's defect rate stay the current version's unless given."""
+    The routing policy, the line's defect rate and the few-shot search asked for stay the current version's unless
+    given."""
     setup_cli_logging(verbose)
     from dataclasses import replace
 
@@ -68,8 +73,12 @@ def calibrate(
         settings = current_settings(cfg.line.profile)
         routing = replace(settings.routing if settings else RoutingSpec(), **changes)
         rate = (settings.defect_rate if settings else None) if defect_rate is None else (defect_rate or None)
+        if search_subspace is None:
+            search_subspace = settings.search_subspace if settings else False
+        if coarse_to_fine is None:
+            coarse_to_fine = settings.coarse_to_fine if settings else False
         if settings is not None:
-            typer.echo(_kept_summary(settings.version, routing, rate))
+            typer.echo(_kept_summary(settings.version, routing, rate, search_subspace, coarse_to_fine))
         pack = load_pack(cfg.line.model.pack)
         good_files = list_images(good)[:limit]
         profile = fit(pack, load_vocabulary(vocab), good_files, cfg.line.id, cfg.line.profile,
@@ -85,11 +94,16 @@ def calibrate(
     typer.echo(_routing_summary(profile.metrics))
 
 
-def _kept_summary(version: str, routing: RoutingSpec, defect_rate: float | None) -> str:
+def _kept_summary(version: str, routing: RoutingSpec, defect_rate: float | None, search_subspace: bool,
+                  coarse_to_fine: bool) -> str:
     """The line's settings a new calibration goes on with: the current version's where no option replaced them."""
     rate = f"{defect_rate:g}" if defect_rate is not None else "not known"
-    return (f"routing by {_policy_words(asdict(routing))}, the line's defect rate {rate}: from {version} where "
-            "--policy, --alpha, --delta, --budget or --defect-rate do not say otherwise")
+    searches = [name for name, asked in (("in a subspace", search_subspace), ("coarse to fine", coarse_to_fine))
+                if asked]
+    search = " and ".join(searches) if searches else "at every patch in all dimensions"
+    return (f"routing by {_policy_words(asdict(routing))}, the line's defect rate {rate}, the few-shot search "
+            f"{search}: from {version} where --policy, --alpha, --delta, --budget, --defect-rate, "
+            "--[no-]search-subspace or --[no-]coarse-to-fine do not say otherwise")
 
 
 def _routing_spec(policy: str, alpha: float, delta: float, budget: float) -> RoutingSpec:

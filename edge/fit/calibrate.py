@@ -70,11 +70,15 @@ SEARCH_PROBES_PER_FOLD = 3  # bank images per fold whose patches measure the pro
 @dataclass(frozen=True)
 class LineSettings:
     """What a line engineer told the current version about the line rather than about its images: how to route,
-    and the share of defective parts the line makes. A new calibration keeps them unless told otherwise."""
+    the share of defective parts the line makes, and the cheaper few-shot searches asked for because the line's
+    CPU could not keep up (`search_subspace`, `coarse_to_fine`). A new calibration keeps them unless told
+    otherwise."""
 
     version: str
     routing: RoutingSpec
     defect_rate: float | None
+    search_subspace: bool = False
+    coarse_to_fine: bool = False
 
 
 def current_settings(profile_dir: Path) -> LineSettings | None:
@@ -87,7 +91,10 @@ def current_settings(profile_dir: Path) -> LineSettings | None:
     except ProfileError as exc:
         log.warning("%s: calibrating from the default routing and no defect rate", exc)
         return None
-    return LineSettings(current.version, routing_of(current), current.defect_rate)
+    # asked for even where calibrate then kept the full search (the metrics say so); `train` keeps both as they are
+    return LineSettings(current.version, routing_of(current), current.defect_rate,
+                        search_subspace=bool(current.search_basis) or "search_dims" in current.metrics,
+                        coarse_to_fine=current.coarse_share is not None or "coarse_to_fine" in current.metrics)
 
 
 def coreset(features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
