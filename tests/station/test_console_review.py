@@ -261,7 +261,7 @@ def test_live_arrivals_stream_counts_new_items_under_the_filter(app_client, stor
     r = client.get("/api/events", params={"after_id": 0, "max_events": 1})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     assert r.text.startswith("retry: ")
-    audit = store.queue.latest_audit_id()  # the login's row: the second watermark, here only carried along
+    audit = store.queue.watermarks()[1]  # the login's row: the second watermark, here only carried along
     assert _events(r.text) == [{"id": f"2/{audit}", "max_id": 2, "new": 2, "asked_again": 0, "pending": 2}]
     r = client.get("/api/events", params={"after_id": 0, "max_events": 1, "line": "line-2"})
     assert _events(r.text)[0]["new"] == 1
@@ -292,7 +292,7 @@ def test_live_stream_announces_items_asked_again_under_the_filter(app_client, st
         store.reviews.add(item_id, "accept", "ana", None, 3.0)
     assert store.reviews.ask_again([4], "lineside train") == [4]  # before the page opened: not news
     page = client.get("/").text
-    opened = store.queue.latest_audit_id()
+    opened = store.queue.watermarks()[1]
     assert f'data-after-audit-id="{opened}"' in page
     import threading
 
@@ -301,7 +301,7 @@ def test_live_stream_announces_items_asked_again_under_the_filter(app_client, st
                                           "timeout_s": 10, "line": "line-1"})
     [event] = _events(r.text)
     assert event["asked_again"] == 1 and event["new"] == 0 and event["pending"] == 3, "item 3 is line-2's"
-    assert event["id"] == f"4/{store.queue.latest_audit_id()}"
+    assert event["id"] == f"4/{store.queue.watermarks()[1]}"
     # a reconnect from that event counts nothing twice; a stream with no starting point only what comes next
     started = time.monotonic()
     r = client.get("/api/events", params={"timeout_s": 1.2}, headers={"Last-Event-ID": event["id"]})
@@ -312,7 +312,7 @@ def test_live_stream_announces_items_asked_again_under_the_filter(app_client, st
     threading.Timer(0.3, lambda: store.reviews.add(1, "reject", "ben", None, 2.0)).start()
     r = client.get("/api/events", params={"after_id": 4, "after_audit_id": event["id"].split("/")[1],
                                           "timeout_s": 1.5})
-    assert _events(r.text) == [] and store.queue.latest_audit_id() > int(event["id"].split("/")[1])
+    assert _events(r.text) == [] and store.queue.watermarks()[1] > int(event["id"].split("/")[1])
     r = client.get("/api/events", params={"after_id": 4, "after_audit_id": opened, "max_events": 1,
                                           "status": "reviewed"})
     assert _events(r.text)[0]["asked_again"] == 1, "item 1, answered again since, under the reviewed filter"

@@ -267,11 +267,14 @@ class ReviewQueue:
             return int(s.scalar(select(func.count()).select_from(ReviewItemRow).where(
                 ReviewItemRow.id > after_id, ReviewItemRow.id <= up_to_id, *flt.conditions())) or 0)
 
-    def latest_audit_id(self) -> int:
-        """The highest audit row id (0 for none): an item asked again (`lineside train --recheck`) has its audit row
-        above it."""
+    def watermarks(self) -> tuple[int, int]:
+        """The highest item id and the highest audit row id (0 for none), in one query: the live queue's two
+        watermarks — new arrivals have higher item ids, an item asked again (`lineside train --recheck`) a higher
+        audit row."""
         with self._db.session() as s:
-            return int(s.scalar(select(func.max(AuditRow.id))) or 0)
+            item, audit = s.execute(select(select(func.max(ReviewItemRow.id)).scalar_subquery(),
+                                           select(func.max(AuditRow.id)).scalar_subquery())).one()
+            return int(item or 0), int(audit or 0)
 
     def count_asked_again(self, flt: QueueFilter, after_audit_id: int, up_to_audit_id: int) -> int:
         """Items sent back for another answer by audit rows with ids in (after_audit_id, up_to_audit_id] that

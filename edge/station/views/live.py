@@ -14,7 +14,7 @@ One stream per open queue page, logged-in users only (the session guard answers 
 ``new`` counts the items that arrived since the previous event *and* match the page's filter (the same query
 parameters as the queue); ``asked_again`` the items under the filter that were sent back for another answer since
 (`lineside train --recheck`: old ids, back to pending, each with a ``recheck`` audit row — the audit log's ids are
-the second watermark, also a primary-key lookup). A stream ends when the client goes away, the station stops, after
+the second watermark, read in the same query). A stream ends when the client goes away, the station stops, after
 ``max_events`` events or after ``timeout_s`` (at most ``STREAM_MAX_S``); the browser then reconnects by itself after
 ``retry`` and sends the last id it saw (``Last-Event-ID``), so nothing is counted twice or missed.
 """
@@ -64,12 +64,11 @@ def router(console: Console) -> APIRouter:
         yield f"retry: {RETRY_MS}\n\n"
         seen, sent = after_id, 0
         # without a starting point the stream announces what is asked again from now on, not the log's past
-        seen_audit = after_audit_id if after_audit_id is not None else await run_in_threadpool(queue.latest_audit_id)
+        seen_audit = after_audit_id if after_audit_id is not None else (await run_in_threadpool(queue.watermarks))[1]
         deadline = time.monotonic() + timeout_s
         quiet_since = time.monotonic()
         while not console.closing.is_set() and not await request.is_disconnected():
-            top = await run_in_threadpool(queue.latest_item_id)
-            top_audit = await run_in_threadpool(queue.latest_audit_id)
+            top, top_audit = await run_in_threadpool(queue.watermarks)
             # every answer writes an audit row: most moves of the audit watermark ask nothing again
             asked = (await run_in_threadpool(queue.count_asked_again, flt, seen_audit, top_audit)
                      if top_audit > seen_audit else 0)

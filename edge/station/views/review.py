@@ -121,7 +121,7 @@ def router(console: Console) -> APIRouter:
         user = current_user(request)
         flt = queue_filter(status, line, verdict, reason, since, until, sort)
         # before the page: an item arriving (or asked again) in between is announced, not lost
-        max_id, max_audit_id = queue.latest_item_id(), queue.latest_audit_id()
+        max_id, max_audit_id = queue.watermarks()
         page = queue.page(flt, user.username, limit=limit, after=_cursor(after))
         query = {k: v for k, v in request.query_params.items() if k != "after" and v}
         # the chosen value stays in its drop-down even when the cached list does not know it yet
