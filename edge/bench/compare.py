@@ -300,11 +300,6 @@ def _ratios(change: str, fps: dict[str, float], variants: tuple[str, ...] = ("be
             "graph_before_over_after": round(fps["graph_after"] / fps["graph_before"], 2)}
 
 
-def _graphs_run(daemons: dict[str, Any]) -> dict[str, str]:
-    """Which frame graph each daemon runs ("int8" or "float32"): `search: auto` decides at load."""
-    return {f"graph_run_{variant}": daemon.inspector.search for variant, daemon in daemons.items()}
-
-
 def _daemon(cfg: Any, variant: str, **model: Any) -> Any:
     """A daemon of the bench line's config, with an outbox of its own and `model` settings changed."""
     from edge.daemon import Daemon
@@ -331,46 +326,45 @@ def compare_search(seconds: float, rounds: int = 3) -> dict[str, Any]:
     return _ratios("the frame graph's few-shot products in int8 (model.search: int8) vs float32", fps)
 
 
-def compare_subspace(seconds: float, rounds: int = 3, search: str = "float32") -> dict[str, Any]:
-    """Pipeline frames/s and the frame graph's own time with two profiles calibrated from the same images: the
-    few-shot search in all dimensions (before, calibrate's default) and in the subspace calibrate measured to
-    reproduce it (after, `calibrate --search-subspace`); both on the `search` graph (`line.model.search`), and the
-    bare encoder, alternating in rounds."""
+def _two_profiles(seconds: float, rounds: int, search: str, search_subspace: bool = False,
+                  coarse_to_fine: bool = False) -> tuple[dict[str, float], dict[str, str], Any]:
+    """Frames/s (`_alternate`) of two daemons on profiles calibrated from the same 30 textile train good images:
+    calibrate's default (before) and with calibrate's `search_subspace` / `coarse_to_fine` (after), both on the
+    `search` graph (`line.model.search`); which graph each ran (`graph_run_<variant>`: `auto` decides at load);
+    the after profile."""
     from edge.bench.inference import _close, bench_line
     from edge.demo import default_pack_dir
 
     with bench_line(default_pack_dir(), "cpu", 30, 60) as full, \
-            bench_line(default_pack_dir(), "cpu", 30, 60, search_subspace=True) as subspace:
+            bench_line(default_pack_dir(), "cpu", 30, 60, search_subspace=search_subspace,
+                       coarse_to_fine=coarse_to_fine) as changed:
         daemons = {"before": _daemon(full.cfg, "before", search=search),
-                   "after": _daemon(subspace.cfg, "after", search=search)}
-        dims = daemons["after"].inspector.profile.metrics.get("search_dims")
-        fps = _alternate(daemons, subspace.frames, seconds, rounds)
-        graphs = _graphs_run(daemons)
+                   "after": _daemon(changed.cfg, "after", search=search)}
+        fps = _alternate(daemons, changed.frames, seconds, rounds)
+        graphs = {f"graph_run_{variant}": daemon.inspector.search for variant, daemon in daemons.items()}
+        profile = daemons["after"].inspector.profile
         for daemon in daemons.values():
             _close(daemon)
+    return fps, graphs, profile
+
+
+def compare_subspace(seconds: float, rounds: int = 3, search: str = "float32") -> dict[str, Any]:
+    """Pipeline frames/s and the frame graph's own time with two profiles calibrated from the same images: the
+    few-shot search in all dimensions (before, calibrate's default) and in the subspace calibrate measured to
+    reproduce it (after, `calibrate --search-subspace`); both on the `search` graph, and the bare encoder,
+    alternating in rounds."""
+    fps, graphs, profile = _two_profiles(seconds, rounds, search, search_subspace=True)
     return {**_ratios(f"the few-shot search in the subspace calibrate chose vs in all dimensions ({search} graph)",
-                      fps), "search_dims": dims, **graphs}
+                      fps), "search_dims": profile.metrics.get("search_dims"), **graphs}
 
 
 def compare_coarse(seconds: float, rounds: int = 3, search: str = "float32") -> dict[str, Any]:
     """Pipeline frames/s and the frame graph's own time with two profiles calibrated from the same images: the
     few-shot search at every patch (before, calibrate's default) and coarse to fine (after, `calibrate
-    --coarse-to-fine`); both on the `search` graph (`line.model.search`), and the bare encoder, alternating in
-    rounds."""
-    from edge.bench.inference import _close, bench_line
-    from edge.demo import default_pack_dir
-
-    with bench_line(default_pack_dir(), "cpu", 30, 60) as full, \
-            bench_line(default_pack_dir(), "cpu", 30, 60, coarse_to_fine=True) as coarse:
-        daemons = {"before": _daemon(full.cfg, "before", search=search),
-                   "after": _daemon(coarse.cfg, "after", search=search)}
-        share = daemons["after"].inspector.profile.coarse_share
-        fps = _alternate(daemons, coarse.frames, seconds, rounds)
-        graphs = _graphs_run(daemons)
-        for daemon in daemons.values():
-            _close(daemon)
+    --coarse-to-fine`); both on the `search` graph, and the bare encoder, alternating in rounds."""
+    fps, graphs, profile = _two_profiles(seconds, rounds, search, coarse_to_fine=True)
     return {**_ratios(f"the few-shot search coarse to fine vs at every patch ({search} graph)", fps),
-            "coarse_share": share, **graphs}
+            "coarse_share": profile.coarse_share, **graphs}
 
 
 def compare_paced(seconds: float, rounds: int = 2, fps: float = 15.0) -> dict[str, Any]:
