@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.findings import Region
-from edge.station.tables import LeaseRow, RegionRow, ReviewItemRow, ReviewRow
+from edge.station.tables import STATUS_PENDING, LeaseRow, RegionRow, ReviewItemRow, ReviewRow
 
 _REGION_FIELDS = tuple(name for name, info in Region.model_fields.items() if not info.exclude)
 
@@ -98,7 +98,7 @@ class ItemView:
     def asked_again(self) -> bool:
         """Reviewed, then sent back to the queue for another answer (`lineside train --recheck`), not a second
         review."""
-        return self.status == "pending" and bool(self.reviews) and not self.awaits_second_review
+        return self.status == STATUS_PENDING and bool(self.reviews) and not self.awaits_second_review
 
     @property
     def top_caption(self) -> str:
