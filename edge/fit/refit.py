@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from edge.fit.classifier import best_threshold, fit_head_with_oof
-from edge.fit.failure import cross_fit_failure, fit_failure_predictor, fit_msp_predictor, fit_ood
+from edge.fit.failure import cross_fit_failure, cross_fitted_predictor, fit_msp_predictor, fit_ood
 from edge.grounding.classifier import FRAME_SCORE_COLUMNS, logit
 from edge.inspect.assess import features_for_failure, fused_margin, split_rows
 from edge.profile.line_profile import LineProfile
@@ -137,18 +137,16 @@ def refit(profile: LineProfile, rows: LabelledRows, text: TextBank, logit_scale:
     # neighbourhood, or calibrated max-softmax alone. An MLP needs failures to learn from and must beat max-softmax
     # by MLP_MIN_GAIN (measured: from 83 rows — 50 + 50 ELPV cells, 18 failures — the full MLP learned noise, test
     # failure AUROC 0.47 against MSP's 0.74, and the out-of-fold comparison between candidates was noise too)
-    candidates: dict[str, tuple[np.ndarray, Callable[[], FailurePredictor]]] = {
+    candidates: dict[str, tuple[np.ndarray, FailurePredictor]] = {
         "msp": (cross_fit_failure(features, wrong, seed=seed, fit=fit_msp_predictor),
-                lambda: fit_msp_predictor(features, wrong))}
+                fit_msp_predictor(features, wrong))}
     if wrong.sum() >= MIN_WRONG_FOR_MLP and (1 - wrong).sum() >= MIN_WRONG_FOR_MLP:
-        candidates["full"] = (cross_fit_failure(features, wrong, seed=seed),
-                              lambda: fit_failure_predictor(features, wrong, seed=seed))
-        candidates["compact"] = (cross_fit_failure(features, wrong, seed=seed, inputs="compact"),
-                                 lambda: fit_failure_predictor(features, wrong, seed=seed, inputs="compact"))
+        for inputs in ("full", "compact"):
+            oof, predictor = cross_fitted_predictor(features, wrong, seed=seed, inputs=inputs)
+            candidates[inputs] = (oof, predictor)
     oof_auroc = {name: round(auroc(wrong, oof), 4) for name, (oof, _) in candidates.items()}
     chosen = max(candidates, key=lambda name: oof_auroc[name] - (MLP_MIN_GAIN if name != "msp" else 0.0))
-    oof_wrong = candidates[chosen][0]
-    profile.failure = candidates[chosen][1]()
+    oof_wrong, profile.failure = candidates[chosen]
     # the decision's own max-softmax over good/defect, 1 − σ(|z|), ranks exactly as −|z|
     metrics.update(failure_oof_auroc_by_inputs=oof_auroc, failure_inputs=chosen,
                    failure_oof_auroc_msp=round(auroc(wrong, -np.abs(z)), 4))

@@ -7,7 +7,10 @@ import pytest
 
 from edge.fit.failure import (
     BAG_MEMBERS,
+    CROSS_FIT_MEMBERS,
+    CROSS_FIT_REPEATS,
     cross_fit_failure,
+    cross_fitted_predictor,
     fit_failure_predictor,
     fit_msp_predictor,
     fit_ood,
@@ -105,6 +108,33 @@ def test_it_learns_which_decisions_fail_and_survives_a_round_trip(tmp_path) -> N
     np.testing.assert_allclose(again.predict(x[test]), model.predict(x[test]), rtol=1e-6)
     oof = cross_fit_failure(x[train], wrong[train], folds=3, epochs=30)
     assert oof.shape == (900,) and auroc(wrong[train], oof) > 0.7
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1])
+
+
+def test_a_cross_fitted_predictor_ranks_failures_as_well_and_moves_less_with_its_seed() -> None:
+    """Calibrate's predictor and its out-of-fold p(wrong), from which the routing threshold is set, come from one set
+    of fits over several fold draws. Refit with another seed on the same rows, both should rank the same decisions
+    first more nearly than one fold draw and one bag on all rows did — the routing threshold rests on that order."""
+    rng = np.random.default_rng(3)
+    n = 1200
+    x = rng.standard_normal((n, 12))
+    risk = 1 / (1 + np.exp(-(2.5 * x[:, 3] - 2.0 * np.abs(x[:, 7]))))
+    wrong = (rng.random(n) < risk * 0.5).astype(int)
+    train, test = slice(0, 900), slice(900, None)
+    fits = [cross_fitted_predictor(x[train], wrong[train], seed=s, epochs=30) for s in (0, 1)]
+    for oof, model in fits:
+        assert oof.shape == (900,) and auroc(wrong[train], oof) > 0.75
+        assert auroc(wrong[test], model.predict(x[test])) > 0.8
+        assert model.info["members"] == 5 * CROSS_FIT_MEMBERS == model.w1.shape[1] // 64
+        assert model.info["repeats"] == CROSS_FIT_REPEATS > 1
+    once = [(cross_fit_failure(x[train], wrong[train], seed=s, epochs=30),
+             fit_failure_predictor(x[train], wrong[train], seed=s, epochs=30)) for s in (0, 1)]
+    assert _spearman(fits[0][0], fits[1][0]) > _spearman(once[0][0], once[1][0])
+    assert (_spearman(fits[0][1].predict(x[test]), fits[1][1].predict(x[test]))
+            > _spearman(once[0][1].predict(x[test]), once[1][1].predict(x[test])))
 
 
 def test_a_bag_of_mlps_is_one_mlp_whose_logit_is_the_members_mean() -> None:
