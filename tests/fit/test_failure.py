@@ -91,13 +91,17 @@ def test_hand_written_gradient_matches_torch() -> None:
         np.testing.assert_allclose(grads[k], t[k].grad.numpy(), rtol=1e-5, atol=1e-8)  # type: ignore[union-attr]
 
 
-def test_it_learns_which_decisions_fail_and_survives_a_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    rng = np.random.default_rng(0)
-    n = 1200
+def _decisions_that_fail(seed: int, n: int = 1200) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows and wrong flags where failures live near one direction of the input space, not in any single
+    baseline score."""
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 12))
-    # failures live near one direction of the input space, not in any single baseline score
     risk = 1 / (1 + np.exp(-(2.5 * x[:, 3] - 2.0 * np.abs(x[:, 7]))))
-    wrong = (rng.random(n) < risk * 0.5).astype(int)
+    return x, (rng.random(n) < risk * 0.5).astype(int)
+
+
+def test_it_learns_which_decisions_fail_and_survives_a_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    x, wrong = _decisions_that_fail(seed=0)
     train, test = slice(0, 900), slice(900, None)
     model = fit_failure_predictor(x[train], wrong[train], seed=0)
     assert auroc(wrong[test], model.predict(x[test])) > 0.8
@@ -118,11 +122,7 @@ def test_a_cross_fitted_predictor_ranks_failures_as_well_and_moves_less_with_its
     """Calibrate's predictor and its out-of-fold p(wrong), from which the routing threshold is set, come from one set
     of fits over several fold draws. Refit with another seed on the same rows, both should rank the same decisions
     first more nearly than one fold draw and one bag on all rows did — the routing threshold rests on that order."""
-    rng = np.random.default_rng(3)
-    n = 1200
-    x = rng.standard_normal((n, 12))
-    risk = 1 / (1 + np.exp(-(2.5 * x[:, 3] - 2.0 * np.abs(x[:, 7]))))
-    wrong = (rng.random(n) < risk * 0.5).astype(int)
+    x, wrong = _decisions_that_fail(seed=3)
     train, test = slice(0, 900), slice(900, None)
     fits = [cross_fitted_predictor(x[train], wrong[train], seed=s, epochs=30) for s in (0, 1)]
     for oof, model in fits:
