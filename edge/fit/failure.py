@@ -6,7 +6,7 @@ numpy, written out below (the gradient is checked against torch in the tests): `
 calibrate` fit it without torch. `fit_msp_predictor` is the small-data fallback, a logistic calibration of
 max-softmax; `cross_fit_failure` gives every labelled decision an out-of-fold p(wrong), from which the routing
 threshold is calibrated, and `cross_fitted_predictor` gives both the out-of-fold p(wrong) (averaged over several
-fold draws) and the MLP predictor (all the fold bags merged) from one set of fits. `fit_ood` sets the OoD
+fold draws) and the MLP predictor (the first draw's fold bags merged) from one set of fits. `fit_ood` sets the OoD
 detector's references and threshold.
 """
 
