@@ -231,9 +231,10 @@ def cross_fitted_predictor(features: np.ndarray, wrong: np.ndarray, folds: int =
     one fold draw and one bag fit on all rows left the routing threshold to the luck of the draw, the average over
     draws and fold bags is steadier at the same number of MLP fits."""
     y = np.asarray(wrong, int)
+    draws, members = max(1, repeats), max(1, members)
     logits = np.zeros(y.size)
     bags = []
-    for r in range(max(1, repeats)):
+    for r in range(draws):
         fold = _stratified_folds(y, folds, seed + REPEAT_SEED_STRIDE * r)
         for k in range(folds):
             held = fold == k
@@ -243,11 +244,10 @@ def cross_fitted_predictor(features: np.ndarray, wrong: np.ndarray, folds: int =
             logits[held] += bag.logit(features[held])
     predictor = bags[:folds]
     info = {**bags[0].info, "rows": int(y.size), "wrong": int(y.sum()), "seed": seed, "folds": folds,
-            "repeats": max(1, repeats), "members": folds * max(1, members),
-            "hidden": int(sum(b.w1.shape[1] for b in predictor)),
+            "repeats": draws, "members": folds * members, "hidden": int(sum(b.w1.shape[1] for b in predictor)),
             "validation_auroc": round(float(np.mean([b.info["validation_auroc"] for b in bags])), 4)}
     info.pop("epochs", None)
-    return sigmoid(logits / max(1, repeats)), merged(predictor, info)
+    return sigmoid(logits / draws), merged(predictor, info)
 
 
 def fit_ood(g: np.ndarray, quantile: float = 0.995, margin: float = 1.5, max_references: int = 4096,
