@@ -276,14 +276,17 @@ class ReviewQueue:
                                            select(func.max(AuditRow.id)).scalar_subquery())).one()
             return int(item or 0), int(audit or 0)
 
-    def count_asked_again(self, flt: QueueFilter, after_audit_id: int, up_to_audit_id: int) -> int:
+    def count_asked_again(self, flt: QueueFilter, after_audit_id: int, up_to_audit_id: int,
+                          arrived_up_to_id: int) -> int:
         """Items sent back for another answer by audit rows with ids in (after_audit_id, up_to_audit_id] that
-        ``flt`` shows: the live queue's "n asked again" (their ids are old, so they are not arrivals)."""
+        ``flt`` shows and whose ids are ≤ ``arrived_up_to_id``: the live queue's "n asked again". An item with a higher
+        id is an arrival the queue has not announced yet: answered and asked again before the next look, it is news
+        once, as an arrival."""
         with self._db.session() as s:
             asked = select(AuditRow.item_id).where(AuditRow.id > after_audit_id, AuditRow.id <= up_to_audit_id,
                                                    AuditRow.action == "recheck")
             return int(s.scalar(select(func.count()).select_from(ReviewItemRow).where(
-                ReviewItemRow.id.in_(asked), *flt.conditions())) or 0)
+                ReviewItemRow.id.in_(asked), ReviewItemRow.id <= arrived_up_to_id, *flt.conditions())) or 0)
 
     def filter_choices(self) -> dict[str, list[str]]:
         """Values present in the data, for the queue's filter drop-downs."""

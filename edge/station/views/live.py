@@ -70,7 +70,7 @@ def router(console: Console) -> APIRouter:
         while not console.closing.is_set() and not await request.is_disconnected():
             top, top_audit = await run_in_threadpool(queue.watermarks)
             # every answer writes an audit row: most moves of the audit watermark ask nothing again
-            asked = (await run_in_threadpool(queue.count_asked_again, flt, seen_audit, top_audit)
+            asked = (await run_in_threadpool(queue.count_asked_again, flt, seen_audit, top_audit, seen)
                      if top_audit > seen_audit else 0)
             if top > seen or asked:
                 new = await run_in_threadpool(queue.count_arrivals, flt, seen, top) if top > seen else 0
