@@ -42,6 +42,7 @@ from edge.grounding.anomaly import (
     SEARCH_CANDIDATES,
     coarse_candidates,
     coarse_to_fine,
+    coarse_to_fine_pair,
     combine,
     few_shot_scores,
     global_zero_shot_score,
@@ -96,10 +97,10 @@ class FrameGraph(nn.Module):
             for s in self.strides}
         self.smoothing = nn.Parameter(torch.from_numpy(gaussian_3x3())[None, None], requires_grad=False)
         # coarse-to-fine (edge.grounding.anomaly.coarse_to_fine): the finest stride searched where the next is high
-        searched_strides = [s for s in self.strides if str(s) in self.banks]
+        pair = coarse_to_fine_pair(s for s in self.strides if str(s) in self.banks)
         self.coarse: tuple[int, int, float, tuple[float, float], tuple[float, float]] | None = None
-        if coarse_share is not None and len(searched_strides) >= 2:
-            fine, coarse = searched_strides[:2]
+        if coarse_share is not None and pair is not None:
+            fine, coarse = pair
             self.coarse = (fine, coarse, float(coarse_share), patch_stats[fine]["few"], patch_stats[coarse]["few"])
 
     def _few(self, flat: torch.Tensor, stride: int) -> torch.Tensor:
@@ -259,10 +260,10 @@ def coarse_tie(bank: dict[int, np.ndarray], basis: dict[int, np.ndarray], share:
                frame: ImageEmbedding) -> bool:
     """Whether a coarse-to-fine search's last patch searched and the first left out score within TIE_MARGIN of
     each other at the next stride: there ONNX Runtime's rounding could search the other one."""
-    searched = sorted(s for s, b in bank.items() if b.size and s in frame.patches)
-    if share is None or len(searched) < 2:
+    pair = coarse_to_fine_pair(s for s, b in bank.items() if b.size and s in frame.patches)
+    if share is None or pair is None:
         return False
-    fine, coarse = searched[:2]
+    fine, coarse = pair
     up, chosen = coarse_candidates(few_shot_scores(frame.patches[coarse], bank[coarse], basis.get(coarse)),
                                    frame.patches[fine].shape[:2], share)
     k = chosen.size

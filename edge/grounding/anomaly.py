@@ -13,6 +13,7 @@ again in all dimensions — so a patch's score is the full search's wherever its
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -127,6 +128,13 @@ def coarse_candidates(coarse_few: np.ndarray, shape: tuple[int, int], share: flo
     return up, np.argsort(-up, kind="stable")[:searched_patches(up.size, share)]
 
 
+def coarse_to_fine_pair(searched_strides: Iterable[int]) -> tuple[int, int] | None:
+    """(fine, coarse) of a coarse-to-fine search: the two finest of the strides searched against a bank; None with
+    fewer than two, where there is nothing coarser to choose the patches by."""
+    strides = sorted(searched_strides)
+    return (strides[0], strides[1]) if len(strides) >= 2 else None
+
+
 def coarse_to_fine(raw: RawScores, patch_stats: dict[int, dict[str, tuple[float, float]]],
                    share: float | None) -> RawScores:
     """The few-shot scores of a coarse-to-fine search: the finest stride searched only at the `share` of its
@@ -134,10 +142,10 @@ def coarse_to_fine(raw: RawScores, patch_stats: dict[int, dict[str, tuple[float,
     finest stride's scale (the same number of good-image standard deviations). The finest stride's search is most
     of the frame's search (four times the patches of the next); a defect raises the coarser score around it.
     `raw` as it is without a share, or with fewer than two searched strides."""
-    strides = sorted(s for s in raw if "few" in raw[s])
-    if share is None or len(strides) < 2:
+    pair = coarse_to_fine_pair(s for s in raw if "few" in raw[s])
+    if share is None or pair is None:
         return raw
-    fine, coarse = strides[0], strides[1]
+    fine, coarse = pair
     few = raw[fine]["few"]
     up, searched = coarse_candidates(raw[coarse]["few"], few.shape, share)
     (fine_mean, fine_std), (coarse_mean, coarse_std) = patch_stats[fine]["few"], patch_stats[coarse]["few"]
