@@ -45,7 +45,7 @@ def weighted_bce(logit: np.ndarray, wrong: np.ndarray) -> tuple[float, np.ndarra
 
 
 def _gelu_grad(x: np.ndarray) -> np.ndarray:
-    inner = SQRT_2_PI * (x + 0.044715 * x ** 3)
+    inner = SQRT_2_PI * (x + 0.044715 * x * x * x)  # as gelu's: not x ** 3, pow() per element
     t = np.tanh(inner)
     return 0.5 * (1 + t) + 0.5 * x * (1 - t ** 2) * SQRT_2_PI * (1 + 3 * 0.044715 * x ** 2)
 
