@@ -140,13 +140,17 @@ def _fit_mlp(features: np.ndarray, wrong: np.ndarray, seed: int, hidden: int, ep
             rows = order[start:start + batch]
             _, grads = forward_backward(params, x[rows], y_all[rows])
             step += 1
-            for k in params:
-                m[k] = beta1 * m[k] + (1 - beta1) * grads[k]
-                v[k] = beta2 * v[k] + (1 - beta2) * grads[k] ** 2
-                m_hat = m[k] / (1 - beta1 ** step)
-                v_hat = v[k] / (1 - beta2 ** step)
-                decay = weight_decay if k in ("w1", "w2") else 0.0
-                params[k] = params[k] - lr * (m_hat / (np.sqrt(v_hat) + 1e-8) + decay * params[k])
+            # Adam in place (the same operations in the same order, without a new array for each result)
+            unbias1, unbias2 = 1 - beta1 ** step, 1 - beta2 ** step
+            for k, param in params.items():
+                grad, mk, vk = grads[k], m[k], v[k]
+                mk *= beta1
+                mk += (1 - beta1) * grad
+                vk *= beta2
+                vk += (1 - beta2) * (grad * grad)
+                update = (mk / unbias1) / (np.sqrt(vk / unbias2) + 1e-8)
+                update += (weight_decay if k in ("w1", "w2") else 0.0) * param
+                param -= lr * update
         if val.any():
             logit = gelu(x[val] @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"][0]
             score = auroc(y_all[val], logit)
