@@ -317,11 +317,11 @@ def test_live_stream_announces_items_asked_again_under_the_filter(app_client, st
                                           "status": "reviewed"})
     assert _events(r.text)[0]["asked_again"] == 1, "item 1, answered again since, under the reviewed filter"
     # an item that arrives, is answered and asked again between two looks is news once: as an arrival
-    seen = store.queue.watermarks()[1]
+    audit_before = store.queue.watermarks()[1]
     store.ingest.add_item(make_item(frame_id="line-1:cam0:b:9"), jpeg())
     store.reviews.add(5, "accept", "ana", None, 3.0)
     assert store.reviews.ask_again([5], "lineside train") == [5]
-    r = client.get("/api/events", params={"after_id": 4, "after_audit_id": seen, "max_events": 1})
+    r = client.get("/api/events", params={"after_id": 4, "after_audit_id": audit_before, "max_events": 1})
     [event] = _events(r.text)
     assert (event["new"], event["asked_again"]) == (1, 0)
 
