@@ -1,5 +1,5 @@
 """edge/fit/line_model.py: the training-time dropout zeroes the share it is set to wherever the batch's values lie in
-memory (the tower's grids come channels-last as often as not), and a fit is the same for the same seed."""
+memory (the tower's grids can come channels-last), and a fit is the same for the same seed."""
 
 from __future__ import annotations
 
