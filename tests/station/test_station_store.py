@@ -70,6 +70,41 @@ def test_hostile_line_id_cannot_leave_storage_dir(store, storage_dir, make_item,
     assert path.is_relative_to(storage_dir.resolve())
 
 
+def test_a_batch_writes_each_image_under_its_own_line_dir(store, storage_dir, make_item, jpeg):
+    """The batch path resolves each line directory once; the files land where the one-item path puts them."""
+    items = [make_item(), make_item(line_id="line-2", frame_id="line-2:cam0:boot1:7"), make_item()]
+    images = [jpeg() for _ in items]
+    assert store.ingest.add_items(list(zip(items, images, strict=True))) == [True, True, True]
+    for item, data in zip(items, images, strict=True):
+        assert (storage_dir / item.line_id / f"{item.frame_id}.jpg").read_bytes() == data
+    assert sorted(p.name for p in storage_dir.iterdir()) == ["line-1", "line-2"]
+
+
+def test_a_line_dir_linked_out_of_the_storage_dir_is_refused_by_the_batch_path(store, storage_dir, tmp_path,
+                                                                                  make_item, jpeg):
+    from edge.station.store.imagefiles import ImagePathError
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    storage_dir.mkdir(exist_ok=True)
+    (storage_dir / "line-1").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ImagePathError, match="leaves the storage directory"):
+        store.ingest.add_items([(make_item(), jpeg()), (make_item(), jpeg())])
+    assert _rows(store, ReviewItemRow) == 0
+    assert list(outside.iterdir()) == []
+
+
+def test_the_batch_resolver_agrees_with_resolve(storage_dir):
+    from edge.station.store.imagefiles import relative_image_path, resolve, resolver
+
+    (storage_dir / "real").mkdir(parents=True)
+    (storage_dir / "linked").symlink_to(storage_dir / "real", target_is_directory=True)  # inside: allowed
+    one = resolver(storage_dir)
+    for line, frame in [("line-1", "line-1:cam0:boot1:1"), ("linked", "f:1"), ("../../x", "a/../b"), ("", "..")]:
+        relative = relative_image_path(line, frame)
+        assert one(relative) == resolve(storage_dir, relative)
+
+
 def test_queue_is_pending_most_uncertain_first(store, make_item, jpeg):
     for u in (0.2, 0.9, 0.5, 0.9):
         store.ingest.add_item(make_item(uncertainty=u), jpeg())

@@ -15,12 +15,13 @@ import os
 import re
 import stat
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.durable import write_atomic
 from edge.transport.schema import MAX_JPEG_BYTES
 
-__all__ = ["ImagePathError", "relative_image_path", "resolve", "servable", "write_atomic"]
+__all__ = ["ImagePathError", "relative_image_path", "resolve", "resolver", "servable", "write_atomic"]
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -53,6 +54,29 @@ def resolve(storage_dir: Path, relative: str) -> Path:
     if not path.is_relative_to(root):
         raise ImagePathError(f"image path {relative!r} leaves the storage directory {root}")
     return path
+
+
+def resolver(storage_dir: Path) -> Callable[[str], Path]:
+    """``resolve`` for the paths of one batch: the storage directory and each line directory are resolved once
+    (``Path.resolve`` stats every component: ~30 µs an item), and only the file name is joined per path. A
+    symbolic link at the file name itself is not followed: ``write_atomic`` renames over it, it writes nothing
+    through it. For writing, not for serving a file."""
+    root = storage_dir.resolve()
+    directories: dict[str, Path] = {}
+
+    def one(relative: str) -> Path:
+        head, _, name = relative.rpartition("/")
+        if name in ("", ".", ".."):
+            return resolve(storage_dir, relative)
+        directory = directories.get(head)
+        if directory is None:
+            directory = (root / head).resolve()
+            if not directory.is_relative_to(root):
+                raise ImagePathError(f"image path {relative!r} leaves the storage directory {root}")
+            directories[head] = directory
+        return directory / name
+
+    return one
 
 
 def servable(path: Path) -> Path:

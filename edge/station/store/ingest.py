@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from edge.durable import fsync_dir, replace_synced
 from edge.station.store.db import Database
 from edge.station.store.groups import Grouper
-from edge.station.store.imagefiles import relative_image_path, resolve, write_atomic
+from edge.station.store.imagefiles import relative_image_path, resolve, resolver, write_atomic
 from edge.station.store.records import region_columns
 from edge.station.tables import (
     STATUS_PENDING,
@@ -152,13 +152,14 @@ class Ingest:
         new: list[bool] = []
         rows: list[ReviewItem] = []
         images: list[tuple[Path, bytes]] = []
+        image_path = resolver(self._db.storage_dir)
         for item, jpeg in batch:
             if item.frame_id in known:
                 new.append(False)
                 continue
             known.add(item.frame_id)
             relative = relative_image_path(item.line_id, item.frame_id)
-            images.append((resolve(self._db.storage_dir, relative), jpeg))
+            images.append((image_path(relative), jpeg))
             rows.append(item)
             new.append(True)
         if not rows:
