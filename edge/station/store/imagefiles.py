@@ -57,24 +57,19 @@ def resolve(storage_dir: Path, relative: str) -> Path:
 
 
 def resolver(storage_dir: Path) -> Callable[[str], Path]:
-    """``resolve`` for the paths of one batch: the storage directory and each line directory are resolved once
-    (``Path.resolve`` stats every component: ~30 µs an item), and only the file name is joined per path. A
+    """``resolve`` for the paths of one batch: each line directory is resolved (and checked) once (``Path.resolve``
+    stats every component: ~30 µs an item), and only the file name is joined per path. A
     symbolic link at the file name itself is not followed: ``write_atomic`` renames over it, it writes nothing
     through it. For writing, not for serving a file."""
-    root = storage_dir.resolve()
     directories: dict[str, Path] = {}
 
     def one(relative: str) -> Path:
         head, _, name = relative.rpartition("/")
         if name in ("", ".", ".."):
             return resolve(storage_dir, relative)
-        directory = directories.get(head)
-        if directory is None:
-            directory = (root / head).resolve()
-            if not directory.is_relative_to(root):
-                raise ImagePathError(f"image path {relative!r} leaves the storage directory {root}")
-            directories[head] = directory
-        return directory / name
+        if head not in directories:
+            directories[head] = resolve(storage_dir, head)  # refuses a directory that leaves storage_dir
+        return directories[head] / name
 
     return one
 
