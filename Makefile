@@ -41,7 +41,7 @@ postgresql:
 
 test: setup chromium postgresql
 	$(BIN)/lint-imports --no-cache --no-logo
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # the long fault-injection run (README "Fault injection"): 10,000 frames per scenario, 60 s outages
 faults: setup
