@@ -19,6 +19,7 @@ from edge.fit.failure import (
     vilu_weight,
     weighted_bce,
 )
+from edge.fit.failure import _gelu_and_grad as gelu_and_grad
 from edge.stats import auroc
 from edge.uncertainty.failure import (
     NEIGHBOUR_NAMES,
@@ -29,6 +30,7 @@ from edge.uncertainty.failure import (
     baseline_scores,
     decision_scalars,
     failure_features,
+    gelu,
 )
 from edge.uncertainty.score import Uncertainty, review_route
 
@@ -89,6 +91,17 @@ def test_hand_written_gradient_matches_torch() -> None:
     assert loss == pytest.approx(float(t_loss.detach()), rel=1e-6)
     for k in params:
         np.testing.assert_allclose(grads[k], t[k].grad.numpy(), rtol=1e-5, atol=1e-8)  # type: ignore[union-attr]
+
+
+def test_the_fit_s_activation_is_the_run_time_s_to_the_bit() -> None:
+    """The fit takes gelu and its derivative from one tanh; the daemon scores with `gelu`: the same values, so a
+    predictor scores at run time exactly what it was fitted on."""
+    x = np.random.default_rng(5).standard_normal((64, 32)).astype(np.float32) * 3
+    activation, derivative = gelu_and_grad(x)
+    assert np.array_equal(activation, gelu(x))
+    step = 1e-3
+    numeric = (gelu(x.astype(np.float64) + step) - gelu(x.astype(np.float64) - step)) / (2 * step)
+    np.testing.assert_allclose(derivative, numeric, rtol=1e-4, atol=1e-5)
 
 
 def _decisions_that_fail(seed: int, n: int = 1200) -> tuple[np.ndarray, np.ndarray]:
