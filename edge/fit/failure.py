@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 
 from edge.stats import auroc, sigmoid
-from edge.uncertainty.failure import MSP_COLUMN, SQRT_2_PI, TAIL, FailurePredictor, OodDetector, gelu
+from edge.uncertainty.failure import (
+    MSP_COLUMN,
+    SQRT_2_PI,
+    TAIL,
+    FailurePredictor,
+    OodDetector,
+    gelu,
+    gelu_tanh,
+)
 
 MIN_MSP_SLOPE = 1e-3  # the least slope of p(wrong) on max-softmax a calibration may keep (fit_msp_predictor)
 BAG_MEMBERS = 5  # MLPs whose logits the failure predictor averages (README, "Uncertainty …": why)
@@ -45,8 +53,8 @@ def weighted_bce(logit: np.ndarray, wrong: np.ndarray) -> tuple[float, np.ndarra
 
 
 def _gelu_and_grad(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """gelu(x) and its derivative from one tanh (the same arithmetic as `gelu`, so the same values to the bit)."""
-    t = np.tanh(SQRT_2_PI * (x + 0.044715 * x * x * x))  # as gelu's: not x ** 3, pow() per element
+    """gelu(x) and its derivative from one tanh (`gelu`'s own, so the same values to the bit)."""
+    t = gelu_tanh(x)
     return 0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t ** 2) * SQRT_2_PI * (1 + 3 * 0.044715 * x ** 2)
 
 
